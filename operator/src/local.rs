@@ -1,0 +1,135 @@
+//! `eventpipe run`: a pipeline manifest run on this machine. It discovers the partitions under the
+//! source and runs the transformer in-process for each, oldest first — the same code a Job runs,
+//! minus Kubernetes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use eventpipe_transformer::task::{EngineSettings, Summary, Task, new_run_id};
+use eventpipe_transformer::{discovery, run, validate};
+use serde::Serialize;
+
+/// Arguments of `eventpipe run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// The EventPipeline manifest (YAML).
+    #[arg(short = 'f', long = "filename")]
+    manifest: PathBuf,
+    /// Read partitions from this URL or local directory instead of spec.source.url.
+    #[arg(long)]
+    source: Option<String>,
+    /// Write Parquet to this URL or local directory instead of spec.sink.url.
+    #[arg(long)]
+    sink: Option<String>,
+    /// Write quarantined rows to this URL or local directory instead of spec.badRecords.url.
+    /// When only --sink is given, quarantined rows go next to it (`<sink>-rejected`).
+    #[arg(long)]
+    rejected: Option<String>,
+    /// Summary format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    /// Process partitions even when their committed output matches the inputs.
+    #[arg(long)]
+    force: bool,
+    /// Parallel partitions of each query (default: the CPUs available).
+    #[arg(long)]
+    target_partitions: Option<usize>,
+    /// Memory each query may hold before spilling to disk, in MiB.
+    #[arg(long)]
+    memory_limit_mib: Option<u64>,
+}
+
+/// How the summary is printed.
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    /// One line per partition.
+    Table,
+    /// `{"partitions": [...]}`.
+    Json,
+}
+
+/// The outcome of one partition.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PartitionOutcome {
+    partition: String,
+    #[serde(flatten)]
+    summary: Option<Summary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Runs the manifest; the exit code is non-zero when any partition failed.
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut pipeline = crate::manifest_file::load(&args.manifest)?.spec.pipeline;
+    if let Some(source) = args.source {
+        pipeline.source.url = source;
+    }
+    if let Some(sink) = args.sink {
+        pipeline.sink.url = sink;
+        pipeline.bad_records.url = None;
+    }
+    if let Some(rejected) = args.rejected {
+        pipeline.bad_records.url = Some(rejected);
+    }
+    let checked = validate::check(&pipeline)?;
+    validate::check_sql(&pipeline).await?;
+    let source = checked.source.open(pipeline.s3.as_ref()).await?;
+    let partitions = discovery::discover(&source, &checked.layout)
+        .await
+        .with_context(|| format!("listing {}", checked.source.url()))?;
+    if partitions.is_empty() {
+        eprintln!(
+            "no partitions under {} match the layout {:?}",
+            checked.source.url(),
+            checked.layout.template()
+        );
+    }
+    let engine = EngineSettings {
+        target_partitions: args.target_partitions,
+        memory_limit_mib: args.memory_limit_mib,
+        scratch_dir: None,
+    };
+    let mut outcomes = Vec::new();
+    for (partition, inputs) in partitions {
+        let task = Task {
+            run_id: new_run_id(),
+            partition,
+            inputs,
+            pipeline: pipeline.clone(),
+            engine: engine.clone(),
+            force: args.force,
+        };
+        let result = run::run(&task).await;
+        outcomes.push(PartitionOutcome {
+            partition: partition.to_string(),
+            error: result.as_ref().err().map(ToString::to_string),
+            summary: result.ok(),
+        });
+    }
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::json!({ "partitions": outcomes })),
+        OutputFormat::Table => print_table(&outcomes),
+    }
+    let failed = outcomes.iter().any(|o| o.error.is_some());
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn print_table(outcomes: &[PartitionOutcome]) {
+    println!(
+        "{:<28} {:>12} {:>10} {:>12} {:>14} {:>8} {:>8}",
+        "PARTITION", "ROWS READ", "REJECTED", "WRITTEN", "BYTES", "SKIPPED", "SECONDS"
+    );
+    for outcome in outcomes {
+        match (&outcome.summary, &outcome.error) {
+            (Some(s), _) => println!(
+                "{:<28} {:>12} {:>10} {:>12} {:>14} {:>8} {:>8.2}",
+                outcome.partition, s.rows_read, s.rows_rejected, s.rows_written, s.bytes_written, s.skipped, s.seconds
+            ),
+            (None, Some(error)) => println!("{:<28} FAILED: {error}", outcome.partition),
+            (None, None) => unreachable!("an outcome has a summary or an error"),
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! A real Kubernetes control plane for integration tests, in the spirit of controller-runtime's
+//! envtest: `etcd` + `kube-apiserver` on 127.0.0.1 with RBAC, admission, the TokenRequest API and
+//! the CRDs from `crds/*.yaml` installed. There is no kubelet, scheduler or
+//! kube-controller-manager: nothing runs Jobs or Pods, deletes namespaces or garbage-collects
+//! owned objects, so a test plays those parts itself.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use eventpipe_testkit::kube_env::KubeEnv;
+//! let env = KubeEnv::get().await?;              // started once per test binary
+//! let admin = env.client()?;                     // a fresh client for this test's runtime
+//! let ns = env.namespace("my-test").await?;      // a fresh namespace (with a `default` SA)
+//! let limited = env.service_account_client(&ns, "reader").await?; // only what RBAC grants
+//! # let _ = (admin, limited); Ok(()) }
+//! ```
+//!
+//! # Where the control plane comes from
+//! * `EVENTPIPE_TEST_KUBECONFIG` set: that (already running) cluster is used and nothing is started,
+//!   e.g. one from `scripts/testenv.sh start`.
+//! * Otherwise the first test that asks starts one through `scripts/testenv.sh run`, using the
+//!   binaries that `scripts/testenv.sh install` put in the cache (`EVENTPIPE_CACHE`, or
+//!   `EVENTPIPE_KUBE_APISERVER` / `EVENTPIPE_ETCD` to point at other binaries). Missing binaries are an
+//!   error naming that command; the harness never skips (in particular not under `CI=true`).
+//!
+//! # No leftover processes
+//! The test process holds the write end of the supervisor script's stdin, and never closes it.
+//! When the test binary exits -- normally, by panic, or killed with SIGKILL -- the kernel closes it,
+//! the script sees end-of-file and kills etcd and kube-apiserver and removes their state directory.
+//! The two servers also carry a parent-death signal, so they die with the script even if the script
+//! itself is killed.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::{
+    api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        core::v1::{Namespace, ServiceAccount},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{
+    Api, Client, Config,
+    api::{Patch, PatchParams, PostParams},
+    config::{AuthInfo, KubeConfigOptions, Kubeconfig},
+    runtime::wait::{await_condition, conditions},
+};
+
+/// Environment variable naming the kubeconfig of an already running cluster to use instead of
+/// starting one.
+pub const KUBECONFIG_ENV: &str = "EVENTPIPE_TEST_KUBECONFIG";
+
+/// The command that installs the binaries this harness needs.
+pub const INSTALL_COMMAND: &str = "scripts/testenv.sh install";
+
+/// Field manager used for everything the harness applies.
+pub const FIELD_MANAGER: &str = "eventpipe-testkit";
+
+/// Label put on every namespace created by [`KubeEnv::namespace`].
+pub const TEST_NAMESPACE_LABEL: &str = "eventpipe.dev/test-namespace";
+
+const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The workspace root (where `crds/` and `scripts/` live).
+pub fn workspace_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// Installs the `ring` rustls CryptoProvider for the process, once. Needed because both `ring` and
+/// `aws-lc-rs` may be compiled in (kube vs. the AWS SDK), and then rustls cannot pick one itself.
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A running control plane shared by all tests of one test binary.
+///
+/// It holds no connection or runtime state: every test builds its own [`Client`] with
+/// [`KubeEnv::client`], since each `#[tokio::test]` has its own runtime.
+pub struct KubeEnv {
+    kubeconfig_path: PathBuf,
+    config: Config,
+    crds: Vec<String>,
+    /// `Some` when this process started the control plane; kept (never closed) until exit.
+    _supervisor: Option<Mutex<Supervisor>>,
+}
+
+struct Supervisor {
+    _child: Child,
+    _stdin: ChildStdin,
+}
+
+static SHARED: OnceLock<Result<KubeEnv, String>> = OnceLock::new();
+
+impl KubeEnv {
+    /// Returns the control plane of this test binary, starting it (and installing the CRDs) on the
+    /// first call. Safe to call from any test and any runtime; concurrent callers wait for the
+    /// first one. An error (e.g. missing binaries) is returned to every caller.
+    pub async fn get() -> Result<&'static KubeEnv> {
+        tokio::task::spawn_blocking(Self::get_blocking)
+            .await
+            .context("the control plane start-up task failed")?
+    }
+
+    /// Blocking version of [`KubeEnv::get`], for synchronous code.
+    pub fn get_blocking() -> Result<&'static KubeEnv> {
+        SHARED
+            .get_or_init(|| Self::start().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow!("kube test environment unavailable: {e}"))
+    }
+
+    fn start() -> Result<KubeEnv> {
+        install_crypto_provider();
+        let (kubeconfig_path, supervisor) = match std::env::var_os(KUBECONFIG_ENV) {
+            Some(path) if !path.is_empty() => (PathBuf::from(path), None),
+            _ => {
+                let (path, supervisor) = start_control_plane()?;
+                (path, Some(Mutex::new(supervisor)))
+            }
+        };
+        let kubeconfig = Kubeconfig::read_from(&kubeconfig_path)
+            .with_context(|| format!("reading kubeconfig {}", kubeconfig_path.display()))?;
+        // Client set-up and CRD installation are async; run them on a private runtime on a
+        // separate thread so that nothing ties the shared state to the caller's runtime.
+        let (config, crds) = std::thread::spawn(move || -> Result<(Config, Vec<String>)> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let config =
+                    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                        .await
+                        .context("building a client config from the kubeconfig")?;
+                let client = Client::try_from(config.clone())?;
+                let crds = install_crds(client).await?;
+                Ok((config, crds))
+            })
+        })
+        .join()
+        .map_err(|_| anyhow!("the CRD installation thread panicked"))??;
+        Ok(KubeEnv { kubeconfig_path, config, crds, _supervisor: supervisor })
+    }
+
+    /// Path of an admin kubeconfig for this control plane (e.g. for `kubectl` while debugging, or
+    /// for a process under test).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig_path
+    }
+
+    /// Names of the CustomResourceDefinitions installed from `crds/*.yaml`.
+    pub fn crds(&self) -> &[String] {
+        &self.crds
+    }
+
+    /// The admin client configuration (member of `system:masters`, bypasses RBAC).
+    pub fn admin_config(&self) -> Config {
+        self.config.clone()
+    }
+
+    /// A new admin [`Client`], bound to the calling test's runtime.
+    pub fn client(&self) -> Result<Client> {
+        Ok(Client::try_from(self.config.clone())?)
+    }
+
+    /// Creates a fresh namespace named `<prefix>-<random>` and returns its name. Like
+    /// kube-controller-manager would, it also creates the namespace's `default` ServiceAccount,
+    /// which the ServiceAccount admission plugin requires before Pods can be created there.
+    ///
+    /// Namespaces are not deleted: with no namespace controller they would stay `Terminating`
+    /// anyway, and the control plane is thrown away at exit. They carry the label
+    /// [`TEST_NAMESPACE_LABEL`].
+    pub async fn namespace(&self, prefix: &str) -> Result<String> {
+        let client = self.client()?;
+        let mut clean: String = prefix
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        clean.truncate(40);
+        let clean = clean.trim_matches('-');
+        let clean = if clean.is_empty() { "test" } else { clean };
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{clean}-")),
+                labels: Some([(TEST_NAMESPACE_LABEL.to_string(), "true".to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let created = Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .context("creating a test namespace")?;
+        let name = created.metadata.name.context("created namespace has no name")?;
+        ensure_service_account(&client, &name, "default").await?;
+        Ok(name)
+    }
+
+    /// A [`Client`] authenticated as ServiceAccount `namespace/name` with a token from the
+    /// TokenRequest API, so the test runs with exactly the permissions RBAC grants that account.
+    /// The ServiceAccount is created if it does not exist. The token is valid for one hour.
+    pub async fn service_account_client(&self, namespace: &str, name: &str) -> Result<Client> {
+        let token = self.service_account_token(namespace, name).await?;
+        let mut config = self.config.clone();
+        config.auth_info = AuthInfo { token: Some(token.into()), ..Default::default() };
+        config.default_namespace = namespace.to_string();
+        Ok(Client::try_from(config)?)
+    }
+
+    /// Mints a bearer token for ServiceAccount `namespace/name` (created if missing) through the
+    /// TokenRequest API.
+    pub async fn service_account_token(&self, namespace: &str, name: &str) -> Result<String> {
+        let client = self.client()?;
+        ensure_service_account(&client, namespace, name).await?;
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![],
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let response = Api::<ServiceAccount>::namespaced(client, namespace)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("TokenRequest for serviceaccount {namespace}/{name}"))?;
+        let status = response.status.context("TokenRequest returned no status")?;
+        Ok(status.token)
+    }
+}
+
+async fn ensure_service_account(client: &Client, namespace: &str, name: &str) -> Result<()> {
+    let sa = ServiceAccount {
+        metadata: ObjectMeta { name: Some(name.to_string()), ..Default::default() },
+        ..Default::default()
+    };
+    match Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &sa)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating serviceaccount {namespace}/{name}")),
+    }
+}
+
+/// Starts `scripts/testenv.sh run` and waits for its `ready <kubeconfig>` line.
+fn start_control_plane() -> Result<(PathBuf, Supervisor)> {
+    let root = workspace_root();
+    let script = root.join("scripts/testenv.sh");
+    if !script.exists() {
+        bail!("{} is missing", script.display());
+    }
+    // Fail early, with the command to run, when the binaries are not installed.
+    let env = Command::new("bash")
+        .arg(&script)
+        .arg("env")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} env", script.display()))?;
+    if !env.status.success() {
+        bail!(
+            "etcd / kube-apiserver are not installed: run `{INSTALL_COMMAND}` (once; it builds \
+             kube-apiserver from source and caches it), or set {KUBECONFIG_ENV} to the kubeconfig \
+             of a running cluster.\n{}",
+            String::from_utf8_lossy(&env.stderr).trim_end()
+        );
+    }
+
+    let state = tempfile::Builder::new()
+        .prefix("eventpipe-kube-")
+        .tempdir()
+        .context("creating the control plane's state directory")?
+        .keep();
+    let started = Instant::now();
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .arg("run")
+        .arg(&state)
+        .arg("--cleanup")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {} run", script.display()))?;
+    let stdin = child.stdin.take().context("no stdin pipe")?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let mut kubeconfig = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading the control plane's output")?;
+        if let Some(path) = line.strip_prefix("ready ") {
+            kubeconfig = Some(PathBuf::from(path.trim()));
+            break;
+        }
+    }
+    // The stdout pipe is closed here; the script prints nothing more on it.
+    let Some(kubeconfig) = kubeconfig else {
+        let status = child.wait().ok();
+        bail!(
+            "the control plane did not start (scripts/testenv.sh run exited: {status:?}); see its \
+             messages above"
+        );
+    };
+    eprintln!(
+        "kube_env: control plane ready in {:.1} s ({})",
+        started.elapsed().as_secs_f64(),
+        kubeconfig.display()
+    );
+    Ok((kubeconfig, Supervisor { _child: child, _stdin: stdin }))
+}
+
+/// Server-side applies every CustomResourceDefinition in `crds/*.yaml` and waits until each one is
+/// Established. Returns their names.
+async fn install_crds(client: Client) -> Result<Vec<String>> {
+    let dir = workspace_root().join("crds");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    let api = Api::<CustomResourceDefinition>::all(client);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut names = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value: serde_json::Value = k8s_openapi::serde::Deserialize::deserialize(document)
+                .with_context(|| format!("parsing {}", file.display()))?;
+            if value.is_null() {
+                continue;
+            }
+            if value["kind"] != "CustomResourceDefinition" {
+                continue;
+            }
+            let name = value["metadata"]["name"]
+                .as_str()
+                .with_context(|| format!("a CRD in {} has no metadata.name", file.display()))?
+                .to_string();
+            api.patch(&name, &params, &Patch::Apply(&value))
+                .await
+                .with_context(|| format!("applying CRD {name} from {}", file.display()))?;
+            names.push(name);
+        }
+    }
+    for name in &names {
+        tokio::time::timeout(
+            CRD_ESTABLISHED_TIMEOUT,
+            await_condition(api.clone(), name, conditions::is_crd_established()),
+        )
+        .await
+        .with_context(|| format!("CRD {name} not Established after {CRD_ESTABLISHED_TIMEOUT:?}"))?
+        .with_context(|| format!("waiting for CRD {name}"))?;
+    }
+    Ok(names)
+}

@@ -1,0 +1,39 @@
+//! Finds the partitions under a source: lists the objects below the source URL and groups those
+//! that sit directly inside a directory matching the layout.
+
+use std::collections::BTreeMap;
+
+use object_store::ObjectMeta;
+
+use crate::error::Result;
+use crate::layout::{Layout, PartitionKey};
+use crate::storage::Store;
+use crate::task::InputObject;
+
+/// The partitions found, oldest first, each with its input objects sorted by path.
+pub type Partitions = BTreeMap<PartitionKey, Vec<InputObject>>;
+
+/// Lists the source and groups its objects into partitions.
+pub async fn discover(source: &Store, layout: &Layout) -> Result<Partitions> {
+    let objects = source.list("").await?;
+    Ok(group(source, layout, &objects))
+}
+
+/// Groups listed objects into partitions by the layout; objects outside partitions are ignored.
+pub fn group(source: &Store, layout: &Layout, objects: &[ObjectMeta]) -> Partitions {
+    let mut partitions = Partitions::new();
+    for object in objects {
+        let relative = source.relative(&object.location);
+        if let Some(key) = layout.partition_of(relative) {
+            partitions.entry(key).or_default().push(InputObject {
+                path: relative.to_string(),
+                size: object.size,
+                etag: object.e_tag.clone(),
+            });
+        }
+    }
+    for inputs in partitions.values_mut() {
+        inputs.sort();
+    }
+    partitions
+}

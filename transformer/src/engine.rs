@@ -1,0 +1,185 @@
+//! The query engine for one partition: a DataFusion session with a memory limit and spilling, the
+//! typed `events` table over the partition's CSV objects, and the sandboxed transform SQL.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::Schema;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{CsvReadOptions, DataFrame, SessionConfig, SessionContext};
+
+use crate::error::{Error, Result};
+use crate::layout::PartitionKey;
+use crate::schema;
+use crate::spec::{Column, ColumnType, CsvCompression, CsvOptions};
+use crate::storage::Store;
+use crate::task::EngineSettings;
+
+/// Memory the query may hold before spilling, when the task does not say.
+pub const DEFAULT_MEMORY_LIMIT_MIB: u64 = 1024;
+
+/// Input bytes that justify one more parallel partition.
+const BYTES_PER_PARTITION: u64 = 16 * 1024 * 1024;
+
+/// The table name the transform SQL reads.
+pub const EVENTS_TABLE: &str = "events";
+
+/// A DataFusion session set up for one partition.
+pub struct Engine {
+    ctx: SessionContext,
+}
+
+/// A CSV object to read, as DataFusion addresses it.
+#[derive(Clone, Debug)]
+pub struct CsvObject {
+    /// Full URL (`s3://bucket/key` or `file:///path`).
+    pub url: String,
+    /// Whether it is gzip-compressed.
+    pub gzip: bool,
+}
+
+impl Engine {
+    /// A session with the task's parallelism, memory limit and scratch directory. Without a set
+    /// parallelism, small inputs get fewer partitions (and so fewer, larger output files).
+    pub fn new(settings: &EngineSettings, input_bytes: u64) -> Result<Self> {
+        let target_partitions = settings.target_partitions.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let by_size = usize::try_from(input_bytes / BYTES_PER_PARTITION).unwrap_or(usize::MAX);
+            by_size.clamp(1, cpus)
+        });
+        let memory_limit = settings.memory_limit_mib.unwrap_or(DEFAULT_MEMORY_LIMIT_MIB) * 1024 * 1024;
+        let mut runtime = RuntimeEnvBuilder::new().with_memory_pool(Arc::new(FairSpillPool::new(memory_limit as usize)));
+        if let Some(dir) = &settings.scratch_dir {
+            runtime = runtime.with_temp_file_path(dir);
+        }
+        let config = SessionConfig::new()
+            .with_target_partitions(target_partitions)
+            .with_information_schema(false);
+        Ok(Self { ctx: SessionContext::new_with_config_rt(config, runtime.build_arc()?) })
+    }
+
+    /// Makes a store's objects readable by URL.
+    pub fn register_store(&self, store: &Store) {
+        self.ctx.register_object_store(&store.root_url, Arc::clone(&store.store));
+    }
+
+    /// The header's columns, each as a nullable string: the schema used when none is declared.
+    pub async fn header_columns(&self, first: &CsvObject, csv: &CsvOptions) -> Result<Vec<Column>> {
+        let frame = self.ctx.read_csv(vec![first.url.clone()], csv_options(csv, None, first.gzip)).await?;
+        Ok(frame
+            .schema()
+            .fields()
+            .iter()
+            .map(|field| Column {
+                name: field.name().clone(),
+                data_type: ColumnType::String,
+                nullable: true,
+                unit: None,
+                format: None,
+            })
+            .collect())
+    }
+
+    /// Registers the typed `events` table over the given CSV objects.
+    pub async fn register_csv_events(
+        &self,
+        objects: &[CsvObject],
+        csv: &CsvOptions,
+        columns: &[Column],
+        partition: &PartitionKey,
+    ) -> Result<()> {
+        let raw_schema = schema::raw_schema(columns);
+        let mut raw: Option<DataFrame> = None;
+        for gzip in [false, true] {
+            let urls: Vec<String> = objects.iter().filter(|o| o.gzip == gzip).map(|o| o.url.clone()).collect();
+            if urls.is_empty() {
+                continue;
+            }
+            let frame = self.ctx.read_csv(urls, csv_options(csv, Some(&raw_schema), gzip)).await?;
+            raw = Some(match raw {
+                Some(previous) => previous.union(frame)?,
+                None => frame,
+            });
+        }
+        let raw = match raw {
+            Some(frame) => frame,
+            None => self.ctx.read_table(Arc::new(MemTable::try_new(Arc::clone(&raw_schema), vec![vec![]])?))?,
+        };
+        self.register_events(raw, columns, partition)
+    }
+
+    /// Registers an empty `events` table with the declared columns: enough to plan a query and
+    /// report unknown columns or type errors without reading data.
+    pub fn register_empty_events(&self, columns: &[Column], partition: &PartitionKey) -> Result<()> {
+        let raw = self.ctx.read_table(Arc::new(MemTable::try_new(schema::raw_schema(columns), vec![vec![]])?))?;
+        self.register_events(raw, columns, partition)
+    }
+
+    fn register_events(&self, raw: DataFrame, columns: &[Column], partition: &PartitionKey) -> Result<()> {
+        let typed = raw.select(schema::events_projection(columns, partition))?;
+        self.ctx.deregister_table(EVENTS_TABLE)?;
+        self.ctx.register_table(EVENTS_TABLE, typed.into_view())?;
+        Ok(())
+    }
+
+    /// Plans the transform: sandbox check, then the query, with the output columns normalised for
+    /// Parquet readers and the partition columns left out (their values live in the path).
+    pub async fn transform(&self, sql: &str, partition: &PartitionKey) -> Result<DataFrame> {
+        crate::sandbox::check(sql)?;
+        let frame = self
+            .ctx
+            .sql_with_options(sql, crate::sandbox::options())
+            .await
+            .map_err(|e| Error::Sql(crate::error::one_line(&e)))?;
+        let partition_columns: Vec<&str> = partition.columns().into_iter().map(|(name, _)| name).collect();
+        let output: Vec<_> = frame
+            .schema()
+            .fields()
+            .iter()
+            .filter(|field| !partition_columns.contains(&field.name().as_str()))
+            .map(|field| schema::output_expr(field.name(), field.data_type()))
+            .collect();
+        if output.is_empty() {
+            return Err(Error::Sql("the query returns no column besides the partition values".into()));
+        }
+        Ok(frame.select(output)?)
+    }
+
+    /// The session, for executing plans.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+}
+
+/// The Arrow schema a transform produces, without running it on data.
+pub async fn output_schema(sql: &str, columns: &[Column], partition: &PartitionKey) -> Result<Arc<Schema>> {
+    let engine = Engine::new(&EngineSettings::default(), 0)?;
+    engine.register_empty_events(columns, partition)?;
+    let frame = engine.transform(sql, partition).await?;
+    Ok(Arc::new(frame.schema().as_arrow().clone()))
+}
+
+fn csv_options<'a>(csv: &'a CsvOptions, schema: Option<&'a Schema>, gzip: bool) -> CsvReadOptions<'a> {
+    let mut options = CsvReadOptions::new()
+        .has_header(csv.header)
+        .delimiter(csv.delimiter.as_bytes()[0])
+        .quote(csv.quote.as_bytes()[0])
+        .newlines_in_values(true)
+        .file_extension("")
+        .file_compression_type(if gzip { FileCompressionType::GZIP } else { FileCompressionType::UNCOMPRESSED });
+    if let Some(schema) = schema {
+        options = options.schema(schema);
+    }
+    options
+}
+
+/// Whether objects named `name` are gzip-compressed under the given setting.
+pub fn is_gzip(name: &str, compression: CsvCompression) -> bool {
+    match compression {
+        CsvCompression::Auto => name.ends_with(".gz"),
+        CsvCompression::Gzip => true,
+        CsvCompression::None => false,
+    }
+}

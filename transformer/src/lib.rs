@@ -1,0 +1,25 @@
+//! eventpipe's data plane: turns one date partition of CSV objects into Parquet with Apache
+//! DataFusion, exactly once, accounting for every input row.
+//!
+//! The entry point is [`run::run`], which takes a [`task::Task`] and returns a [`task::Summary`].
+//! The same library backs the Kubernetes Job binary `eventpipe-transformer` and the local runner
+//! `eventpipe run`.
+
+pub mod badrows;
+pub mod credentials;
+pub mod discovery;
+pub mod engine;
+pub mod error;
+pub mod fingerprint;
+pub mod layout;
+pub mod manifest;
+pub mod run;
+pub mod sandbox;
+pub mod schema;
+pub mod spec;
+pub mod storage;
+pub mod task;
+pub mod validate;
+pub mod writer;
+
+pub use error::{Error, Result};

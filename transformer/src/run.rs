@@ -1,0 +1,286 @@
+//! One transformer run: one partition from CSV to committed Parquet.
+//!
+//! 1. If the committed manifest has the task's input fingerprint, nothing is done.
+//! 2. Fast path: a strict DataFusion read of all inputs, the SQL, and Parquet out.
+//! 3. If the read fails on bad data, the inputs are checked row by row; bad rows fail the run or
+//!    are left out (and quarantined), and the clean rows go through the same fast path again.
+//! 4. The manifest is written (the commit point), then files of superseded runs are deleted.
+
+use std::time::Instant;
+
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use tokio::io::AsyncWriteExt;
+
+use crate::badrows::{self, Separated};
+use crate::engine::{CsvObject, Engine, is_gzip};
+use crate::error::{Error, Result};
+use crate::manifest::{self, Manifest, ManifestColumn, ManifestFile};
+use crate::spec::{BadRecordPolicy, Column, CsvOptions};
+use crate::storage::{Location, Store};
+use crate::task::{Summary, Task};
+use crate::writer::{self, Output};
+
+/// Runs a task to completion and returns what it did.
+pub async fn run(task: &Task) -> Result<Summary> {
+    let started = Instant::now();
+    let pipeline = &task.pipeline;
+    let checked = crate::validate::check(pipeline)?;
+    let s3 = pipeline.s3.as_ref();
+    let source = checked.source.open(s3).await?;
+    let sink = checked.sink.open(s3).await?;
+    let fingerprint = crate::fingerprint::fingerprint(&task.inputs);
+    let directory = sink.child(&task.partition.sink_path());
+
+    let previous = manifest::read(&sink, &directory).await?;
+    if let Some(committed) = previous.as_ref().filter(|c| c.manifest.input_fingerprint == fingerprint && !task.force) {
+        return Ok(summary(&committed.manifest, &sink, &directory, true, started));
+    }
+
+    let run = Run { task, source: &source, sink: &sink, directory: &directory };
+    let converted = match run.convert(&checked.rejected).await {
+        Ok(converted) => converted,
+        Err(error) => {
+            run.discard_own_files().await?;
+            return Err(error);
+        }
+    };
+
+    let manifest = run.manifest(&converted, fingerprint);
+    if let Err(error) = manifest::commit(&sink, &directory, &manifest, previous.as_ref()).await {
+        run.discard_own_files().await?;
+        return Err(error);
+    }
+    let keep: Vec<String> = manifest.files.iter().map(|f| f.name.clone()).collect();
+    manifest::remove_stale(&sink, &directory, "part-", &keep).await?;
+    if let Some(rejected) = &converted.rejected {
+        manifest::remove_stale(&rejected.store, &rejected.directory, "rejected-", &[rejected.name.clone()]).await?;
+    }
+    Ok(summary(&manifest, &sink, &directory, false, started))
+}
+
+/// The output of a conversion, before it is committed.
+struct Converted {
+    output: Output,
+    rows_read: u64,
+    rows_rejected: u64,
+    rejected: Option<QuarantinedRows>,
+}
+
+/// Where a run's quarantined rows were written.
+struct QuarantinedRows {
+    store: Store,
+    directory: Path,
+    name: String,
+}
+
+struct Run<'a> {
+    task: &'a Task,
+    source: &'a Store,
+    sink: &'a Store,
+    directory: &'a Path,
+}
+
+impl Run<'_> {
+    fn csv_objects(&self) -> Vec<CsvObject> {
+        let compression = self.task.pipeline.source.csv.compression;
+        self.task
+            .inputs
+            .iter()
+            .map(|input| CsvObject {
+                url: self.source.url_of(&self.source.child(&input.path)),
+                gzip: is_gzip(&input.path, compression),
+            })
+            .collect()
+    }
+
+    fn engine(&self) -> Result<Engine> {
+        let input_bytes = self.task.inputs.iter().map(|input| input.size).sum();
+        let engine = Engine::new(&self.task.engine, input_bytes)?;
+        engine.register_store(self.source);
+        engine.register_store(self.sink);
+        Ok(engine)
+    }
+
+    /// The declared columns, or the header's columns as strings when none are declared.
+    async fn columns(&self, engine: &Engine) -> Result<Vec<Column>> {
+        let declared = &self.task.pipeline.source.schema;
+        match self.csv_objects().first() {
+            Some(first) if declared.is_empty() => engine.header_columns(first, &self.task.pipeline.source.csv).await,
+            _ => Ok(declared.clone()),
+        }
+    }
+
+    /// The fast path, and the row-by-row path when the fast one fails on bad data.
+    async fn convert(&self, rejected_location: &Location) -> Result<Converted> {
+        match self.convert_fast().await {
+            Err(error) if is_data_error(&error) => {
+                self.discard_own_files().await?;
+                self.convert_row_by_row(error, rejected_location).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn convert_fast(&self) -> Result<Converted> {
+        let engine = self.engine()?;
+        let columns = self.columns(&engine).await?;
+        let output = self.transform(&engine, &self.csv_objects(), &self.task.pipeline.source.csv, &columns).await?;
+        Ok(Converted { rows_read: output.rows_scanned, rows_rejected: 0, output, rejected: None })
+    }
+
+    async fn transform(&self, engine: &Engine, objects: &[CsvObject], csv: &CsvOptions, columns: &[Column]) -> Result<Output> {
+        let pipeline = &self.task.pipeline;
+        engine.register_csv_events(objects, csv, columns, &self.task.partition).await?;
+        let frame = engine.transform(&pipeline.transform.sql, &self.task.partition).await?;
+        writer::write(frame, self.sink, self.directory, &self.task.run_id, pipeline.sink.compression).await
+    }
+
+    /// The slow path: separates bad rows, applies the policy, converts the clean rows.
+    async fn convert_row_by_row(&self, fast_path_error: Error, rejected_location: &Location) -> Result<Converted> {
+        let engine = self.engine()?;
+        let columns = self.columns(&engine).await?;
+        let scratch = scratch_dir(self.task)?;
+        let inputs: Vec<badrows::Input> = self
+            .task
+            .inputs
+            .iter()
+            .map(|input| badrows::Input {
+                path: self.source.child(&input.path),
+                gzip: is_gzip(&input.path, self.task.pipeline.source.csv.compression),
+            })
+            .collect();
+        let separated = badrows::separate(self.source, &inputs, &self.task.pipeline.source.csv, &columns, scratch.path()).await?;
+        let Some(first_bad) = separated.first_bad.clone() else {
+            // Every row is well-formed: the failure was not about the input rows.
+            return Err(fast_path_error);
+        };
+        let policy = self.task.pipeline.bad_records.policy;
+        if policy == BadRecordPolicy::Fail {
+            return Err(Error::BadRecord {
+                object: first_bad.object,
+                line: first_bad.line,
+                reason: first_bad.reason,
+                total: separated.rows_rejected,
+            });
+        }
+        let clean: Vec<CsvObject> = separated
+            .clean_files
+            .iter()
+            .map(|path| CsvObject { url: format!("file://{}", path.display()), gzip: false })
+            .collect();
+        let output = self.transform(&engine, &clean, &CsvOptions::default(), &columns).await?;
+        let accepted = separated.rows_read - separated.rows_rejected;
+        if output.rows_scanned != accepted {
+            return Err(Error::Config(format!(
+                "the row-by-row check accepted {accepted} rows but the reader read {}: a value passes one parser and not the other",
+                output.rows_scanned
+            )));
+        }
+        let rejected = match policy {
+            BadRecordPolicy::Quarantine => Some(self.quarantine(&separated, rejected_location).await?),
+            _ => None,
+        };
+        Ok(Converted { output, rows_read: separated.rows_read, rows_rejected: separated.rows_rejected, rejected })
+    }
+
+    /// Uploads the bad rows as JSON lines below the rejected-rows location.
+    async fn quarantine(&self, separated: &Separated, location: &Location) -> Result<QuarantinedRows> {
+        let store = location.open(self.task.pipeline.s3.as_ref()).await?;
+        let directory = store.child(&self.task.partition.sink_path());
+        let name = format!("rejected-{}.jsonl", self.task.run_id);
+        let path = directory.clone().join(name.as_str());
+        let mut file = tokio::fs::File::open(&separated.bad_rows_file)
+            .await
+            .map_err(|e| Error::io("reading bad rows", e))?;
+        let mut upload = BufWriter::new(std::sync::Arc::clone(&store.store), path.clone());
+        tokio::io::copy(&mut file, &mut upload).await.map_err(|e| Error::io(format!("writing {}", store.url_of(&path)), e))?;
+        upload.shutdown().await.map_err(|e| Error::io(format!("writing {}", store.url_of(&path)), e))?;
+        Ok(QuarantinedRows { store, directory, name })
+    }
+
+    /// Deletes the data files this run wrote, after a failure.
+    async fn discard_own_files(&self) -> Result<()> {
+        manifest::remove_stale(self.sink, self.directory, &writer::file_prefix(&self.task.run_id), &[]).await
+    }
+
+    fn manifest(&self, converted: &Converted, input_fingerprint: String) -> Manifest {
+        let output = &converted.output;
+        Manifest {
+            run_id: self.task.run_id.clone(),
+            partition: self.task.partition.to_string(),
+            input_fingerprint,
+            inputs: self.task.inputs.clone(),
+            files: output
+                .files
+                .iter()
+                .map(|file| ManifestFile {
+                    name: file.path.filename().unwrap_or_default().to_string(),
+                    rows: file.rows,
+                    bytes: file.bytes,
+                })
+                .collect(),
+            rows_read: converted.rows_read,
+            rows_rejected: converted.rows_rejected,
+            rows_written: output.files.iter().map(|f| f.rows).sum(),
+            bytes_written: output.files.iter().map(|f| f.bytes).sum(),
+            rejected_rows_url: converted
+                .rejected
+                .as_ref()
+                .map(|r| r.store.url_of(&r.directory.clone().join(r.name.as_str()))),
+            schema: output
+                .schema
+                .fields()
+                .iter()
+                .map(|field| ManifestColumn {
+                    name: field.name().clone(),
+                    data_type: field.data_type().to_string(),
+                    nullable: field.is_nullable(),
+                })
+                .collect(),
+            tool: format!("eventpipe-transformer {}", env!("CARGO_PKG_VERSION")),
+            committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }
+    }
+}
+
+fn summary(manifest: &Manifest, sink: &Store, directory: &Path, skipped: bool, started: Instant) -> Summary {
+    Summary {
+        partition: manifest.partition.clone(),
+        run_id: manifest.run_id.clone(),
+        input_fingerprint: manifest.input_fingerprint.clone(),
+        rows_read: manifest.rows_read,
+        rows_rejected: manifest.rows_rejected,
+        rows_written: manifest.rows_written,
+        bytes_written: manifest.bytes_written,
+        files: manifest.files.iter().map(|f| sink.relative(&directory.clone().join(f.name.as_str())).to_string()).collect(),
+        skipped,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn scratch_dir(task: &Task) -> Result<tempfile::TempDir> {
+    let builder = {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("eventpipe-");
+        builder
+    };
+    match &task.engine.scratch_dir {
+        Some(dir) => builder.tempdir_in(dir),
+        None => builder.tempdir(),
+    }
+    .map_err(|e| Error::io("creating a scratch directory", e))
+}
+
+/// Whether a fast-path failure may come from the input rows (so the row-by-row pass can tell),
+/// rather than from storage, resources or the SQL itself.
+fn is_data_error(error: &Error) -> bool {
+    use datafusion::error::DataFusionError as E;
+    match error {
+        Error::Engine(engine) => !matches!(
+            engine.find_root(),
+            E::ObjectStore(_) | E::IoError(_) | E::ResourcesExhausted(_) | E::NotImplemented(_) | E::Plan(_)
+        ),
+        _ => false,
+    }
+}

@@ -1,0 +1,260 @@
+//! The data-plane part of a pipeline: where the CSV comes from, how to read it, what SQL to run and
+//! where the Parquet goes. The `EventPipeline` custom resource embeds these types unchanged, so their
+//! doc comments are also the `kubectl explain` text of the CRD fields.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The data path of a pipeline: read, transform, write, and what to do with bad rows.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineSpec {
+    /// Where the raw CSV partitions are and how to read them.
+    pub source: SourceSpec,
+    /// The SQL that turns one partition's rows into output rows.
+    #[serde(default)]
+    pub transform: TransformSpec,
+    /// Where the Parquet output goes.
+    pub sink: SinkSpec,
+    /// What happens to rows that cannot be read as the declared schema.
+    #[serde(default)]
+    pub bad_records: BadRecordsSpec,
+    /// How to reach S3 (region, endpoint). Credentials come from the standard AWS chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Settings>,
+}
+
+/// Where the raw CSV partitions are and how to read them.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// Bucket and optional prefix holding the partitions, e.g. `s3://user-events/`. In local mode
+    /// (`eventpipe run`) a local directory is accepted too.
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// Path of one partition below `url`, with the placeholders `{year}`, `{month}`, `{day}` (all
+    /// required) and `{hour}` (optional, for hourly data). Every object directly inside a matching
+    /// directory belongs to that partition, except names starting with `_` or `.`.
+    #[serde(default = "default_layout")]
+    #[schemars(regex(pattern = r"^[^{}]*\{year\}[^{}]*\{month\}[^{}]*\{day\}[^{}]*(\{hour\}[^{}]*)?$"))]
+    pub layout: String,
+    /// How the CSV files are written.
+    #[serde(default)]
+    pub csv: CsvOptions,
+    /// The columns of the CSV files, in file order, with their types. When empty, every column of
+    /// the header is read as a nullable string.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 512))]
+    pub schema: Vec<Column>,
+}
+
+/// The default partition layout: Hive-style daily partitions.
+pub fn default_layout() -> String {
+    "year={year}/month={month}/day={day}/".to_string()
+}
+
+/// How the CSV files are written.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CsvOptions {
+    /// Whether the first line of every file is a header (it is skipped, not read as data).
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// Field separator: a single ASCII character.
+    #[serde(default = "default_delimiter")]
+    #[schemars(length(min = 1, max = 1))]
+    pub delimiter: String,
+    /// Quote character: a single ASCII character. A quote inside a quoted field is doubled.
+    #[serde(default = "default_quote")]
+    #[schemars(length(min = 1, max = 1))]
+    pub quote: String,
+    /// Compression of the files: `auto` decides by file name (`.gz` is gzip), `gzip` or `none`
+    /// force it for every file.
+    #[serde(default)]
+    pub compression: CsvCompression,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self {
+            header: true,
+            delimiter: default_delimiter(),
+            quote: default_quote(),
+            compression: CsvCompression::default(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_delimiter() -> String {
+    ",".to_string()
+}
+
+fn default_quote() -> String {
+    "\"".to_string()
+}
+
+/// Compression of the CSV files.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CsvCompression {
+    /// By file name: `.gz` is gzip, anything else is plain text.
+    #[default]
+    Auto,
+    /// Every file is gzip.
+    Gzip,
+    /// Every file is plain text.
+    None,
+}
+
+/// One column of the CSV files.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Column {
+    /// Column name as the SQL sees it.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Column type.
+    #[serde(rename = "type")]
+    pub data_type: ColumnType,
+    /// Whether the column may be empty. An empty value in a non-nullable column makes the row bad.
+    #[serde(default = "default_true")]
+    pub nullable: bool,
+    /// For `timestamp` columns holding numbers: `seconds` or `millis` since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<TimestampUnit>,
+    /// For `timestamp` columns holding text: a chrono/strftime format such as
+    /// `%Y-%m-%d %H:%M:%S`, read as UTC. Without `unit` and `format`, ISO 8601 / RFC 3339 text is
+    /// expected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+/// The type of a column.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    /// UTF-8 text.
+    String,
+    /// 64-bit signed integer.
+    Int64,
+    /// 64-bit floating point number.
+    Float64,
+    /// `true` or `false` (any letter case).
+    Bool,
+    /// Instant in time, stored as a UTC timestamp with microsecond precision.
+    Timestamp,
+    /// Calendar date, `YYYY-MM-DD`.
+    Date,
+}
+
+/// Unit of a numeric timestamp.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TimestampUnit {
+    /// Seconds since 1970-01-01T00:00:00Z.
+    Seconds,
+    /// Milliseconds since 1970-01-01T00:00:00Z.
+    Millis,
+}
+
+/// The SQL that turns one partition's rows into output rows.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TransformSpec {
+    /// One SELECT query over the table `events`, which has the schema's columns plus the partition
+    /// values (`year`, `month`, `day` and, for hourly layouts, `hour`) as integers. Output columns
+    /// named after partition values are not written into the files: their values are in the path.
+    /// Statements other than a query (DDL, DML, COPY, SET, ...) are refused.
+    #[serde(default = "default_sql")]
+    #[schemars(length(min = 1))]
+    pub sql: String,
+}
+
+impl Default for TransformSpec {
+    fn default() -> Self {
+        Self { sql: default_sql() }
+    }
+}
+
+fn default_sql() -> String {
+    "SELECT * FROM events".to_string()
+}
+
+/// Where the Parquet output goes.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkSpec {
+    /// Bucket and optional prefix of the output, e.g. `s3://output/user-settings/`. Each partition is
+    /// written below it as `year=YYYY/month=MM/day=DD/` (plus `hour=HH/` for hourly layouts), with a
+    /// `_manifest.json` that records the committed files.
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// Parquet compression codec.
+    #[serde(default)]
+    pub compression: ParquetCompression,
+}
+
+/// Parquet compression codec.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ParquetCompression {
+    /// Zstandard, level 3.
+    #[default]
+    Zstd,
+    /// Snappy.
+    Snappy,
+    /// Gzip, level 6.
+    Gzip,
+    /// No compression.
+    None,
+}
+
+/// What happens to rows that cannot be read as the declared schema (wrong number of fields, a
+/// value that does not parse, an empty non-nullable value, invalid UTF-8, an unterminated quote).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BadRecordsSpec {
+    /// `fail` stops the partition with an error naming object, line and reason; `skip` leaves bad
+    /// rows out and counts them; `quarantine` also writes them, with the reason, under `url`.
+    #[serde(default)]
+    pub policy: BadRecordPolicy,
+    /// Where quarantined rows go, as JSON lines (`object`, `line`, `reason`, `text`) under
+    /// `year=YYYY/month=MM/day=DD/`. Defaults to the sink URL with `-rejected` appended to its last
+    /// path segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// What happens to bad rows.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BadRecordPolicy {
+    /// Stop the partition with an error naming the first bad row.
+    #[default]
+    Fail,
+    /// Leave bad rows out and count them.
+    Skip,
+    /// Leave bad rows out, count them and write them with their reasons under `badRecords.url`.
+    Quarantine,
+}
+
+/// How to reach S3. Credentials come from the standard AWS chain: environment variables, profile,
+/// web identity (IRSA) or container credentials (EKS pod identity).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Settings {
+    /// AWS region; defaults to the chain's region or `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Endpoint of an S3-compatible service, e.g. `http://localstack:4566`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Address buckets as `endpoint/bucket` instead of `bucket.endpoint` (most S3-compatible
+    /// services need this).
+    #[serde(default)]
+    pub force_path_style: bool,
+}

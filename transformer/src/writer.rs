@@ -1,0 +1,123 @@
+//! Runs a planned transform and streams its output into Parquet files, one writer per output
+//! partition of the plan so that encoding runs in parallel. Files are named after the run.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::{Compression, GzipLevel, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream_partitioned};
+use datafusion::prelude::DataFrame;
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+
+use crate::error::{Error, Result};
+use crate::spec::ParquetCompression;
+use crate::storage::Store;
+
+/// One Parquet file written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// The file's path in the sink store.
+    pub path: Path,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// What executing the transform produced.
+#[derive(Debug)]
+pub struct Output {
+    /// Files written, in name order.
+    pub files: Vec<WrittenFile>,
+    /// Rows the CSV scans produced (the rows the SQL saw).
+    pub rows_scanned: u64,
+    /// The output schema.
+    pub schema: SchemaRef,
+}
+
+/// The name prefix of the data files a run writes.
+pub fn file_prefix(run_id: &str) -> String {
+    format!("part-{run_id}-")
+}
+
+/// Executes `frame` and writes its rows as `part-<run id>-<n>.parquet` under `directory`.
+pub async fn write(
+    frame: DataFrame,
+    store: &Store,
+    directory: &Path,
+    run_id: &str,
+    compression: ParquetCompression,
+) -> Result<Output> {
+    let task_ctx = Arc::new(frame.task_ctx());
+    let plan = frame.create_physical_plan().await?;
+    let schema = plan.schema();
+    let properties = writer_properties(compression)?;
+    let streams = execute_stream_partitioned(Arc::clone(&plan), task_ctx)?;
+    let writers = streams.into_iter().enumerate().map(|(index, stream)| {
+        let path = directory.clone().join(format!("{}{index:03}.parquet", file_prefix(run_id)));
+        write_stream(stream, store.clone(), path, properties.clone())
+    });
+    let mut files: Vec<WrittenFile> = futures::future::try_join_all(writers).await?.into_iter().flatten().collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Output { files, rows_scanned: rows_scanned(plan.as_ref()), schema })
+}
+
+async fn write_stream(
+    mut stream: SendableRecordBatchStream,
+    store: Store,
+    path: Path,
+    properties: WriterProperties,
+) -> Result<Option<WrittenFile>> {
+    let mut writer: Option<AsyncArrowWriter<BufWriter>> = None;
+    let mut rows = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        if writer.is_none() {
+            let object = BufWriter::new(Arc::clone(&store.store), path.clone());
+            writer = Some(AsyncArrowWriter::try_new(object, batch.schema(), Some(properties.clone()))?);
+        }
+        rows += batch.num_rows() as u64;
+        writer.as_mut().expect("created above").write(&batch).await?;
+    }
+    let Some(writer) = writer else { return Ok(None) };
+    writer.close().await?;
+    let bytes = store.store.head(&path).await.map_err(|e| store.error(&path, e))?.size;
+    Ok(Some(WrittenFile { path, rows, bytes }))
+}
+
+fn writer_properties(compression: ParquetCompression) -> Result<WriterProperties> {
+    let codec = match compression {
+        ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::try_new(3)?),
+        ParquetCompression::Snappy => Compression::SNAPPY,
+        ParquetCompression::Gzip => Compression::GZIP(GzipLevel::try_new(6)?),
+        ParquetCompression::None => Compression::UNCOMPRESSED,
+    };
+    Ok(WriterProperties::builder()
+        .set_compression(codec)
+        .set_created_by(format!("eventpipe {}", env!("CARGO_PKG_VERSION")))
+        .build())
+}
+
+/// Rows produced by the plan's data source scans, from their metrics.
+fn rows_scanned(plan: &dyn ExecutionPlan) -> u64 {
+    let own = if plan.children().is_empty() {
+        plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64
+    } else {
+        0
+    };
+    own + plan.children().iter().map(|child| rows_scanned(child.as_ref())).sum::<u64>()
+}
+
+impl From<datafusion::parquet::errors::ParquetError> for Error {
+    fn from(error: datafusion::parquet::errors::ParquetError) -> Self {
+        Error::Engine(error.into())
+    }
+}
