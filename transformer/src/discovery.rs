@@ -28,7 +28,7 @@ pub fn group(source: &Store, layout: &Layout, objects: &[ObjectMeta]) -> Partiti
             partitions.entry(key).or_default().push(InputObject {
                 path: relative.to_string(),
                 size: object.size,
-                etag: object.e_tag.clone(),
+                etag: object.e_tag.clone().or_else(|| Some(object.last_modified.to_rfc3339())),
             });
         }
     }

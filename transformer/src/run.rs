@@ -34,7 +34,7 @@ pub async fn run(task: &Task) -> Result<Summary> {
 
     let previous = manifest::read(&sink, &directory).await?;
     if let Some(committed) = previous.as_ref().filter(|c| c.manifest.input_fingerprint == fingerprint && !task.force) {
-        return Ok(summary(&committed.manifest, &sink, &directory, true, started));
+        return Ok(summary(&committed.manifest, &sink, &directory, None, started));
     }
 
     let run = Run { task, source: &source, sink: &sink, directory: &directory };
@@ -56,7 +56,7 @@ pub async fn run(task: &Task) -> Result<Summary> {
     if let Some(rejected) = &converted.rejected {
         manifest::remove_stale(&rejected.store, &rejected.directory, "rejected-", &[rejected.name.clone()]).await?;
     }
-    Ok(summary(&manifest, &sink, &directory, false, started))
+    Ok(summary(&manifest, &sink, &directory, Some(&converted.output), started))
 }
 
 /// The output of a conversion, before it is committed.
@@ -244,7 +244,8 @@ impl Run<'_> {
     }
 }
 
-fn summary(manifest: &Manifest, sink: &Store, directory: &Path, skipped: bool, started: Instant) -> Summary {
+/// The summary of a committed manifest; `output` is the run's own output, `None` when skipped.
+fn summary(manifest: &Manifest, sink: &Store, directory: &Path, output: Option<&Output>, started: Instant) -> Summary {
     Summary {
         partition: manifest.partition.clone(),
         run_id: manifest.run_id.clone(),
@@ -254,7 +255,8 @@ fn summary(manifest: &Manifest, sink: &Store, directory: &Path, skipped: bool, s
         rows_written: manifest.rows_written,
         bytes_written: manifest.bytes_written,
         files: manifest.files.iter().map(|f| sink.relative(&directory.clone().join(f.name.as_str())).to_string()).collect(),
-        skipped,
+        spilled_bytes: output.map_or(0, |o| o.spilled_bytes),
+        skipped: output.is_none(),
         seconds: started.elapsed().as_secs_f64(),
     }
 }

@@ -25,7 +25,7 @@ pub struct PipelineSpec {
 }
 
 /// Where the raw CSV partitions are and how to read them.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceSpec {
     /// Bucket and optional prefix holding the partitions, e.g. `s3://user-events/`. In local mode
@@ -46,6 +46,12 @@ pub struct SourceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 512))]
     pub schema: Vec<Column>,
+}
+
+impl Default for SourceSpec {
+    fn default() -> Self {
+        Self { url: String::new(), layout: default_layout(), csv: CsvOptions::default(), schema: Vec::new() }
+    }
 }
 
 /// The default partition layout: Hive-style daily partitions.

@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore};
+use object_store::{ClientOptions, ObjectMeta, ObjectStore, RetryConfig};
 use url::Url;
 
 use crate::credentials::AwsChainCredentials;
@@ -104,7 +105,11 @@ async fn s3_store(bucket: &str, settings: &S3Settings) -> Result<Arc<dyn ObjectS
     let credentials = sdk_config
         .credentials_provider()
         .ok_or_else(|| Error::Config("no AWS credentials provider is configured".to_string()))?;
+    let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..RetryConfig::default() };
+    let client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
     let mut builder = AmazonS3Builder::new()
+        .with_retry(retry)
+        .with_client_options(client)
         .with_bucket_name(bucket)
         .with_region(region)
         .with_credentials(Arc::new(AwsChainCredentials::new(credentials)))

@@ -34,7 +34,7 @@ pub struct InputObject {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
-    /// ETag (S3) or the store's equivalent version tag.
+    /// ETag, or the last-modified time where the store lists no ETag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
 }
@@ -76,6 +76,8 @@ pub struct Summary {
     pub bytes_written: u64,
     /// Output files, relative to the sink URL.
     pub files: Vec<String>,
+    /// Bytes the query spilled to disk to stay within its memory limit (0 when skipped).
+    pub spilled_bytes: u64,
     /// True when the committed output already matched the inputs and nothing was done.
     pub skipped: bool,
     /// Wall-clock seconds the run took.

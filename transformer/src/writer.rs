@@ -7,7 +7,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream_partitioned};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning, SendableRecordBatchStream, execute_stream_partitioned};
 use datafusion::prelude::DataFrame;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
@@ -36,6 +37,8 @@ pub struct Output {
     pub files: Vec<WrittenFile>,
     /// Rows the CSV scans produced (the rows the SQL saw).
     pub rows_scanned: u64,
+    /// Bytes the query spilled to disk to stay within its memory limit.
+    pub spilled_bytes: u64,
     /// The output schema.
     pub schema: SchemaRef,
 }
@@ -54,7 +57,7 @@ pub async fn write(
     compression: ParquetCompression,
 ) -> Result<Output> {
     let task_ctx = Arc::new(frame.task_ctx());
-    let plan = frame.create_physical_plan().await?;
+    let plan = with_writer_partitions(frame.create_physical_plan().await?, task_ctx.session_config().target_partitions())?;
     let schema = plan.schema();
     let properties = writer_properties(compression)?;
     let streams = execute_stream_partitioned(Arc::clone(&plan), task_ctx)?;
@@ -64,7 +67,21 @@ pub async fn write(
     });
     let mut files: Vec<WrittenFile> = futures::future::try_join_all(writers).await?.into_iter().flatten().collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Output { files, rows_scanned: rows_scanned(plan.as_ref()), schema })
+    let rows_scanned = sum_metric(plan.as_ref(), &|node| {
+        let is_scan = node.children().is_empty();
+        let rows = if is_scan { node.metrics().and_then(|m| m.output_rows()) } else { None };
+        rows.unwrap_or(0)
+    });
+    let spilled_bytes = sum_metric(plan.as_ref(), &|node| node.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0));
+    Ok(Output { files, rows_scanned, spilled_bytes, schema })
+}
+
+/// The plan with exactly `writers` output partitions: one file and one encoding task each.
+fn with_writer_partitions(plan: Arc<dyn ExecutionPlan>, writers: usize) -> Result<Arc<dyn ExecutionPlan>> {
+    if plan.properties().output_partitioning().partition_count() == writers {
+        return Ok(plan);
+    }
+    Ok(Arc::new(RepartitionExec::try_new(plan, Partitioning::RoundRobinBatch(writers))?))
 }
 
 async fn write_stream(
@@ -106,14 +123,9 @@ fn writer_properties(compression: ParquetCompression) -> Result<WriterProperties
         .build())
 }
 
-/// Rows produced by the plan's data source scans, from their metrics.
-fn rows_scanned(plan: &dyn ExecutionPlan) -> u64 {
-    let own = if plan.children().is_empty() {
-        plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64
-    } else {
-        0
-    };
-    own + plan.children().iter().map(|child| rows_scanned(child.as_ref())).sum::<u64>()
+/// The sum of a per-node figure over the whole plan.
+fn sum_metric(plan: &dyn ExecutionPlan, figure: &dyn Fn(&dyn ExecutionPlan) -> usize) -> u64 {
+    figure(plan) as u64 + plan.children().iter().map(|child| sum_metric(child.as_ref(), figure)).sum::<u64>()
 }
 
 impl From<datafusion::parquet::errors::ParquetError> for Error {

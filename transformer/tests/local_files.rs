@@ -1,0 +1,242 @@
+//! The transformer end to end on local files: CSV dialects, typed output, the commit protocol,
+//! bad rows under each policy, the SQL sandbox and spilling under a small memory limit.
+
+mod support;
+
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::prelude::SessionContext;
+use eventpipe_transformer::Error;
+use eventpipe_transformer::spec::BadRecordPolicy;
+use eventpipe_transformer::task::EngineSettings;
+use support::{DAY, HEADER, TaskBuilder, gzip, query_parquet, table, write_partition};
+use tempfile::TempDir;
+
+struct Dirs {
+    source: TempDir,
+    sink: TempDir,
+}
+
+impl Dirs {
+    fn new() -> Self {
+        Self { source: TempDir::new().unwrap(), sink: TempDir::new().unwrap() }
+    }
+
+    fn builder(&self) -> TaskBuilder {
+        TaskBuilder::new(self.source.path().to_str().unwrap(), self.sink.path().to_str().unwrap())
+    }
+
+    fn output_dir(&self) -> std::path::PathBuf {
+        self.sink.path().join(DAY.sink_path())
+    }
+
+    fn output_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.output_dir())
+            .map(|entries| entries.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    async fn query(&self, sql: &str) -> Vec<String> {
+        let ctx = SessionContext::new();
+        table(&query_parquet(&ctx, &format!("{}/", self.output_dir().display()), sql).await)
+    }
+}
+
+#[tokio::test]
+async fn every_valid_csv_dialect_is_read() {
+    let dirs = Dirs::new();
+    write_partition(
+        dirs.source.path(),
+        &[
+            ("a.csv", b"\xEF\xBB\xBFid,name,value,timestamp\r\n1,font,\"a,b\",1795478400\r\n2,quote,\"say \"\"hi\"\"\",1795478401\r\n"),
+            ("b.csv", b"id,name,value,timestamp\n3,multi,\"line1\nline2\",1795478402\n4,,,1795478403"),
+            ("c.csv.gz", &gzip(b"id,name,value,timestamp\n5,zipped,yes,1795478404\n")),
+            ("empty.csv", b""),
+            ("header-only.csv", HEADER.as_bytes()),
+            ("_SUCCESS", b""),
+        ],
+    );
+    let summary = eventpipe_transformer::run::run(&dirs.builder().build().await).await.unwrap();
+    assert_eq!((summary.rows_read, summary.rows_rejected, summary.rows_written), (5, 0, 5));
+    let rows = dirs.query("SELECT id, name, value, \"timestamp\" FROM out ORDER BY id").await;
+    assert_eq!(
+        rows[3..8],
+        [
+            "| 1  | font   | a,b      | 2026-11-24T00:00:00Z |",
+            "| 2  | quote  | say \"hi\" | 2026-11-24T00:00:01Z |",
+            "| 3  | multi  | line1    | 2026-11-24T00:00:02Z |",
+            "|    |        | line2    |                      |",
+            "| 4  |        |          | 2026-11-24T00:00:03Z |",
+        ]
+    );
+    assert_eq!(rows[8], "| 5  | zipped | yes      | 2026-11-24T00:00:04Z |");
+}
+
+#[tokio::test]
+async fn output_types_are_what_athena_reads() {
+    let dirs = Dirs::new();
+    write_partition(dirs.source.path(), &[("a.csv", b"id,name,value,timestamp\n7,n,v,1795478400\n")]);
+    let task = dirs
+        .builder()
+        .sql("SELECT id, \"timestamp\", to_timestamp_seconds(\"timestamp\") AS ts_seconds, year, day FROM events")
+        .build()
+        .await;
+    eventpipe_transformer::run::run(&task).await.unwrap();
+    let ctx = SessionContext::new();
+    let frame = ctx.read_parquet(format!("{}/", dirs.output_dir().display()), Default::default()).await.unwrap();
+    let schema = frame.schema();
+    let utc_micros = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    assert_eq!(schema.field_with_unqualified_name("timestamp").unwrap().data_type(), &utc_micros);
+    assert_eq!(schema.field_with_unqualified_name("ts_seconds").unwrap().data_type(), &utc_micros);
+    assert!(!schema.field_with_unqualified_name("id").unwrap().is_nullable());
+    // Partition values live in the path, not in the files.
+    assert!(schema.field_with_unqualified_name("year").is_err() && schema.field_with_unqualified_name("day").is_err());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dirs.output_dir().join("_manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["schema"][1]["type"], "Timestamp(µs, \"UTC\")");
+}
+
+#[tokio::test]
+async fn the_latest_value_per_setting_becomes_a_map_per_user() {
+    let dirs = Dirs::new();
+    let events = "id,name,value,timestamp\n\
+        1,dark_mode,on,100\n1,dark_mode,off,200\n1,font_size,12,150\n\
+        2,language,de-DE,300\n2,language,en-US,300\n2,language,fr-FR,299\n\
+        1,dark_mode,on,199\n";
+    write_partition(dirs.source.path(), &[("a.csv", events.as_bytes())]);
+    let sql = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/user-settings.yaml")).unwrap();
+    let sql = example_sql(&sql);
+    let summary = eventpipe_transformer::run::run(&dirs.builder().sql(&sql).build().await).await.unwrap();
+    assert_eq!((summary.rows_read, summary.rows_written), (7, 2));
+    // Tie on (2, language) at 300: the greatest value, en-US, wins.
+    assert_eq!(
+        dirs.query("SELECT id, settings FROM out ORDER BY id").await[3..5],
+        ["| 1  | {dark_mode: off, font_size: 12} |", "| 2  | {language: en-US}               |"]
+    );
+}
+
+/// The SQL of an example manifest (the `sql: |` block).
+fn example_sql(manifest: &str) -> String {
+    let start = manifest.find("sql: |").unwrap() + "sql: |".len();
+    manifest[start..]
+        .lines()
+        .skip(1)
+        .take_while(|line| line.starts_with("      ") || line.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn unchanged_input_is_a_no_op_and_late_files_replace_the_output() {
+    let dirs = Dirs::new();
+    write_partition(dirs.source.path(), &[("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\n")]);
+    let first = eventpipe_transformer::run::run(&dirs.builder().build().await).await.unwrap();
+    assert!(!first.skipped);
+    let files_after_first = dirs.output_files();
+
+    let again = eventpipe_transformer::run::run(&dirs.builder().build().await).await.unwrap();
+    assert!(again.skipped);
+    assert_eq!(again.run_id, first.run_id);
+    assert_eq!(dirs.output_files(), files_after_first);
+
+    write_partition(dirs.source.path(), &[("late.csv", b"id,name,value,timestamp\n2,n,v,1795478401\n")]);
+    let late = eventpipe_transformer::run::run(&dirs.builder().build().await).await.unwrap();
+    assert!(!late.skipped);
+    assert_ne!(late.input_fingerprint, first.input_fingerprint);
+    assert_eq!((late.rows_read, late.rows_written), (2, 2));
+    let files = dirs.output_files();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.iter().all(|f| f == "_manifest.json" || f.contains(&late.run_id)), "{files:?}");
+    assert_eq!(dirs.query("SELECT count(*) AS n FROM out").await[3], "| 2 |");
+}
+
+const BAD: &[u8] = b"id,name,value,timestamp\n1,n,v,100\nnope,n,v,100\n2,n,v\n3,n,v,100\n,n,v,100\n";
+
+#[tokio::test]
+async fn fail_policy_names_object_line_and_reason() {
+    let dirs = Dirs::new();
+    write_partition(dirs.source.path(), &[("good.csv", b"id,name,value,timestamp\n9,n,v,1\n"), ("bad.csv", BAD)]);
+    let error = eventpipe_transformer::run::run(&dirs.builder().policy(BadRecordPolicy::Fail).build().await)
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, Error::BadRecord { line: 3, total: 3, .. }), "{message}");
+    assert!(message.contains("year=2026/month=11/day=24/bad.csv line 3"), "{message}");
+    assert!(message.contains("column \"id\": \"nope\" is not a valid int64"), "{message}");
+    assert!(dirs.output_files().is_empty(), "nothing is committed or left behind: {:?}", dirs.output_files());
+}
+
+#[tokio::test]
+async fn skip_policy_counts_every_bad_row() {
+    let dirs = Dirs::new();
+    write_partition(dirs.source.path(), &[("good.csv", b"id,name,value,timestamp\n9,n,v,1\n"), ("bad.csv", BAD)]);
+    let summary =
+        eventpipe_transformer::run::run(&dirs.builder().policy(BadRecordPolicy::Skip).build().await).await.unwrap();
+    assert_eq!((summary.rows_read, summary.rows_rejected, summary.rows_written), (6, 3, 3));
+    assert_eq!(dirs.query("SELECT count(*) FROM out").await[3], "| 3        |");
+}
+
+#[tokio::test]
+async fn quarantine_policy_writes_bad_rows_with_reasons() {
+    let dirs = Dirs::new();
+    let rejected = TempDir::new().unwrap();
+    write_partition(dirs.source.path(), &[("bad.csv", BAD), ("bad-utf8.csv", b"id,name,value,timestamp\n5,n,\xff\xfe,100\n")]);
+    let task = dirs
+        .builder()
+        .policy(BadRecordPolicy::Quarantine)
+        .rejected_url(rejected.path().to_str().unwrap())
+        .build()
+        .await;
+    let summary = eventpipe_transformer::run::run(&task).await.unwrap();
+    assert_eq!(summary.rows_read, summary.rows_written + summary.rows_rejected);
+    assert_eq!(summary.rows_rejected, 4);
+    let path = rejected.path().join(DAY.sink_path()).join(format!("rejected-{}.jsonl", summary.run_id));
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let described: Vec<(u64, String, String)> = lines
+        .iter()
+        .map(|l| (l["line"].as_u64().unwrap(), l["reason"].as_str().unwrap().into(), l["text"].as_str().unwrap().into()))
+        .collect();
+    assert!(lines.iter().all(|l| l["object"].as_str().unwrap().starts_with("file:///")));
+    assert_eq!(described[0], (2, "column \"value\": invalid UTF-8".into(), "5,n,\u{fffd}\u{fffd},100".into()));
+    assert_eq!(described[1], (3, "column \"id\": \"nope\" is not a valid int64".into(), "nope,n,v,100".into()));
+    assert_eq!(described[2], (4, "3 fields, expected 4".into(), "2,n,v".into()));
+    assert_eq!(described[3], (6, "column \"id\": empty value in a non-nullable column".into(), ",n,v,100".into()));
+}
+
+#[tokio::test]
+async fn refused_sql_reads_no_data() {
+    let dirs = Dirs::new();
+    write_partition(dirs.source.path(), &[("a.csv", b"id,name,value,timestamp\n1,n,v,1\n")]);
+    for (sql, expected) in [
+        ("COPY (SELECT 1) TO '/tmp/x.csv'", "only a query is allowed"),
+        ("SELECT * FROM events; DROP TABLE events", "2 statements"),
+        ("SELECT * FROM '/etc/passwd'", "/etc/passwd"),
+        ("SELECT missing FROM events", "missing"),
+    ] {
+        let error = eventpipe_transformer::run::run(&dirs.builder().sql(sql).build().await).await.unwrap_err();
+        assert!(matches!(error, Error::Sql(_)), "{sql}: {error}");
+        assert!(error.to_string().contains(expected), "{sql}: {error}");
+    }
+    assert!(dirs.output_files().is_empty());
+}
+
+#[tokio::test]
+async fn an_aggregation_larger_than_the_memory_limit_spills() {
+    let dirs = Dirs::new();
+    let mut csv = String::from(HEADER);
+    for i in 0..120_000u64 {
+        csv.push_str(&format!("{},setting_{},value_{},{}\n", i % 50_000, i % 16, i % 12, 1_795_478_400 + i % 86_400));
+    }
+    write_partition(dirs.source.path(), &[("big.csv", csv.as_bytes())]);
+    let mut task = dirs
+        .builder()
+        .sql(&example_sql(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/user-settings.yaml")).unwrap()))
+        .build()
+        .await;
+    task.engine = EngineSettings { target_partitions: Some(2), memory_limit_mib: Some(10), scratch_dir: None };
+    let summary = eventpipe_transformer::run::run(&task).await.unwrap();
+    assert_eq!((summary.rows_read, summary.rows_written), (120_000, 50_000));
+    assert!(summary.spilled_bytes > 0, "{summary:?}");
+}

@@ -1,0 +1,125 @@
+//! Fixtures for the transformer's integration tests: a task builder and Parquet read-back.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the fixtures")]
+
+use std::path::Path;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use eventpipe_transformer::layout::{Layout, PartitionKey};
+use eventpipe_transformer::spec::{
+    BadRecordPolicy, Column, ColumnType, PipelineSpec, S3Settings, SinkSpec, SourceSpec, TimestampUnit, TransformSpec,
+};
+use eventpipe_transformer::storage::Location;
+use eventpipe_transformer::task::{Task, new_run_id};
+
+/// The partition most tests use: 2026-11-24.
+pub const DAY: PartitionKey = PartitionKey { year: 2026, month: 11, day: 24, hour: None };
+
+/// The header of the user-event files.
+pub const HEADER: &str = "id,name,value,timestamp\n";
+
+/// The user-event columns: `id int64 not null, name string, value string, timestamp seconds not null`.
+pub fn event_columns() -> Vec<Column> {
+    let column = |name: &str, data_type, nullable| Column { name: name.into(), data_type, nullable, unit: None, format: None };
+    vec![
+        column("id", ColumnType::Int64, false),
+        column("name", ColumnType::String, true),
+        column("value", ColumnType::String, true),
+        Column { unit: Some(TimestampUnit::Seconds), ..column("timestamp", ColumnType::Timestamp, false) },
+    ]
+}
+
+/// Builds a task for one partition; inputs are discovered from the source like production does.
+pub struct TaskBuilder {
+    pipeline: PipelineSpec,
+    partition: PartitionKey,
+}
+
+impl TaskBuilder {
+    /// A typed conversion of the user events from `source` to `sink` (URLs or directories).
+    pub fn new(source: &str, sink: &str) -> Self {
+        Self {
+            pipeline: PipelineSpec {
+                source: SourceSpec { url: source.into(), schema: event_columns(), ..Default::default() },
+                sink: SinkSpec { url: sink.into(), ..Default::default() },
+                ..Default::default()
+            },
+            partition: DAY,
+        }
+    }
+
+    pub fn sql(mut self, sql: &str) -> Self {
+        self.pipeline.transform = TransformSpec { sql: sql.into() };
+        self
+    }
+
+    pub fn columns(mut self, columns: Vec<Column>) -> Self {
+        self.pipeline.source.schema = columns;
+        self
+    }
+
+    pub fn policy(mut self, policy: BadRecordPolicy) -> Self {
+        self.pipeline.bad_records.policy = policy;
+        self
+    }
+
+    pub fn rejected_url(mut self, url: &str) -> Self {
+        self.pipeline.bad_records.url = Some(url.into());
+        self
+    }
+
+    pub fn s3_endpoint(mut self, endpoint: &str) -> Self {
+        self.pipeline.s3 = Some(S3Settings { endpoint: Some(endpoint.into()), force_path_style: true, region: None });
+        self
+    }
+
+    pub fn header(mut self, header: bool) -> Self {
+        self.pipeline.source.csv.header = header;
+        self
+    }
+
+    /// The task, with the partition's inputs as found in the source now.
+    pub async fn build(self) -> Task {
+        let layout = Layout::parse(&self.pipeline.source.layout).unwrap();
+        let source = Location::parse(&self.pipeline.source.url).unwrap().open(self.pipeline.s3.as_ref()).await.unwrap();
+        let mut partitions = eventpipe_transformer::discovery::discover(&source, &layout).await.unwrap();
+        Task {
+            run_id: new_run_id(),
+            partition: self.partition,
+            inputs: partitions.remove(&self.partition).unwrap_or_default(),
+            pipeline: self.pipeline,
+            engine: Default::default(),
+            force: false,
+        }
+    }
+}
+
+/// Writes files into the partition directory of [`DAY`] below `root`.
+pub fn write_partition(root: &Path, files: &[(&str, &[u8])]) {
+    let dir = root.join("year=2026/month=11/day=24");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+}
+
+/// Gzip-compresses bytes.
+pub fn gzip(content: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(content).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// Runs `sql` over the Parquet files at `url` (a directory or a single file), registered as `out`.
+pub async fn query_parquet(ctx: &SessionContext, url: &str, sql: &str) -> Vec<RecordBatch> {
+    ctx.register_parquet("out", url, ParquetReadOptions::default()).await.unwrap();
+    ctx.sql(sql).await.unwrap().collect().await.unwrap()
+}
+
+/// Batches as the pretty table Arrow prints, one string per line.
+pub fn table(batches: &[RecordBatch]) -> Vec<String> {
+    pretty_format_batches(batches).unwrap().to_string().lines().map(str::to_string).collect()
+}
