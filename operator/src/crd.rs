@@ -69,3 +69,41 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
     serde_yaml::to_string(&EventPipeline::crd())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crds_directory_is_generated_from_these_types() {
+        let committed = include_str!("../../crds/eventpipe.dev_eventpipelines.yaml");
+        assert!(
+            committed == crd_yaml().unwrap(),
+            "crds/eventpipe.dev_eventpipelines.yaml is stale: run `cargo run --bin eventpipe -- crd > crds/eventpipe.dev_eventpipelines.yaml`"
+        );
+    }
+
+    #[test]
+    fn every_spec_field_is_documented() {
+        let crd = serde_json::to_value(<EventPipeline as kube::CustomResourceExt>::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let mut undocumented = Vec::new();
+        find_undocumented("spec", spec, &mut undocumented);
+        assert!(undocumented.is_empty(), "fields without a description: {undocumented:?}");
+    }
+
+    fn find_undocumented(path: &str, schema: &serde_json::Value, undocumented: &mut Vec<String>) {
+        if schema.get("description").is_none() {
+            undocumented.push(path.to_string());
+        }
+        let children = schema["properties"].as_object().into_iter().flatten();
+        for (name, child) in children {
+            find_undocumented(&format!("{path}.{name}"), child, undocumented);
+        }
+        if let Some(items) = schema.get("items") {
+            for (name, child) in items["properties"].as_object().into_iter().flatten() {
+                find_undocumented(&format!("{path}[].{name}"), child, undocumented);
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! `eventpipe run` as a user runs it: the README's command on the shipped examples, local files and
+//! S3, with the output read back by another engine (DuckDB).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use eventpipe_testkit::s3::S3Server;
+
+/// A temporary directory DuckDB's globs can see (they skip names starting with a dot).
+fn visible_tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("eventpipe-test-").tempdir().unwrap()
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn eventpipe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eventpipe")).args(args).current_dir(workspace()).output().unwrap()
+}
+
+fn json_run(args: &[&str]) -> (bool, serde_json::Value) {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--output", "json"]);
+    let output = eventpipe(&all);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.success(), value)
+}
+
+/// Runs a Python snippet with DuckDB; the interpreter comes from `EVENTPIPE_PYTHON`, which
+/// `scripts/test.sh` points at a virtualenv holding `tests/requirements.txt`.
+fn duckdb(script: &str) -> String {
+    let python = std::env::var("EVENTPIPE_PYTHON")
+        .expect("EVENTPIPE_PYTHON must name a Python with duckdb installed; scripts/test.sh sets it up");
+    let output = Command::new(python).args(["-c", script]).current_dir(workspace()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_readme_command_aggregates_the_example_and_duckdb_reads_it() {
+    let sink = visible_tempdir();
+    let sink_arg = sink.path().to_str().unwrap();
+    let output = eventpipe(&["run", "-f", "examples/user-settings.yaml", "--source", "examples/data", "--sink", sink_arg]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let table = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("PARTITION") && lines[0].contains("ROWS READ"), "{table}");
+    assert!(lines[1].starts_with("year=2026/month=11/day=23") && lines[2].starts_with("year=2026/month=11/day=24"), "{table}");
+
+    let (ok, again) = json_run(&["-f", "examples/user-settings.yaml", "--source", "examples/data", "--sink", sink_arg]);
+    assert!(ok);
+    let partitions = again["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 2);
+    for partition in partitions {
+        assert_eq!(partition["skipped"], true, "{partition}");
+        assert_eq!(partition["rowsRejected"], 0);
+        for key in ["partition", "rowsRead", "rowsWritten", "bytesWritten", "seconds"] {
+            assert!(partition.get(key).is_some(), "{key} missing in {partition}");
+        }
+    }
+    assert_eq!(partitions[1]["rowsRead"], 60);
+
+    let read_back = duckdb(&format!(
+        r#"
+import duckdb
+rows = duckdb.sql("SELECT day, id, settings FROM read_parquet('{sink_arg}/**/*.parquet', hive_partitioning=true) ORDER BY day, id")
+print(rows.types[2])
+for day, id, settings in rows.fetchall():
+    print(day, id, sorted(settings.items()))
+"#
+    ));
+    let lines: Vec<&str> = read_back.lines().collect();
+    assert_eq!(lines[0], "MAP(VARCHAR, VARCHAR)");
+    assert_eq!(lines.len() - 1, 16, "8 users on each of the two days: {read_back}");
+    // The newest value of each setting, recomputed by DuckDB from the raw CSV, matches.
+    let expected = duckdb(
+        r#"
+import duckdb
+rows = duckdb.sql("""
+  SELECT day, id, map_from_entries(list(struct_pack(k := name, v := value))) AS settings FROM (
+    SELECT day, id, name, arg_max(value, (timestamp, value)) AS value
+    FROM read_csv('examples/data/**/*.csv', hive_partitioning=true) GROUP BY ALL)
+  GROUP BY ALL ORDER BY day, id""")
+for day, id, settings in rows.fetchall():
+    print(day, id, sorted(settings.items()))
+"#,
+    );
+    assert_eq!(lines[1..].join("\n"), expected.trim_end());
+}
+
+#[test]
+fn the_typed_conversion_keeps_every_row_with_its_types() {
+    let sink = visible_tempdir();
+    let sink_arg = sink.path().to_str().unwrap();
+    let (ok, outcome) = json_run(&["-f", "examples/user-events-parquet.yaml", "--source", "examples/data", "--sink", sink_arg]);
+    assert!(ok, "{outcome}");
+    let described = duckdb(&format!(
+        r#"
+import duckdb
+rel = duckdb.sql("SELECT * FROM read_parquet('{sink_arg}/**/*.parquet', hive_partitioning=false)")
+print(list(zip(rel.columns, map(str, rel.types))))
+print(duckdb.sql("SELECT count(*), min(timestamp)::VARCHAR FROM read_parquet('{sink_arg}/year=2026/month=11/day=23/*.parquet')").fetchall())
+"#
+    ));
+    let lines: Vec<&str> = described.lines().collect();
+    assert_eq!(
+        lines[0],
+        "[('id', 'BIGINT'), ('name', 'VARCHAR'), ('value', 'VARCHAR'), ('timestamp', 'TIMESTAMP WITH TIME ZONE')]"
+    );
+    assert!(lines[1].starts_with("[(30, '2026-11-23 "), "{}", lines[1]);
+}
+
+#[test]
+fn a_failed_partition_fails_the_run_and_is_reported() {
+    let source = tempfile::tempdir().unwrap();
+    let sink = tempfile::tempdir().unwrap();
+    let good = source.path().join("year=2026/month=11/day=23");
+    let bad = source.path().join("year=2026/month=11/day=24");
+    std::fs::create_dir_all(&good).unwrap();
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(good.join("a.csv"), "id,name,value,timestamp\n1,n,v,1795392000\n").unwrap();
+    std::fs::write(bad.join("a.csv"), "id,name,value,timestamp\n1,n,v,not-a-time\n").unwrap();
+    let manifest = tempfile::NamedTempFile::new().unwrap();
+    let text = std::fs::read_to_string(workspace().join("examples/user-events-parquet.yaml")).unwrap();
+    std::fs::write(manifest.path(), text.replace("policy: skip", "policy: fail")).unwrap();
+    let (ok, outcome) = json_run(&[
+        "-f",
+        manifest.path().to_str().unwrap(),
+        "--source",
+        source.path().to_str().unwrap(),
+        "--sink",
+        sink.path().to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    let partitions = outcome["partitions"].as_array().unwrap();
+    assert_eq!(partitions[0]["rowsWritten"], 1);
+    let error = partitions[1]["error"].as_str().unwrap();
+    assert!(error.contains("day=24/a.csv line 2") && error.contains("not-a-time"), "{error}");
+}
+
+#[test]
+fn a_bad_manifest_is_one_clear_error() {
+    let manifest = tempfile::NamedTempFile::new().unwrap();
+    let text = std::fs::read_to_string(workspace().join("examples/user-settings.yaml")).unwrap();
+    std::fs::write(manifest.path(), text.replace("GROUP BY id, name", "GROUP BY id, nam")).unwrap();
+    let output = eventpipe(&["run", "-f", manifest.path().to_str().unwrap(), "--source", "examples/data", "--sink", "/tmp/unused"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: invalid transform.sql") && stderr.contains("nam"), "{stderr}");
+}
+
+#[tokio::test]
+async fn runs_against_s3() {
+    let s3 = S3Server::get().unwrap();
+    let raw = s3.bucket("user-events").await.unwrap();
+    let output = s3.bucket("output").await.unwrap();
+    for entry in walk(&workspace().join("examples/data")) {
+        let key = entry.strip_prefix(workspace().join("examples/data")).unwrap().to_str().unwrap().to_string();
+        s3.put(&raw, &key, std::fs::read(&entry).unwrap()).await.unwrap();
+    }
+    let text = std::fs::read_to_string(workspace().join("examples/user-settings.yaml")).unwrap();
+    let text = text
+        .replace("s3://user-events/", &format!("s3://{raw}/"))
+        .replace("s3://output/", &format!("s3://{output}/"))
+        .replace("    region: us-east-1", &format!("    region: us-east-1\n    endpoint: {}\n    forcePathStyle: true", s3.endpoint()));
+    let manifest = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(manifest.path(), text).unwrap();
+    let (ok, outcome) = json_run(&["-f", manifest.path().to_str().unwrap()]);
+    assert!(ok, "{outcome}");
+    assert_eq!(outcome["partitions"].as_array().unwrap().len(), 2);
+    let keys = s3.keys(&output, "user-settings/").await.unwrap();
+    assert_eq!(keys.len(), 4, "a manifest and a Parquet file per day: {keys:?}");
+    assert!(keys.iter().any(|k| k == "user-settings/year=2026/month=11/day=24/_manifest.json"));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
