@@ -240,3 +240,49 @@ async fn an_aggregation_larger_than_the_memory_limit_spills() {
     assert_eq!((summary.rows_read, summary.rows_written), (120_000, 50_000));
     assert!(summary.spilled_bytes > 0, "{summary:?}");
 }
+
+#[tokio::test]
+async fn every_column_type_is_parsed_and_typed() {
+    use eventpipe_transformer::spec::{Column, ColumnType, TimestampUnit};
+    let column = |name: &str, data_type| Column { name: name.into(), data_type, nullable: true, unit: None, format: None };
+    let columns = vec![
+        column("s", ColumnType::String),
+        column("i", ColumnType::Int64),
+        column("f", ColumnType::Float64),
+        column("b", ColumnType::Bool),
+        column("d", ColumnType::Date),
+        Column { unit: Some(TimestampUnit::Millis), ..column("millis", ColumnType::Timestamp) },
+        Column { format: Some("%Y-%m-%d %H:%M:%S".into()), ..column("formatted", ColumnType::Timestamp) },
+        column("iso", ColumnType::Timestamp),
+    ];
+    let dirs = Dirs::new();
+    write_partition(
+        dirs.source.path(),
+        &[(
+            "a.csv",
+            b"s,i,f,b,d,millis,formatted,iso\n\
+              x,-7,2.5,TRUE,2026-11-24,1795478400123,2026-11-24 01:02:03,2026-11-24T05:00:00+02:00\n\
+              y,8,1e3,false,2026-01-31,0,2026-11-24 23:59:59,2026-11-24T00:00:00Z\n\
+              bad,1,1,maybe,2026-11-24,0,2026-11-24 00:00:00,2026-11-24T00:00:00Z\n\
+              bad,1,1,true,2026-11-24,0,24/11/2026,2026-11-24T00:00:00Z\n",
+        )],
+    );
+    let task = dirs.builder().columns(columns).policy(BadRecordPolicy::Skip).build().await;
+    let summary = eventpipe_transformer::run::run(&task).await.unwrap();
+    assert_eq!((summary.rows_read, summary.rows_rejected, summary.rows_written), (4, 2, 2));
+    let ctx = SessionContext::new();
+    let batches = query_parquet(&ctx, &format!("{}/", dirs.output_dir().display()), "SELECT * FROM out ORDER BY s").await;
+    let schema = batches[0].schema();
+    let types: Vec<String> = schema.fields().iter().map(|f| f.data_type().to_string()).collect();
+    assert_eq!(
+        types,
+        ["Utf8View", "Int64", "Float64", "Boolean", "Date32", "Timestamp(µs, \"UTC\")", "Timestamp(µs, \"UTC\")", "Timestamp(µs, \"UTC\")"]
+    );
+    assert_eq!(
+        table(&batches)[3..5],
+        [
+            "| x | -7 | 2.5    | true  | 2026-11-24 | 2026-11-24T00:00:00.123Z | 2026-11-24T01:02:03Z | 2026-11-24T03:00:00Z |",
+            "| y | 8  | 1000.0 | false | 2026-01-31 | 1970-01-01T00:00:00Z     | 2026-11-24T23:59:59Z | 2026-11-24T00:00:00Z |",
+        ]
+    );
+}
