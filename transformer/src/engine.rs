@@ -57,7 +57,9 @@ impl Engine {
         let config = SessionConfig::new()
             .with_target_partitions(target_partitions)
             .with_information_schema(false);
-        Ok(Self { ctx: SessionContext::new_with_config_rt(config, runtime.build_arc()?) })
+        let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+        ctx.register_udaf(crate::latest_map::udaf());
+        Ok(Self { ctx })
     }
 
     /// Makes a store's objects readable by URL.

@@ -286,3 +286,51 @@ async fn every_column_type_is_parsed_and_typed() {
         ]
     );
 }
+
+/// The newest value per (id, name) as a map per id, in portable SQL: the same result `latest_map`
+/// gives in one pass.
+const PLAIN_SQL_LATEST: &str = r#"
+WITH latest AS (
+  SELECT id, name, last_value(value ORDER BY "timestamp", value NULLS FIRST) AS value
+  FROM events GROUP BY id, name
+)
+SELECT id, map(array_agg(name), array_agg(value)) AS settings FROM latest GROUP BY id"#;
+
+#[tokio::test]
+async fn latest_map_agrees_with_the_plain_sql_formulation() {
+    let dirs = Dirs::new();
+    let mut seed = 7u64;
+    let mut next = move |bound: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % bound
+    };
+    let mut files = Vec::new();
+    for _ in 0..3 {
+        let mut csv = String::from(HEADER);
+        for _ in 0..5_000 {
+            let value = match next(6) {
+                0 => String::new(),
+                v => format!("v{v}"),
+            };
+            csv.push_str(&format!("{},name{},{value},{}\n", next(300), next(6), 1_795_478_400 + next(40)));
+        }
+        files.push(csv);
+    }
+    let named: Vec<(String, &[u8])> = files.iter().enumerate().map(|(i, f)| (format!("{i}.csv"), f.as_bytes())).collect();
+    let named: Vec<(&str, &[u8])> = named.iter().map(|(n, f)| (n.as_str(), *f)).collect();
+    write_partition(dirs.source.path(), &named);
+
+    let mut outputs = Vec::new();
+    for sql in [PLAIN_SQL_LATEST, "SELECT id, latest_map(name, value, \"timestamp\") AS settings FROM events GROUP BY id"] {
+        let sink = TempDir::new().unwrap();
+        let mut task = TaskBuilder::new(dirs.source.path().to_str().unwrap(), sink.path().to_str().unwrap()).sql(sql).build().await;
+        task.engine.target_partitions = Some(2);
+        let summary = eventpipe_transformer::run::run(&task).await.unwrap();
+        assert_eq!((summary.rows_read, summary.rows_written), (15_000, 300));
+        let ctx = SessionContext::new();
+        let entries = "SELECT id, unnest(map_keys(settings)) AS k, unnest(map_values(settings)) AS v FROM out ORDER BY id, k";
+        outputs.push(table(&query_parquet(&ctx, &format!("{}/{}", sink.path().display(), DAY.sink_path()), entries).await));
+    }
+    assert!(outputs[0].len() > 1000, "{}", outputs[0].len());
+    assert_eq!(outputs[0], outputs[1]);
+}
