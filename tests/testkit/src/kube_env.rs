@@ -23,18 +23,17 @@
 //!   error naming that command; the harness never skips (in particular not under `CI=true`).
 //!
 //! # No leftover processes
-//! The test process holds the write end of the supervisor script's stdin, and never closes it.
-//! When the test binary exits -- normally, by panic, or killed with SIGKILL -- the kernel closes it,
-//! the script sees end-of-file and kills etcd and kube-apiserver and removes their state directory.
-//! The two servers also carry a parent-death signal, so they die with the script even if the script
-//! itself is killed.
+//! `scripts/testenv.sh run` is kept by [`crate::supervisor`]: when the test binary exits in any
+//! way, the script sees end-of-file on its stdin, kills etcd and kube-apiserver and removes their
+//! state directory. The two servers also carry a parent-death signal, so they die with the script
+//! even if the script itself is killed.
 
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::{Mutex, OnceLock},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    sync::OnceLock,
+    time::Duration,
 };
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -89,13 +88,6 @@ pub struct KubeEnv {
     kubeconfig_path: PathBuf,
     config: Config,
     crds: Vec<String>,
-    /// `Some` when this process started the control plane; kept (never closed) until exit.
-    _supervisor: Option<Mutex<Supervisor>>,
-}
-
-struct Supervisor {
-    _child: Child,
-    _stdin: ChildStdin,
 }
 
 static SHARED: OnceLock<Result<KubeEnv, String>> = OnceLock::new();
@@ -120,19 +112,18 @@ impl KubeEnv {
 
     fn start() -> Result<KubeEnv> {
         install_crypto_provider();
-        let (kubeconfig_path, supervisor) = match std::env::var_os(KUBECONFIG_ENV) {
-            Some(path) if !path.is_empty() => (PathBuf::from(path), None),
-            _ => {
-                let (path, supervisor) = start_control_plane()?;
-                (path, Some(Mutex::new(supervisor)))
-            }
+        let kubeconfig_path = match std::env::var_os(KUBECONFIG_ENV) {
+            Some(path) if !path.is_empty() => PathBuf::from(path),
+            _ => start_control_plane()?,
         };
         let kubeconfig = Kubeconfig::read_from(&kubeconfig_path)
             .with_context(|| format!("reading kubeconfig {}", kubeconfig_path.display()))?;
         // Client set-up and CRD installation are async; run them on a private runtime on a
         // separate thread so that nothing ties the shared state to the caller's runtime.
         let (config, crds) = std::thread::spawn(move || -> Result<(Config, Vec<String>)> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 let config =
                     Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -145,7 +136,11 @@ impl KubeEnv {
         })
         .join()
         .map_err(|_| anyhow!("the CRD installation thread panicked"))??;
-        Ok(KubeEnv { kubeconfig_path, config, crds, _supervisor: supervisor })
+        Ok(KubeEnv {
+            kubeconfig_path,
+            config,
+            crds,
+        })
     }
 
     /// Path of an admin kubeconfig for this control plane (e.g. for `kubectl` while debugging, or
@@ -198,7 +193,10 @@ impl KubeEnv {
             .create(&PostParams::default(), &ns)
             .await
             .context("creating a test namespace")?;
-        let name = created.metadata.name.context("created namespace has no name")?;
+        let name = created
+            .metadata
+            .name
+            .context("created namespace has no name")?;
         ensure_service_account(&client, &name, "default").await?;
         Ok(name)
     }
@@ -209,7 +207,10 @@ impl KubeEnv {
     pub async fn service_account_client(&self, namespace: &str, name: &str) -> Result<Client> {
         let token = self.service_account_token(namespace, name).await?;
         let mut config = self.config.clone();
-        config.auth_info = AuthInfo { token: Some(token.into()), ..Default::default() };
+        config.auth_info = AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
         config.default_namespace = namespace.to_string();
         Ok(Client::try_from(config)?)
     }
@@ -238,7 +239,10 @@ impl KubeEnv {
 
 async fn ensure_service_account(client: &Client, namespace: &str, name: &str) -> Result<()> {
     let sa = ServiceAccount {
-        metadata: ObjectMeta { name: Some(name.to_string()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     match Api::<ServiceAccount>::namespaced(client.clone(), namespace)
@@ -252,7 +256,7 @@ async fn ensure_service_account(client: &Client, namespace: &str, name: &str) ->
 }
 
 /// Starts `scripts/testenv.sh run` and waits for its `ready <kubeconfig>` line.
-fn start_control_plane() -> Result<(PathBuf, Supervisor)> {
+fn start_control_plane() -> Result<PathBuf> {
     let root = workspace_root();
     let script = root.join("scripts/testenv.sh");
     if !script.exists() {
@@ -279,7 +283,6 @@ fn start_control_plane() -> Result<(PathBuf, Supervisor)> {
         .tempdir()
         .context("creating the control plane's state directory")?
         .keep();
-    let started = Instant::now();
     let mut child = Command::new("bash")
         .arg(&script)
         .arg("run")
@@ -290,7 +293,6 @@ fn start_control_plane() -> Result<(PathBuf, Supervisor)> {
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {} run", script.display()))?;
-    let stdin = child.stdin.take().context("no stdin pipe")?;
     let stdout = child.stdout.take().context("no stdout pipe")?;
     let mut kubeconfig = None;
     for line in BufReader::new(stdout).lines() {
@@ -308,12 +310,8 @@ fn start_control_plane() -> Result<(PathBuf, Supervisor)> {
              messages above"
         );
     };
-    eprintln!(
-        "kube_env: control plane ready in {:.1} s ({})",
-        started.elapsed().as_secs_f64(),
-        kubeconfig.display()
-    );
-    Ok((kubeconfig, Supervisor { _child: child, _stdin: stdin }))
+    crate::supervisor::keep_until_exit(child);
+    Ok(kubeconfig)
 }
 
 /// Server-side applies every CustomResourceDefinition in `crds/*.yaml` and waits until each one is
@@ -330,11 +328,12 @@ async fn install_crds(client: Client) -> Result<Vec<String>> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut names = Vec::new();
     for file in &files {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("reading {}", file.display()))?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         for document in serde_yaml::Deserializer::from_str(&text) {
-            let value: serde_json::Value = k8s_openapi::serde::Deserialize::deserialize(document)
-                .with_context(|| format!("parsing {}", file.display()))?;
+            let value: serde_json::Value =
+                k8s_openapi::serde::Deserialize::deserialize(document)
+                    .with_context(|| format!("parsing {}", file.display()))?;
             if value.is_null() {
                 continue;
             }
@@ -361,4 +360,38 @@ async fn install_crds(client: Client) -> Result<Vec<String>> {
         .with_context(|| format!("waiting for CRD {name}"))?;
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::ListParams;
+
+    use super::*;
+
+    /// The harness itself: admin access, a namespace with its `default` ServiceAccount, and a
+    /// ServiceAccount token that RBAC restricts.
+    #[tokio::test]
+    async fn control_plane_namespaces_and_service_account_tokens() -> Result<()> {
+        let env = KubeEnv::get().await?;
+        let admin = env.client()?;
+        let ns = env.namespace("Kube_Env smoke").await?;
+        assert!(ns.starts_with("kube-env-smoke-"), "{ns}");
+        Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
+            .get("default")
+            .await?;
+
+        let as_sa = env.service_account_client(&ns, "nobody").await?;
+        let denied = Api::<Pod>::namespaced(as_sa, &ns)
+            .list(&ListParams::default())
+            .await;
+        match denied {
+            Err(kube::Error::Api(status)) if status.code == 403 => {}
+            other => bail!("expected 403 Forbidden, got {other:?}"),
+        }
+        Api::<Pod>::namespaced(admin, &ns)
+            .list(&ListParams::default())
+            .await?;
+        Ok(())
+    }
 }

@@ -5,3 +5,4 @@
 
 pub mod kube_env;
 pub mod s3;
+pub mod supervisor;

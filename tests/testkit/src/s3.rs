@@ -14,16 +14,15 @@
 //! `AWS_SECRET_ACCESS_KEY` and `AWS_REGION`, so code under test finds them through the standard AWS
 //! credential chain, exactly as it would in production.
 //!
-//! The binary comes from `scripts/s3-server.sh install` (or `EVENTPIPE_S3S_FS`). The server runs
-//! under a shell supervisor that holds this process's pipe open: when the test binary exits in any
-//! way, the pipe closes and the supervisor stops the server.
+//! The binary comes from `scripts/s3-server.sh install` (or `EVENTPIPE_S3S_FS`). It runs under a
+//! small shell supervisor kept by [`crate::supervisor`], which stops it when the test binary exits.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -43,7 +42,6 @@ pub const INSTALL_COMMAND: &str = "scripts/s3-server.sh install";
 pub struct S3Server {
     endpoint: String,
     _data: tempfile::TempDir,
-    _supervisor: Mutex<(Child, ChildStdin)>,
 }
 
 static SHARED: OnceLock<Result<S3Server, String>> = OnceLock::new();
@@ -81,7 +79,6 @@ wait "$server" 2>/dev/null"#;
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let stdin = child.stdin.take().expect("stdin is piped");
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(status) = child.try_wait()? {
@@ -102,7 +99,8 @@ wait "$server" 2>/dev/null"#;
             std::env::set_var("AWS_REGION", REGION);
             std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
         }
-        Ok(Self { endpoint: format!("http://127.0.0.1:{port}"), _data: data, _supervisor: Mutex::new((child, stdin)) })
+        crate::supervisor::keep_until_exit(child);
+        Ok(Self { endpoint: format!("http://127.0.0.1:{port}"), _data: data })
     }
 
     /// The server's URL, `http://127.0.0.1:PORT`.

@@ -1,0 +1,49 @@
+//! Server processes that live exactly as long as the test binary. Each runs under a supervisor
+//! script that stops its servers when its stdin reaches end-of-file. This process holds the write
+//! end: at exit an `atexit` hook closes it and waits (bounded) for the supervisors to finish; if the
+//! test binary is killed, the kernel closes it instead.
+
+use std::process::{Child, ChildStdin};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+struct Supervised {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+static RUNNING: Mutex<Vec<Supervised>> = Mutex::new(Vec::new());
+static HOOK: Once = Once::new();
+
+unsafe extern "C" {
+    /// C library `atexit(3)`: runs `callback` when the process exits through `exit()`, which is
+    /// how a Rust test binary ends (also when tests failed).
+    fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// Keeps a started supervisor (spawned with a piped stdin) running until this process exits.
+pub fn keep_until_exit(mut child: Child) {
+    let stdin = child.stdin.take();
+    assert!(stdin.is_some(), "a supervisor is spawned with a piped stdin");
+    HOOK.call_once(|| {
+        // SAFETY: registering a plain `extern "C" fn` that never unwinds.
+        unsafe {
+            atexit(stop_all_at_exit);
+        }
+    });
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(Supervised { child, stdin });
+}
+
+/// Closes every supervisor's stdin, then waits up to 10 s for them to stop their servers.
+extern "C" fn stop_all_at_exit() {
+    let Ok(mut running) = RUNNING.try_lock() else { return };
+    for supervised in running.iter_mut() {
+        drop(supervised.stdin.take());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for supervised in running.iter_mut() {
+        while Instant::now() < deadline && matches!(supervised.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
