@@ -7,7 +7,8 @@ set -euo pipefail
 
 requirements=${1:?requirements file}
 cache=${EVENTPIPE_CACHE:-$HOME/.cache/eventpipe}
-key=$(sha256sum "$requirements" | cut -c1-12)
+python_version=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+key=py$python_version-$(sha256sum "$requirements" | cut -c1-12)
 venv=$cache/venv-$key
 
 if [ ! -x "$venv/bin/python" ]; then

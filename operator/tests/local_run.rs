@@ -146,7 +146,7 @@ fn a_failed_partition_fails_the_run_and_is_reported() {
 fn a_bad_manifest_is_one_clear_error() {
     let manifest = tempfile::NamedTempFile::new().unwrap();
     let text = std::fs::read_to_string(workspace().join("examples/user-settings.yaml")).unwrap();
-    std::fs::write(manifest.path(), text.replace("GROUP BY id, name", "GROUP BY id, nam")).unwrap();
+    std::fs::write(manifest.path(), text.replace("latest_map(name,", "latest_map(nam,")).unwrap();
     let output = eventpipe(&["run", "-f", manifest.path().to_str().unwrap(), "--source", "examples/data", "--sink", "/tmp/unused"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();

@@ -56,7 +56,8 @@ impl Engine {
         }
         let config = SessionConfig::new()
             .with_target_partitions(target_partitions)
-            .with_information_schema(false);
+            .with_information_schema(false)
+            .with_batch_size(32 * 1024);
         let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
         ctx.register_udaf(crate::latest_map::udaf());
         Ok(Self { ctx })

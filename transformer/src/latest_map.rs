@@ -23,6 +23,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 use datafusion::scalar::ScalarValue;
+use smallvec::SmallVec;
 
 /// The function's SQL name.
 pub const NAME: &str = "latest_map";
@@ -118,10 +119,14 @@ struct Entry {
     ordering: i64,
 }
 
+/// A group's entries; most groups have a few keys, kept inline to spare an allocation and a
+/// cache miss per row.
+type Entries = SmallVec<[Entry; 4]>;
+
 /// The state of every group.
 #[derive(Debug, Default)]
 struct LatestGroups {
-    groups: Vec<Vec<Entry>>,
+    groups: Vec<Entries>,
     strings: Interner,
     entries: usize,
 }
@@ -183,18 +188,18 @@ impl LatestGroups {
 
     fn resize(&mut self, total_groups: usize) {
         if self.groups.len() < total_groups {
-            self.groups.resize_with(total_groups, Vec::new);
+            self.groups.resize_with(total_groups, Entries::new);
         }
     }
 
-    fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<Entry>> {
+    fn take(&mut self, emit_to: EmitTo) -> Vec<Entries> {
         let taken = emit_to.take_needed(&mut self.groups);
-        self.entries -= taken.iter().map(Vec::len).sum::<usize>();
+        self.entries -= taken.iter().map(|entries| entries.len()).sum::<usize>();
         taken
     }
 
     /// The groups as maps, entries sorted by key.
-    fn evaluate_groups(&self, groups: Vec<Vec<Entry>>) -> Result<ArrayRef> {
+    fn evaluate_groups(&self, groups: Vec<Entries>) -> Result<ArrayRef> {
         let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
         for mut entries in groups {
             entries.sort_unstable_by(|a, b| self.strings.text(a.key).cmp(self.strings.text(b.key)));
@@ -208,7 +213,7 @@ impl LatestGroups {
     }
 
     /// The groups as the three list columns of the intermediate state.
-    fn state_of_groups(&self, groups: Vec<Vec<Entry>>) -> Vec<ArrayRef> {
+    fn state_of_groups(&self, groups: Vec<Entries>) -> Vec<ArrayRef> {
         let mut keys = ListBuilder::new(StringBuilder::new());
         let mut values = ListBuilder::new(StringBuilder::new());
         let mut orderings = ListBuilder::new(Int64Builder::new());
@@ -226,7 +231,7 @@ impl LatestGroups {
     }
 
     fn memory(&self) -> usize {
-        self.groups.capacity() * size_of::<Vec<Entry>>() + self.entries * size_of::<Entry>() + self.strings.bytes
+        self.groups.capacity() * size_of::<Entries>() + self.entries * size_of::<Entry>() + self.strings.bytes
     }
 }
 

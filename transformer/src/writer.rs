@@ -61,11 +61,17 @@ pub async fn write(
     let schema = plan.schema();
     let properties = writer_properties(compression)?;
     let streams = execute_stream_partitioned(Arc::clone(&plan), task_ctx)?;
-    let writers = streams.into_iter().enumerate().map(|(index, stream)| {
+    // One task per stream, so that reading, the query and encoding run on every core.
+    let mut writers = tokio::task::JoinSet::new();
+    for (index, stream) in streams.into_iter().enumerate() {
         let path = directory.clone().join(format!("{}{index:03}.parquet", file_prefix(run_id)));
-        write_stream(stream, store.clone(), path, properties.clone())
-    });
-    let mut files: Vec<WrittenFile> = futures::future::try_join_all(writers).await?.into_iter().flatten().collect();
+        writers.spawn(write_stream(stream, store.clone(), path, properties.clone()));
+    }
+    let mut files = Vec::new();
+    while let Some(written) = writers.join_next().await {
+        let written = written.map_err(|e| Error::Engine(datafusion::error::DataFusionError::External(Box::new(e))))?;
+        files.extend(written?);
+    }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let rows_scanned = sum_metric(plan.as_ref(), &|node| {
         let is_scan = node.children().is_empty();
