@@ -334,3 +334,18 @@ async fn latest_map_agrees_with_the_plain_sql_formulation() {
     assert!(outputs[0].len() > 1000, "{}", outputs[0].len());
     assert_eq!(outputs[0], outputs[1]);
 }
+
+#[tokio::test]
+async fn without_a_schema_every_header_column_is_a_string() {
+    let dirs = Dirs::new();
+    write_partition(dirs.source.path(), &[("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\n2,m,,x\n")]);
+    let task = dirs.builder().columns(Vec::new()).build().await;
+    let summary = eventpipe_transformer::run::run(&task).await.unwrap();
+    assert_eq!((summary.rows_read, summary.rows_written), (2, 2));
+    let ctx = SessionContext::new();
+    let batches = query_parquet(&ctx, &format!("{}/", dirs.output_dir().display()), "SELECT * FROM out ORDER BY id").await;
+    let names: Vec<&str> = batches[0].schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["id", "name", "value", "timestamp"]);
+    assert!(batches[0].schema_ref().fields().iter().all(|f| f.data_type() == &DataType::Utf8View && f.is_nullable()));
+    assert_eq!(table(&batches)[4], "| 2  | m    |       | x          |");
+}
