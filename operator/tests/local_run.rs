@@ -154,6 +154,15 @@ fn a_bad_manifest_is_one_clear_error() {
     assert!(stderr.starts_with("error: invalid transform.sql") && stderr.contains("nam"), "{stderr}");
 }
 
+#[test]
+fn a_missing_source_directory_is_named() {
+    let output = eventpipe(&["run", "-f", "examples/user-events-parquet.yaml", "--source", "/nonexistent/events", "--sink", "/tmp/unused"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("source directory /nonexistent/events does not exist"), "{stderr}");
+    assert!(!Path::new("/nonexistent").exists());
+}
+
 #[tokio::test]
 async fn runs_against_s3() {
     let s3 = S3Server::get().unwrap();

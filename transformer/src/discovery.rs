@@ -5,16 +5,22 @@ use std::collections::BTreeMap;
 
 use object_store::ObjectMeta;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layout::{Layout, PartitionKey};
-use crate::storage::Store;
+use crate::storage::{Location, Store};
 use crate::task::InputObject;
 
 /// The partitions found, oldest first, each with its input objects sorted by path.
 pub type Partitions = BTreeMap<PartitionKey, Vec<InputObject>>;
 
-/// Lists the source and groups its objects into partitions.
+/// Lists the source and groups its objects into partitions. A local source must be an existing
+/// directory.
 pub async fn discover(source: &Store, layout: &Layout) -> Result<Partitions> {
+    if let Location::Local(dir) = &source.location
+        && !dir.is_dir()
+    {
+        return Err(Error::Config(format!("source directory {} does not exist", dir.display())));
+    }
     let objects = source.list("").await?;
     Ok(group(source, layout, &objects))
 }

@@ -50,6 +50,12 @@ pub enum Error {
     },
 }
 
+impl From<datafusion::parquet::errors::ParquetError> for Error {
+    fn from(error: datafusion::parquet::errors::ParquetError) -> Self {
+        Error::Engine(error.into())
+    }
+}
+
 impl Error {
     /// An I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {

@@ -65,7 +65,8 @@ impl Location {
         }
     }
 
-    /// Opens the object store behind this location.
+    /// Opens the object store behind this location. Nothing is created: local directories appear
+    /// when the first object is written into them.
     pub async fn open(&self, s3: Option<&S3Settings>) -> Result<Store> {
         match self {
             Self::S3 { bucket, prefix } => {
@@ -79,9 +80,6 @@ impl Location {
                 })
             }
             Self::Local(dir) => {
-                tokio::fs::create_dir_all(dir)
-                    .await
-                    .map_err(|e| Error::Config(format!("cannot use directory {}: {e}", dir.display())))?;
                 let prefix = Path::from_absolute_path(dir)
                     .map_err(|e| Error::Config(format!("cannot use directory {}: {e}", dir.display())))?;
                 Ok(Store {

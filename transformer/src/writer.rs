@@ -133,9 +133,3 @@ fn writer_properties(compression: ParquetCompression) -> Result<WriterProperties
 fn sum_metric(plan: &dyn ExecutionPlan, figure: &dyn Fn(&dyn ExecutionPlan) -> usize) -> u64 {
     figure(plan) as u64 + plan.children().iter().map(|child| sum_metric(child.as_ref(), figure)).sum::<u64>()
 }
-
-impl From<datafusion::parquet::errors::ParquetError> for Error {
-    fn from(error: datafusion::parquet::errors::ParquetError) -> Self {
-        Error::Engine(error.into())
-    }
-}
