@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod engine;
 pub mod error;
 pub mod fingerprint;
+pub mod header;
 pub mod latest_map;
 pub mod layout;
 pub mod manifest;

@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use crate::badrows::{self, Separated};
 use crate::engine::{CsvObject, Engine, is_gzip};
 use crate::error::{Error, Result};
+use crate::header;
 use crate::manifest::{self, Manifest, ManifestColumn, ManifestFile};
 use crate::spec::{BadRecordPolicy, Column, CsvOptions};
 use crate::storage::{Location, Store};
@@ -125,6 +126,20 @@ impl Run<'_> {
     async fn convert_fast(&self) -> Result<Converted> {
         let engine = self.engine()?;
         let columns = self.columns(&engine).await?;
+        let csv = &self.task.pipeline.source.csv;
+        if csv.header && !self.task.pipeline.source.schema.is_empty() {
+            let objects: Vec<header::Object> = self
+                .task
+                .inputs
+                .iter()
+                .map(|input| header::Object {
+                    path: self.source.child(&input.path),
+                    size: input.size,
+                    gzip: is_gzip(&input.path, csv.compression),
+                })
+                .collect();
+            header::check(self.source, &objects, csv, &columns).await?;
+        }
         let output = self.transform(&engine, &self.csv_objects(), &self.task.pipeline.source.csv, &columns).await?;
         Ok(Converted { rows_read: output.rows_scanned, rows_rejected: 0, output, rejected: None })
     }

@@ -349,3 +349,17 @@ async fn without_a_schema_every_header_column_is_a_string() {
     assert!(batches[0].schema_ref().fields().iter().all(|f| f.data_type() == &DataType::Utf8View && f.is_nullable()));
     assert_eq!(table(&batches)[4], "| 2  | m    |       | x          |");
 }
+
+#[tokio::test]
+async fn a_header_in_another_order_is_refused_before_reading() {
+    let dirs = Dirs::new();
+    write_partition(
+        dirs.source.path(),
+        &[("good.csv", b"ID,Name,Value,Timestamp\n1,n,v,1\n"), ("swapped.csv", b"id,value,name,timestamp\n1,v,n,1\n")],
+    );
+    let error = eventpipe_transformer::run::run(&dirs.builder().policy(BadRecordPolicy::Skip).build().await).await.unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, Error::Config(_)), "{message}");
+    assert!(message.contains("day=24/swapped.csv has the header [\"id\", \"value\", \"name\", \"timestamp\"]"), "{message}");
+    assert!(dirs.output_files().is_empty());
+}
