@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod athena;
 mod crd;
 mod local;
 mod manifest_file;
@@ -22,6 +23,8 @@ enum Command {
     Run(local::RunArgs),
     /// Print the EventPipeline CustomResourceDefinition as YAML.
     Crd,
+    /// Print the Athena CREATE EXTERNAL TABLE statement for a pipeline's output.
+    AthenaDdl(athena::AthenaDdlArgs),
 }
 
 #[tokio::main]
@@ -36,6 +39,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run(args) => local::run(args).await,
         Command::Crd => print_crd(),
+        Command::AthenaDdl(args) => athena::print(args).await,
     };
     match outcome {
         Ok(code) => code,
