@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 use crate::spec::{Column, ColumnType, CsvOptions};
-use crate::storage::Store;
+use crate::storage::{SourceObject, Store};
 
 /// A row that cannot be read as the declared columns.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -46,19 +46,10 @@ pub struct Separated {
     pub bad_rows_file: PathBuf,
 }
 
-/// One input object to check.
-#[derive(Clone, Debug)]
-pub struct Input {
-    /// The object's path in the source store.
-    pub path: object_store::path::Path,
-    /// Whether it is gzip-compressed.
-    pub gzip: bool,
-}
-
 /// Downloads each input into `scratch`, checks every row and separates good from bad.
 pub async fn separate(
     store: &Store,
-    inputs: &[Input],
+    inputs: &[SourceObject],
     csv: &CsvOptions,
     columns: &[Column],
     scratch: &FsPath,

@@ -5,34 +5,22 @@
 use std::io::Read;
 
 use object_store::ObjectStoreExt;
-use object_store::path::Path;
 
 use crate::error::{Error, Result};
 use crate::spec::{Column, CsvOptions};
-use crate::storage::Store;
+use crate::storage::{SourceObject, Store};
 
 /// How much of an object is fetched to find its header line.
 const HEADER_BYTES: u64 = 64 * 1024;
 
-/// An object whose header is checked.
-#[derive(Clone, Debug)]
-pub struct Object {
-    /// Its path in the store.
-    pub path: Path,
-    /// Its size in bytes.
-    pub size: u64,
-    /// Whether it is gzip-compressed.
-    pub gzip: bool,
-}
-
 /// Checks that every object's header names `columns` in order (ASCII case-insensitive). Empty
 /// objects have no header and pass.
-pub async fn check(store: &Store, objects: &[Object], csv: &CsvOptions, columns: &[Column]) -> Result<()> {
+pub async fn check(store: &Store, objects: &[SourceObject], csv: &CsvOptions, columns: &[Column]) -> Result<()> {
     let checks = objects.iter().filter(|o| o.size > 0).map(|object| check_one(store, object, csv, columns));
     futures::future::try_join_all(checks).await.map(|_| ())
 }
 
-async fn check_one(store: &Store, object: &Object, csv: &CsvOptions, columns: &[Column]) -> Result<()> {
+async fn check_one(store: &Store, object: &SourceObject, csv: &CsvOptions, columns: &[Column]) -> Result<()> {
     let path = &object.path;
     let head = store.store.get_range(path, 0..object.size.min(HEADER_BYTES)).await.map_err(|e| store.error(path, e))?;
     let gzip = object.gzip;

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::header;
 use crate::manifest::{self, Manifest, ManifestColumn, ManifestFile};
 use crate::spec::{BadRecordPolicy, Column, CsvOptions};
-use crate::storage::{Location, Store};
+use crate::storage::{Location, SourceObject, Store};
 use crate::task::{Summary, Task};
 use crate::writer::{self, Output};
 
@@ -83,16 +83,21 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn csv_objects(&self) -> Vec<CsvObject> {
+    /// The task's inputs, located in the source store.
+    fn source_objects(&self) -> Vec<SourceObject> {
         let compression = self.task.pipeline.source.csv.compression;
-        self.task
-            .inputs
-            .iter()
-            .map(|input| CsvObject {
-                url: self.source.url_of(&self.source.child(&input.path)),
-                gzip: is_gzip(&input.path, compression),
-            })
-            .collect()
+        let located = |input: &crate::task::InputObject| SourceObject {
+            path: self.source.child(&input.path),
+            size: input.size,
+            gzip: is_gzip(&input.path, compression),
+        };
+        self.task.inputs.iter().map(located).collect()
+    }
+
+    /// The task's inputs as DataFusion reads them.
+    fn csv_objects(&self) -> Vec<CsvObject> {
+        let readable = |object: SourceObject| CsvObject { url: self.source.url_of(&object.path), gzip: object.gzip };
+        self.source_objects().into_iter().map(readable).collect()
     }
 
     fn engine(&self) -> Result<Engine> {
@@ -128,17 +133,7 @@ impl Run<'_> {
         let columns = self.columns(&engine).await?;
         let csv = &self.task.pipeline.source.csv;
         if csv.header && !self.task.pipeline.source.schema.is_empty() {
-            let objects: Vec<header::Object> = self
-                .task
-                .inputs
-                .iter()
-                .map(|input| header::Object {
-                    path: self.source.child(&input.path),
-                    size: input.size,
-                    gzip: is_gzip(&input.path, csv.compression),
-                })
-                .collect();
-            header::check(self.source, &objects, csv, &columns).await?;
+            header::check(self.source, &self.source_objects(), csv, &columns).await?;
         }
         let output = self.transform(&engine, &self.csv_objects(), &self.task.pipeline.source.csv, &columns).await?;
         Ok(Converted { rows_read: output.rows_scanned, rows_rejected: 0, output, rejected: None })
@@ -156,16 +151,9 @@ impl Run<'_> {
         let engine = self.engine()?;
         let columns = self.columns(&engine).await?;
         let scratch = scratch_dir(self.task)?;
-        let inputs: Vec<badrows::Input> = self
-            .task
-            .inputs
-            .iter()
-            .map(|input| badrows::Input {
-                path: self.source.child(&input.path),
-                gzip: is_gzip(&input.path, self.task.pipeline.source.csv.compression),
-            })
-            .collect();
-        let separated = badrows::separate(self.source, &inputs, &self.task.pipeline.source.csv, &columns, scratch.path()).await?;
+        let separated =
+            badrows::separate(self.source, &self.source_objects(), &self.task.pipeline.source.csv, &columns, scratch.path())
+                .await?;
         let Some(first_bad) = separated.first_bad.clone() else {
             // Every row is well-formed: the failure was not about the input rows.
             return Err(fast_path_error);

@@ -119,6 +119,17 @@ async fn s3_store(bucket: &str, settings: &S3Settings) -> Result<Arc<dyn ObjectS
     Ok(Arc::new(store))
 }
 
+/// A CSV object of a partition, located in its store.
+#[derive(Clone, Debug)]
+pub struct SourceObject {
+    /// The object's path in the source store.
+    pub path: Path,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Whether it is gzip-compressed.
+    pub gzip: bool,
+}
+
 /// An opened location: the object store and the prefix inside it.
 #[derive(Clone, Debug)]
 pub struct Store {
