@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 use datafusion::arrow::datatypes::{DataType, Field};
-use eventpipe_transformer::layout::PartitionKey;
 use eventpipe_transformer::spec::ParquetCompression;
 use eventpipe_transformer::storage::Location;
 use eventpipe_transformer::{engine, validate};
@@ -41,7 +40,7 @@ pub async fn print(args: AthenaDdlArgs) -> anyhow::Result<ExitCode> {
     if spec.source.schema.is_empty() {
         bail!("declare source.schema: without it the output columns are known only from the data");
     }
-    let sample = PartitionKey { year: 2026, month: 1, day: 1, hour: checked.layout.is_hourly().then_some(0) };
+    let sample = checked.layout.sample_partition();
     let schema = engine::output_schema(&spec.transform.sql, &spec.source.schema, &sample).await?;
     let columns = schema
         .fields()

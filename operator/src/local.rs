@@ -75,7 +75,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         pipeline.bad_records.url = Some(rejected);
     }
     let checked = validate::check(&pipeline)?;
-    validate::check_sql(&pipeline).await?;
+    validate::check_sql(&pipeline, &checked.layout).await?;
     let source = checked.source.open(pipeline.s3.as_ref()).await?;
     let partitions = discovery::discover(&source, &checked.layout)
         .await

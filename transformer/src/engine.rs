@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -108,7 +108,7 @@ impl Engine {
         }
         let raw = match raw {
             Some(frame) => frame,
-            None => self.ctx.read_table(Arc::new(MemTable::try_new(Arc::clone(&raw_schema), vec![vec![]])?))?,
+            None => self.empty_frame(raw_schema)?,
         };
         self.register_events(raw, columns, partition)
     }
@@ -116,8 +116,12 @@ impl Engine {
     /// Registers an empty `events` table with the declared columns: enough to plan a query and
     /// report unknown columns or type errors without reading data.
     pub fn register_empty_events(&self, columns: &[Column], partition: &PartitionKey) -> Result<()> {
-        let raw = self.ctx.read_table(Arc::new(MemTable::try_new(schema::raw_schema(columns), vec![vec![]])?))?;
+        let raw = self.empty_frame(schema::raw_schema(columns))?;
         self.register_events(raw, columns, partition)
+    }
+
+    fn empty_frame(&self, schema: SchemaRef) -> Result<DataFrame> {
+        Ok(self.ctx.read_table(Arc::new(MemTable::try_new(schema, vec![vec![]])?))?)
     }
 
     fn register_events(&self, raw: DataFrame, columns: &[Column], partition: &PartitionKey) -> Result<()> {

@@ -149,6 +149,11 @@ impl Layout {
         self.hourly
     }
 
+    /// A partition of this layout, for planning a query without data.
+    pub fn sample_partition(&self) -> PartitionKey {
+        PartitionKey { year: 2026, month: 1, day: 1, hour: self.hourly.then_some(0) }
+    }
+
     /// The partition a data object belongs to, from its path relative to the source prefix, or
     /// `None` when the path is not directly inside a partition directory, names an impossible date,
     /// or is hidden (its name starts with `_` or `.`).

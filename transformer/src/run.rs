@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::header;
 use crate::manifest::{self, Manifest, ManifestColumn, ManifestFile};
 use crate::spec::{BadRecordPolicy, Column, CsvOptions};
-use crate::storage::{Location, SourceObject, Store};
+use crate::storage::{Location, Opener, SourceObject, Store};
 use crate::task::{Summary, Task};
 use crate::writer::{self, Output};
 
@@ -27,9 +27,9 @@ pub async fn run(task: &Task) -> Result<Summary> {
     let started = Instant::now();
     let pipeline = &task.pipeline;
     let checked = crate::validate::check(pipeline)?;
-    let s3 = pipeline.s3.as_ref();
-    let source = checked.source.open(s3).await?;
-    let sink = checked.sink.open(s3).await?;
+    let opener = Opener::new(pipeline.s3.as_ref());
+    let source = opener.open(&checked.source).await?;
+    let sink = opener.open(&checked.sink).await?;
     let fingerprint = crate::fingerprint::fingerprint(&task.inputs);
     let directory = sink.child(&task.partition.sink_path());
 
@@ -38,7 +38,7 @@ pub async fn run(task: &Task) -> Result<Summary> {
         return Ok(summary(&committed.manifest, &sink, &directory, None, started));
     }
 
-    let run = Run { task, source: &source, sink: &sink, directory: &directory };
+    let run = Run { task, opener: &opener, source: &source, sink: &sink, directory: &directory };
     let converted = match run.convert(&checked.rejected).await {
         Ok(converted) => converted,
         Err(error) => {
@@ -77,6 +77,7 @@ struct QuarantinedRows {
 
 struct Run<'a> {
     task: &'a Task,
+    opener: &'a Opener,
     source: &'a Store,
     sink: &'a Store,
     directory: &'a Path,
@@ -189,7 +190,7 @@ impl Run<'_> {
 
     /// Uploads the bad rows as JSON lines below the rejected-rows location.
     async fn quarantine(&self, separated: &Separated, location: &Location) -> Result<QuarantinedRows> {
-        let store = location.open(self.task.pipeline.s3.as_ref()).await?;
+        let store = self.opener.open(location).await?;
         let directory = store.child(&self.task.partition.sink_path());
         let name = format!("rejected-{}.jsonl", self.task.run_id);
         let path = directory.clone().join(name.as_str());
@@ -265,11 +266,8 @@ fn summary(manifest: &Manifest, sink: &Store, directory: &Path, output: Option<&
 }
 
 fn scratch_dir(task: &Task) -> Result<tempfile::TempDir> {
-    let builder = {
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("eventpipe-");
-        builder
-    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("eventpipe-");
     match &task.engine.scratch_dir {
         Some(dir) => builder.tempdir_in(dir),
         None => builder.tempdir(),

@@ -10,6 +10,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectMeta, ObjectStore, RetryConfig};
+use tokio::sync::OnceCell;
 use url::Url;
 
 use crate::credentials::AwsChainCredentials;
@@ -65,58 +66,94 @@ impl Location {
         }
     }
 
-    /// Opens the object store behind this location. Nothing is created: local directories appear
-    /// when the first object is written into them.
+    /// Opens the object store behind this location with its own S3 configuration; use an
+    /// [`Opener`] to open several locations with one.
     pub async fn open(&self, s3: Option<&S3Settings>) -> Result<Store> {
-        match self {
-            Self::S3 { bucket, prefix } => {
-                let settings = s3.cloned().unwrap_or_default();
-                let store = s3_store(bucket, &settings).await?;
-                Ok(Store {
-                    store,
-                    root_url: Url::parse(&format!("s3://{bucket}")).expect("bucket names form valid URLs"),
-                    prefix: Path::from(prefix.as_str()),
-                    location: self.clone(),
-                })
-            }
-            Self::Local(dir) => {
+        Opener::new(s3).open(self).await
+    }
+}
+
+/// Opens locations with one S3 configuration. The AWS region and credential chain are resolved
+/// once, when the first S3 location is opened, and shared by every store opened after it; local
+/// locations never touch them.
+#[derive(Debug)]
+pub struct Opener {
+    settings: S3Settings,
+    aws: OnceCell<AwsContext>,
+}
+
+#[derive(Debug)]
+struct AwsContext {
+    region: String,
+    credentials: Arc<AwsChainCredentials>,
+}
+
+impl Opener {
+    /// An opener for the given S3 settings (defaults when absent).
+    pub fn new(s3: Option<&S3Settings>) -> Self {
+        Self { settings: s3.cloned().unwrap_or_default(), aws: OnceCell::new() }
+    }
+
+    /// Opens the object store behind a location. Nothing is created: local directories appear
+    /// when the first object is written into them.
+    pub async fn open(&self, location: &Location) -> Result<Store> {
+        match location {
+            Location::S3 { bucket, prefix } => Ok(Store {
+                store: self.s3_store(bucket).await?,
+                root_url: Url::parse(&format!("s3://{bucket}")).expect("bucket names form valid URLs"),
+                prefix: Path::from(prefix.as_str()),
+                location: location.clone(),
+            }),
+            Location::Local(dir) => {
                 let prefix = Path::from_absolute_path(dir)
                     .map_err(|e| Error::Config(format!("cannot use directory {}: {e}", dir.display())))?;
                 Ok(Store {
                     store: Arc::new(LocalFileSystem::new()),
                     root_url: Url::parse("file:///").expect("constant URL"),
                     prefix,
-                    location: self.clone(),
+                    location: location.clone(),
                 })
             }
         }
     }
-}
 
-async fn s3_store(bucket: &str, settings: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = &settings.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
+    async fn aws(&self) -> Result<&AwsContext> {
+        self.aws
+            .get_or_try_init(|| async {
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                if let Some(region) = &self.settings.region {
+                    loader = loader.region(aws_config::Region::new(region.clone()));
+                }
+                let sdk_config = loader.load().await;
+                let credentials = sdk_config
+                    .credentials_provider()
+                    .ok_or_else(|| Error::Config("no AWS credentials provider is configured".to_string()))?;
+                Ok(AwsContext {
+                    region: sdk_config.region().map_or_else(|| "us-east-1".to_string(), |r| r.to_string()),
+                    credentials: Arc::new(AwsChainCredentials::new(credentials)),
+                })
+            })
+            .await
     }
-    let sdk_config = loader.load().await;
-    let region = sdk_config.region().map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
-    let credentials = sdk_config
-        .credentials_provider()
-        .ok_or_else(|| Error::Config("no AWS credentials provider is configured".to_string()))?;
-    let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..RetryConfig::default() };
-    let client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
-    let mut builder = AmazonS3Builder::new()
-        .with_retry(retry)
-        .with_client_options(client)
-        .with_bucket_name(bucket)
-        .with_region(region)
-        .with_credentials(Arc::new(AwsChainCredentials::new(credentials)))
-        .with_virtual_hosted_style_request(!settings.force_path_style && settings.endpoint.is_none());
-    if let Some(endpoint) = &settings.endpoint {
-        builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+
+    async fn s3_store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+        let aws = self.aws().await?;
+        let settings = &self.settings;
+        let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..RetryConfig::default() };
+        let client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
+        let mut builder = AmazonS3Builder::new()
+            .with_retry(retry)
+            .with_client_options(client)
+            .with_bucket_name(bucket)
+            .with_region(aws.region.clone())
+            .with_credentials(Arc::clone(&aws.credentials) as _)
+            .with_virtual_hosted_style_request(!settings.force_path_style && settings.endpoint.is_none());
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+        }
+        let store = builder.build().map_err(|source| Error::Storage { url: format!("s3://{bucket}"), source })?;
+        Ok(Arc::new(store))
     }
-    let store = builder.build().map_err(|source| Error::Storage { url: format!("s3://{bucket}"), source })?;
-    Ok(Arc::new(store))
 }
 
 /// A CSV object of a partition, located in its store.

@@ -3,7 +3,7 @@
 //! launches a Job, so a bad spec is reported on the resource instead of failing in a pod.
 
 use crate::error::{Error, Result};
-use crate::layout::{Layout, PartitionKey};
+use crate::layout::Layout;
 use crate::spec::PipelineSpec;
 use crate::storage::Location;
 
@@ -46,12 +46,13 @@ pub fn check(spec: &PipelineSpec) -> Result<CheckedPipeline> {
 }
 
 /// Plans the SQL against the declared columns, without data: unknown columns, functions and type
-/// errors surface here. With no declared columns only the sandbox check applies.
-pub async fn check_sql(spec: &PipelineSpec) -> Result<()> {
+/// errors surface here. With no declared columns only the sandbox check applies. `layout` is the
+/// parsed source layout, as [`check`] returns it.
+pub async fn check_sql(spec: &PipelineSpec, layout: &Layout) -> Result<()> {
     if spec.source.schema.is_empty() {
         return crate::sandbox::check(&spec.transform.sql);
     }
-    let sample = PartitionKey { year: 2026, month: 1, day: 1, hour: Layout::parse(&spec.source.layout).ok().filter(Layout::is_hourly).map(|_| 0) };
+    let sample = layout.sample_partition();
     crate::engine::output_schema(&spec.transform.sql, &spec.source.schema, &sample).await.map(|_| ())
 }
 
@@ -132,11 +133,12 @@ mod tests {
     async fn sql_is_planned_against_the_declared_columns() {
         let mut spec = spec();
         spec.transform.sql = "SELECT id, upper(name) AS name, year FROM events WHERE day = 1".into();
-        check_sql(&spec).await.unwrap();
+        let layout = check(&spec).unwrap().layout;
+        check_sql(&spec, &layout).await.unwrap();
         spec.transform.sql = "SELECT nope FROM events".into();
-        let message = check_sql(&spec).await.unwrap_err().to_string();
+        let message = check_sql(&spec, &layout).await.unwrap_err().to_string();
         assert!(message.starts_with("invalid transform.sql") && message.contains("nope"), "{message}");
         spec.transform.sql = "SELECT * FROM other".into();
-        assert!(check_sql(&spec).await.unwrap_err().to_string().contains("other"));
+        assert!(check_sql(&spec, &layout).await.unwrap_err().to_string().contains("other"));
     }
 }
