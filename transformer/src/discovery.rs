@@ -1,8 +1,9 @@
-//! Finds the partitions under a source: lists the objects below the source URL and groups those
-//! that sit directly inside a directory matching the layout.
+//! Finds the partitions under a source: lists the objects below the source URL (or below some
+//! prefixes of it) and groups those that sit directly inside a directory matching the layout.
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use object_store::ObjectMeta;
 
 use crate::error::{Error, Result};
@@ -10,18 +11,37 @@ use crate::layout::{Layout, PartitionKey};
 use crate::storage::{Location, Store};
 use crate::task::InputObject;
 
-/// The partitions found, oldest first, each with its input objects sorted by path.
-pub type Partitions = BTreeMap<PartitionKey, Vec<InputObject>>;
+/// The partitions found, oldest first.
+pub type Partitions = BTreeMap<PartitionKey, DiscoveredPartition>;
 
-/// Lists the source and groups its objects into partitions. A local source must be an existing
-/// directory.
+/// One partition's input objects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiscoveredPartition {
+    /// The input objects, sorted by path.
+    pub inputs: Vec<InputObject>,
+    /// When the most recently written input object was last modified.
+    pub last_modified: DateTime<Utc>,
+}
+
+/// Lists the whole source and groups its objects into partitions. A local source must be an
+/// existing directory.
 pub async fn discover(source: &Store, layout: &Layout) -> Result<Partitions> {
+    discover_below(source, layout, &[String::new()]).await
+}
+
+/// Lists the source below each of `prefixes` (relative to the source URL, each a directory or
+/// empty for all of it) and groups the objects into partitions. A local source must be an existing
+/// directory.
+pub async fn discover_below(source: &Store, layout: &Layout, prefixes: &[String]) -> Result<Partitions> {
     if let Location::Local(dir) = &source.location
         && !dir.is_dir()
     {
         return Err(Error::Config(format!("source directory {} does not exist", dir.display())));
     }
-    let objects = source.list("").await?;
+    let mut objects = Vec::new();
+    for prefix in prefixes {
+        objects.extend(source.list(prefix).await?);
+    }
     Ok(group(source, layout, &objects))
 }
 
@@ -31,15 +51,20 @@ pub fn group(source: &Store, layout: &Layout, objects: &[ObjectMeta]) -> Partiti
     for object in objects {
         let relative = source.relative(&object.location);
         if let Some(key) = layout.partition_of(relative) {
-            partitions.entry(key).or_default().push(InputObject {
+            let partition = partitions
+                .entry(key)
+                .or_insert_with(|| DiscoveredPartition { inputs: Vec::new(), last_modified: object.last_modified });
+            partition.last_modified = partition.last_modified.max(object.last_modified);
+            partition.inputs.push(InputObject {
                 path: relative.to_string(),
                 size: object.size,
                 etag: object.e_tag.clone().or_else(|| Some(object.last_modified.to_rfc3339())),
             });
         }
     }
-    for inputs in partitions.values_mut() {
-        inputs.sort();
+    for partition in partitions.values_mut() {
+        partition.inputs.sort();
+        partition.inputs.dedup();
     }
     partitions
 }

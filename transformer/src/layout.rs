@@ -176,6 +176,22 @@ impl Layout {
         key.start().map(|_| key)
     }
 
+    /// The longest directory prefix that holds every partition of the given year, month or day:
+    /// the template filled in with the values given, cut at the directory holding the first
+    /// placeholder left. `listing_prefix(2026, Some(11), None)` is `year=2026/month=11/` for the
+    /// default layout.
+    pub fn listing_prefix(&self, year: u16, month: Option<u8>, day: Option<u8>) -> String {
+        let mut filled = self.template.replace("{year}", &format!("{year:04}"));
+        if let Some(month) = month {
+            filled = filled.replace("{month}", &format!("{month:02}"));
+        }
+        if let Some(day) = day {
+            filled = filled.replace("{day}", &format!("{day:02}"));
+        }
+        let fixed = filled.find('{').map_or(filled.as_str(), |open| &filled[..open]);
+        fixed[..fixed.rfind('/').map_or(0, |slash| slash + 1)].to_string()
+    }
+
     /// The path of a partition's directory relative to the source prefix (the template filled in
     /// with zero-padded values).
     pub fn source_path(&self, key: &PartitionKey) -> String {
@@ -193,6 +209,19 @@ mod tests {
 
     fn key(year: u16, month: u8, day: u8, hour: Option<u8>) -> PartitionKey {
         PartitionKey { year, month, day, hour }
+    }
+
+    #[test]
+    fn listing_prefixes_stop_at_the_first_directory_with_a_placeholder() {
+        let daily = Layout::parse("events/year={year}/month={month}/day={day}/").unwrap();
+        assert_eq!(daily.listing_prefix(2026, Some(11), Some(4)), "events/year=2026/month=11/day=04/");
+        assert_eq!(daily.listing_prefix(2026, Some(11), None), "events/year=2026/month=11/");
+        assert_eq!(daily.listing_prefix(2026, None, None), "events/year=2026/");
+        let hourly = Layout::parse("{year}/{month}/{day}/{hour}").unwrap();
+        assert_eq!(hourly.listing_prefix(2026, Some(1), Some(2)), "2026/01/02/");
+        let flat = Layout::parse("dt={year}-{month}-{day}/").unwrap();
+        assert_eq!(flat.listing_prefix(2026, Some(11), Some(24)), "dt=2026-11-24/");
+        assert_eq!(flat.listing_prefix(2026, Some(11), None), "");
     }
 
     #[test]

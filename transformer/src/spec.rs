@@ -19,7 +19,7 @@ pub struct PipelineSpec {
     /// What happens to rows that cannot be read as the declared schema.
     #[serde(default)]
     pub bad_records: BadRecordsSpec,
-    /// How to reach S3 (region, endpoint). Credentials come from the standard AWS chain.
+    /// How to reach S3: region, endpoint, and where credentials come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Settings>,
 }
@@ -263,4 +263,18 @@ pub struct S3Settings {
     /// services need this).
     #[serde(default)]
     pub force_path_style: bool,
+    /// A Secret in the pipeline's namespace holding `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`
+    /// and optionally `AWS_SESSION_TOKEN`. The operator lists the source with these keys and the
+    /// Jobs receive them as environment variables. Leave it out to use the service account's
+    /// identity (IRSA, EKS pod identity). Local runs (`eventpipe run`) ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretReference>,
+}
+
+/// Names a Secret in the pipeline's namespace.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct SecretReference {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }

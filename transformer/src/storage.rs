@@ -79,6 +79,7 @@ impl Location {
 #[derive(Debug)]
 pub struct Opener {
     settings: S3Settings,
+    credentials: Option<aws_credential_types::Credentials>,
     aws: OnceCell<AwsContext>,
 }
 
@@ -91,7 +92,13 @@ struct AwsContext {
 impl Opener {
     /// An opener for the given S3 settings (defaults when absent).
     pub fn new(s3: Option<&S3Settings>) -> Self {
-        Self { settings: s3.cloned().unwrap_or_default(), aws: OnceCell::new() }
+        Self { settings: s3.cloned().unwrap_or_default(), credentials: None, aws: OnceCell::new() }
+    }
+
+    /// Uses these credentials instead of the AWS credential chain.
+    pub fn with_credentials(mut self, credentials: aws_credential_types::Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     /// Opens the object store behind a location. Nothing is created: local directories appear
@@ -123,6 +130,9 @@ impl Opener {
                 let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
                 if let Some(region) = &self.settings.region {
                     loader = loader.region(aws_config::Region::new(region.clone()));
+                }
+                if let Some(credentials) = &self.credentials {
+                    loader = loader.credentials_provider(credentials.clone());
                 }
                 let sdk_config = loader.load().await;
                 let credentials = sdk_config

@@ -84,9 +84,71 @@ pub struct Summary {
     pub seconds: f64,
 }
 
+/// What a run reports to the operator: the summary, or the error.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// The summary of a successful run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// Why the run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The kubelet keeps at most this many bytes of a termination message.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+impl Outcome {
+    /// The outcome as JSON that fits a termination message: a long error is shortened and, when
+    /// still too long, the list of output files is left out (it is in the `_manifest.json`).
+    pub fn termination_message(&self) -> String {
+        let mut outcome = self.clone();
+        if let Some(error) = &mut outcome.error {
+            shorten(error, TERMINATION_MESSAGE_LIMIT / 2);
+        }
+        let json = serde_json::to_string(&outcome).expect("outcomes serialise");
+        if json.len() <= TERMINATION_MESSAGE_LIMIT {
+            return json;
+        }
+        if let Some(summary) = &mut outcome.summary {
+            summary.files.clear();
+        }
+        serde_json::to_string(&outcome).expect("outcomes serialise")
+    }
+}
+
+/// Cuts `text` to at most `limit` bytes at a character boundary, marking the cut with `…`.
+pub fn shorten(text: &mut String, limit: usize) {
+    if text.len() > limit {
+        let mut end = limit.saturating_sub('…'.len_utf8());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+}
+
 /// A new run id: the UTC time to the second and eight random hex digits, e.g.
 /// `20261124T031500-1a2b3c4d`. Sorts by start time; unique per attempt.
 pub fn new_run_id() -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), &random[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn termination_messages_fit_the_kubelet_limit() {
+        let error = Outcome { error: Some("é".repeat(5000)), summary: None };
+        let message = error.termination_message();
+        assert!(message.len() <= TERMINATION_MESSAGE_LIMIT && message.contains('…'), "{}", message.len());
+        let files = (0..200).map(|i| format!("year=2026/month=11/day=24/part-{i:03}.parquet")).collect();
+        let summary = Outcome { summary: Some(Summary { rows_read: 7, files, ..Summary::default() }), error: None };
+        let parsed: Outcome = serde_json::from_str(&summary.termination_message()).unwrap();
+        assert_eq!(parsed.summary.as_ref().map(|s| (s.rows_read, s.files.len())), Some((7, 0)));
+    }
 }

@@ -132,7 +132,7 @@ async fn a_missing_bucket_is_named() {
     let settings = eventpipe_transformer::spec::S3Settings {
         endpoint: Some(s3.endpoint().into()),
         force_path_style: true,
-        region: None,
+        ..Default::default()
     };
     let source = Location::parse("s3://no-such-bucket/raw/").unwrap().open(Some(&settings)).await.unwrap();
     let layout = eventpipe_transformer::layout::Layout::parse(PARTITION.replace("2026", "{year}").replace("=11", "={month}").replace("=24", "={day}").as_str()).unwrap();

@@ -6,28 +6,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use eventpipe_transformer::task::{Summary, Task};
+use eventpipe_transformer::task::{Outcome, Task};
 
 /// Transform one partition of CSV objects into Parquet.
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    /// The task as JSON: a file, or `-` for standard input.
-    #[arg(long, env = "EVENTPIPE_TASK_FILE")]
-    task: String,
+    /// The task as a JSON file, or `-` for standard input.
+    #[arg(long, env = "EVENTPIPE_TASK_FILE", required_unless_present = "task_json", conflicts_with = "task_json")]
+    task: Option<String>,
+    /// The task as JSON text (how the operator's Jobs pass it).
+    #[arg(long, env = "EVENTPIPE_TASK", hide_env_values = true)]
+    task_json: Option<String>,
     /// Where to write the JSON outcome for the operator; ignored when the directory is absent.
     #[arg(long, default_value = "/dev/termination-log")]
     termination_log: PathBuf,
-}
-
-/// What the operator reads from the termination message: the summary, or the error.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Outcome {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    summary: Option<Summary>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
 }
 
 #[tokio::main]
@@ -38,7 +31,12 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
-    let outcome = match read_task(&args.task) {
+    let task = match (&args.task, &args.task_json) {
+        (_, Some(json)) => parse_task(json),
+        (Some(source), None) => read_task(source),
+        (None, None) => unreachable!("clap requires one of --task and --task-json"),
+    };
+    let outcome = match task {
         Ok(task) => eventpipe_transformer::run::run(&task).await.map_err(|e| e.to_string()),
         Err(error) => Err(error),
     };
@@ -46,14 +44,12 @@ async fn main() -> ExitCode {
         Ok(summary) => (ExitCode::SUCCESS, Outcome { summary: Some(summary), error: None }),
         Err(error) => (ExitCode::FAILURE, Outcome { summary: None, error: Some(error) }),
     };
-    let json = serde_json::to_string(&outcome).expect("outcomes serialise");
-    println!("{json}");
+    println!("{}", serde_json::to_string(&outcome).expect("outcomes serialise"));
     if let Some(error) = &outcome.error {
         eprintln!("error: {error}");
     }
     if args.termination_log.parent().is_some_and(|dir| dir.is_dir()) {
-        // The kubelet keeps at most 4096 bytes of it; the summary is far smaller.
-        let _ = std::fs::write(&args.termination_log, &json);
+        let _ = std::fs::write(&args.termination_log, outcome.termination_message());
     }
     code
 }
@@ -66,5 +62,9 @@ fn read_task(source: &str) -> Result<Task, String> {
     } else {
         std::fs::read_to_string(source).map_err(|e| format!("reading the task {source}: {e}"))?
     };
-    serde_json::from_str(&text).map_err(|e| format!("the task is not valid: {e}"))
+    parse_task(&text)
+}
+
+fn parse_task(json: &str) -> Result<Task, String> {
+    serde_json::from_str(json).map_err(|e| format!("the task is not valid: {e}"))
 }

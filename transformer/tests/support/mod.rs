@@ -71,7 +71,7 @@ impl TaskBuilder {
     }
 
     pub fn s3_endpoint(mut self, endpoint: &str) -> Self {
-        self.pipeline.s3 = Some(S3Settings { endpoint: Some(endpoint.into()), force_path_style: true, region: None });
+        self.pipeline.s3 = Some(S3Settings { endpoint: Some(endpoint.into()), force_path_style: true, ..S3Settings::default() });
         self
     }
 
@@ -88,7 +88,7 @@ impl TaskBuilder {
         Task {
             run_id: new_run_id(),
             partition: self.partition,
-            inputs: partitions.remove(&self.partition).unwrap_or_default(),
+            inputs: partitions.remove(&self.partition).map(|found| found.inputs).unwrap_or_default(),
             pipeline: self.pipeline,
             engine: Default::default(),
             force: false,
