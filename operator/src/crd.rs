@@ -2,7 +2,10 @@
 //! same Rust types define the CRD schema, the local runner's manifest and the Job's task.
 
 use eventpipe_transformer::spec::PipelineSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -20,8 +23,10 @@ use serde::{Deserialize, Serialize};
     doc = "An EventPipeline turns date partitions of CSV files in S3 into query-ready Parquet.",
     status = "EventPipelineStatus",
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Last Done", type_ = "string", json_path = ".status.lastCompletedPartition"),
     printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pendingPartitions"),
+    printcolumn(name = "Running", type_ = "integer", json_path = ".status.runningJobs"),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failedPartitions"),
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend", priority = "1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -37,9 +42,151 @@ pub struct EventPipelineSpec {
     /// The data path: source, transform, sink, bad-record policy and S3 settings.
     #[serde(flatten)]
     pub pipeline: PipelineSpec,
-    /// Stop launching Jobs for new partitions; Jobs already running finish.
+    /// When to look for partitions and which ones.
+    #[serde(default)]
+    pub schedule: ScheduleSpec,
+    /// How the transformer Jobs run.
+    #[serde(default)]
+    pub execution: ExecutionSpec,
+    /// Stop launching Jobs; Jobs already running finish and their results are recorded.
     #[serde(default)]
     pub suspend: bool,
+}
+
+/// When to look for partitions and which ones.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleSpec {
+    /// Seconds between two listings of the source.
+    #[serde(default = "default_poll_interval_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub poll_interval_seconds: u32,
+    /// How many days (UTC, today included) to look back for partitions. Ignored when `startDate`
+    /// is set.
+    #[serde(default = "default_lookback_days")]
+    #[schemars(range(min = 1, max = 366))]
+    pub lookback_days: u32,
+    /// The first day to process, `YYYY-MM-DD` (UTC): every partition from that day until today is
+    /// considered, for backfills. At most the newest 400 partitions are tracked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    pub start_date: Option<String>,
+    /// Seconds a partition's newest object must have been in place before the partition is
+    /// processed, so that files uploaded together are processed together. Objects arriving later
+    /// change the partition's fingerprint and it is processed again.
+    #[serde(default = "default_grace_period_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub grace_period_seconds: u32,
+}
+
+impl Default for ScheduleSpec {
+    fn default() -> Self {
+        Self {
+            poll_interval_seconds: default_poll_interval_seconds(),
+            lookback_days: default_lookback_days(),
+            start_date: None,
+            grace_period_seconds: default_grace_period_seconds(),
+        }
+    }
+}
+
+fn default_poll_interval_seconds() -> u32 {
+    60
+}
+
+fn default_lookback_days() -> u32 {
+    7
+}
+
+fn default_grace_period_seconds() -> u32 {
+    120
+}
+
+/// How the transformer Jobs run.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionSpec {
+    /// The transformer image; defaults to the one the operator was installed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// CPU and memory of the transformer container. With a memory limit, the query spills to disk
+    /// beyond three quarters of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The service account the Jobs run as, e.g. one with an IAM role (IRSA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Node labels the Jobs' pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the Jobs' pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Pod restarts within one Job (the Job's `backoffLimit`); the operator's own retries start a
+    /// new Job instead.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10))]
+    pub backoff_limit: i32,
+    /// Seconds a Job may run before Kubernetes stops it; counts as a failed attempt.
+    #[serde(default = "default_active_deadline_seconds")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: i64,
+    /// Seconds a finished Job is kept before Kubernetes deletes it.
+    #[serde(default = "default_ttl_seconds_after_finished")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: i32,
+    /// Jobs of this pipeline running at once; the oldest partitions go first.
+    #[serde(default = "default_max_concurrent_jobs")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_concurrent_jobs: u32,
+    /// Attempts per partition and input version, each a new Job, before the partition is marked
+    /// failed.
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 20))]
+    pub max_attempts: u32,
+    /// Seconds between the first failed attempt and the next; doubles with every attempt, up to
+    /// an hour.
+    #[serde(default = "default_retry_backoff_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub retry_backoff_seconds: u32,
+}
+
+impl Default for ExecutionSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            resources: None,
+            service_account_name: None,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            backoff_limit: 0,
+            active_deadline_seconds: default_active_deadline_seconds(),
+            ttl_seconds_after_finished: default_ttl_seconds_after_finished(),
+            max_concurrent_jobs: default_max_concurrent_jobs(),
+            max_attempts: default_max_attempts(),
+            retry_backoff_seconds: default_retry_backoff_seconds(),
+        }
+    }
+}
+
+fn default_active_deadline_seconds() -> i64 {
+    3600
+}
+
+fn default_ttl_seconds_after_finished() -> i32 {
+    86400
+}
+
+fn default_max_concurrent_jobs() -> u32 {
+    2
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+
+fn default_retry_backoff_seconds() -> u32 {
+    30
 }
 
 /// What the operator observed and did.
@@ -56,12 +203,81 @@ pub struct EventPipelineStatus {
     /// The newest partition whose output is committed, `year=YYYY/month=MM/day=DD`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_completed_partition: Option<String>,
-    /// Partitions found but not yet committed.
+    /// Partitions found but not processed yet: waiting, running or retrying.
     #[serde(default)]
     pub pending_partitions: u32,
-    /// Partitions that failed and will not be retried.
+    /// Jobs running now.
+    #[serde(default)]
+    pub running_jobs: u32,
+    /// Partitions that failed every attempt; they are tried again when their inputs or the spec
+    /// change.
     #[serde(default)]
     pub failed_partitions: u32,
+    /// Every partition in the schedule's window, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["partition"]))]
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One partition: its inputs' version, its state and the result of its latest Job.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionStatus {
+    /// The partition, `year=YYYY/month=MM/day=DD[/hour=HH]`.
+    pub partition: String,
+    /// Fingerprint of the input objects (paths, sizes and ETags) this state is about.
+    pub fingerprint: String,
+    /// Where the partition is in its lifecycle.
+    pub state: PartitionState,
+    /// Jobs launched for this input version.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Failed attempts since the inputs or the spec last changed; at `execution.maxAttempts` the
+    /// partition is marked failed.
+    #[serde(default)]
+    pub failures: u32,
+    /// The latest Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// When the next attempt may start (state `Retrying`) or the grace period ends (`Settling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
+    /// Input rows read by the successful Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_read: Option<u64>,
+    /// Input rows rejected as bad.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_rejected: Option<u64>,
+    /// Output rows written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_written: Option<u64>,
+    /// Output bytes written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_written: Option<u64>,
+    /// Seconds the transformer ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// Why the partition is in this state, e.g. the error of the last failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where a partition is in its lifecycle.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+pub enum PartitionState {
+    /// Found; its newest object is younger than the grace period.
+    Settling,
+    /// Ready to run, waiting for a free Job slot (or for `suspend` to be lifted).
+    #[default]
+    Pending,
+    /// A Job is processing it.
+    Running,
+    /// The last attempt failed; another starts after `notBefore`.
+    Retrying,
+    /// Its output is committed for this fingerprint.
+    Succeeded,
+    /// Every attempt failed; see `message`.
+    Failed,
 }
 
 /// The CustomResourceDefinition as YAML, as `crds/` holds it.

@@ -93,7 +93,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         scratch_dir: None,
     };
     let mut outcomes = Vec::new();
-    for (partition, inputs) in partitions {
+    for (partition, discovered) in partitions {
+        let inputs = discovered.inputs;
         let task = Task {
             run_id: new_run_id(),
             partition,

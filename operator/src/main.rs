@@ -4,10 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod athena;
-mod crd;
-mod local;
-mod manifest_file;
+use eventpipe::{athena, crd, local, operator};
 
 /// eventpipe turns date partitions of CSV files into query-ready Parquet.
 #[derive(Parser)]
@@ -15,6 +12,15 @@ mod manifest_file;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or as JSON objects; `RUST_LOG` sets the filter.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -25,21 +31,30 @@ enum Command {
     Crd,
     /// Print the Athena CREATE EXTERNAL TABLE statement for a pipeline's output.
     AthenaDdl(athena::AthenaDdlArgs),
+    /// Run the operator: watch EventPipelines and launch a transformer Job per partition.
+    Operator(operator::OperatorArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,aws_config=error".into()),
-        )
-        .init();
+    let default_filter = match cli.command {
+        Command::Operator(_) => "info,aws_config=error",
+        _ => "warn,aws_config=error",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    // kube's TLS uses ring; the AWS crates would pick aws-lc-rs, and rustls refuses to guess.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let outcome = match cli.command {
         Command::Run(args) => local::run(args).await,
         Command::Crd => print_crd(),
         Command::AthenaDdl(args) => athena::print(args).await,
+        Command::Operator(args) => operator::run(args).await,
     };
     match outcome {
         Ok(code) => code,

@@ -26,13 +26,20 @@ fn example(name: &str) -> DynamicObject {
 async fn the_examples_are_accepted_with_defaults_filled_in() {
     let env = KubeEnv::get().await.unwrap();
     let api = pipelines(env.client().unwrap(), &env.namespace("examples").await.unwrap());
+    let cluster_example = example("cluster/user-settings-localstack.yaml");
+    let cluster_namespace = env.namespace("cluster-example").await.unwrap();
+    pipelines(env.client().unwrap(), &cluster_namespace).create(&PostParams::default(), &cluster_example).await.unwrap();
     for name in ["user-settings.yaml", "user-events-parquet.yaml"] {
         let created = api.create(&PostParams::default(), &example(name)).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let spec = &created.data["spec"];
         assert_eq!(spec["source"]["layout"], "year={year}/month={month}/day={day}/", "{name}");
         assert_eq!(spec["source"]["csv"]["delimiter"], ",", "{name}");
         assert_eq!(spec["suspend"], false, "{name}");
+        assert_eq!(spec["execution"]["maxAttempts"], 3, "{name}");
     }
+    let cluster = pipelines(env.client().unwrap(), &cluster_namespace).get("user-settings").await.unwrap();
+    assert_eq!(cluster.data["spec"]["s3"]["credentialsSecretRef"]["name"], "s3-credentials");
+    assert_eq!(cluster.data["spec"]["schedule"]["pollIntervalSeconds"], 30);
     let conversion = api.get("user-events-parquet").await.unwrap();
     assert_eq!(conversion.data["spec"]["transform"]["sql"], "SELECT * FROM events");
     assert_eq!(conversion.data["spec"]["sink"]["compression"], "zstd");
@@ -58,6 +65,8 @@ async fn bad_specs_are_refused_naming_the_field() {
         ),
         (json!({"source": {"schema": [column(json!({"type": "uuid"}))]}}), "spec.source.schema[0].type"),
         (json!({"sink": {"compression": "lz4"}}), "spec.sink.compression"),
+        (json!({"execution": {"maxConcurrentJobs": 0}}), "spec.execution.maxConcurrentJobs"),
+        (json!({"schedule": {"startDate": "yesterday"}}), "spec.schedule.startDate"),
     ];
     for (index, (change, expected)) in cases.into_iter().enumerate() {
         let mut object = example("user-events-parquet.yaml");

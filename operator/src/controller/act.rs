@@ -1,0 +1,136 @@
+//! The act step: creates the planned Jobs, publishes Events, counts metrics and writes the status
+//! when it changed. Nothing else is written.
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{EventPipeline, EventPipelineStatus};
+use crate::metrics::{PipelineLabels, RowKind, RowLabels};
+
+use super::Context;
+use super::job;
+use super::plan::{Happening, Launch};
+
+/// The field manager of the operator's status writes.
+pub const FIELD_MANAGER: &str = "eventpipe-operator";
+
+/// Creates one Job per launch. A Job that already exists was launched before (by this replica
+/// before a restart, or by another one): its name is derived from what it processes.
+pub async fn launch(ctx: &Context, pipeline: &EventPipeline, launches: &[Launch]) -> kube::Result<()> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
+    for launch in launches {
+        match api.create(&PostParams::default(), &job::build(pipeline, launch, &ctx.job_defaults)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                tracing::info!(job = launch.job, "job exists already");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Writes the status by server-side apply when it differs from what the pipeline carries.
+pub async fn write_status(ctx: &Context, pipeline: &EventPipeline, status: &EventPipelineStatus) -> kube::Result<()> {
+    if pipeline.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<EventPipeline> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": EventPipeline::api_version(&()),
+        "kind": EventPipeline::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&pipeline.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map(|_| ())
+}
+
+/// Publishes an Event per happening and counts it. A failed Event is logged, not retried: the
+/// status holds the same facts.
+pub async fn report(ctx: &Context, pipeline: &EventPipeline, happenings: &[Happening]) {
+    let labels = PipelineLabels { namespace: pipeline.namespace().unwrap_or_default(), pipeline: pipeline.name_any() };
+    for happening in happenings {
+        count(ctx, &labels, happening);
+        let (type_, reason, note) = describe(happening);
+        tracing::info!(namespace = labels.namespace, pipeline = labels.pipeline, reason, note);
+        publish(ctx, pipeline, type_, reason, note).await;
+    }
+}
+
+/// Publishes one Event about the pipeline.
+pub async fn publish(ctx: &Context, pipeline: &EventPipeline, type_: EventType, reason: &str, mut note: String) {
+    eventpipe_transformer::task::shorten(&mut note, 1024);
+    let event = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
+    if let Err(error) = ctx.recorder.publish(&event, &pipeline.object_ref(&())).await {
+        tracing::warn!(%error, pipeline = pipeline.name_any(), "publishing an event failed");
+    }
+}
+
+fn count(ctx: &Context, labels: &PipelineLabels, happening: &Happening) {
+    let metrics = &ctx.metrics;
+    match happening {
+        Happening::Launched { .. } => {
+            metrics.jobs_launched.get_or_create(labels).inc();
+        }
+        Happening::Succeeded { summary, .. } => {
+            metrics.partitions_processed.get_or_create(labels).inc();
+            if let Some(summary) = summary {
+                for (kind, rows) in
+                    [(RowKind::Read, summary.rows_read), (RowKind::Rejected, summary.rows_rejected), (RowKind::Written, summary.rows_written)]
+                {
+                    let row_labels = RowLabels { namespace: labels.namespace.clone(), pipeline: labels.pipeline.clone(), kind };
+                    metrics.rows.get_or_create(&row_labels).inc_by(rows);
+                }
+            }
+        }
+        Happening::AttemptFailed { .. } => {
+            metrics.attempts_failed.get_or_create(labels).inc();
+        }
+        Happening::GaveUp { .. } => {
+            metrics.attempts_failed.get_or_create(labels).inc();
+            metrics.partitions_failed.get_or_create(labels).inc();
+        }
+        Happening::InputsChanged { .. } => {}
+    }
+}
+
+/// The Event of a happening: type, reason and note.
+fn describe(happening: &Happening) -> (EventType, &'static str, String) {
+    match happening {
+        Happening::Launched { partition, job, attempt } => {
+            (EventType::Normal, "Launched", format!("Job {job} processes {partition} (attempt {attempt})"))
+        }
+        Happening::Succeeded { partition, job, summary: Some(s) } => (
+            EventType::Normal,
+            "Succeeded",
+            format!(
+                "{partition} committed by Job {job}: {} rows read, {} rejected, {} written, {} bytes in {:.1} s{}",
+                s.rows_read,
+                s.rows_rejected,
+                s.rows_written,
+                s.bytes_written,
+                s.seconds,
+                if s.skipped { " (output already matched the inputs)" } else { "" }
+            ),
+        ),
+        Happening::Succeeded { partition, job, summary: None } => {
+            (EventType::Normal, "Succeeded", format!("{partition} committed by Job {job} (no summary reported)"))
+        }
+        Happening::AttemptFailed { partition, job, message, retry_at } => (
+            EventType::Warning,
+            "AttemptFailed",
+            format!("Job {job} for {partition} failed: {message}; retrying after {retry_at}"),
+        ),
+        Happening::GaveUp { partition, job, message } => (
+            EventType::Warning,
+            "PartitionFailed",
+            format!("{partition} failed every attempt; the last, Job {job}: {message}"),
+        ),
+        Happening::InputsChanged { partition } => {
+            (EventType::Normal, "InputsChanged", format!("the inputs of {partition} changed since it was processed; processing it again"))
+        }
+    }
+}

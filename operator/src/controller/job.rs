@@ -1,0 +1,373 @@
+//! The transformer Job of one partition attempt: its deterministic name, the object the operator
+//! creates, and how a listed Job is read back into what the planner needs.
+
+use std::collections::BTreeMap;
+
+use eventpipe_transformer::layout::PartitionKey;
+use eventpipe_transformer::task::{EngineSettings, Task};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, PodSecurityContext, PodSpec,
+    PodTemplateSpec, SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use sha2::{Digest, Sha256};
+
+use crate::crd::EventPipeline;
+
+use super::plan::{JobOutcome, Launch, ObservedJob};
+
+/// Label on every object the operator creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "eventpipe");
+/// Label with the owning pipeline's UID; the operator finds a pipeline's Jobs by it.
+pub const PIPELINE_UID_LABEL: &str = "eventpipe.dev/pipeline-uid";
+/// Label with the owning pipeline's name, for people (`kubectl get jobs -l eventpipe.dev/pipeline=NAME`).
+pub const PIPELINE_LABEL: &str = "eventpipe.dev/pipeline";
+/// Label with the attempt number.
+pub const ATTEMPT_LABEL: &str = "eventpipe.dev/attempt";
+/// Pod label naming the Job, so that the operator finds a Job's pods on any Kubernetes version.
+pub const JOB_LABEL: &str = "eventpipe.dev/job";
+/// Annotation with the partition (`year=YYYY/month=MM/day=DD`), which labels cannot hold.
+pub const PARTITION_ANNOTATION: &str = "eventpipe.dev/partition";
+/// Annotation with the full input fingerprint.
+pub const FINGERPRINT_ANNOTATION: &str = "eventpipe.dev/fingerprint";
+/// The transformer container's name.
+pub const CONTAINER: &str = "transformer";
+
+const MAX_NAME: usize = 63;
+const SCRATCH: &str = "/scratch";
+
+/// The Job name of one attempt at one input version of a partition:
+/// `<pipeline>-<yyyymmdd[hh]>-<fingerprint prefix>-<attempt>`, at most 63 characters. A long
+/// pipeline name is cut and a hash of it added, so names stay distinct.
+pub fn job_name(pipeline: &str, partition: &PartitionKey, fingerprint: &str, attempt: u32) -> String {
+    let hour = partition.hour.map(|h| format!("{h:02}")).unwrap_or_default();
+    let fingerprint: String = fingerprint.chars().filter(char::is_ascii_alphanumeric).take(10).collect();
+    let suffix = format!(
+        "-{:04}{:02}{:02}{hour}-{}-{attempt}",
+        partition.year,
+        partition.month,
+        partition.day,
+        fingerprint.to_ascii_lowercase()
+    );
+    let room = MAX_NAME - suffix.len();
+    let prefix = if pipeline.len() <= room {
+        pipeline.to_string()
+    } else {
+        let hash = hex(&Sha256::digest(pipeline.as_bytes())[..3]);
+        format!("{}-{hash}", pipeline[..room - hash.len() - 1].trim_end_matches(['-', '.']))
+    };
+    format!("{prefix}{suffix}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the Jobs of a pipeline share, beyond the pipeline's spec.
+#[derive(Clone, Debug)]
+pub struct JobDefaults {
+    /// The transformer image when the spec names none.
+    pub image: String,
+}
+
+/// The Job for a launch: owned by the pipeline, labelled for lookup, hardened, with the task in
+/// its environment.
+pub fn build(pipeline: &EventPipeline, launch: &Launch, defaults: &JobDefaults) -> Job {
+    let spec = &pipeline.spec;
+    let execution = &spec.execution;
+    let name = pipeline.metadata.name.clone().unwrap_or_default();
+    let uid = pipeline.metadata.uid.clone().unwrap_or_default();
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        ("app.kubernetes.io/name".to_string(), "eventpipe-transformer".to_string()),
+        (PIPELINE_UID_LABEL.to_string(), uid),
+        (ATTEMPT_LABEL.to_string(), launch.attempt.to_string()),
+    ]);
+    if name.len() <= MAX_NAME {
+        labels.insert(PIPELINE_LABEL.to_string(), name);
+    }
+    let annotations = BTreeMap::from([
+        (PARTITION_ANNOTATION.to_string(), launch.partition.to_string()),
+        (FINGERPRINT_ANNOTATION.to_string(), launch.fingerprint.clone()),
+    ]);
+    let mut pod_labels = labels.clone();
+    pod_labels.insert(JOB_LABEL.to_string(), launch.job.clone());
+    let task = Task {
+        run_id: launch.job.clone(),
+        partition: launch.partition,
+        inputs: launch.inputs.clone(),
+        pipeline: spec.pipeline.clone(),
+        engine: EngineSettings {
+            target_partitions: None,
+            memory_limit_mib: memory_limit_mib(execution.resources.as_ref()),
+            scratch_dir: Some(SCRATCH.to_string()),
+        },
+        force: false,
+    };
+    let credentials = spec.pipeline.s3.as_ref().and_then(|s3| s3.credentials_secret_ref.as_ref());
+    let container = Container {
+        name: CONTAINER.to_string(),
+        image: Some(execution.image.clone().unwrap_or_else(|| defaults.image.clone())),
+        command: Some(vec!["eventpipe-transformer".to_string()]),
+        env: Some(vec![
+            EnvVar {
+                name: "EVENTPIPE_TASK".to_string(),
+                value: Some(serde_json::to_string(&task).expect("tasks serialise")),
+                ..EnvVar::default()
+            },
+            EnvVar { name: "RUST_LOG".to_string(), value: Some("warn".to_string()), ..EnvVar::default() },
+        ]),
+        env_from: credentials.map(|secret| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name: secret.name.clone(), optional: Some(false) }),
+                ..EnvFromSource::default()
+            }]
+        }),
+        resources: execution.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), ..Capabilities::default() }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "scratch".to_string(),
+            mount_path: SCRATCH.to_string(),
+            ..VolumeMount::default()
+        }]),
+        termination_message_policy: Some("File".to_string()),
+        ..Container::default()
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(launch.job.clone()),
+            namespace: pipeline.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations.clone()),
+            owner_references: pipeline.controller_owner_ref(&()).map(|owner| vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(execution.backoff_limit),
+            active_deadline_seconds: Some(execution.active_deadline_seconds),
+            ttl_seconds_after_finished: Some(execution.ttl_seconds_after_finished),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_string()),
+                    service_account_name: execution.service_account_name.clone(),
+                    automount_service_account_token: Some(false),
+                    node_selector: (!execution.node_selector.is_empty()).then(|| execution.node_selector.clone()),
+                    tolerations: (!execution.tolerations.is_empty()).then(|| execution.tolerations.clone()),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        fs_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), ..SeccompProfile::default() }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "scratch".to_string(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Three quarters of the container's memory limit, in MiB, for the query's memory pool; the rest
+/// is for the process itself.
+fn memory_limit_mib(resources: Option<&k8s_openapi::api::core::v1::ResourceRequirements>) -> Option<u64> {
+    let limit = resources?.limits.as_ref()?.get("memory")?;
+    quantity_bytes(limit).map(|bytes| (bytes / 4 * 3 / (1024 * 1024)).max(16))
+}
+
+/// The bytes of a memory quantity such as `2Gi`, `512M` or `1000000`.
+fn quantity_bytes(quantity: &Quantity) -> Option<u64> {
+    let text = quantity.0.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match unit {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        _ => return None,
+    };
+    Some((number * factor) as u64)
+}
+
+/// Reads a listed Job back: `None` for Jobs not made by this operator (no annotations). The
+/// outcome of a finished Job is `Succeeded(None)` or the Kubernetes reason until the pod's
+/// report is attached with [`attach_report`].
+pub fn observe(job: &Job) -> Option<ObservedJob> {
+    let annotations = job.metadata.annotations.as_ref()?;
+    let labels = job.metadata.labels.as_ref()?;
+    let condition = |kind: &str| {
+        job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == kind && c.status == "True").cloned()
+    };
+    let outcome = if condition("Complete").is_some() {
+        JobOutcome::Succeeded(None)
+    } else if let Some(failed) = condition("Failed") {
+        let reason = failed.reason.unwrap_or_else(|| "Failed".to_string());
+        let message = failed.message.unwrap_or_default();
+        JobOutcome::Failed(format!("Job failed ({reason}) {message}").trim_end().to_string())
+    } else {
+        JobOutcome::Running
+    };
+    Some(ObservedJob {
+        name: job.metadata.name.clone()?,
+        partition: annotations.get(PARTITION_ANNOTATION)?.clone(),
+        fingerprint: annotations.get(FINGERPRINT_ANNOTATION)?.clone(),
+        attempt: labels.get(ATTEMPT_LABEL)?.parse().ok()?,
+        outcome,
+    })
+}
+
+/// Attaches what the transformer wrote to its termination message to a finished Job's outcome:
+/// the summary of a success, or the error of a failure (which says more than Kubernetes' reason).
+pub fn attach_report(job: &mut ObservedJob, termination_message: &str) {
+    let Ok(report) = serde_json::from_str::<eventpipe_transformer::task::Outcome>(termination_message) else {
+        return;
+    };
+    match (&mut job.outcome, report) {
+        (JobOutcome::Succeeded(summary), report) if report.summary.is_some() => *summary = report.summary,
+        (JobOutcome::Failed(message), report) if report.error.is_some() => {
+            *message = report.error.unwrap_or_default();
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::EventPipelineSpec;
+    use eventpipe_transformer::spec::{S3Settings, SecretReference};
+    use eventpipe_transformer::task::InputObject;
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+
+    fn day(day: u8) -> PartitionKey {
+        PartitionKey { year: 2026, month: 11, day, hour: None }
+    }
+
+    fn pipeline(name: &str) -> EventPipeline {
+        let mut pipeline = EventPipeline::new(name, EventPipelineSpec::default());
+        pipeline.metadata.namespace = Some("data".into());
+        pipeline.metadata.uid = Some("0b6c1f4e-0000-4000-8000-000000000001".into());
+        pipeline
+    }
+
+    fn launch(attempt: u32) -> Launch {
+        Launch {
+            job: job_name("settings", &day(24), "9f86d081884c7d65", attempt),
+            partition: day(24),
+            fingerprint: "9f86d081884c7d65".into(),
+            attempt,
+            inputs: vec![InputObject { path: "year=2026/month=11/day=24/a.csv".into(), size: 5, etag: Some("e".into()) }],
+        }
+    }
+
+    #[test]
+    fn names_are_deterministic_short_and_distinct() {
+        assert_eq!(job_name("settings", &day(24), "9f86d081884c7d65", 1), "settings-20261124-9f86d08188-1");
+        let hourly = PartitionKey { hour: Some(3), ..day(24) };
+        assert_eq!(job_name("s", &hourly, "ab", 2), "s-2026112403-ab-2");
+        let long_a = format!("{}-a", "x".repeat(60));
+        let long_b = format!("{}-b", "x".repeat(60));
+        let (a, b) = (job_name(&long_a, &day(1), "ff", 1), job_name(&long_b, &day(1), "ff", 1));
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert_eq!(a, job_name(&long_a, &day(1), "ff", 1));
+    }
+
+    #[test]
+    fn the_job_is_owned_labelled_hardened_and_carries_the_task() {
+        let mut pipeline = pipeline("settings");
+        pipeline.spec.pipeline.s3 = Some(S3Settings {
+            credentials_secret_ref: Some(SecretReference { name: "s3-credentials".into() }),
+            ..S3Settings::default()
+        });
+        pipeline.spec.execution.resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([("memory".to_string(), Quantity("2Gi".into()))])),
+            ..ResourceRequirements::default()
+        });
+        let job = build(&pipeline, &launch(2), &JobDefaults { image: "eventpipe-transformer:1".into() });
+        assert_eq!(job.metadata.name.as_deref(), Some("settings-20261124-9f86d08188-2"));
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("EventPipeline", "settings", Some(true)));
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[PIPELINE_UID_LABEL], "0b6c1f4e-0000-4000-8000-000000000001");
+        assert_eq!(labels[ATTEMPT_LABEL], "2");
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!((spec.backoff_limit, spec.ttl_seconds_after_finished), (Some(0), Some(86400)));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap()[JOB_LABEL], "settings-20261124-9f86d08188-2");
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some("eventpipe-transformer:1"));
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(
+            (security.run_as_non_root, security.read_only_root_filesystem, security.allow_privilege_escalation),
+            (Some(true), Some(true), Some(false))
+        );
+        assert_eq!(container.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "s3-credentials");
+        let task_json = container.env.as_ref().unwrap().iter().find(|e| e.name == "EVENTPIPE_TASK").unwrap();
+        let task: Task = serde_json::from_str(task_json.value.as_deref().unwrap()).unwrap();
+        assert_eq!((task.partition, task.inputs.len()), (day(24), 1));
+        assert_eq!(task.engine.memory_limit_mib, Some(1536));
+        assert_eq!(task.engine.scratch_dir.as_deref(), Some(SCRATCH));
+    }
+
+    #[test]
+    fn a_built_job_reads_back_as_the_launch() {
+        let job = build(&pipeline("settings"), &launch(1), &JobDefaults { image: "i".into() });
+        let observed = observe(&job).unwrap();
+        assert_eq!(
+            (observed.name.as_str(), observed.partition.as_str(), observed.fingerprint.as_str(), observed.attempt),
+            ("settings-20261124-9f86d08188-1", "year=2026/month=11/day=24", "9f86d081884c7d65", 1)
+        );
+        assert_eq!(observed.outcome, JobOutcome::Running);
+    }
+
+    #[test]
+    fn reports_replace_the_kubernetes_reason() {
+        let mut failed = observe(&build(&pipeline("p"), &launch(1), &JobDefaults { image: "i".into() })).unwrap();
+        failed.outcome = JobOutcome::Failed("Job failed (BackoffLimitExceeded)".into());
+        attach_report(&mut failed, r#"{"error":"file a.csv, line 3: bad int64"}"#);
+        assert_eq!(failed.outcome, JobOutcome::Failed("file a.csv, line 3: bad int64".into()));
+        let mut done = failed.clone();
+        done.outcome = JobOutcome::Succeeded(None);
+        attach_report(&mut done, "not json");
+        assert_eq!(done.outcome, JobOutcome::Succeeded(None));
+        attach_report(&mut done, r#"{"summary":{"partition":"p","runId":"r","inputFingerprint":"f","rowsRead":3,"rowsRejected":0,"rowsWritten":3,"bytesWritten":9,"files":[],"spilledBytes":0,"skipped":false,"seconds":0.5}}"#);
+        assert!(matches!(done.outcome, JobOutcome::Succeeded(Some(ref s)) if s.rows_read == 3));
+    }
+
+    #[test]
+    fn memory_quantities_parse() {
+        let mib = |q: &str| quantity_bytes(&Quantity(q.into())).map(|b| b / (1024 * 1024));
+        assert_eq!((mib("2Gi"), mib("512Mi"), mib("1G"), mib("1.5Gi"), mib("2x")), (Some(2048), Some(512), Some(953), Some(1536), None));
+    }
+}

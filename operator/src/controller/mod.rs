@@ -1,0 +1,190 @@
+//! The EventPipeline controller. Each reconcile observes (spec check, partitions in S3, the
+//! pipeline's Jobs), plans (a pure function) and acts (create Jobs, publish Events, write the
+//! status when it changed).
+
+pub mod act;
+pub mod conditions;
+pub mod job;
+pub mod observe;
+pub mod plan;
+pub mod window;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
+
+use crate::crd::{EventPipeline, PartitionState};
+use crate::metrics::{Metrics, PipelineLabels, ReconcileResult, ResultLabels};
+
+use observe::{Blocked, Caches};
+use plan::{Observation, Plan};
+
+/// First wait after a reconcile that failed or found the pipeline degraded; doubles up to
+/// [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Publishes Events on pipelines.
+    pub recorder: Recorder,
+    /// Defaults for the Jobs.
+    pub job_defaults: job::JobDefaults,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    caches: Caches,
+    failures: Mutex<HashMap<ObjectRef<EventPipeline>, u32>>,
+}
+
+impl Context {
+    /// A context for a controller whose Events name `instance` as the reporting instance.
+    pub fn new(client: Client, job_defaults: job::JobDefaults, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+        let reporter = Reporter { controller: "eventpipe-operator".into(), instance };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            job_defaults,
+            metrics,
+            caches: Caches::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// The wait before the next try after the latest consecutive failure of this pipeline.
+    fn next_retry(&self, pipeline: &EventPipeline) -> Duration {
+        let mut failures = self.failures.lock().expect("not poisoned");
+        let count = failures.entry(ObjectRef::from(pipeline)).or_insert(0);
+        *count += 1;
+        FIRST_RETRY.saturating_mul(2u32.saturating_pow(*count - 1)).min(MAX_RETRY)
+    }
+
+    fn succeeded(&self, pipeline: &EventPipeline) {
+        self.failures.lock().expect("not poisoned").remove(&ObjectRef::from(pipeline));
+    }
+}
+
+/// A reconcile failure: a Kubernetes API call failed. Invalid specs and unreachable sources are
+/// not errors; they are reported on the pipeline's conditions.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// Runs the controller for pipelines visible through `pipelines` (one namespace or all) until
+/// `shutdown` resolves; reconciles in flight finish first.
+pub async fn run(
+    ctx: Arc<Context>,
+    pipelines: Api<EventPipeline>,
+    jobs: Api<Job>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let managed_jobs = watcher::Config::default().labels(&format!("{}={}", job::MANAGED_BY.0, job::MANAGED_BY.1));
+    Controller::new(pipelines, watcher::Config::default().any_semantic())
+        .owns(jobs, managed_jobs)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(cached: Arc<EventPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    // The watch cache can lag behind this operator's own last status write; planning from that
+    // older status would record a finished Job twice. One read gives the current status.
+    let api: Api<EventPipeline> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+    let Some(pipeline) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let result = reconcile_pipeline(&pipeline, &ctx).await;
+    ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+    let outcome = match &result {
+        Ok((_, true)) => ReconcileResult::Ok,
+        Ok((_, false)) => ReconcileResult::Degraded,
+        Err(_) => ReconcileResult::Error,
+    };
+    ctx.metrics.reconciles.get_or_create(&ResultLabels { result: outcome }).inc();
+    result.map(|(action, _)| action)
+}
+
+/// Reconciles one pipeline; the flag tells whether it could be planned (false: degraded).
+async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(Action, bool), Error> {
+    let now = Timestamp::now();
+    let previous = pipeline.status.clone().unwrap_or_default();
+    let name = pipeline.name_any();
+    let base = Observation {
+        now,
+        pipeline: &name,
+        generation: pipeline.metadata.generation,
+        spec: &pipeline.spec,
+        previous: &previous,
+        partitions: &[],
+        jobs: &[],
+    };
+    let observed = async {
+        let checked = observe::check_spec(&ctx.caches, pipeline).await?;
+        observe::partitions(&ctx.client, &ctx.caches, pipeline, &checked, now).await
+    };
+    let partitions = match observed.await {
+        Ok(partitions) => partitions,
+        Err(blocked) => {
+            let (reason, message) = match &blocked {
+                Blocked::InvalidSpec(message) => ("InvalidSpec", message),
+                Blocked::SourceUnavailable(message) => ("SourceUnavailable", message),
+            };
+            let status = plan::plan_degraded(&base, reason, message);
+            let newly = previous.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| (&c.reason, &c.message))
+                != status.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| (&c.reason, &c.message));
+            act::write_status(ctx, pipeline, &status).await?;
+            if newly {
+                act::publish(ctx, pipeline, EventType::Warning, reason, message.clone()).await;
+            }
+            return Ok((Action::requeue(ctx.next_retry(pipeline)), false));
+        }
+    };
+    let jobs = observe::jobs(&ctx.client, pipeline, &previous).await?;
+    let plan = plan::plan(&Observation { partitions: &partitions, jobs: &jobs, ..base });
+    act::launch(ctx, pipeline, &plan.launches).await?;
+    act::report(ctx, pipeline, &plan.happenings).await;
+    act::write_status(ctx, pipeline, &plan.status).await?;
+    record_lag(ctx, pipeline, &plan, &partitions, now);
+    ctx.succeeded(pipeline);
+    Ok((Action::requeue(plan.requeue_after), true))
+}
+
+/// Sets the lag gauge: seconds since the newest unprocessed partition's last object landed.
+fn record_lag(ctx: &Context, pipeline: &EventPipeline, plan: &Plan, partitions: &[plan::ObservedPartition], now: Timestamp) {
+    let unprocessed = |key: String| {
+        plan.status.partitions.iter().any(|p| p.partition == key && p.state != PartitionState::Succeeded)
+    };
+    let lag = partitions
+        .iter()
+        .rev()
+        .find(|p| unprocessed(p.key.to_string()))
+        .map_or(0, |p| now.duration_since(p.last_modified).as_secs().max(0));
+    let labels = PipelineLabels { namespace: pipeline.namespace().unwrap_or_default(), pipeline: pipeline.name_any() };
+    ctx.metrics.lag_seconds.get_or_create(&labels).set(lag);
+}
+
+fn error_policy(pipeline: Arc<EventPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
+    let wait = ctx.next_retry(&pipeline);
+    tracing::warn!(%error, namespace = pipeline.namespace(), pipeline = pipeline.name_any(), retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}

@@ -1,0 +1,719 @@
+//! The planner: from what was observed (partitions in S3, the pipeline's Jobs, the last status)
+//! to what to do (Jobs to launch, the new status, what happened). Pure: no I/O, the time is an
+//! input, and every decision is covered by the table tests below.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use eventpipe_transformer::layout::PartitionKey;
+use eventpipe_transformer::task::{InputObject, Summary, shorten};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::crd::{EventPipelineSpec, EventPipelineStatus, PartitionState, PartitionStatus};
+
+use super::conditions::{self, Health};
+use super::job::job_name;
+
+/// Longest message kept on a partition.
+const MESSAGE_LIMIT: usize = 1024;
+/// Longest wait between two failed attempts.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// A partition found under the source, inside the schedule's window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedPartition {
+    /// The partition.
+    pub key: PartitionKey,
+    /// Fingerprint of its input objects.
+    pub fingerprint: String,
+    /// Its input objects.
+    pub inputs: Vec<InputObject>,
+    /// When its newest object was written.
+    pub last_modified: Timestamp,
+}
+
+/// A Job of this pipeline, as its labels, annotations and status describe it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedJob {
+    /// The Job's name.
+    pub name: String,
+    /// The partition it processes, as `PartitionKey` displays it.
+    pub partition: String,
+    /// The input fingerprint it processes.
+    pub fingerprint: String,
+    /// Its attempt number for this fingerprint, from 1.
+    pub attempt: u32,
+    /// Whether and how it finished.
+    pub outcome: JobOutcome,
+}
+
+/// Whether and how a Job finished.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobOutcome {
+    /// Not finished.
+    Running,
+    /// Finished successfully; the summary is `None` when its pod reported none.
+    Succeeded(Option<Summary>),
+    /// Failed, with the reason (the transformer's error, or why Kubernetes stopped the Job).
+    Failed(String),
+}
+
+/// Everything the planner decides from.
+#[derive(Clone, Debug)]
+pub struct Observation<'a> {
+    /// The current time.
+    pub now: Timestamp,
+    /// The pipeline's name (Job names derive from it).
+    pub pipeline: &'a str,
+    /// The pipeline's `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The pipeline's spec.
+    pub spec: &'a EventPipelineSpec,
+    /// The status as last written.
+    pub previous: &'a EventPipelineStatus,
+    /// The partitions in the schedule's window, oldest first.
+    pub partitions: &'a [ObservedPartition],
+    /// The pipeline's Jobs.
+    pub jobs: &'a [ObservedJob],
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Jobs to create.
+    pub launches: Vec<Launch>,
+    /// The status to write (only when it differs from the previous one).
+    pub status: EventPipelineStatus,
+    /// What happened, for Events, metrics and logs.
+    pub happenings: Vec<Happening>,
+    /// When to look again, at the latest.
+    pub requeue_after: Duration,
+}
+
+/// A Job to create.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    /// The Job's name.
+    pub job: String,
+    /// The partition.
+    pub partition: PartitionKey,
+    /// The fingerprint of `inputs`.
+    pub fingerprint: String,
+    /// The attempt number for this fingerprint, from 1.
+    pub attempt: u32,
+    /// The partition's input objects.
+    pub inputs: Vec<InputObject>,
+}
+
+/// Something worth an Event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Happening {
+    /// A Job was launched.
+    Launched { partition: String, job: String, attempt: u32 },
+    /// A Job committed a partition.
+    Succeeded { partition: String, job: String, summary: Option<Summary> },
+    /// A Job failed and the partition will be tried again.
+    AttemptFailed { partition: String, job: String, message: String, retry_at: Timestamp },
+    /// A Job failed and no attempts are left.
+    GaveUp { partition: String, job: String, message: String },
+    /// A processed partition's inputs changed; it will be processed again.
+    InputsChanged { partition: String },
+}
+
+/// Plans one reconcile of a pipeline whose spec is valid and whose source could be listed.
+pub fn plan(observation: &Observation<'_>) -> Plan {
+    let Observation { now, spec, previous, .. } = *observation;
+    let spec_changed = previous.observed_generation.is_some() && previous.observed_generation != observation.generation;
+    let mut previous_entries: HashMap<&str, &PartitionStatus> =
+        previous.partitions.iter().map(|entry| (entry.partition.as_str(), entry)).collect();
+    let mut happenings = Vec::new();
+    let mut entries = Vec::with_capacity(observation.partitions.len());
+    for partition in observation.partitions {
+        let key = partition.key.to_string();
+        let entry = match previous_entries.remove(key.as_str()) {
+            Some(entry) => entry.clone(),
+            None => fresh_entry(&key, &partition.fingerprint),
+        };
+        let mut entry = follow_jobs(entry, observation, &mut happenings);
+        if entry.fingerprint != partition.fingerprint && entry.state != PartitionState::Running {
+            if entry.state == PartitionState::Succeeded {
+                happenings.push(Happening::InputsChanged { partition: key.clone() });
+            }
+            entry = fresh_entry(&key, &partition.fingerprint);
+            entry = follow_jobs(entry, observation, &mut happenings);
+        }
+        if spec_changed && entry.state == PartitionState::Failed {
+            entry.state = PartitionState::Pending;
+            entry.failures = 0;
+            entry.message = Some("the spec changed; trying again".into());
+        }
+        if matches!(entry.state, PartitionState::Pending | PartitionState::Settling) {
+            let settled_at = partition.last_modified + SignedDuration::from_secs(spec.schedule.grace_period_seconds.into());
+            (entry.state, entry.not_before) = if now < settled_at {
+                (PartitionState::Settling, Some(Time(settled_at)))
+            } else {
+                (PartitionState::Pending, None)
+            };
+        }
+        entries.push((entry, Some(partition)));
+    }
+    // Partitions no longer observed (out of the window, or deleted) are kept only while a Job
+    // still works on them.
+    let mut gone: Vec<_> = previous_entries.into_values().cloned().collect();
+    gone.sort_by(|a, b| a.partition.cmp(&b.partition));
+    for entry in gone {
+        let entry = follow_jobs(entry, observation, &mut happenings);
+        if entry.state == PartitionState::Running {
+            entries.push((entry, None));
+        }
+    }
+    entries.sort_by(|a, b| a.0.partition.cmp(&b.0.partition));
+
+    let launches = launch(&mut entries, observation, &mut happenings);
+    let status = summarize(entries.into_iter().map(|(entry, _)| entry).collect(), &happenings, observation);
+    let requeue_after = requeue_after(&status, observation);
+    Plan { launches, status, happenings, requeue_after }
+}
+
+/// Plans a reconcile that cannot look at partitions (invalid spec, unreachable source): the
+/// partitions stay as they were and the conditions say what is wrong.
+pub fn plan_degraded(observation: &Observation<'_>, reason: &'static str, message: &str) -> EventPipelineStatus {
+    let previous = observation.previous;
+    let mut message = message.to_string();
+    shorten(&mut message, MESSAGE_LIMIT);
+    EventPipelineStatus {
+        observed_generation: observation.generation,
+        conditions: conditions::conditions(
+            &previous.conditions,
+            &Health::Degraded { reason, message: &message },
+            observation.generation,
+            observation.now,
+        ),
+        ..previous.clone()
+    }
+}
+
+/// Whether the planner needs a finished Job's report (its pod's termination message): true when
+/// the status has not recorded that Job's result yet.
+pub fn needs_report(previous: &EventPipelineStatus, job: &ObservedJob) -> bool {
+    if job.outcome == JobOutcome::Running {
+        return false;
+    }
+    match previous.partitions.iter().find(|entry| entry.partition == job.partition) {
+        None => true,
+        Some(entry) => {
+            entry.fingerprint == job.fingerprint
+                && (job.attempt > entry.attempts
+                    || (entry.state == PartitionState::Running && entry.job.as_deref() == Some(job.name.as_str())))
+        }
+    }
+}
+
+/// A partition seen for the first time, or whose inputs changed.
+fn fresh_entry(partition: &str, fingerprint: &str) -> PartitionStatus {
+    PartitionStatus {
+        partition: partition.to_string(),
+        fingerprint: fingerprint.to_string(),
+        state: PartitionState::Pending,
+        ..PartitionStatus::default()
+    }
+}
+
+/// Brings an entry up to date with its Jobs: adopts a Job the status does not know yet (launched
+/// just before a restart), and records the result of a finished one.
+fn follow_jobs(mut entry: PartitionStatus, observation: &Observation<'_>, happenings: &mut Vec<Happening>) -> PartitionStatus {
+    let newest = observation
+        .jobs
+        .iter()
+        .filter(|job| job.partition == entry.partition && job.fingerprint == entry.fingerprint)
+        .max_by_key(|job| job.attempt);
+    if let Some(job) = newest {
+        let unknown = entry.job.as_deref() != Some(job.name.as_str());
+        if unknown && job.attempt > entry.attempts {
+            entry.attempts = job.attempt;
+            entry.job = Some(job.name.clone());
+            entry.state = PartitionState::Running;
+            entry.not_before = None;
+        }
+    }
+    if entry.state != PartitionState::Running {
+        return entry;
+    }
+    let job_name = entry.job.clone().unwrap_or_default();
+    let outcome = match observation.jobs.iter().find(|job| job.name == job_name) {
+        Some(job) => job.outcome.clone(),
+        None => JobOutcome::Failed(format!("Job {job_name} disappeared before it finished")),
+    };
+    match outcome {
+        JobOutcome::Running => {}
+        JobOutcome::Succeeded(summary) => {
+            entry.state = PartitionState::Succeeded;
+            entry.rows_read = summary.as_ref().map(|s| s.rows_read);
+            entry.rows_rejected = summary.as_ref().map(|s| s.rows_rejected);
+            entry.rows_written = summary.as_ref().map(|s| s.rows_written);
+            entry.bytes_written = summary.as_ref().map(|s| s.bytes_written);
+            entry.seconds = summary.as_ref().map(|s| (s.seconds * 1000.0).round() / 1000.0);
+            entry.message = match &summary {
+                Some(summary) if summary.skipped => Some("the committed output already matched these inputs".into()),
+                Some(_) => None,
+                None => Some(format!("Job {job_name} succeeded without reporting a summary")),
+            };
+            happenings.push(Happening::Succeeded { partition: entry.partition.clone(), job: job_name, summary });
+        }
+        JobOutcome::Failed(mut message) => {
+            shorten(&mut message, MESSAGE_LIMIT);
+            entry.failures += 1;
+            let spec = &observation.spec.execution;
+            if entry.failures >= spec.max_attempts {
+                entry.state = PartitionState::Failed;
+                entry.not_before = None;
+                happenings.push(Happening::GaveUp {
+                    partition: entry.partition.clone(),
+                    job: job_name,
+                    message: message.clone(),
+                });
+            } else {
+                let retry_at = observation.now + retry_backoff(spec.retry_backoff_seconds, entry.failures);
+                entry.state = PartitionState::Retrying;
+                entry.not_before = Some(Time(retry_at));
+                happenings.push(Happening::AttemptFailed {
+                    partition: entry.partition.clone(),
+                    job: job_name,
+                    message: message.clone(),
+                    retry_at,
+                });
+            }
+            entry.message = Some(message);
+        }
+    }
+    entry
+}
+
+/// The wait after the `failures`-th failed attempt: the base, doubled per earlier failure, capped.
+fn retry_backoff(base_seconds: u32, failures: u32) -> SignedDuration {
+    let factor = 2u64.saturating_pow(failures.saturating_sub(1));
+    let wait = Duration::from_secs(u64::from(base_seconds).saturating_mul(factor)).min(MAX_RETRY_BACKOFF);
+    SignedDuration::try_from(wait).expect("an hour fits")
+}
+
+/// Launches the oldest runnable partitions while Job slots are free, unless suspended.
+fn launch(
+    entries: &mut [(PartitionStatus, Option<&ObservedPartition>)],
+    observation: &Observation<'_>,
+    happenings: &mut Vec<Happening>,
+) -> Vec<Launch> {
+    if observation.spec.suspend {
+        return Vec::new();
+    }
+    let running = entries.iter().filter(|(entry, _)| entry.state == PartitionState::Running).count();
+    let mut free = (observation.spec.execution.max_concurrent_jobs as usize).saturating_sub(running);
+    let mut launches = Vec::new();
+    for (entry, partition) in entries.iter_mut() {
+        if free == 0 {
+            break;
+        }
+        let Some(partition) = partition else { continue };
+        let due = match entry.state {
+            PartitionState::Pending => true,
+            PartitionState::Retrying => entry.not_before.as_ref().is_none_or(|at| at.0 <= observation.now),
+            _ => false,
+        };
+        if !due {
+            continue;
+        }
+        entry.attempts += 1;
+        let job = job_name(observation.pipeline, &partition.key, &partition.fingerprint, entry.attempts);
+        entry.job = Some(job.clone());
+        entry.state = PartitionState::Running;
+        entry.not_before = None;
+        happenings.push(Happening::Launched { partition: entry.partition.clone(), job: job.clone(), attempt: entry.attempts });
+        launches.push(Launch {
+            job,
+            partition: partition.key,
+            fingerprint: partition.fingerprint.clone(),
+            attempt: entry.attempts,
+            inputs: partition.inputs.clone(),
+        });
+        free -= 1;
+    }
+    launches
+}
+
+/// The status for these entries: counts, the newest completed partition and the conditions.
+fn summarize(partitions: Vec<PartitionStatus>, happenings: &[Happening], observation: &Observation<'_>) -> EventPipelineStatus {
+    let previous = observation.previous;
+    let count = |states: &[PartitionState]| partitions.iter().filter(|p| states.contains(&p.state)).count() as u32;
+    let pending = count(&[PartitionState::Settling, PartitionState::Pending, PartitionState::Retrying]);
+    let running = count(&[PartitionState::Running]);
+    let failed: Vec<&PartitionStatus> = partitions.iter().filter(|p| p.state == PartitionState::Failed).collect();
+    // Partitions that just succeeded count even when they left the window.
+    let just_succeeded = happenings.iter().filter_map(|happening| match happening {
+        Happening::Succeeded { partition, .. } => Some(partition),
+        _ => None,
+    });
+    let last_completed_partition = partitions
+        .iter()
+        .filter(|p| p.state == PartitionState::Succeeded)
+        .map(|p| &p.partition)
+        .chain(just_succeeded)
+        .chain(previous.last_completed_partition.as_ref())
+        .max()
+        .cloned();
+    let health = if let Some(first) = failed.first() {
+        Health::PartitionsFailed {
+            count: failed.len(),
+            first: &first.partition,
+            message: first.message.as_deref().unwrap_or("no message"),
+        }
+    } else if observation.spec.suspend && pending > 0 {
+        Health::Suspended { pending }
+    } else if pending + running > 0 {
+        Health::Processing { pending, running }
+    } else {
+        Health::UpToDate { processed: partitions.len(), newest: last_completed_partition.as_deref() }
+    };
+    EventPipelineStatus {
+        observed_generation: observation.generation,
+        conditions: conditions::conditions(&previous.conditions, &health, observation.generation, observation.now),
+        last_completed_partition,
+        pending_partitions: pending,
+        running_jobs: running,
+        failed_partitions: failed.len() as u32,
+        partitions,
+    }
+}
+
+/// The next poll, or earlier when a retry or the end of a grace period is due before it.
+fn requeue_after(status: &EventPipelineStatus, observation: &Observation<'_>) -> Duration {
+    let poll = Duration::from_secs(observation.spec.schedule.poll_interval_seconds.into());
+    status
+        .partitions
+        .iter()
+        .filter(|p| matches!(p.state, PartitionState::Retrying | PartitionState::Settling))
+        .filter_map(|p| p.not_before.as_ref())
+        .map(|at| Duration::try_from(at.0.duration_since(observation.now)).unwrap_or(Duration::ZERO))
+        .map(|wait| wait.max(Duration::from_secs(1)))
+        .fold(poll, Duration::min)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ExecutionSpec, ScheduleSpec};
+
+    const NOW: i64 = 1_764_000_000; // 2025-11-24T16:00:00Z
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(NOW + seconds).unwrap()
+    }
+
+    fn day(day: u8) -> PartitionKey {
+        PartitionKey { year: 2026, month: 11, day, hour: None }
+    }
+
+    /// A pipeline spec with no grace period, 2 Job slots and 3 attempts 30 s apart.
+    struct Scenario {
+        spec: EventPipelineSpec,
+        generation: i64,
+        previous: EventPipelineStatus,
+        partitions: Vec<ObservedPartition>,
+        jobs: Vec<ObservedJob>,
+        now: Timestamp,
+    }
+
+    impl Scenario {
+        fn new() -> Self {
+            let spec = EventPipelineSpec {
+                schedule: ScheduleSpec { grace_period_seconds: 0, poll_interval_seconds: 60, ..ScheduleSpec::default() },
+                execution: ExecutionSpec { max_concurrent_jobs: 2, max_attempts: 3, retry_backoff_seconds: 30, ..ExecutionSpec::default() },
+                ..EventPipelineSpec::default()
+            };
+            Self { spec, generation: 1, previous: EventPipelineStatus::default(), partitions: Vec::new(), jobs: Vec::new(), now: at(0) }
+        }
+
+        fn partition(mut self, day_of_month: u8, fingerprint: &str, landed: i64) -> Self {
+            self.partitions.push(ObservedPartition {
+                key: day(day_of_month),
+                fingerprint: fingerprint.into(),
+                inputs: vec![InputObject { path: format!("day={day_of_month}/a.csv"), size: 10, etag: Some(fingerprint.into()) }],
+                last_modified: at(landed),
+            });
+            self
+        }
+
+        fn job(mut self, day_of_month: u8, fingerprint: &str, attempt: u32, outcome: JobOutcome) -> Self {
+            self.jobs.push(ObservedJob {
+                name: job_name("settings", &day(day_of_month), fingerprint, attempt),
+                partition: day(day_of_month).to_string(),
+                fingerprint: fingerprint.into(),
+                attempt,
+                outcome,
+            });
+            self
+        }
+
+        fn plan(&self) -> Plan {
+            plan(&Observation {
+                now: self.now,
+                pipeline: "settings",
+                generation: Some(self.generation),
+                spec: &self.spec,
+                previous: &self.previous,
+                partitions: &self.partitions,
+                jobs: &self.jobs,
+            })
+        }
+
+        /// Carries the plan's status into the next reconcile, with the launched Jobs running.
+        fn next(mut self, plan: &Plan) -> Self {
+            self.previous = plan.status.clone();
+            for launch in &plan.launches {
+                let day_of_month = launch.partition.day;
+                self = self.job(day_of_month, &launch.fingerprint.clone(), launch.attempt, JobOutcome::Running);
+            }
+            self
+        }
+
+        fn finish(mut self, job: &str, outcome: JobOutcome) -> Self {
+            self.jobs.iter_mut().find(|j| j.name == job).expect("job exists").outcome = outcome;
+            self
+        }
+    }
+
+    fn states(plan: &Plan) -> Vec<(String, PartitionState, u32)> {
+        plan.status.partitions.iter().map(|p| (p.partition[19..].to_string(), p.state, p.attempts)).collect()
+    }
+
+    fn launched(plan: &Plan) -> Vec<(u8, u32)> {
+        plan.launches.iter().map(|l| (l.partition.day, l.attempt)).collect()
+    }
+
+    fn condition<'a>(plan: &'a Plan, kind: &str) -> (&'a str, &'a str) {
+        let c = plan.status.conditions.iter().find(|c| c.type_ == kind).expect("condition present");
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    fn summary(rows: u64) -> Summary {
+        Summary { rows_read: rows, rows_written: rows / 2, bytes_written: 100, seconds: 1.23456, ..Summary::default() }
+    }
+
+    #[test]
+    fn first_run_launches_the_oldest_partitions_up_to_the_concurrency_cap() {
+        let scenario = Scenario::new().partition(24, "c", -10).partition(22, "a", -10).partition(23, "b", -10);
+        let mut scenario = scenario;
+        scenario.partitions.sort_by_key(|p| p.key);
+        let plan = scenario.plan();
+        assert_eq!(launched(&plan), vec![(22, 1), (23, 1)]);
+        assert_eq!(
+            states(&plan),
+            vec![
+                ("day=22".into(), PartitionState::Running, 1),
+                ("day=23".into(), PartitionState::Running, 1),
+                ("day=24".into(), PartitionState::Pending, 0)
+            ]
+        );
+        assert_eq!((plan.status.pending_partitions, plan.status.running_jobs), (1, 2));
+        assert_eq!(condition(&plan, "Ready"), ("False", "Processing"));
+        assert_eq!(condition(&plan, "Progressing"), ("True", "Processing"));
+        assert_eq!(condition(&plan, "Degraded"), ("False", "AsExpected"));
+        assert_eq!(plan.launches[0].job, job_name("settings", &day(22), "a", 1));
+    }
+
+    #[test]
+    fn a_finished_job_frees_its_slot_for_the_next_partition_and_records_the_summary() {
+        let scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10).partition(24, "c", -10);
+        let first = scenario.plan();
+        let scenario = scenario.next(&first);
+        let job = first.launches[0].job.clone();
+        let scenario = scenario.finish(&job, JobOutcome::Succeeded(Some(summary(10))));
+        let plan = scenario.plan();
+        assert_eq!(launched(&plan), vec![(24, 1)]);
+        let done = &plan.status.partitions[0];
+        assert_eq!((done.state, done.rows_read, done.rows_written, done.seconds), (PartitionState::Succeeded, Some(10), Some(5), Some(1.235)));
+        assert_eq!(plan.status.last_completed_partition.as_deref(), Some("year=2026/month=11/day=22"));
+        assert!(matches!(&plan.happenings[0], Happening::Succeeded { job: j, .. } if *j == job));
+    }
+
+    #[test]
+    fn everything_done_is_ready_and_a_second_identical_reconcile_plans_the_same_status() {
+        let scenario = Scenario::new().partition(22, "a", -10);
+        let first = scenario.plan();
+        let scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Succeeded(Some(summary(4))));
+        let done = scenario.plan();
+        assert_eq!(condition(&done, "Ready"), ("True", "UpToDate"));
+        assert_eq!(condition(&done, "Progressing"), ("False", "UpToDate"));
+        let mut again = scenario;
+        again.previous = done.status.clone();
+        again.now = at(600);
+        let idle = again.plan();
+        assert_eq!(idle.status, done.status, "nothing new must change nothing, timestamps included");
+        assert!(idle.launches.is_empty() && idle.happenings.is_empty());
+        assert_eq!(idle.requeue_after, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_failed_attempt_is_retried_with_exponential_backoff_and_then_given_up() {
+        let mut scenario = Scenario::new().partition(22, "a", -10);
+        let mut plan = scenario.plan();
+        let mut retry_waits = Vec::new();
+        for attempt in 1..=3 {
+            assert_eq!(launched(&plan), vec![(22, attempt)], "attempt {attempt}");
+            let job = plan.launches[0].job.clone();
+            scenario = scenario.next(&plan).finish(&job, JobOutcome::Failed(format!("bad row {attempt}")));
+            plan = scenario.plan();
+            if attempt < 3 {
+                assert_eq!(states(&plan), vec![("day=22".into(), PartitionState::Retrying, attempt)]);
+                assert!(plan.launches.is_empty(), "no relaunch before the backoff");
+                retry_waits.push(plan.requeue_after.as_secs());
+                let due = plan.status.partitions[0].not_before.clone().unwrap().0;
+                scenario.previous = plan.status.clone();
+                scenario.now = due;
+                plan = scenario.plan();
+            }
+        }
+        assert_eq!(retry_waits, vec![30, 60]);
+        assert_eq!(states(&plan), vec![("day=22".into(), PartitionState::Failed, 3)]);
+        assert_eq!(plan.status.partitions[0].message.as_deref(), Some("bad row 3"));
+        assert!(matches!(&plan.happenings[0], Happening::GaveUp { message, .. } if message == "bad row 3"));
+        assert_eq!(plan.status.failed_partitions, 1);
+        assert_eq!(condition(&plan, "Degraded"), ("True", "PartitionsFailed"));
+        assert_eq!(condition(&plan, "Ready"), ("False", "PartitionsFailed"));
+        scenario.previous = plan.status.clone();
+        assert!(scenario.plan().launches.is_empty(), "a failed partition stays failed");
+    }
+
+    #[test]
+    fn a_spec_change_gives_failed_partitions_new_attempts_under_new_job_names() {
+        let mut scenario = Scenario::new().partition(22, "a", -10);
+        scenario.spec.execution.max_attempts = 1;
+        let first = scenario.plan();
+        let mut scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Failed("boom".into()));
+        let failed = scenario.plan();
+        assert_eq!(states(&failed), vec![("day=22".into(), PartitionState::Failed, 1)]);
+        scenario.previous = failed.status;
+        scenario.generation = 2;
+        let plan = scenario.plan();
+        assert_eq!(launched(&plan), vec![(22, 2)]);
+        assert_ne!(plan.launches[0].job, first.launches[0].job);
+    }
+
+    #[test]
+    fn new_inputs_after_success_are_processed_again() {
+        let scenario = Scenario::new().partition(22, "a", -10);
+        let first = scenario.plan();
+        let mut scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Succeeded(Some(summary(2))));
+        scenario.previous = scenario.plan().status;
+        scenario.partitions[0].fingerprint = "a2".into();
+        let plan = scenario.plan();
+        assert_eq!(launched(&plan), vec![(22, 1)]);
+        assert_eq!(plan.launches[0].fingerprint, "a2");
+        assert_eq!(plan.happenings[0], Happening::InputsChanged { partition: day(22).to_string() });
+    }
+
+    #[test]
+    fn new_inputs_while_running_wait_for_the_running_job() {
+        let scenario = Scenario::new().partition(22, "a", -10);
+        let first = scenario.plan();
+        let mut scenario = scenario.next(&first);
+        scenario.partitions[0].fingerprint = "a2".into();
+        let plan = scenario.plan();
+        assert!(plan.launches.is_empty());
+        assert_eq!(plan.status.partitions[0].fingerprint, "a");
+        let scenario = scenario.next(&plan).finish(&first.launches[0].job, JobOutcome::Succeeded(Some(summary(2))));
+        let plan = scenario.plan();
+        assert_eq!(plan.launches.iter().map(|l| l.fingerprint.as_str()).collect::<Vec<_>>(), vec!["a2"]);
+    }
+
+    #[test]
+    fn a_fresh_partition_settles_for_the_grace_period() {
+        let mut scenario = Scenario::new().partition(24, "c", -30);
+        scenario.spec.schedule.grace_period_seconds = 120;
+        scenario.spec.schedule.poll_interval_seconds = 600;
+        let plan = scenario.plan();
+        assert!(plan.launches.is_empty());
+        assert_eq!(states(&plan), vec![("day=24".into(), PartitionState::Settling, 0)]);
+        assert_eq!(plan.requeue_after, Duration::from_secs(90));
+        scenario.previous = plan.status;
+        scenario.now = at(90);
+        assert_eq!(launched(&scenario.plan()), vec![(24, 1)]);
+    }
+
+    #[test]
+    fn suspend_launches_nothing_but_still_records_results() {
+        let scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10);
+        let first = Scenario { spec: EventPipelineSpec { execution: ExecutionSpec { max_concurrent_jobs: 1, ..Scenario::new().spec.execution }, ..Scenario::new().spec }, ..scenario };
+        let plan = first.plan();
+        let mut scenario = first.next(&plan).finish(&plan.launches[0].job, JobOutcome::Succeeded(None));
+        scenario.spec.suspend = true;
+        let suspended = scenario.plan();
+        assert!(suspended.launches.is_empty());
+        assert_eq!(
+            states(&suspended),
+            vec![("day=22".into(), PartitionState::Succeeded, 1), ("day=23".into(), PartitionState::Pending, 0)]
+        );
+        assert_eq!(condition(&suspended, "Ready"), ("False", "Suspended"));
+        assert_eq!(suspended.status.partitions[0].message.as_deref(), Some(&*format!("Job {} succeeded without reporting a summary", plan.launches[0].job)));
+    }
+
+    #[test]
+    fn after_a_restart_existing_jobs_are_adopted_not_launched_again() {
+        // The status was lost (or never written) but the Jobs exist.
+        let scenario = Scenario::new()
+            .partition(22, "a", -10)
+            .partition(23, "b", -10)
+            .job(22, "a", 1, JobOutcome::Succeeded(Some(summary(8))))
+            .job(23, "b", 2, JobOutcome::Running);
+        let plan = scenario.plan();
+        assert!(plan.launches.is_empty());
+        assert_eq!(
+            states(&plan),
+            vec![("day=22".into(), PartitionState::Succeeded, 1), ("day=23".into(), PartitionState::Running, 2)]
+        );
+    }
+
+    #[test]
+    fn a_job_that_disappears_counts_as_a_failed_attempt() {
+        let scenario = Scenario::new().partition(22, "a", -10);
+        let first = scenario.plan();
+        let mut scenario = scenario;
+        scenario.previous = first.status.clone();
+        let plan = scenario.plan();
+        assert_eq!(states(&plan), vec![("day=22".into(), PartitionState::Retrying, 1)]);
+        assert!(plan.status.partitions[0].message.as_deref().unwrap().contains("disappeared"));
+    }
+
+    #[test]
+    fn partitions_leaving_the_window_are_dropped_once_their_jobs_finish() {
+        let scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10);
+        let first = scenario.plan();
+        let mut scenario = scenario.next(&first);
+        scenario.partitions.remove(0);
+        let plan = scenario.plan();
+        assert_eq!(states(&plan).len(), 2, "day 22 is still running");
+        let scenario = scenario.next(&plan).finish(&first.launches[0].job, JobOutcome::Succeeded(Some(summary(1))));
+        let plan = scenario.plan();
+        assert_eq!(states(&plan), vec![("day=23".into(), PartitionState::Running, 1)]);
+        assert_eq!(plan.status.last_completed_partition.as_deref(), Some("year=2026/month=11/day=22"));
+    }
+
+    #[test]
+    fn only_unrecorded_results_need_the_pods_report() {
+        let scenario = Scenario::new().partition(22, "a", -10);
+        let first = scenario.plan();
+        let scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Succeeded(None));
+        assert!(needs_report(&scenario.previous, &scenario.jobs[0]), "running in the status, finished now");
+        let recorded = scenario.plan().status;
+        assert!(!needs_report(&recorded, &scenario.jobs[0]), "already recorded");
+        assert!(needs_report(&EventPipelineStatus::default(), &scenario.jobs[0]), "status lost");
+        let mut running = scenario.jobs[0].clone();
+        running.outcome = JobOutcome::Running;
+        assert!(!needs_report(&scenario.previous, &running));
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped_at_an_hour() {
+        let waits: Vec<i64> = (1..=9).map(|failures| retry_backoff(30, failures).as_secs()).collect();
+        assert_eq!(waits, vec![30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
+    }
+}
