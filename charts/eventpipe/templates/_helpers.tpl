@@ -1,0 +1,52 @@
+{{- define "eventpipe.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "eventpipe.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "eventpipe.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "eventpipe.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "eventpipe.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "eventpipe.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "eventpipe.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "eventpipe.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag of an image value; the tag defaults to the chart's appVersion. */}}
+{{- define "eventpipe.image" -}}
+{{- printf "%s:%s" .image.repository (default .appVersion .image.tag | toString) }}
+{{- end }}
+
+{{/* "true" when leader election is on: forced, or needed by more than one replica. */}}
+{{- define "eventpipe.leaderElection" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- end }}
+
+{{/* The rules of a file under files/rbac/, which the operator's tests also read. */}}
+{{- define "eventpipe.rules" -}}
+{{- required (printf "chart file %s is missing" .path) (.root.Files.Get .path) }}
+{{- end }}

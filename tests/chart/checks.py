@@ -1,0 +1,217 @@
+"""Assertions on a rendered chart (the output of `helm template`), used by scripts/chart-test.sh.
+
+    checks.py builtin RENDERED            print the objects of built-in kinds, for kubernetes-validate
+    checks.py CHECK RENDERED [EXPECTATIONS]   run one check; exit 1 with the reasons when it fails
+
+CHECK is rbac, leader-election, deployment or service-monitor. The expectations describe the value
+set that was rendered; they are stated by the caller, not derived from the templates.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "eventpipe"
+# Kinds from CRDs that kubernetes-validate has no schema for; checked by `service-monitor` instead.
+CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+
+class Failed(Exception):
+    pass
+
+
+def expect(condition, message):
+    if not condition:
+        raise Failed(message)
+
+
+def load(path):
+    with open(path) as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc]
+
+
+def rules_file(name):
+    return yaml.safe_load((CHART / "files" / "rbac" / name).read_text())
+
+
+def find(objects, kind, **where):
+    return [
+        o for o in objects
+        if o["kind"] == kind and all(o["metadata"].get(k) == v for k, v in where.items())
+    ]
+
+
+def only(objects, kind, what):
+    found = find(objects, kind)
+    expect(len(found) == 1, f"expected one {kind} ({what}), found {len(found)}")
+    return found[0]
+
+
+def container(objects):
+    deployment = only(objects, "Deployment", "the operator")
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    expect(len(containers) == 1, f"expected one container, found {len(containers)}")
+    return deployment, containers[0]
+
+
+def check_binding(binding, role, service_account, namespace):
+    ref = binding["roleRef"]
+    expect(
+        (ref["kind"], ref["name"]) == (role["kind"], role["metadata"]["name"]),
+        f"{binding['kind']} {binding['metadata']['name']} refers to {ref['kind']} {ref['name']}",
+    )
+    subjects = [(s["kind"], s["name"], s.get("namespace")) for s in binding["subjects"]]
+    expect(
+        subjects == [("ServiceAccount", service_account, namespace)],
+        f"{binding['kind']} {binding['metadata']['name']} binds {subjects}, "
+        f"not ServiceAccount {namespace}/{service_account}",
+    )
+
+
+def service_account_name(objects):
+    return container(objects)[0]["spec"]["template"]["spec"]["serviceAccountName"]
+
+
+def rbac(objects, args):
+    """The operator's rules are files/rbac/operator.yaml, granted where it watches."""
+    wanted = rules_file("operator.yaml")
+    sa = service_account_name(objects)
+    if args.watch_namespace:
+        cluster = find(objects, "ClusterRole") + find(objects, "ClusterRoleBinding")
+        expect(not cluster, f"namespaced mode renders {[o['kind'] for o in cluster]}")
+        roles = [r for r in find(objects, "Role", namespace=args.watch_namespace) if r["rules"] == wanted]
+        kind, where = "Role", {"namespace": args.watch_namespace}
+    else:
+        roles = [r for r in find(objects, "ClusterRole") if r["rules"] == wanted]
+        kind, where = "ClusterRole", {}
+    expect(len(roles) == 1, f"expected one {kind} {where} with the rules of operator.yaml, found {len(roles)}")
+    bindings = [
+        b for b in find(objects, kind + "Binding", **where)
+        if b["roleRef"]["name"] == roles[0]["metadata"]["name"]
+    ]
+    expect(len(bindings) == 1, f"expected one {kind}Binding to {roles[0]['metadata']['name']}")
+    check_binding(bindings[0], roles[0], sa, args.release_namespace)
+
+
+def leader_election(objects, args):
+    """Lease rules, a binding and the flag exactly when leader election is on."""
+    wanted = rules_file("leader-election.yaml")
+    deployment, c = container(objects)
+    roles = [r for r in find(objects, "Role") if r["rules"] == wanted]
+    flag = "--leader-election" in c["args"]
+    if args.leader == "off":
+        expect(not roles, "leader-election Role rendered with leader election off")
+        expect(not flag, "--leader-election passed with leader election off")
+        expect(deployment["spec"]["strategy"]["type"] == "Recreate", "a single operator must not roll")
+        return
+    expect(flag, "--leader-election not passed")
+    expect(len(roles) == 1, f"expected one Role with the rules of leader-election.yaml, found {len(roles)}")
+    role = roles[0]
+    expect(
+        role["metadata"]["namespace"] == args.release_namespace,
+        f"the Lease Role is in {role['metadata']['namespace']}, not the release namespace",
+    )
+    bindings = [
+        b for b in find(objects, "RoleBinding", namespace=args.release_namespace)
+        if b["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    expect(len(bindings) == 1, f"expected one RoleBinding to {role['metadata']['name']}")
+    check_binding(bindings[0], role, service_account_name(objects), args.release_namespace)
+
+
+def deployment(objects, args):
+    """Flags, downward-API env, probes and the security context of the operator."""
+    d, c = container(objects)
+    pod = d["spec"]["template"]["spec"]
+    flags = c["args"]
+    expect(flags[:1] == ["operator"], f"args do not start with the operator command: {flags}")
+    transformer = args.transformer_image or (
+        "eventpipe-transformer:" + yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    )
+    expect(f"--transformer-image={transformer}" in flags, f"--transformer-image={transformer} not in {flags}")
+    namespaces = [f for f in flags if f.startswith("--namespace")]
+    wanted = [f"--namespace={args.watch_namespace}"] if args.watch_namespace else []
+    expect(namespaces == wanted, f"namespace flags {namespaces}, expected {wanted}")
+    env = {e["name"]: e for e in c.get("env", [])}
+    for name, field in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")]:
+        ref = env.get(name, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        expect(ref == field, f"env {name} is not the downward API's {field}")
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    expect(ports.get("http") == 8080, f"container ports {ports}, expected http: 8080")
+    for probe, path in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]:
+        get = c.get(probe, {}).get("httpGet", {})
+        expect((get.get("path"), get.get("port")) == (path, "http"), f"{probe} is {get}")
+    sc, psc = c["securityContext"], pod["securityContext"]
+    expect(sc.get("readOnlyRootFilesystem") is True, "root filesystem not read-only")
+    expect(sc.get("allowPrivilegeEscalation") is False, "privilege escalation allowed")
+    expect(sc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities not all dropped")
+    expect(psc.get("runAsNonRoot") is True, "runAsNonRoot not set")
+    expect(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", "seccomp profile not RuntimeDefault")
+
+
+def service_monitor(objects, args):
+    """A ServiceMonitor exactly when enabled, scraping the metrics Service's http-metrics port."""
+    monitors = find(objects, "ServiceMonitor")
+    service = only(objects, "Service", "metrics")
+    d, c = container(objects)
+    pod_labels = d["spec"]["template"]["metadata"]["labels"]
+    selects_pods = all(pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
+    expect(selects_pods, "the metrics Service does not select the operator's pods")
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    metrics = ports.get("http-metrics")
+    expect(metrics is not None and metrics["port"] == 8080, f"Service ports {list(ports)}, expected http-metrics: 8080")
+    expect(
+        metrics["targetPort"] in [p["name"] for p in c["ports"]],
+        f"Service targetPort {metrics['targetPort']} is not a container port",
+    )
+    if args.service_monitor == "off":
+        expect(not monitors, "ServiceMonitor rendered while disabled")
+        return
+    expect(len(monitors) == 1, f"expected one ServiceMonitor, found {len(monitors)}")
+    spec = monitors[0]["spec"]
+    labels = service["metadata"]["labels"]
+    selected = all(labels.get(k) == v for k, v in spec["selector"]["matchLabels"].items())
+    expect(selected, "the ServiceMonitor does not select the metrics Service")
+    expect(
+        monitors[0]["metadata"]["namespace"] == service["metadata"]["namespace"],
+        "the ServiceMonitor is not in the Service's namespace",
+    )
+    endpoints = [(e.get("port"), e.get("path")) for e in spec["endpoints"]]
+    expect(endpoints == [("http-metrics", "/metrics")], f"ServiceMonitor endpoints {endpoints}")
+
+
+CHECKS = {
+    "rbac": rbac,
+    "leader-election": leader_election,
+    "deployment": deployment,
+    "service-monitor": service_monitor,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("check", choices=["builtin", *CHECKS])
+    parser.add_argument("rendered")
+    parser.add_argument("--release-namespace", default="default")
+    parser.add_argument("--watch-namespace", default="")
+    parser.add_argument("--leader", choices=["on", "off"], default="off")
+    parser.add_argument("--service-monitor", choices=["on", "off"], default="off")
+    parser.add_argument("--transformer-image", help="default: eventpipe-transformer:<appVersion>")
+    args = parser.parse_args()
+    objects = load(args.rendered)
+    if args.check == "builtin":
+        builtin = [o for o in objects if (o["apiVersion"], o["kind"]) not in CUSTOM_KINDS]
+        if not builtin:
+            sys.exit(f"{args.rendered} holds no objects")
+        yaml.safe_dump_all(builtin, sys.stdout)
+        return
+    try:
+        CHECKS[args.check](objects, args)
+    except (Failed, KeyError, TypeError) as e:
+        sys.exit(f"{type(e).__name__}: {e}")
+
+
+if __name__ == "__main__":
+    main()
