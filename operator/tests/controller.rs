@@ -60,15 +60,20 @@ impl World {
 
     /// Starts the operator for this namespace; it stops when the returned sender is dropped.
     fn start_operator(&self) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>, u16) {
+        self.start_replica("test-operator", false)
+    }
+
+    /// Starts one operator replica, optionally taking part in leader election.
+    fn start_replica(&self, identity: &str, leader_election: bool) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>, u16) {
         let port = free_port();
         let args = OperatorArgs {
             transformer_image: "registry.example/eventpipe-transformer:test".into(),
             namespace: Some(self.namespace.clone()),
             listen: format!("127.0.0.1:{port}").parse().unwrap(),
-            leader_election: false,
+            leader_election,
             lease_name: "eventpipe-operator".into(),
             lease_namespace: self.namespace.clone(),
-            identity: Some("test-operator".into()),
+            identity: Some(identity.into()),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown: Shutdown = async move {
@@ -202,10 +207,13 @@ impl World {
     }
 }
 
-/// A ClusterRole with the chart's rules, bound in `namespace` to ServiceAccount eventpipe-operator.
+/// A ClusterRole with the chart's rules (the operator's and leader election's), bound in
+/// `namespace` to ServiceAccount eventpipe-operator.
 async fn bind_chart_rules(admin: &Client, namespace: &str) -> Result<()> {
-    let path = eventpipe_testkit::kube_env::workspace_root().join("charts/eventpipe/files/rbac/operator.yaml");
-    let rules: Vec<PolicyRule> = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+    let rbac = eventpipe_testkit::kube_env::workspace_root().join("charts/eventpipe/files/rbac");
+    let mut rules: Vec<PolicyRule> = serde_yaml::from_str(&std::fs::read_to_string(rbac.join("operator.yaml"))?)?;
+    let lease_rules: Vec<PolicyRule> = serde_yaml::from_str(&std::fs::read_to_string(rbac.join("leader-election.yaml"))?)?;
+    rules.extend(lease_rules);
     let role_name = format!("eventpipe-operator-{namespace}");
     let role = ClusterRole {
         metadata: ObjectMeta { name: Some(role_name.clone()), ..ObjectMeta::default() },
@@ -456,6 +464,35 @@ async fn suspend_stops_launches() -> Result<()> {
     world.wait_for_jobs(1).await?;
     drop(stop);
     operator.await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn of_two_replicas_only_the_lease_holder_launches_and_the_other_takes_over() -> Result<()> {
+    let world = World::new("leader").await?;
+    world.upload(&partition(1), "a.csv", 2).await?;
+    let (stop_a, replica_a, _) = world.start_replica("replica-a", true);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(world.admin.clone(), &world.namespace);
+    let holder = || async {
+        let lease = leases.get_opt("eventpipe-operator").await?;
+        Ok::<_, anyhow::Error>(lease.and_then(|l| l.spec?.holder_identity))
+    };
+    wait_until("replica-a to lead", || async { Ok(holder().await?.as_deref() == Some("replica-a")) }).await?;
+    let (stop_b, replica_b, port_b) = world.start_replica("replica-b", true);
+    world.apply_pipeline("first", json!({})).await?;
+    world.wait_for_jobs(1).await?;
+    assert_eq!(holder().await?.as_deref(), Some("replica-a"));
+    assert_eq!(reqwest_text(port_b, "/readyz").await?, "ok", "a standby is ready: it serves probes");
+    let standby_metrics = reqwest_text(port_b, "/metrics").await?;
+    assert!(!standby_metrics.contains("eventpipe_jobs_launched_total{"), "the standby launched nothing: {standby_metrics}");
+
+    drop(stop_a);
+    replica_a.await?;
+    wait_until("replica-b to lead", || async { Ok(holder().await?.as_deref() == Some("replica-b")) }).await?;
+    world.apply_pipeline("second", json!({"sink": {"url": format!("s3://{}/out2/", world.bucket)}})).await?;
+    world.wait_for_jobs(2).await?;
+    drop(stop_b);
+    replica_b.await?;
     Ok(())
 }
 
