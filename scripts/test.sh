@@ -18,6 +18,8 @@ EVENTPIPE_PYTHON=$(scripts/python-venv.sh tests/requirements.txt)
 export EVENTPIPE_PYTHON
 
 cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+# The README's operator scale measurement, small: built by `cargo test` above, so it stays runnable.
+"${CARGO_TARGET_DIR:-target}/debug/examples/scale" 5 3
 
 echo "test suite took $(( $(date +%s) - started ))s"
 awk '/^test result:/ { passed += $4; failed += $6 }
