@@ -110,10 +110,11 @@ async fn reconcile(cached: Arc<EventPipeline>, ctx: Arc<Context>) -> Result<Acti
     // The watch cache can lag behind this operator's own last status write; planning from that
     // older status would record a finished Job twice. One read gives the current status.
     let api: Api<EventPipeline> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
-    let Some(pipeline) = api.get_opt(&cached.name_any()).await? else {
-        return Ok(Action::await_change());
+    let result = match api.get_opt(&cached.name_any()).await {
+        Ok(Some(pipeline)) => reconcile_pipeline(&pipeline, &ctx).await,
+        Ok(None) => return Ok(Action::await_change()),
+        Err(error) => Err(error.into()),
     };
-    let result = reconcile_pipeline(&pipeline, &ctx).await;
     ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
     let outcome = match &result {
         Ok((_, true)) => ReconcileResult::Ok,
