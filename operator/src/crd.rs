@@ -131,9 +131,11 @@ pub struct ExecutionSpec {
     #[serde(default = "default_active_deadline_seconds")]
     #[schemars(range(min = 1))]
     pub active_deadline_seconds: i64,
-    /// Seconds a finished Job is kept before Kubernetes deletes it.
+    /// Seconds a finished Job is kept before Kubernetes deletes it; at least 60, so that the
+    /// operator reads the pod's report. A result whose Job is gone is read from the partition's
+    /// committed manifest.
     #[serde(default = "default_ttl_seconds_after_finished")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 60))]
     pub ttl_seconds_after_finished: i32,
     /// Jobs of this pipeline running at once; the oldest partitions go first.
     #[serde(default = "default_max_concurrent_jobs")]
@@ -149,6 +151,11 @@ pub struct ExecutionSpec {
     #[serde(default = "default_retry_backoff_seconds")]
     #[schemars(range(min = 1, max = 3600))]
     pub retry_backoff_seconds: u32,
+    /// Annotations of the Jobs' pods. When absent, `karpenter.sh/do-not-disrupt: "true"`, so that
+    /// Karpenter does not consolidate a node under a running transformer; `{}` sets none. An
+    /// eviction or drain never uses up an attempt either way: the Job starts a new pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_annotations: Option<BTreeMap<String, String>>,
 }
 
 impl Default for ExecutionSpec {
@@ -165,6 +172,7 @@ impl Default for ExecutionSpec {
             max_concurrent_jobs: default_max_concurrent_jobs(),
             max_attempts: default_max_attempts(),
             retry_backoff_seconds: default_retry_backoff_seconds(),
+            pod_annotations: None,
         }
     }
 }
@@ -217,6 +225,14 @@ pub struct EventPipelineStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["partition"]))]
     pub partitions: Vec<PartitionStatus>,
+    /// The value of the `eventpipe.dev/retry` annotation last acted on; a new value gives failed
+    /// partitions new attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_retry_request: Option<String>,
+    /// The value of the `eventpipe.dev/reprocess` annotation last acted on; a new value names a
+    /// partition to process again even though its output is committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reprocess_request: Option<String>,
 }
 
 /// One partition: its inputs' version, its state and the result of its latest Job.
@@ -225,8 +241,12 @@ pub struct EventPipelineStatus {
 pub struct PartitionStatus {
     /// The partition, `year=YYYY/month=MM/day=DD[/hour=HH]`.
     pub partition: String,
-    /// Fingerprint of the input objects (paths, sizes and ETags) this state is about.
+    /// Fingerprint of the input objects (paths, sizes and ETags) this state is about; once
+    /// succeeded, the one the transformer committed.
     pub fingerprint: String,
+    /// Hash of the data-path spec (source, transform, sink, badRecords) this state is about.
+    #[serde(default)]
+    pub spec_hash: String,
     /// Where the partition is in its lifecycle.
     pub state: PartitionState,
     /// Jobs launched for this input version.

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use eventpipe_transformer::task::{EngineSettings, Summary, Task, new_run_id};
+use eventpipe_transformer::task::{EngineSettings, Summary, Task};
+use eventpipe_transformer::fingerprint::fingerprint;
 use eventpipe_transformer::{discovery, run, validate};
 use serde::Serialize;
 
@@ -30,7 +31,7 @@ pub struct RunArgs {
     /// Summary format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
-    /// Process partitions even when their committed output matches the inputs.
+    /// Process partitions even when their committed output matches the inputs and the spec.
     #[arg(long)]
     force: bool,
     /// Parallel partitions of each query (default: the CPUs available).
@@ -94,11 +95,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut outcomes = Vec::new();
     for (partition, discovered) in partitions {
-        let inputs = discovered.inputs;
         let task = Task {
-            run_id: new_run_id(),
             partition,
-            inputs,
+            expected_fingerprint: Some(fingerprint(&discovered.inputs)),
             pipeline: pipeline.clone(),
             engine: engine.clone(),
             force: args.force,

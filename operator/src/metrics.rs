@@ -108,6 +108,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Removes every series of a pipeline that no longer exists.
+    pub fn forget(&self, labels: &PipelineLabels) {
+        for family in [&self.jobs_launched, &self.partitions_processed, &self.attempts_failed, &self.partitions_failed] {
+            family.remove(labels);
+        }
+        self.lag_seconds.remove(labels);
+        for kind in [RowKind::Read, RowKind::Rejected, RowKind::Written] {
+            self.rows.remove(&RowLabels { namespace: labels.namespace.clone(), pipeline: labels.pipeline.clone(), kind });
+        }
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -129,5 +140,7 @@ mod tests {
         let text = metrics.encode();
         assert!(text.contains("eventpipe_reconciles_total{result=\"Ok\"} 1"), "{text}");
         assert!(text.contains("eventpipe_rows_total{namespace=\"data\",pipeline=\"settings\",kind=\"Written\"} 42"), "{text}");
+        metrics.forget(&PipelineLabels { namespace: "data".into(), pipeline: "settings".into() });
+        assert!(!metrics.encode().contains("pipeline=\"settings\""), "a deleted pipeline's series are gone");
     }
 }

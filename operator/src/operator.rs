@@ -1,21 +1,26 @@
 //! `eventpipe operator`: the controller process. Serves `/metrics`, `/healthz` and `/readyz`,
 //! optionally waits to lead through a Lease, runs the controller, and stops gracefully on SIGTERM
-//! or Ctrl-C (reconciles in flight finish, the Lease is released).
+//! or Ctrl-C (reconciles in flight finish, the Lease is released). A leader that loses its Lease,
+//! or cannot confirm it for a lease duration, stops acting and exits with a failure, so that
+//! Kubernetes restarts it as a standby.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 
 use crate::controller::{self, Context, job::JobDefaults};
+use crate::lease;
 use crate::crd::EventPipeline;
 use crate::metrics::Metrics;
 use crate::server;
@@ -44,6 +49,13 @@ pub struct OperatorArgs {
     /// This replica's identity in the Lease and in Events.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Seconds a Lease is valid without renewal; a leader that cannot renew it for this long
+    /// exits.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub lease_duration_seconds: u64,
+    /// Pipelines reconciled at once.
+    #[arg(long, env = "EVENTPIPE_MAX_CONCURRENT_RECONCILES", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_reconciles: u16,
 }
 
 /// A future that resolves once, when the process is asked to stop; cloneable.
@@ -76,12 +88,23 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<ExitCode> {
     serve_and_run(client, args, shutdown_signal()).await
 }
 
-/// Runs the operator with this client until `shutdown` resolves.
+/// Runs the operator with this client until `shutdown` resolves, or until a leader loses its
+/// Lease (then with a failure exit code).
 pub async fn serve_and_run(client: Client, args: OperatorArgs, shutdown: Shutdown) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
-    let server = tokio::spawn(server::serve(listener, Arc::clone(&metrics), Arc::clone(&ready), shutdown.clone()));
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server_shutdown = {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                _ = server_stopped => {}
+            }
+        }
+    };
+    let server = tokio::spawn(server::serve(listener, Arc::clone(&metrics), Arc::clone(&ready), server_shutdown));
 
     let (pipelines, jobs): (Api<EventPipeline>, Api<Job>) = match &args.namespace {
         Some(namespace) => (Api::namespaced(client.clone(), namespace), Api::namespaced(client.clone(), namespace)),
@@ -99,32 +122,34 @@ pub async fn serve_and_run(client: Client, args: OperatorArgs, shutdown: Shutdow
         metrics,
         args.identity.clone(),
     ));
+    let controller = controller::run(ctx, pipelines, jobs, args.max_concurrent_reconciles, shutdown.clone());
     let code = if args.leader_election {
-        run_as_leader(client, &args, ctx, pipelines, jobs, shutdown).await?
+        run_as_leader(client, &args, controller, shutdown).await?
     } else {
-        controller::run(ctx, pipelines, jobs, shutdown).await;
+        controller.await;
         ExitCode::SUCCESS
     };
+    let _ = stop_server.send(());
     server.await.context("the HTTP server task")?.context("the HTTP server")?;
     Ok(code)
 }
 
 /// Waits for the Lease, runs the controller while holding it, and releases it on shutdown. Losing
-/// the Lease ends the process with a failure, so that Kubernetes restarts it as a standby.
+/// the Lease — another holder took it, or it could not be renewed for a lease duration (an API
+/// outage) — drops the controller with its watches and returns a failure.
 async fn run_as_leader(
     client: Client,
     args: &OperatorArgs,
-    ctx: Arc<Context>,
-    pipelines: Api<EventPipeline>,
-    jobs: Api<Job>,
+    controller: impl Future<Output = ()>,
     shutdown: Shutdown,
 ) -> anyhow::Result<ExitCode> {
     let identity = args.identity.clone().unwrap_or_else(|| format!("eventpipe-{}", std::process::id()));
-    let manager = LeaseManagerBuilder::new(client, &args.lease_name)
+    let duration = args.lease_duration_seconds;
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&args.lease_namespace)
         .with_identity(&identity)
-        .with_duration(15)
-        .with_grace(5)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
         .build()
         .await
         .context("preparing the leader-election Lease")?;
@@ -137,8 +162,9 @@ async fn run_as_leader(
         }
     }
     tracing::info!(identity, "leading");
+    let leases: Api<Lease> = Api::namespaced(client, &args.lease_namespace);
     let mut watching = leading.clone();
-    let lost = async move {
+    let released = async move {
         while watching.changed().await.is_ok() {
             if !*watching.borrow() {
                 return;
@@ -146,9 +172,13 @@ async fn run_as_leader(
         }
     };
     let code = tokio::select! {
-        () = controller::run(ctx, pipelines, jobs, shutdown) => ExitCode::SUCCESS,
-        () = lost => {
-            tracing::error!(identity, "lost the Lease; exiting");
+        () = controller => ExitCode::SUCCESS,
+        () = released => {
+            tracing::error!(identity, "another replica holds the Lease now; exiting");
+            ExitCode::FAILURE
+        }
+        reason = lease::lost(&leases, &args.lease_name, &identity, Duration::from_secs(duration)) => {
+            tracing::error!(identity, reason, "lost the Lease; exiting");
             ExitCode::FAILURE
         }
     };
@@ -156,12 +186,19 @@ async fn run_as_leader(
     Ok(code)
 }
 
-/// Closes the leader-election channel, which makes the Lease task release the Lease and end.
+/// Closes the leader-election channel, which makes the Lease task release the Lease (when this
+/// replica still holds it) and end.
 async fn release(
     leading: tokio::sync::watch::Receiver<bool>,
     lease_task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
 ) -> anyhow::Result<()> {
     drop(leading);
-    lease_task.await.context("the Lease task")?.context("releasing the Lease")?;
-    Ok(())
+    match lease_task.await.context("the Lease task")? {
+        Ok(_) => Ok(()),
+        // Releasing needs the API server, which may be what failed.
+        Err(error) => {
+            tracing::warn!(%error, "releasing the Lease failed; it expires by itself");
+            Ok(())
+        }
+    }
 }

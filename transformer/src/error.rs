@@ -56,7 +56,27 @@ impl From<datafusion::parquet::errors::ParquetError> for Error {
     }
 }
 
+/// How a failed run ends the transformer process. The Job's `podFailurePolicy` fails the Job at
+/// once on the exit codes of errors that another try cannot fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitClass {
+    /// Storage, network, resources or a concurrent commit: another try may succeed.
+    Transient = 1,
+    /// The input data or the spec is wrong: the same inputs and spec fail again.
+    Data = 2,
+    /// The task itself is unreadable.
+    BadTask = 3,
+}
+
 impl Error {
+    /// Whether another try of the same task may succeed.
+    pub fn exit_class(&self) -> ExitClass {
+        match self {
+            Error::Config(_) | Error::Sql(_) | Error::BadRecord { .. } => ExitClass::Data,
+            Error::Storage { .. } | Error::ConcurrentCommit(_) | Error::Engine(_) | Error::Io { .. } => ExitClass::Transient,
+        }
+    }
+
     /// An I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io { context: context.into(), source }

@@ -22,6 +22,10 @@ pub struct Manifest {
     pub partition: String,
     /// Fingerprint of the inputs the output was made from.
     pub input_fingerprint: String,
+    /// Hash of the data-path spec the output was made with (empty in manifests written before
+    /// it was recorded, which therefore never match a current spec).
+    #[serde(default)]
+    pub spec_hash: String,
     /// The inputs, as `path size etag` entries relative to the source URL.
     pub inputs: Vec<crate::task::InputObject>,
     /// The data files, relative to the partition directory.
@@ -91,6 +95,32 @@ pub async fn read(store: &Store, directory: &Path) -> Result<Option<Committed>> 
     let manifest = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Config(format!("{} is not a manifest eventpipe can read: {e}", store.url_of(&path))))?;
     Ok(Some(Committed { manifest, version }))
+}
+
+impl Manifest {
+    /// Whether this output was made from these inputs with this spec.
+    pub fn matches(&self, input_fingerprint: &str, spec_hash: &str) -> bool {
+        self.input_fingerprint == input_fingerprint && self.spec_hash == spec_hash
+    }
+
+    /// What this committed output reports when a run finds it already done: its counts, no work
+    /// of its own, and its files relative to the partition directory.
+    pub fn summary(&self) -> crate::task::Summary {
+        crate::task::Summary {
+            partition: self.partition.clone(),
+            run_id: self.run_id.clone(),
+            input_fingerprint: self.input_fingerprint.clone(),
+            spec_hash: self.spec_hash.clone(),
+            rows_read: self.rows_read,
+            rows_rejected: self.rows_rejected,
+            rows_written: self.rows_written,
+            bytes_written: self.bytes_written,
+            files: self.files.iter().map(|f| f.name.clone()).collect(),
+            spilled_bytes: 0,
+            skipped: true,
+            seconds: 0.0,
+        }
+    }
 }
 
 /// Writes `manifest` as the partition's commit point. When `previous` is given, the write succeeds

@@ -1,10 +1,12 @@
 //! One transformer run: one partition from CSV to committed Parquet.
 //!
-//! 1. If the committed manifest has the task's input fingerprint, nothing is done.
-//! 2. Fast path: a strict DataFusion read of all inputs, the SQL, and Parquet out.
-//! 3. If the read fails on bad data, the inputs are checked row by row; bad rows fail the run or
+//! 1. The partition is listed; its input fingerprint and the spec hash identify the output.
+//! 2. If the committed manifest has both, nothing is converted.
+//! 3. Fast path: a strict DataFusion read of all inputs, the SQL, and Parquet out.
+//! 4. If the read fails on bad data, the inputs are checked row by row; bad rows fail the run or
 //!    are left out (and quarantined), and the clean rows go through the same fast path again.
-//! 4. The manifest is written (the commit point), then files of superseded runs are deleted.
+//! 5. The manifest is written (the commit point), then every data file it does not list is
+//!    deleted — also after a skip, so files of a run killed mid-write never stay visible.
 
 use std::time::Instant;
 
@@ -15,11 +17,13 @@ use tokio::io::AsyncWriteExt;
 use crate::badrows::{self, Separated};
 use crate::engine::{CsvObject, Engine, is_gzip};
 use crate::error::{Error, Result};
+use crate::fingerprint::{fingerprint, spec_hash};
 use crate::header;
 use crate::manifest::{self, Manifest, ManifestColumn, ManifestFile};
 use crate::spec::{BadRecordPolicy, Column, CsvOptions};
 use crate::storage::{Location, Opener, SourceObject, Store};
-use crate::task::{Summary, Task};
+use crate::task::{InputObject, Summary, Task, new_run_id};
+use crate::validate::CheckedPipeline;
 use crate::writer::{self, Output};
 
 /// Runs a task to completion and returns what it did.
@@ -30,15 +34,22 @@ pub async fn run(task: &Task) -> Result<Summary> {
     let opener = Opener::new(pipeline.s3.as_ref());
     let source = opener.open(&checked.source).await?;
     let sink = opener.open(&checked.sink).await?;
-    let fingerprint = crate::fingerprint::fingerprint(&task.inputs);
+    let inputs = list_partition(&source, &checked, task).await?;
+    let fingerprint = fingerprint(&inputs);
+    if let Some(expected) = task.expected_fingerprint.as_deref().filter(|expected| **expected != fingerprint) {
+        tracing::info!(partition = %task.partition, expected, listed = fingerprint, "the partition changed since it was planned; processing what is there now");
+    }
+    let spec_hash = spec_hash(pipeline);
     let directory = sink.child(&task.partition.sink_path());
 
     let previous = manifest::read(&sink, &directory).await?;
-    if let Some(committed) = previous.as_ref().filter(|c| c.manifest.input_fingerprint == fingerprint && !task.force) {
+    if let Some(committed) = previous.as_ref().filter(|c| c.manifest.matches(&fingerprint, &spec_hash) && !task.force) {
+        remove_uncommitted(&sink, &directory, &committed.manifest).await?;
         return Ok(summary(&committed.manifest, &sink, &directory, None, started));
     }
 
-    let run = Run { task, opener: &opener, source: &source, sink: &sink, directory: &directory };
+    let run_id = new_run_id();
+    let run = Run { task, inputs: &inputs, run_id: &run_id, opener: &opener, source: &source, sink: &sink, directory: &directory };
     let converted = match run.convert(&checked.rejected).await {
         Ok(converted) => converted,
         Err(error) => {
@@ -47,17 +58,38 @@ pub async fn run(task: &Task) -> Result<Summary> {
         }
     };
 
-    let manifest = run.manifest(&converted, fingerprint);
+    let manifest = run.manifest(&converted, fingerprint, spec_hash);
     if let Err(error) = manifest::commit(&sink, &directory, &manifest, previous.as_ref()).await {
         run.discard_own_files().await?;
         return Err(error);
     }
-    let keep: Vec<String> = manifest.files.iter().map(|f| f.name.clone()).collect();
-    manifest::remove_stale(&sink, &directory, "part-", &keep).await?;
+    remove_uncommitted(&sink, &directory, &manifest).await?;
     if let Some(rejected) = &converted.rejected {
         manifest::remove_stale(&rejected.store, &rejected.directory, "rejected-", &[rejected.name.clone()]).await?;
     }
     Ok(summary(&manifest, &sink, &directory, Some(&converted.output), started))
+}
+
+/// The partition's input objects as the source holds them now. A partition without objects is an
+/// error: there is nothing to commit.
+async fn list_partition(source: &Store, checked: &CheckedPipeline, task: &Task) -> Result<Vec<InputObject>> {
+    let directory = checked.layout.source_path(&task.partition);
+    let mut found = crate::discovery::discover_below(source, &checked.layout, &[directory.clone()]).await?;
+    match found.remove(&task.partition) {
+        Some(partition) => Ok(partition.inputs),
+        None => Err(Error::Config(format!(
+            "partition {} has no input objects under {}",
+            task.partition,
+            source.url_of(&source.child(&directory))
+        ))),
+    }
+}
+
+/// Deletes every data file in the partition directory that the committed manifest does not list:
+/// those of superseded runs and of runs that died before committing.
+async fn remove_uncommitted(sink: &Store, directory: &Path, committed: &Manifest) -> Result<()> {
+    let keep: Vec<String> = committed.files.iter().map(|f| f.name.clone()).collect();
+    manifest::remove_stale(sink, directory, "part-", &keep).await
 }
 
 /// The output of a conversion, before it is committed.
@@ -77,6 +109,8 @@ struct QuarantinedRows {
 
 struct Run<'a> {
     task: &'a Task,
+    inputs: &'a [InputObject],
+    run_id: &'a str,
     opener: &'a Opener,
     source: &'a Store,
     sink: &'a Store,
@@ -84,25 +118,25 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// The task's inputs, located in the source store.
+    /// The partition's inputs, located in the source store.
     fn source_objects(&self) -> Vec<SourceObject> {
         let compression = self.task.pipeline.source.csv.compression;
-        let located = |input: &crate::task::InputObject| SourceObject {
+        let located = |input: &InputObject| SourceObject {
             path: self.source.child(&input.path),
             size: input.size,
             gzip: is_gzip(&input.path, compression),
         };
-        self.task.inputs.iter().map(located).collect()
+        self.inputs.iter().map(located).collect()
     }
 
-    /// The task's inputs as DataFusion reads them.
+    /// The partition's inputs as DataFusion reads them.
     fn csv_objects(&self) -> Vec<CsvObject> {
         let readable = |object: SourceObject| CsvObject { url: self.source.url_of(&object.path), gzip: object.gzip };
         self.source_objects().into_iter().map(readable).collect()
     }
 
     fn engine(&self) -> Result<Engine> {
-        let input_bytes = self.task.inputs.iter().map(|input| input.size).sum();
+        let input_bytes = self.inputs.iter().map(|input| input.size).sum();
         let engine = Engine::new(&self.task.engine, input_bytes)?;
         engine.register_store(self.source);
         engine.register_store(self.sink);
@@ -144,7 +178,7 @@ impl Run<'_> {
         let pipeline = &self.task.pipeline;
         engine.register_csv_events(objects, csv, columns, &self.task.partition).await?;
         let frame = engine.transform(&pipeline.transform.sql, &self.task.partition).await?;
-        writer::write(frame, self.sink, self.directory, &self.task.run_id, pipeline.sink.compression).await
+        writer::write(frame, self.sink, self.directory, self.run_id, pipeline.sink.compression).await
     }
 
     /// The slow path: separates bad rows, applies the policy, converts the clean rows.
@@ -192,7 +226,7 @@ impl Run<'_> {
     async fn quarantine(&self, separated: &Separated, location: &Location) -> Result<QuarantinedRows> {
         let store = self.opener.open(location).await?;
         let directory = store.child(&self.task.partition.sink_path());
-        let name = format!("rejected-{}.jsonl", self.task.run_id);
+        let name = format!("rejected-{}.jsonl", self.run_id);
         let path = directory.clone().join(name.as_str());
         let mut file = tokio::fs::File::open(&separated.bad_rows_file)
             .await
@@ -205,16 +239,17 @@ impl Run<'_> {
 
     /// Deletes the data files this run wrote, after a failure.
     async fn discard_own_files(&self) -> Result<()> {
-        manifest::remove_stale(self.sink, self.directory, &writer::file_prefix(&self.task.run_id), &[]).await
+        manifest::remove_stale(self.sink, self.directory, &writer::file_prefix(self.run_id), &[]).await
     }
 
-    fn manifest(&self, converted: &Converted, input_fingerprint: String) -> Manifest {
+    fn manifest(&self, converted: &Converted, input_fingerprint: String, spec_hash: String) -> Manifest {
         let output = &converted.output;
         Manifest {
-            run_id: self.task.run_id.clone(),
+            run_id: self.run_id.to_string(),
             partition: self.task.partition.to_string(),
             input_fingerprint,
-            inputs: self.task.inputs.clone(),
+            spec_hash,
+            inputs: self.inputs.to_vec(),
             files: output
                 .files
                 .iter()
@@ -251,17 +286,11 @@ impl Run<'_> {
 /// The summary of a committed manifest; `output` is the run's own output, `None` when skipped.
 fn summary(manifest: &Manifest, sink: &Store, directory: &Path, output: Option<&Output>, started: Instant) -> Summary {
     Summary {
-        partition: manifest.partition.clone(),
-        run_id: manifest.run_id.clone(),
-        input_fingerprint: manifest.input_fingerprint.clone(),
-        rows_read: manifest.rows_read,
-        rows_rejected: manifest.rows_rejected,
-        rows_written: manifest.rows_written,
-        bytes_written: manifest.bytes_written,
         files: manifest.files.iter().map(|f| sink.relative(&directory.clone().join(f.name.as_str())).to_string()).collect(),
         spilled_bytes: output.map_or(0, |o| o.spilled_bytes),
         skipped: output.is_none(),
         seconds: started.elapsed().as_secs_f64(),
+        ..manifest.summary()
     }
 }
 

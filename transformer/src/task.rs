@@ -6,22 +6,25 @@ use serde::{Deserialize, Serialize};
 use crate::layout::PartitionKey;
 use crate::spec::PipelineSpec;
 
-/// One partition to transform.
+/// One partition to transform. The task never lists the partition's objects (a Firehose day holds
+/// thousands, more than a pod's environment can carry): the run lists the partition itself and
+/// commits the fingerprint of what it read.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
-    /// Identifies this run; output files are named after it. Unique per attempt.
-    pub run_id: String,
     /// The partition.
     pub partition: PartitionKey,
-    /// The partition's input objects, as discovered.
-    pub inputs: Vec<InputObject>,
+    /// The input fingerprint the launcher saw when it listed the partition. The run processes what
+    /// it lists itself; when that differs (an object landed since), it says so in its log and
+    /// reports the fingerprint it committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_fingerprint: Option<String>,
     /// The pipeline's data path.
     pub pipeline: PipelineSpec,
     /// Resources for the query engine.
     #[serde(default)]
     pub engine: EngineSettings,
-    /// Process the partition even when its committed output has the same input fingerprint.
+    /// Process the partition even when its committed output has the same inputs and spec.
     #[serde(default)]
     pub force: bool,
 }
@@ -66,6 +69,9 @@ pub struct Summary {
     pub run_id: String,
     /// Fingerprint of the inputs the output was made from.
     pub input_fingerprint: String,
+    /// Hash of the data-path spec the output was made with.
+    #[serde(default)]
+    pub spec_hash: String,
     /// Input rows read.
     pub rows_read: u64,
     /// Input rows left out as bad.
@@ -131,7 +137,8 @@ pub fn shorten(text: &mut String, limit: usize) {
 }
 
 /// A new run id: the UTC time to the second and eight random hex digits, e.g.
-/// `20261124T031500-1a2b3c4d`. Sorts by start time; unique per attempt.
+/// `20261124T031500-1a2b3c4d`. Sorts by start time; every process draws its own, so two pods of
+/// one Job never write the same file names.
 pub fn new_run_id() -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), &random[..8])

@@ -57,7 +57,7 @@ async fn every_valid_csv_dialect_is_read() {
             ("_SUCCESS", b""),
         ],
     );
-    let summary = eventpipe_transformer::run::run(&dirs.builder().build().await).await.unwrap();
+    let summary = eventpipe_transformer::run::run(&dirs.builder().build()).await.unwrap();
     assert_eq!((summary.rows_read, summary.rows_rejected, summary.rows_written), (5, 0, 5));
     let rows = dirs.query("SELECT id, name, value, \"timestamp\" FROM out ORDER BY id").await;
     assert_eq!(
@@ -80,8 +80,7 @@ async fn output_types_are_what_athena_reads() {
     let task = dirs
         .builder()
         .sql("SELECT id, \"timestamp\", to_timestamp_seconds(\"timestamp\") AS ts_seconds, year, day FROM events")
-        .build()
-        .await;
+        .build();
     eventpipe_transformer::run::run(&task).await.unwrap();
     let ctx = SessionContext::new();
     let frame = ctx.read_parquet(format!("{}/", dirs.output_dir().display()), Default::default()).await.unwrap();
@@ -107,7 +106,7 @@ async fn the_latest_value_per_setting_becomes_a_map_per_user() {
     write_partition(dirs.source.path(), &[("a.csv", events.as_bytes())]);
     let sql = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/user-settings.yaml")).unwrap();
     let sql = example_sql(&sql);
-    let summary = eventpipe_transformer::run::run(&dirs.builder().sql(&sql).build().await).await.unwrap();
+    let summary = eventpipe_transformer::run::run(&dirs.builder().sql(&sql).build()).await.unwrap();
     assert_eq!((summary.rows_read, summary.rows_written), (7, 2));
     // Tie on (2, language) at 300: the greatest value, en-US, wins.
     assert_eq!(
@@ -131,17 +130,17 @@ fn example_sql(manifest: &str) -> String {
 async fn unchanged_input_is_a_no_op_and_late_files_replace_the_output() {
     let dirs = Dirs::new();
     write_partition(dirs.source.path(), &[("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\n")]);
-    let first = eventpipe_transformer::run::run(&dirs.builder().build().await).await.unwrap();
+    let first = eventpipe_transformer::run::run(&dirs.builder().build()).await.unwrap();
     assert!(!first.skipped);
     let files_after_first = dirs.output_files();
 
-    let again = eventpipe_transformer::run::run(&dirs.builder().build().await).await.unwrap();
+    let again = eventpipe_transformer::run::run(&dirs.builder().build()).await.unwrap();
     assert!(again.skipped);
     assert_eq!(again.run_id, first.run_id);
     assert_eq!(dirs.output_files(), files_after_first);
 
     write_partition(dirs.source.path(), &[("late.csv", b"id,name,value,timestamp\n2,n,v,1795478401\n")]);
-    let late = eventpipe_transformer::run::run(&dirs.builder().build().await).await.unwrap();
+    let late = eventpipe_transformer::run::run(&dirs.builder().build()).await.unwrap();
     assert!(!late.skipped);
     assert_ne!(late.input_fingerprint, first.input_fingerprint);
     assert_eq!((late.rows_read, late.rows_written), (2, 2));
@@ -151,13 +150,36 @@ async fn unchanged_input_is_a_no_op_and_late_files_replace_the_output() {
     assert_eq!(dirs.query("SELECT count(*) AS n FROM out").await[3], "| 2 |");
 }
 
+#[tokio::test]
+async fn a_changed_spec_reprocesses_and_a_skip_removes_uncommitted_files() {
+    let dirs = Dirs::new();
+    write_partition(dirs.source.path(), &[("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\n2,m,w,1795478401\n")]);
+    let first = eventpipe_transformer::run::run(&dirs.builder().build()).await.unwrap();
+    assert_eq!((first.skipped, first.rows_written), (false, 2));
+
+    // A run killed mid-write leaves a data file nobody committed.
+    let orphan = dirs.output_dir().join("part-20261124T000000-deadbeef-000.parquet");
+    std::fs::write(&orphan, b"partial").unwrap();
+    let again = eventpipe_transformer::run::run(&dirs.builder().build()).await.unwrap();
+    assert!(again.skipped);
+    assert!(!orphan.exists(), "{:?}", dirs.output_files());
+
+    let filtered = dirs.builder().sql("SELECT * FROM events WHERE id = 1").build();
+    let changed = eventpipe_transformer::run::run(&filtered).await.unwrap();
+    assert!(!changed.skipped, "a new SQL must not be served by the old output");
+    assert_ne!(changed.spec_hash, first.spec_hash);
+    assert_eq!(changed.input_fingerprint, first.input_fingerprint);
+    assert_eq!((changed.rows_read, changed.rows_written), (2, 1));
+    assert!(eventpipe_transformer::run::run(&filtered).await.unwrap().skipped);
+}
+
 const BAD: &[u8] = b"id,name,value,timestamp\n1,n,v,100\nnope,n,v,100\n2,n,v\n3,n,v,100\n,n,v,100\n";
 
 #[tokio::test]
 async fn fail_policy_names_object_line_and_reason() {
     let dirs = Dirs::new();
     write_partition(dirs.source.path(), &[("good.csv", b"id,name,value,timestamp\n9,n,v,1\n"), ("bad.csv", BAD)]);
-    let error = eventpipe_transformer::run::run(&dirs.builder().policy(BadRecordPolicy::Fail).build().await)
+    let error = eventpipe_transformer::run::run(&dirs.builder().policy(BadRecordPolicy::Fail).build())
         .await
         .unwrap_err();
     let message = error.to_string();
@@ -172,7 +194,7 @@ async fn skip_policy_counts_every_bad_row() {
     let dirs = Dirs::new();
     write_partition(dirs.source.path(), &[("good.csv", b"id,name,value,timestamp\n9,n,v,1\n"), ("bad.csv", BAD)]);
     let summary =
-        eventpipe_transformer::run::run(&dirs.builder().policy(BadRecordPolicy::Skip).build().await).await.unwrap();
+        eventpipe_transformer::run::run(&dirs.builder().policy(BadRecordPolicy::Skip).build()).await.unwrap();
     assert_eq!((summary.rows_read, summary.rows_rejected, summary.rows_written), (6, 3, 3));
     assert_eq!(dirs.query("SELECT count(*) FROM out").await[3], "| 3        |");
 }
@@ -186,8 +208,7 @@ async fn quarantine_policy_writes_bad_rows_with_reasons() {
         .builder()
         .policy(BadRecordPolicy::Quarantine)
         .rejected_url(rejected.path().to_str().unwrap())
-        .build()
-        .await;
+        .build();
     let summary = eventpipe_transformer::run::run(&task).await.unwrap();
     assert_eq!(summary.rows_read, summary.rows_written + summary.rows_rejected);
     assert_eq!(summary.rows_rejected, 4);
@@ -215,7 +236,7 @@ async fn refused_sql_reads_no_data() {
         ("SELECT * FROM '/etc/passwd'", "/etc/passwd"),
         ("SELECT missing FROM events", "missing"),
     ] {
-        let error = eventpipe_transformer::run::run(&dirs.builder().sql(sql).build().await).await.unwrap_err();
+        let error = eventpipe_transformer::run::run(&dirs.builder().sql(sql).build()).await.unwrap_err();
         assert!(matches!(error, Error::Sql(_)), "{sql}: {error}");
         assert!(error.to_string().contains(expected), "{sql}: {error}");
     }
@@ -233,8 +254,7 @@ async fn an_aggregation_larger_than_the_memory_limit_spills() {
     let mut task = dirs
         .builder()
         .sql(&example_sql(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/user-settings.yaml")).unwrap()))
-        .build()
-        .await;
+        .build();
     task.engine = EngineSettings { target_partitions: Some(2), memory_limit_mib: Some(10), scratch_dir: None };
     let summary = eventpipe_transformer::run::run(&task).await.unwrap();
     assert_eq!((summary.rows_read, summary.rows_written), (120_000, 50_000));
@@ -267,7 +287,7 @@ async fn every_column_type_is_parsed_and_typed() {
               bad,1,1,true,2026-11-24,0,24/11/2026,2026-11-24T00:00:00Z\n",
         )],
     );
-    let task = dirs.builder().columns(columns).policy(BadRecordPolicy::Skip).build().await;
+    let task = dirs.builder().columns(columns).policy(BadRecordPolicy::Skip).build();
     let summary = eventpipe_transformer::run::run(&task).await.unwrap();
     assert_eq!((summary.rows_read, summary.rows_rejected, summary.rows_written), (4, 2, 2));
     let ctx = SessionContext::new();
@@ -323,7 +343,7 @@ async fn latest_map_agrees_with_the_plain_sql_formulation() {
     let mut outputs = Vec::new();
     for sql in [PLAIN_SQL_LATEST, "SELECT id, latest_map(name, value, \"timestamp\") AS settings FROM events GROUP BY id"] {
         let sink = TempDir::new().unwrap();
-        let mut task = TaskBuilder::new(dirs.source.path().to_str().unwrap(), sink.path().to_str().unwrap()).sql(sql).build().await;
+        let mut task = TaskBuilder::new(dirs.source.path().to_str().unwrap(), sink.path().to_str().unwrap()).sql(sql).build();
         task.engine.target_partitions = Some(2);
         let summary = eventpipe_transformer::run::run(&task).await.unwrap();
         assert_eq!((summary.rows_read, summary.rows_written), (15_000, 300));
@@ -339,7 +359,7 @@ async fn latest_map_agrees_with_the_plain_sql_formulation() {
 async fn without_a_schema_every_header_column_is_a_string() {
     let dirs = Dirs::new();
     write_partition(dirs.source.path(), &[("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\n2,m,,x\n")]);
-    let task = dirs.builder().columns(Vec::new()).build().await;
+    let task = dirs.builder().columns(Vec::new()).build();
     let summary = eventpipe_transformer::run::run(&task).await.unwrap();
     assert_eq!((summary.rows_read, summary.rows_written), (2, 2));
     let ctx = SessionContext::new();
@@ -357,7 +377,7 @@ async fn a_header_in_another_order_is_refused_before_reading() {
         dirs.source.path(),
         &[("good.csv", b"ID,Name,Value,Timestamp\n1,n,v,1\n"), ("swapped.csv", b"id,value,name,timestamp\n1,v,n,1\n")],
     );
-    let error = eventpipe_transformer::run::run(&dirs.builder().policy(BadRecordPolicy::Skip).build().await).await.unwrap_err();
+    let error = eventpipe_transformer::run::run(&dirs.builder().policy(BadRecordPolicy::Skip).build()).await.unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, Error::Config(_)), "{message}");
     assert!(message.contains("day=24/swapped.csv has the header [\"id\", \"value\", \"name\", \"timestamp\"]"), "{message}");

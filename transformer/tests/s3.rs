@@ -62,7 +62,7 @@ async fn converts_a_partition_in_s3_exactly_once() {
     buckets.upload("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\n2,n,w,1795478401\n").await;
     buckets.upload("b.csv.gz", &gzip(b"id,name,value,timestamp\n3,n,x,1795478402\n")).await;
 
-    let first = run(&buckets.builder().build().await).await.unwrap();
+    let first = run(&buckets.builder().build()).await.unwrap();
     assert_eq!((first.rows_read, first.rows_written, first.skipped), (3, 3, false));
     let keys = buckets.output_keys().await;
     assert_eq!(keys.len(), 2, "{keys:?}");
@@ -73,12 +73,12 @@ async fn converts_a_partition_in_s3_exactly_once() {
     assert_eq!(manifest.inputs.len(), 2);
     assert!(manifest.inputs.iter().all(|input| input.etag.is_some()));
 
-    let again = run(&buckets.builder().build().await).await.unwrap();
+    let again = run(&buckets.builder().build()).await.unwrap();
     assert!(again.skipped);
     assert_eq!(buckets.output_keys().await, keys);
 
     buckets.upload("late.csv", b"id,name,value,timestamp\n4,n,y,1795478403\n").await;
-    let late = run(&buckets.builder().build().await).await.unwrap();
+    let late = run(&buckets.builder().build()).await.unwrap();
     assert_eq!((late.rows_read, late.rows_written, late.skipped), (4, 4, false));
     let keys_after_late = buckets.output_keys().await;
     assert_eq!(keys_after_late.len(), 2, "superseded files are deleted: {keys_after_late:?}");
@@ -91,7 +91,7 @@ async fn quarantined_rows_land_in_s3() {
     let buckets = Buckets::new().await;
     buckets.upload("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\nbad,n,v,1\n").await;
     let rejected = format!("s3://{}/rejected/", buckets.sink);
-    let task = buckets.builder().policy(BadRecordPolicy::Quarantine).rejected_url(&rejected).build().await;
+    let task = buckets.builder().policy(BadRecordPolicy::Quarantine).rejected_url(&rejected).build();
     let summary = run(&task).await.unwrap();
     assert_eq!((summary.rows_read, summary.rows_rejected, summary.rows_written), (2, 1, 1));
     let key = format!("rejected/{PARTITION}rejected-{}.jsonl", summary.run_id);
@@ -105,10 +105,10 @@ async fn quarantined_rows_land_in_s3() {
 async fn a_commit_never_overwrites_a_manifest_it_did_not_read() {
     let buckets = Buckets::new().await;
     buckets.upload("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\n").await;
-    run(&buckets.builder().build().await).await.unwrap();
+    run(&buckets.builder().build()).await.unwrap();
     let sink = Location::parse(&format!("s3://{}/curated/", buckets.sink))
         .unwrap()
-        .open(buckets.builder().build().await.pipeline.s3.as_ref())
+        .open(buckets.builder().build().pipeline.s3.as_ref())
         .await
         .unwrap();
     let directory = sink.child(&DAY.sink_path());
@@ -145,11 +145,11 @@ async fn a_missing_bucket_is_named() {
 async fn an_unreachable_endpoint_is_named() {
     let buckets = Buckets::new().await;
     buckets.upload("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\n").await;
-    let mut task = buckets.builder().build().await;
+    let mut task = buckets.builder().build();
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     task.pipeline.s3.as_mut().unwrap().endpoint = Some(format!("http://127.0.0.1:{closed_port}"));
     let message = run(&task).await.unwrap_err().to_string();
-    assert!(message.starts_with(&format!("s3://{}/curated/", buckets.sink)), "{message}");
+    assert!(message.starts_with(&format!("s3://{}/raw", buckets.source)), "{message}");
     assert!(message.contains(&format!("127.0.0.1:{closed_port}")), "{message}");
 }
 
@@ -159,7 +159,7 @@ async fn an_unreachable_endpoint_is_named() {
 async fn the_job_binary_reports_its_outcome() {
     let buckets = Buckets::new().await;
     buckets.upload("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\n").await;
-    let task = serde_json::to_vec(&buckets.builder().build().await).unwrap();
+    let task = serde_json::to_vec(&buckets.builder().build()).unwrap();
     let run_binary = |secret: &str| {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("termination-log");
@@ -177,18 +177,18 @@ async fn the_job_binary_reports_its_outcome() {
         let stdout: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         let termination: serde_json::Value = serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap();
         assert_eq!(stdout, termination);
-        (output.status.success(), stdout, String::from_utf8(output.stderr).unwrap())
+        (output.status.code(), stdout, String::from_utf8(output.stderr).unwrap())
     };
 
-    let (ok, outcome, stderr) = run_binary("wrong-secret");
-    assert!(!ok);
+    let (code, outcome, stderr) = run_binary("wrong-secret");
+    assert_eq!(code, Some(1), "a storage error is transient: {outcome}");
     let error = outcome["error"].as_str().unwrap();
     assert!(error.contains("SignatureDoesNotMatch") || error.contains("403"), "{error}");
     let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(error_lines.len(), 1, "{stderr}");
 
-    let (ok, outcome, _) = run_binary(SECRET_KEY);
-    assert!(ok, "{outcome}");
+    let (code, outcome, _) = run_binary(SECRET_KEY);
+    assert_eq!(code, Some(0), "{outcome}");
     assert_eq!(outcome["summary"]["rowsWritten"], 1);
     assert_eq!(outcome["summary"]["partition"], "year=2026/month=11/day=24");
 }

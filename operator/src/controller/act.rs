@@ -11,25 +11,28 @@ use crate::metrics::{PipelineLabels, RowKind, RowLabels};
 
 use super::Context;
 use super::job;
-use super::plan::{Happening, Launch};
+use super::plan::{Happening, Launch, Outdated};
 
 /// The field manager of the operator's status writes.
 pub const FIELD_MANAGER: &str = "eventpipe-operator";
 
-/// Creates one Job per launch. A Job that already exists was launched before (by this replica
-/// before a restart, or by another one): its name is derived from what it processes.
-pub async fn launch(ctx: &Context, pipeline: &EventPipeline, launches: &[Launch]) -> kube::Result<()> {
+/// Creates one Job per launch and returns those the API server refused (quota, admission
+/// webhook, RBAC), with its message. A Job that already exists was launched before (by this
+/// replica before a restart, or by another one): its name is derived from what it processes.
+pub async fn launch(ctx: &Context, pipeline: &EventPipeline, launches: &[Launch]) -> Vec<(String, String)> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
+    let mut refused = Vec::new();
     for launch in launches {
         match api.create(&PostParams::default(), &job::build(pipeline, launch, &ctx.job_defaults)).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 tracing::info!(job = launch.job, "job exists already");
             }
-            Err(error) => return Err(error),
+            Err(kube::Error::Api(status)) => refused.push((launch.job.clone(), format!("{} ({})", status.message, status.reason))),
+            Err(error) => refused.push((launch.job.clone(), error.to_string())),
         }
     }
-    Ok(())
+    refused
 }
 
 /// Writes the status by server-side apply when it differs from what the pipeline carries.
@@ -48,8 +51,8 @@ pub async fn write_status(ctx: &Context, pipeline: &EventPipeline, status: &Even
         .map(|_| ())
 }
 
-/// Publishes an Event per happening and counts it. A failed Event is logged, not retried: the
-/// status holds the same facts.
+/// Publishes an Event per happening and counts it; called once the status that records them is
+/// written. A failed Event is logged, not retried: the status holds the same facts.
 pub async fn report(ctx: &Context, pipeline: &EventPipeline, happenings: &[Happening]) {
     let labels = PipelineLabels { namespace: pipeline.namespace().unwrap_or_default(), pipeline: pipeline.name_any() };
     for happening in happenings {
@@ -93,7 +96,10 @@ fn count(ctx: &Context, labels: &PipelineLabels, happening: &Happening) {
             metrics.attempts_failed.get_or_create(labels).inc();
             metrics.partitions_failed.get_or_create(labels).inc();
         }
-        Happening::InputsChanged { .. } => {}
+        Happening::Outdated { .. }
+        | Happening::RetryRequested { .. }
+        | Happening::RequestIgnored { .. }
+        | Happening::JobCreateFailed { .. } => {}
     }
 }
 
@@ -129,8 +135,21 @@ fn describe(happening: &Happening) -> (EventType, &'static str, String) {
             "PartitionFailed",
             format!("{partition} failed every attempt; the last, Job {job}: {message}"),
         ),
-        Happening::InputsChanged { partition } => {
+        Happening::Outdated { partition, cause: Outdated::Inputs } => {
             (EventType::Normal, "InputsChanged", format!("the inputs of {partition} changed since it was processed; processing it again"))
+        }
+        Happening::Outdated { partition, cause: Outdated::Spec } => {
+            (EventType::Normal, "SpecChanged", format!("the data-path spec changed since {partition} was processed; processing it again"))
+        }
+        Happening::Outdated { partition, cause: Outdated::Requested } => {
+            (EventType::Normal, "ReprocessRequested", format!("{partition} is processed again, as eventpipe.dev/reprocess asks"))
+        }
+        Happening::RetryRequested { partitions } => {
+            (EventType::Normal, "RetryRequested", format!("eventpipe.dev/retry changed: {partitions} failed partitions get new attempts"))
+        }
+        Happening::RequestIgnored { message } => (EventType::Warning, "RequestIgnored", message.clone()),
+        Happening::JobCreateFailed { partition, job, message } => {
+            (EventType::Warning, "JobCreateFailed", format!("creating Job {job} for {partition} failed: {message}; retrying with backoff"))
         }
     }
 }

@@ -7,17 +7,19 @@ pub mod conditions;
 pub mod job;
 pub mod observe;
 pub mod plan;
+pub mod report;
 pub mod window;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use eventpipe_transformer::fingerprint::spec_hash;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self as runtime_controller, Action};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -27,7 +29,12 @@ use crate::crd::{EventPipeline, PartitionState};
 use crate::metrics::{Metrics, PipelineLabels, ReconcileResult, ResultLabels};
 
 use observe::{Blocked, Caches};
-use plan::{Observation, Plan};
+use plan::{Observation, Plan, Requests};
+
+/// Annotation whose new value gives failed partitions new attempts.
+pub const RETRY_ANNOTATION: &str = "eventpipe.dev/retry";
+/// Annotation naming a partition (`year=2026/month=11/day=24`) to process again.
+pub const REPROCESS_ANNOTATION: &str = "eventpipe.dev/reprocess";
 
 /// First wait after a reconcile that failed or found the pipeline degraded; doubles up to
 /// [`MAX_RETRY`].
@@ -73,6 +80,18 @@ impl Context {
     fn succeeded(&self, pipeline: &EventPipeline) {
         self.failures.lock().expect("not poisoned").remove(&ObjectRef::from(pipeline));
     }
+
+    /// Drops the caches, retry state and metrics of a pipeline that was deleted (or replaced by
+    /// a new one of the same name).
+    fn forget(&self, pipeline: &EventPipeline) {
+        self.caches.forget(&pipeline.uid().unwrap_or_default());
+        self.failures.lock().expect("not poisoned").remove(&ObjectRef::from(pipeline));
+        self.metrics.forget(&labels_of(pipeline));
+    }
+}
+
+fn labels_of(pipeline: &EventPipeline) -> PipelineLabels {
+    PipelineLabels { namespace: pipeline.namespace().unwrap_or_default(), pipeline: pipeline.name_any() }
 }
 
 /// A reconcile failure: a Kubernetes API call failed. Invalid specs and unreachable sources are
@@ -85,15 +104,18 @@ pub enum Error {
 }
 
 /// Runs the controller for pipelines visible through `pipelines` (one namespace or all) until
-/// `shutdown` resolves; reconciles in flight finish first.
+/// `shutdown` resolves; reconciles in flight finish first. At most `concurrency` pipelines are
+/// reconciled at once.
 pub async fn run(
     ctx: Arc<Context>,
     pipelines: Api<EventPipeline>,
     jobs: Api<Job>,
+    concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let managed_jobs = watcher::Config::default().labels(&format!("{}={}", job::MANAGED_BY.0, job::MANAGED_BY.1));
     Controller::new(pipelines, watcher::Config::default().any_semantic())
+        .with_config(runtime_controller::Config::default().concurrency(concurrency))
         .owns(jobs, managed_jobs)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -111,8 +133,16 @@ async fn reconcile(cached: Arc<EventPipeline>, ctx: Arc<Context>) -> Result<Acti
     // older status would record a finished Job twice. One read gives the current status.
     let api: Api<EventPipeline> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
     let result = match api.get_opt(&cached.name_any()).await {
-        Ok(Some(pipeline)) => reconcile_pipeline(&pipeline, &ctx).await,
-        Ok(None) => return Ok(Action::await_change()),
+        Ok(Some(pipeline)) => {
+            if pipeline.uid() != cached.uid() {
+                ctx.forget(&cached);
+            }
+            reconcile_pipeline(&pipeline, &ctx).await
+        }
+        Ok(None) => {
+            ctx.forget(&cached);
+            return Ok(Action::await_change());
+        }
         Err(error) => Err(error.into()),
     };
     ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
@@ -125,34 +155,44 @@ async fn reconcile(cached: Arc<EventPipeline>, ctx: Arc<Context>) -> Result<Acti
     result.map(|(action, _)| action)
 }
 
-/// Reconciles one pipeline; the flag tells whether it could be planned (false: degraded).
+/// Reconciles one pipeline; the flag tells whether it could be planned and acted on (false:
+/// degraded). Events and metrics follow the status write, so a reconcile whose write failed
+/// reports nothing and the next one reports it once.
 async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(Action, bool), Error> {
     let now = Timestamp::now();
     let previous = pipeline.status.clone().unwrap_or_default();
     let name = pipeline.name_any();
+    let uid = pipeline.uid().unwrap_or_default();
+    let spec_hash = spec_hash(&pipeline.spec.pipeline);
+    let annotation = |key: &str| pipeline.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str);
+    let no_committed = HashMap::new();
     let base = Observation {
         now,
         pipeline: &name,
+        uid: &uid,
         generation: pipeline.metadata.generation,
         spec: &pipeline.spec,
+        spec_hash: &spec_hash,
         previous: &previous,
         partitions: &[],
         jobs: &[],
+        committed: &no_committed,
+        requests: Requests { retry: annotation(RETRY_ANNOTATION), reprocess: annotation(REPROCESS_ANNOTATION) },
     };
     let observed = async {
         let checked = observe::check_spec(&ctx.caches, pipeline).await?;
-        observe::partitions(&ctx.client, &ctx.caches, pipeline, &checked, now).await
+        let partitions = observe::partitions(&ctx.client, &ctx.caches, pipeline, &checked, now).await?;
+        Ok((checked, partitions))
     };
-    let partitions = match observed.await {
-        Ok(partitions) => partitions,
+    let (checked, partitions) = match observed.await {
+        Ok(observed) => observed,
         Err(blocked) => {
             let (reason, message) = match &blocked {
                 Blocked::InvalidSpec(message) => ("InvalidSpec", message),
                 Blocked::SourceUnavailable(message) => ("SourceUnavailable", message),
             };
             let status = plan::plan_degraded(&base, reason, message);
-            let newly = previous.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| (&c.reason, &c.message))
-                != status.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| (&c.reason, &c.message));
+            let newly = degraded_reason(&previous) != degraded_reason(&status);
             act::write_status(ctx, pipeline, &status).await?;
             if newly {
                 act::publish(ctx, pipeline, EventType::Warning, reason, message.clone()).await;
@@ -161,13 +201,29 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
         }
     };
     let jobs = observe::jobs(&ctx.client, pipeline, &previous).await?;
-    let plan = plan::plan(&Observation { partitions: &partitions, jobs: &jobs, ..base });
-    act::launch(ctx, pipeline, &plan.launches).await?;
-    act::report(ctx, pipeline, &plan.happenings).await;
+    let committed = observe::committed(&ctx.client, &ctx.caches, pipeline, &checked, &previous, &jobs).await;
+    let observation = Observation { partitions: &partitions, jobs: &jobs, committed: &committed, ..base };
+    let mut plan = plan::plan(&observation);
+    let refused = act::launch(ctx, pipeline, &plan.launches).await;
+    if !refused.is_empty() {
+        plan = plan::launch_refused(plan, &observation, &refused);
+    }
     act::write_status(ctx, pipeline, &plan.status).await?;
+    act::report(ctx, pipeline, &plan.happenings).await;
     record_lag(ctx, pipeline, &plan, &partitions, now);
+    if plan.relist {
+        ctx.caches.forget_listing(&uid);
+    }
+    if !refused.is_empty() {
+        return Ok((Action::requeue(ctx.next_retry(pipeline)), false));
+    }
     ctx.succeeded(pipeline);
     Ok((Action::requeue(plan.requeue_after), true))
+}
+
+/// The reason and message of a status's `Degraded` condition.
+fn degraded_reason(status: &crate::crd::EventPipelineStatus) -> Option<(&String, &String)> {
+    status.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| (&c.reason, &c.message))
 }
 
 /// Sets the lag gauge: seconds since the newest unprocessed partition's last object landed.
@@ -180,8 +236,7 @@ fn record_lag(ctx: &Context, pipeline: &EventPipeline, plan: &Plan, partitions: 
         .rev()
         .find(|p| unprocessed(p.key.to_string()))
         .map_or(0, |p| now.duration_since(p.last_modified).as_secs().max(0));
-    let labels = PipelineLabels { namespace: pipeline.namespace().unwrap_or_default(), pipeline: pipeline.name_any() };
-    ctx.metrics.lag_seconds.get_or_create(&labels).set(lag);
+    ctx.metrics.lag_seconds.get_or_create(&labels_of(pipeline)).set(lag);
 }
 
 fn error_policy(pipeline: Arc<EventPipeline>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -1,12 +1,16 @@
 //! The observe step: checks the spec, lists the source's partitions inside the schedule's window
-//! and reads the pipeline's Jobs, with the reports of the finished ones. Reads only.
+//! (once per poll interval), reads the pipeline's Jobs with the reports of the finished ones, and
+//! the manifests of partitions whose Job is gone. Reads only.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use eventpipe_transformer::discovery;
 use eventpipe_transformer::fingerprint::fingerprint;
-use eventpipe_transformer::storage::{Opener, Store};
+use eventpipe_transformer::manifest;
+use eventpipe_transformer::storage::{Location, Opener, Store};
+use eventpipe_transformer::task::Summary;
 use eventpipe_transformer::validate::{self, CheckedPipeline};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -16,8 +20,9 @@ use kube::{Client, ResourceExt};
 
 use crate::crd::{EventPipeline, EventPipelineStatus};
 
-use super::job::{self, CONTAINER, JOB_LABEL, PIPELINE_UID_LABEL};
-use super::plan::{ObservedJob, ObservedPartition, needs_report};
+use super::job::{self, CONTROLLER_UID_LABEL, PIPELINE_UID_LABEL};
+use super::plan::{ObservedJob, ObservedPartition, missing_jobs, needs_report};
+use super::report;
 use super::window::{MAX_PARTITIONS, Window};
 
 /// Why a pipeline cannot be observed; reported on its conditions, not as a reconcile error.
@@ -29,12 +34,36 @@ pub enum Blocked {
     SourceUnavailable(String),
 }
 
-/// Results that stay valid while a pipeline's generation does not change: the spec check, and the
-/// opened source (its HTTP client and credentials are reused across polls).
+/// What the operator keeps per pipeline (by UID) between reconciles: the spec check and the opened
+/// stores (their HTTP clients and credentials are reused) while the generation does not change,
+/// and the source listing for one poll interval, so that Job events and the operator's own status
+/// writes never list the source again.
 #[derive(Default)]
 pub struct Caches {
     checks: Mutex<HashMap<String, (Option<i64>, Result<CheckedPipeline, String>)>>,
-    sources: Mutex<HashMap<String, (String, Store)>>,
+    stores: Mutex<HashMap<(String, String), (String, Store)>>,
+    listings: Mutex<HashMap<String, Listing>>,
+}
+
+/// One listing of a pipeline's source.
+struct Listing {
+    generation: Option<i64>,
+    at: Instant,
+    partitions: Vec<ObservedPartition>,
+}
+
+impl Caches {
+    /// Drops everything kept for a pipeline (it was deleted).
+    pub fn forget(&self, uid: &str) {
+        self.checks.lock().expect("not poisoned").remove(uid);
+        self.stores.lock().expect("not poisoned").retain(|(owner, _), _| owner != uid);
+        self.forget_listing(uid);
+    }
+
+    /// Makes the next reconcile of a pipeline list its source again.
+    pub fn forget_listing(&self, uid: &str) {
+        self.listings.lock().expect("not poisoned").remove(uid);
+    }
 }
 
 /// Checks the spec as the transformer will read it, planning the SQL against the declared columns.
@@ -65,8 +94,8 @@ pub async fn check_spec(caches: &Caches, pipeline: &EventPipeline) -> Result<Che
     result.map_err(Blocked::InvalidSpec)
 }
 
-/// Lists the partitions in the schedule's window, the newest [`MAX_PARTITIONS`] of them, oldest
-/// first.
+/// The partitions in the schedule's window, the newest [`MAX_PARTITIONS`] of them, oldest first.
+/// The source is listed when the last listing is a poll interval old or the generation changed.
 pub async fn partitions(
     client: &Client,
     caches: &Caches,
@@ -74,7 +103,17 @@ pub async fn partitions(
     checked: &CheckedPipeline,
     now: Timestamp,
 ) -> Result<Vec<ObservedPartition>, Blocked> {
-    let source = open_source(client, caches, pipeline, checked).await?;
+    let uid = pipeline.uid().unwrap_or_default();
+    let generation = pipeline.metadata.generation;
+    let poll = Duration::from_secs(pipeline.spec.schedule.poll_interval_seconds.into());
+    if let Some(listing) = caches.listings.lock().expect("not poisoned").get(&uid)
+        // A requeue after exactly one poll interval must list: allow for timer jitter.
+        && listing.generation == generation
+        && listing.at.elapsed() < poll.mul_f64(0.9)
+    {
+        return Ok(listing.partitions.clone());
+    }
+    let source = open_store(client, caches, pipeline, &checked.source).await?;
     let window = Window::of(&pipeline.spec.schedule, now).map_err(Blocked::InvalidSpec)?;
     let prefixes = window.listing_prefixes(&checked.layout);
     let found = discovery::discover_below(&source, &checked.layout, &prefixes)
@@ -86,23 +125,55 @@ pub async fn partitions(
         .map(|(key, found)| ObservedPartition {
             key,
             fingerprint: fingerprint(&found.inputs),
-            inputs: found.inputs,
             last_modified: Timestamp::from_millisecond(found.last_modified.timestamp_millis()).unwrap_or(now),
         })
         .collect();
     let excess = partitions.len().saturating_sub(MAX_PARTITIONS);
     partitions.drain(..excess);
+    let listing = Listing { generation, at: Instant::now(), partitions: partitions.clone() };
+    caches.listings.lock().expect("not poisoned").insert(uid, listing);
     Ok(partitions)
 }
 
-/// The source store, opened with the pipeline's credentials Secret or the operator's own identity.
-/// Reopened when the generation or the Secret changes.
-async fn open_source(
+/// The committed output of each partition whose running Job is gone, from its manifest. A sink or
+/// manifest that cannot be read counts as no output: the attempt then counts as failed and is
+/// retried.
+pub async fn committed(
     client: &Client,
     caches: &Caches,
     pipeline: &EventPipeline,
     checked: &CheckedPipeline,
-) -> Result<Store, Blocked> {
+    previous: &EventPipelineStatus,
+    jobs: &[ObservedJob],
+) -> HashMap<String, Summary> {
+    let partitions = missing_jobs(previous, jobs);
+    let mut committed = HashMap::new();
+    if partitions.is_empty() {
+        return committed;
+    }
+    let sink = match open_store(client, caches, pipeline, &checked.sink).await {
+        Ok(sink) => sink,
+        Err(error) => {
+            tracing::warn!(?error, "opening the sink to read committed manifests failed");
+            return committed;
+        }
+    };
+    for partition in partitions {
+        let directory = sink.child(&format!("{partition}/"));
+        match manifest::read(&sink, &directory).await {
+            Ok(Some(found)) => {
+                committed.insert(partition, found.manifest.summary());
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, partition, "reading a committed manifest failed"),
+        }
+    }
+    committed
+}
+
+/// A store of the pipeline (source or sink), opened with its credentials Secret or the operator's
+/// own identity. Reopened when the generation or the Secret changes.
+async fn open_store(client: &Client, caches: &Caches, pipeline: &EventPipeline, location: &Location) -> Result<Store, Blocked> {
     let s3 = pipeline.spec.pipeline.s3.as_ref();
     let secret = match s3.and_then(|s3| s3.credentials_secret_ref.as_ref()) {
         Some(reference) => {
@@ -119,8 +190,8 @@ async fn open_source(
         pipeline.metadata.generation,
         secret.as_ref().and_then(|s| s.metadata.resource_version.clone())
     );
-    let uid = pipeline.uid().unwrap_or_default();
-    if let Some((cached_version, store)) = caches.sources.lock().expect("not poisoned").get(&uid)
+    let key = (pipeline.uid().unwrap_or_default(), location.url());
+    if let Some((cached_version, store)) = caches.stores.lock().expect("not poisoned").get(&key)
         && *cached_version == version
     {
         return Ok(store.clone());
@@ -130,10 +201,10 @@ async fn open_source(
         opener = opener.with_credentials(credentials_from(secret)?);
     }
     let store = opener
-        .open(&checked.source)
+        .open(location)
         .await
-        .map_err(|e| Blocked::SourceUnavailable(format!("opening {}: {e}", checked.source.url())))?;
-    caches.sources.lock().expect("not poisoned").insert(uid, (version, store.clone()));
+        .map_err(|e| Blocked::SourceUnavailable(format!("opening {}: {e}", location.url())))?;
+    caches.stores.lock().expect("not poisoned").insert(key, (version, store.clone()));
     Ok(store)
 }
 
@@ -156,30 +227,23 @@ fn credentials_from(secret: &Secret) -> Result<aws_credential_types::Credentials
     ))
 }
 
-/// The pipeline's Jobs; finished ones the status has not recorded yet carry their pod's report.
+/// The pipeline's Jobs; finished ones the status has not recorded yet carry what their pods
+/// report (see [`report::explain`]).
 pub async fn jobs(client: &Client, pipeline: &EventPipeline, previous: &EventPipelineStatus) -> kube::Result<Vec<ObservedJob>> {
     let namespace = pipeline.namespace().unwrap_or_default();
     let api: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let selector = format!("{PIPELINE_UID_LABEL}={}", pipeline.uid().unwrap_or_default());
     let listed = api.list(&ListParams::default().labels(&selector)).await?;
-    let mut jobs: Vec<ObservedJob> = listed.items.iter().filter_map(job::observe).collect();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    for job in jobs.iter_mut().filter(|job| needs_report(previous, job)) {
-        let listed = pods.list(&ListParams::default().labels(&format!("{JOB_LABEL}={}", job.name))).await?;
-        if let Some(message) = newest_termination_message(&listed.items) {
-            job::attach_report(job, &message);
+    let mut jobs = Vec::with_capacity(listed.items.len());
+    for listed_job in &listed.items {
+        let Some(mut observed) = job::observe(listed_job) else { continue };
+        if needs_report(previous, &observed) {
+            let selector = format!("{CONTROLLER_UID_LABEL}={}", listed_job.uid().unwrap_or_default());
+            let job_pods = pods.list(&ListParams::default().labels(&selector)).await?;
+            report::explain(&mut observed, listed_job, &job_pods.items);
         }
+        jobs.push(observed);
     }
     Ok(jobs)
-}
-
-/// The termination message of the transformer container in the most recently started pod.
-fn newest_termination_message(pods: &[Pod]) -> Option<String> {
-    let mut pods: Vec<&Pod> = pods.iter().collect();
-    pods.sort_by_key(|pod| pod.metadata.creation_timestamp.clone().map(|t| t.0));
-    pods.iter().rev().find_map(|pod| {
-        let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-        let container = statuses.iter().find(|status| status.name == CONTAINER)?;
-        container.state.as_ref()?.terminated.as_ref()?.message.clone()
-    })
 }

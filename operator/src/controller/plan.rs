@@ -1,19 +1,24 @@
-//! The planner: from what was observed (partitions in S3, the pipeline's Jobs, the last status)
-//! to what to do (Jobs to launch, the new status, what happened). Pure: no I/O, the time is an
-//! input, and every decision is covered by the table tests below.
+//! The planner: from what was observed (partitions in S3, the pipeline's Jobs, committed
+//! manifests, the last status, requests made through annotations) to what to do (Jobs to launch,
+//! the new status, what happened). Pure: no I/O, the time is an input, and every decision is
+//! covered by the table tests below.
+//!
+//! A partition's output is a function of its inputs (the input fingerprint) and of the data-path
+//! spec (the spec hash); a committed partition whose fingerprint or spec hash no longer matches is
+//! processed again.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use eventpipe_transformer::layout::PartitionKey;
-use eventpipe_transformer::task::{InputObject, Summary, shorten};
+use eventpipe_transformer::task::{Summary, shorten};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::{EventPipelineSpec, EventPipelineStatus, PartitionState, PartitionStatus};
 
 use super::conditions::{self, Health};
-use super::job::job_name;
+use super::job::{job_name, version};
 
 /// Longest message kept on a partition.
 const MESSAGE_LIMIT: usize = 1024;
@@ -27,8 +32,6 @@ pub struct ObservedPartition {
     pub key: PartitionKey,
     /// Fingerprint of its input objects.
     pub fingerprint: String,
-    /// Its input objects.
-    pub inputs: Vec<InputObject>,
     /// When its newest object was written.
     pub last_modified: Timestamp,
 }
@@ -40,9 +43,11 @@ pub struct ObservedJob {
     pub name: String,
     /// The partition it processes, as `PartitionKey` displays it.
     pub partition: String,
-    /// The input fingerprint it processes.
+    /// The input fingerprint the operator saw when it launched the Job.
     pub fingerprint: String,
-    /// Its attempt number for this fingerprint, from 1.
+    /// The data-path spec hash it runs with.
+    pub spec_hash: String,
+    /// Its attempt number for this partition version, from 1.
     pub attempt: u32,
     /// Whether and how it finished.
     pub outcome: JobOutcome,
@@ -59,6 +64,16 @@ pub enum JobOutcome {
     Failed(String),
 }
 
+/// Requests made on the pipeline through annotations; each value is acted on once.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Requests<'a> {
+    /// `eventpipe.dev/retry`: a new value gives failed partitions new attempts.
+    pub retry: Option<&'a str>,
+    /// `eventpipe.dev/reprocess`: a partition (`year=2026/month=11/day=24`) to process again
+    /// even though its output is committed.
+    pub reprocess: Option<&'a str>,
+}
+
 /// Everything the planner decides from.
 #[derive(Clone, Debug)]
 pub struct Observation<'a> {
@@ -66,16 +81,26 @@ pub struct Observation<'a> {
     pub now: Timestamp,
     /// The pipeline's name (Job names derive from it).
     pub pipeline: &'a str,
+    /// The pipeline's UID (Job names derive from it, so a pipeline created again under the same
+    /// name never meets its predecessor's Jobs).
+    pub uid: &'a str,
     /// The pipeline's `metadata.generation`.
     pub generation: Option<i64>,
     /// The pipeline's spec.
     pub spec: &'a EventPipelineSpec,
+    /// The hash of the spec's data path.
+    pub spec_hash: &'a str,
     /// The status as last written.
     pub previous: &'a EventPipelineStatus,
     /// The partitions in the schedule's window, oldest first.
     pub partitions: &'a [ObservedPartition],
     /// The pipeline's Jobs.
     pub jobs: &'a [ObservedJob],
+    /// The committed output of partitions whose running Job is gone (see [`missing_jobs`]), as
+    /// their manifests describe it.
+    pub committed: &'a HashMap<String, Summary>,
+    /// Requests made through annotations.
+    pub requests: Requests<'a>,
 }
 
 /// What to do.
@@ -89,6 +114,9 @@ pub struct Plan {
     pub happenings: Vec<Happening>,
     /// When to look again, at the latest.
     pub requeue_after: Duration,
+    /// Whether the next reconcile must list the source again: a Job committed other inputs than
+    /// the listing showed (an object landed while it ran).
+    pub relist: bool,
 }
 
 /// A Job to create.
@@ -98,12 +126,25 @@ pub struct Launch {
     pub job: String,
     /// The partition.
     pub partition: PartitionKey,
-    /// The fingerprint of `inputs`.
+    /// The input fingerprint the operator saw.
     pub fingerprint: String,
-    /// The attempt number for this fingerprint, from 1.
+    /// The data-path spec hash.
+    pub spec_hash: String,
+    /// The attempt number for this partition version, from 1.
     pub attempt: u32,
-    /// The partition's input objects.
-    pub inputs: Vec<InputObject>,
+    /// Process the partition even if its committed output matches (a reprocess request).
+    pub force: bool,
+}
+
+/// Why a processed partition is processed again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outdated {
+    /// Its input objects changed.
+    Inputs,
+    /// The data-path spec changed.
+    Spec,
+    /// `eventpipe.dev/reprocess` named it.
+    Requested,
 }
 
 /// Something worth an Event.
@@ -111,42 +152,66 @@ pub struct Launch {
 pub enum Happening {
     /// A Job was launched.
     Launched { partition: String, job: String, attempt: u32 },
-    /// A Job committed a partition.
+    /// A partition's output was committed: by its Job, or found in its manifest after its Job
+    /// was gone.
     Succeeded { partition: String, job: String, summary: Option<Summary> },
     /// A Job failed and the partition will be tried again.
     AttemptFailed { partition: String, job: String, message: String, retry_at: Timestamp },
     /// A Job failed and no attempts are left.
     GaveUp { partition: String, job: String, message: String },
-    /// A processed partition's inputs changed; it will be processed again.
-    InputsChanged { partition: String },
+    /// A processed partition will be processed again.
+    Outdated { partition: String, cause: Outdated },
+    /// `eventpipe.dev/retry` gave failed partitions new attempts.
+    RetryRequested { partitions: usize },
+    /// A request through an annotation could not be carried out.
+    RequestIgnored { message: String },
+    /// The API server refused to create a Job.
+    JobCreateFailed { partition: String, job: String, message: String },
 }
 
 /// Plans one reconcile of a pipeline whose spec is valid and whose source could be listed.
 pub fn plan(observation: &Observation<'_>) -> Plan {
     let Observation { now, spec, previous, .. } = *observation;
     let spec_changed = previous.observed_generation.is_some() && previous.observed_generation != observation.generation;
+    let retry_requested = observation.requests.retry.filter(|value| previous.last_retry_request.as_deref() != Some(*value));
     let mut previous_entries: HashMap<&str, &PartitionStatus> =
         previous.partitions.iter().map(|entry| (entry.partition.as_str(), entry)).collect();
     let mut happenings = Vec::new();
     let mut entries = Vec::with_capacity(observation.partitions.len());
+    let mut retried = 0;
+    let mut relist = false;
     for partition in observation.partitions {
         let key = partition.key.to_string();
         let entry = match previous_entries.remove(key.as_str()) {
             Some(entry) => entry.clone(),
-            None => fresh_entry(&key, &partition.fingerprint),
+            None => fresh_entry(&key, &partition.fingerprint, observation.spec_hash),
         };
+        let was_running = entry.state == PartitionState::Running;
         let mut entry = follow_jobs(entry, observation, &mut happenings);
-        if entry.fingerprint != partition.fingerprint && entry.state != PartitionState::Running {
-            if entry.state == PartitionState::Succeeded {
-                happenings.push(Happening::InputsChanged { partition: key.clone() });
+        // A result recorded just now is newer than the listing it would be compared with.
+        let just_finished = was_running && entry.state != PartitionState::Running;
+        relist |= just_finished && entry.state == PartitionState::Succeeded && entry.fingerprint != partition.fingerprint;
+        if !just_finished && entry.state != PartitionState::Running {
+            let cause = if entry.spec_hash != observation.spec_hash {
+                Some(Outdated::Spec)
+            } else if entry.fingerprint != partition.fingerprint {
+                Some(Outdated::Inputs)
+            } else {
+                None
+            };
+            if let Some(cause) = cause {
+                if entry.state == PartitionState::Succeeded {
+                    happenings.push(Happening::Outdated { partition: key.clone(), cause });
+                }
+                entry = fresh_entry(&key, &partition.fingerprint, observation.spec_hash);
+                entry = follow_jobs(entry, observation, &mut happenings);
             }
-            entry = fresh_entry(&key, &partition.fingerprint);
-            entry = follow_jobs(entry, observation, &mut happenings);
         }
-        if spec_changed && entry.state == PartitionState::Failed {
+        if entry.state == PartitionState::Failed && (spec_changed || retry_requested.is_some()) {
             entry.state = PartitionState::Pending;
             entry.failures = 0;
-            entry.message = Some("the spec changed; trying again".into());
+            entry.message = Some(if spec_changed { "the spec changed; trying again" } else { "a retry was requested" }.into());
+            retried += 1;
         }
         if matches!(entry.state, PartitionState::Pending | PartitionState::Settling) {
             let settled_at = partition.last_modified + SignedDuration::from_secs(spec.schedule.grace_period_seconds.into());
@@ -157,6 +222,9 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
             };
         }
         entries.push((entry, Some(partition)));
+    }
+    if retry_requested.is_some() {
+        happenings.push(Happening::RetryRequested { partitions: retried });
     }
     // Partitions no longer observed (out of the window, or deleted) are kept only while a Job
     // still works on them.
@@ -170,10 +238,59 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
     }
     entries.sort_by(|a, b| a.0.partition.cmp(&b.0.partition));
 
-    let launches = launch(&mut entries, observation, &mut happenings);
-    let status = summarize(entries.into_iter().map(|(entry, _)| entry).collect(), &happenings, observation);
-    let requeue_after = requeue_after(&status, observation);
-    Plan { launches, status, happenings, requeue_after }
+    let reprocess = reprocess_request(&mut entries, observation, &mut happenings);
+    let launches = launch(&mut entries, observation, reprocess, &mut happenings);
+    let mut status = summarize(entries.into_iter().map(|(entry, _)| entry).collect(), &happenings, observation);
+    status.last_retry_request = observation.requests.retry.map(str::to_string).or_else(|| previous.last_retry_request.clone());
+    let reprocess_waits = matches!(reprocess, Reprocess::Waiting(_)) && !launches.iter().any(|launch| launch.force);
+    status.last_reprocess_request = if reprocess_waits {
+        previous.last_reprocess_request.clone()
+    } else {
+        observation.requests.reprocess.map(str::to_string).or_else(|| previous.last_reprocess_request.clone())
+    };
+    let requeue_after = if relist { Duration::from_secs(1) } else { requeue_after(&status, observation) };
+    Plan { launches, status, happenings, requeue_after, relist }
+}
+
+/// Where a reprocess request stands in this reconcile.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Reprocess {
+    /// No new request.
+    None,
+    /// The partition at this index is named: it is launched first, or, while no Job slot is free
+    /// or its own Job still runs, the request is kept for a later reconcile.
+    Waiting(usize),
+    /// Carried out or refused; the request is recorded as handled.
+    Handled,
+}
+
+/// Marks the partition a new `eventpipe.dev/reprocess` request names for processing.
+fn reprocess_request(
+    entries: &mut [(PartitionStatus, Option<&ObservedPartition>)],
+    observation: &Observation<'_>,
+    happenings: &mut Vec<Happening>,
+) -> Reprocess {
+    let Some(requested) = observation.requests.reprocess else { return Reprocess::None };
+    if observation.previous.last_reprocess_request.as_deref() == Some(requested) {
+        return Reprocess::None;
+    }
+    let found = entries.iter().position(|(entry, partition)| partition.is_some() && entry.partition == requested);
+    let Some(index) = found else {
+        happenings.push(Happening::RequestIgnored {
+            message: format!("eventpipe.dev/reprocess names {requested:?}, which is not a partition in the schedule's window"),
+        });
+        return Reprocess::Handled;
+    };
+    let entry = &mut entries[index].0;
+    if entry.state != PartitionState::Running {
+        if entry.state == PartitionState::Succeeded {
+            happenings.push(Happening::Outdated { partition: entry.partition.clone(), cause: Outdated::Requested });
+        }
+        entry.state = PartitionState::Pending;
+        entry.failures = 0;
+        entry.not_before = None;
+    }
+    Reprocess::Waiting(index)
 }
 
 /// Plans a reconcile that cannot look at partitions (invalid spec, unreachable source): the
@@ -194,6 +311,38 @@ pub fn plan_degraded(observation: &Observation<'_>, reason: &'static str, messag
     }
 }
 
+/// The plan after the API server refused to create some of its Jobs (quota, admission webhook,
+/// RBAC): those partitions wait again as before the launch, their launch is not reported, and
+/// `Degraded` says why.
+pub fn launch_refused(mut plan: Plan, observation: &Observation<'_>, refused: &[(String, String)]) -> Plan {
+    for (job, message) in refused {
+        let Some(entry) = plan.status.partitions.iter_mut().find(|entry| entry.job.as_deref() == Some(job.as_str())) else {
+            continue;
+        };
+        let before = observation.previous.partitions.iter().find(|p| p.partition == entry.partition);
+        entry.attempts = entry.attempts.saturating_sub(1);
+        entry.job = before.and_then(|p| p.job.clone());
+        entry.state = PartitionState::Pending;
+        entry.message = Some(format!("creating Job {job} failed: {message}"));
+        plan.status.running_jobs = plan.status.running_jobs.saturating_sub(1);
+        plan.status.pending_partitions += 1;
+        plan.happenings.retain(|h| !matches!(h, Happening::Launched { job: launched, .. } if launched == job));
+        plan.happenings.push(Happening::JobCreateFailed { partition: entry.partition.clone(), job: job.clone(), message: message.clone() });
+    }
+    plan.launches.retain(|launch| !refused.iter().any(|(job, _)| *job == launch.job));
+    if let Some((job, message)) = refused.first() {
+        let mut message = format!("creating Job {job} failed: {message}");
+        shorten(&mut message, MESSAGE_LIMIT);
+        plan.status.conditions = conditions::conditions(
+            &observation.previous.conditions,
+            &Health::Degraded { reason: "JobCreateFailed", message: &message },
+            observation.generation,
+            observation.now,
+        );
+    }
+    plan
+}
+
 /// Whether the planner needs a finished Job's report (its pod's termination message): true when
 /// the status has not recorded that Job's result yet.
 pub fn needs_report(previous: &EventPipelineStatus, job: &ObservedJob) -> bool {
@@ -204,17 +353,32 @@ pub fn needs_report(previous: &EventPipelineStatus, job: &ObservedJob) -> bool {
         None => true,
         Some(entry) => {
             entry.fingerprint == job.fingerprint
+                && entry.spec_hash == job.spec_hash
                 && (job.attempt > entry.attempts
                     || (entry.state == PartitionState::Running && entry.job.as_deref() == Some(job.name.as_str())))
         }
     }
 }
 
-/// A partition seen for the first time, or whose inputs changed.
-fn fresh_entry(partition: &str, fingerprint: &str) -> PartitionStatus {
+/// The partitions whose running Job is gone: their committed manifest tells whether the Job
+/// committed before it went (the TTL controller, a person, or an operator down for longer than
+/// the TTL).
+pub fn missing_jobs(previous: &EventPipelineStatus, jobs: &[ObservedJob]) -> Vec<String> {
+    previous
+        .partitions
+        .iter()
+        .filter(|entry| entry.state == PartitionState::Running)
+        .filter(|entry| !jobs.iter().any(|job| entry.job.as_deref() == Some(job.name.as_str())))
+        .map(|entry| entry.partition.clone())
+        .collect()
+}
+
+/// A partition seen for the first time, or whose inputs or spec changed.
+fn fresh_entry(partition: &str, fingerprint: &str, spec_hash: &str) -> PartitionStatus {
     PartitionStatus {
         partition: partition.to_string(),
         fingerprint: fingerprint.to_string(),
+        spec_hash: spec_hash.to_string(),
         state: PartitionState::Pending,
         ..PartitionStatus::default()
     }
@@ -226,7 +390,7 @@ fn follow_jobs(mut entry: PartitionStatus, observation: &Observation<'_>, happen
     let newest = observation
         .jobs
         .iter()
-        .filter(|job| job.partition == entry.partition && job.fingerprint == entry.fingerprint)
+        .filter(|job| job.partition == entry.partition && job.fingerprint == entry.fingerprint && job.spec_hash == entry.spec_hash)
         .max_by_key(|job| job.attempt);
     if let Some(job) = newest {
         let unknown = entry.job.as_deref() != Some(job.name.as_str());
@@ -243,51 +407,68 @@ fn follow_jobs(mut entry: PartitionStatus, observation: &Observation<'_>, happen
     let job_name = entry.job.clone().unwrap_or_default();
     let outcome = match observation.jobs.iter().find(|job| job.name == job_name) {
         Some(job) => job.outcome.clone(),
-        None => JobOutcome::Failed(format!("Job {job_name} disappeared before it finished")),
+        None => match observation.committed.get(&entry.partition).filter(|c| c.spec_hash == entry.spec_hash) {
+            Some(committed) => {
+                record_success(&mut entry, &job_name, Some(committed.clone()), happenings);
+                entry.message = Some(format!(
+                    "Job {job_name} was gone before its result was recorded (deleted, or removed after ttlSecondsAfterFinished); the result is the partition's committed manifest"
+                ));
+                return entry;
+            }
+            None => JobOutcome::Failed(format!(
+                "Job {job_name} disappeared before its result was recorded, and the partition's manifest does not commit this spec"
+            )),
+        },
     };
     match outcome {
         JobOutcome::Running => {}
-        JobOutcome::Succeeded(summary) => {
-            entry.state = PartitionState::Succeeded;
-            entry.rows_read = summary.as_ref().map(|s| s.rows_read);
-            entry.rows_rejected = summary.as_ref().map(|s| s.rows_rejected);
-            entry.rows_written = summary.as_ref().map(|s| s.rows_written);
-            entry.bytes_written = summary.as_ref().map(|s| s.bytes_written);
-            entry.seconds = summary.as_ref().map(|s| (s.seconds * 1000.0).round() / 1000.0);
-            entry.message = match &summary {
-                Some(summary) if summary.skipped => Some("the committed output already matched these inputs".into()),
-                Some(_) => None,
-                None => Some(format!("Job {job_name} succeeded without reporting a summary")),
-            };
-            happenings.push(Happening::Succeeded { partition: entry.partition.clone(), job: job_name, summary });
-        }
-        JobOutcome::Failed(mut message) => {
-            shorten(&mut message, MESSAGE_LIMIT);
-            entry.failures += 1;
-            let spec = &observation.spec.execution;
-            if entry.failures >= spec.max_attempts {
-                entry.state = PartitionState::Failed;
-                entry.not_before = None;
-                happenings.push(Happening::GaveUp {
-                    partition: entry.partition.clone(),
-                    job: job_name,
-                    message: message.clone(),
-                });
-            } else {
-                let retry_at = observation.now + retry_backoff(spec.retry_backoff_seconds, entry.failures);
-                entry.state = PartitionState::Retrying;
-                entry.not_before = Some(Time(retry_at));
-                happenings.push(Happening::AttemptFailed {
-                    partition: entry.partition.clone(),
-                    job: job_name,
-                    message: message.clone(),
-                    retry_at,
-                });
-            }
-            entry.message = Some(message);
-        }
+        JobOutcome::Succeeded(summary) => record_success(&mut entry, &job_name, summary, happenings),
+        JobOutcome::Failed(message) => record_failure(&mut entry, &job_name, message, observation, happenings),
     }
     entry
+}
+
+fn record_success(entry: &mut PartitionStatus, job_name: &str, summary: Option<Summary>, happenings: &mut Vec<Happening>) {
+    entry.state = PartitionState::Succeeded;
+    if let Some(committed) = summary.as_ref().map(|s| &s.input_fingerprint).filter(|f| !f.is_empty()) {
+        // The transformer lists the partition itself and commits what it found then.
+        entry.fingerprint = committed.clone();
+    }
+    entry.rows_read = summary.as_ref().map(|s| s.rows_read);
+    entry.rows_rejected = summary.as_ref().map(|s| s.rows_rejected);
+    entry.rows_written = summary.as_ref().map(|s| s.rows_written);
+    entry.bytes_written = summary.as_ref().map(|s| s.bytes_written);
+    entry.seconds = summary.as_ref().map(|s| (s.seconds * 1000.0).round() / 1000.0);
+    entry.message = match &summary {
+        Some(summary) if summary.skipped => Some("the committed output already matched these inputs and this spec".into()),
+        Some(_) => None,
+        None => Some(format!("Job {job_name} succeeded without reporting a summary")),
+    };
+    happenings.push(Happening::Succeeded { partition: entry.partition.clone(), job: job_name.to_string(), summary });
+}
+
+fn record_failure(
+    entry: &mut PartitionStatus,
+    job_name: &str,
+    mut message: String,
+    observation: &Observation<'_>,
+    happenings: &mut Vec<Happening>,
+) {
+    shorten(&mut message, MESSAGE_LIMIT);
+    entry.failures += 1;
+    let spec = &observation.spec.execution;
+    let (partition, job) = (entry.partition.clone(), job_name.to_string());
+    if entry.failures >= spec.max_attempts {
+        entry.state = PartitionState::Failed;
+        entry.not_before = None;
+        happenings.push(Happening::GaveUp { partition, job, message: message.clone() });
+    } else {
+        let retry_at = observation.now + retry_backoff(spec.retry_backoff_seconds, entry.failures);
+        entry.state = PartitionState::Retrying;
+        entry.not_before = Some(Time(retry_at));
+        happenings.push(Happening::AttemptFailed { partition, job, message: message.clone(), retry_at });
+    }
+    entry.message = Some(message);
 }
 
 /// The wait after the `failures`-th failed attempt: the base, doubled per earlier failure, capped.
@@ -297,10 +478,12 @@ fn retry_backoff(base_seconds: u32, failures: u32) -> SignedDuration {
     SignedDuration::try_from(wait).expect("an hour fits")
 }
 
-/// Launches the oldest runnable partitions while Job slots are free, unless suspended.
+/// Launches the oldest runnable partitions while Job slots are free, unless suspended; a
+/// requested reprocess goes first.
 fn launch(
     entries: &mut [(PartitionStatus, Option<&ObservedPartition>)],
     observation: &Observation<'_>,
+    reprocess: Reprocess,
     happenings: &mut Vec<Happening>,
 ) -> Vec<Launch> {
     if observation.spec.suspend {
@@ -308,11 +491,17 @@ fn launch(
     }
     let running = entries.iter().filter(|(entry, _)| entry.state == PartitionState::Running).count();
     let mut free = (observation.spec.execution.max_concurrent_jobs as usize).saturating_sub(running);
+    let forced = match reprocess {
+        Reprocess::Waiting(index) => Some(index),
+        _ => None,
+    };
+    let order = forced.into_iter().chain((0..entries.len()).filter(|index| Some(*index) != forced));
     let mut launches = Vec::new();
-    for (entry, partition) in entries.iter_mut() {
+    for index in order {
         if free == 0 {
             break;
         }
+        let (entry, partition) = &mut entries[index];
         let Some(partition) = partition else { continue };
         let due = match entry.state {
             PartitionState::Pending => true,
@@ -323,7 +512,8 @@ fn launch(
             continue;
         }
         entry.attempts += 1;
-        let job = job_name(observation.pipeline, &partition.key, &partition.fingerprint, entry.attempts);
+        let version = version(observation.uid, &entry.fingerprint, &entry.spec_hash);
+        let job = job_name(observation.pipeline, &partition.key, &version, entry.attempts);
         entry.job = Some(job.clone());
         entry.state = PartitionState::Running;
         entry.not_before = None;
@@ -331,9 +521,10 @@ fn launch(
         launches.push(Launch {
             job,
             partition: partition.key,
-            fingerprint: partition.fingerprint.clone(),
+            fingerprint: entry.fingerprint.clone(),
+            spec_hash: entry.spec_hash.clone(),
             attempt: entry.attempts,
-            inputs: partition.inputs.clone(),
+            force: Some(index) == forced,
         });
         free -= 1;
     }
@@ -381,6 +572,8 @@ fn summarize(partitions: Vec<PartitionStatus>, happenings: &[Happening], observa
         running_jobs: running,
         failed_partitions: failed.len() as u32,
         partitions,
+        last_retry_request: None,
+        last_reprocess_request: None,
     }
 }
 
@@ -403,6 +596,8 @@ mod tests {
     use crate::crd::{ExecutionSpec, ScheduleSpec};
 
     const NOW: i64 = 1_764_000_000; // 2025-11-24T16:00:00Z
+    const UID: &str = "0b6c1f4e-0000-4000-8000-000000000001";
+    const SPEC: &str = "spec-1";
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(NOW + seconds).unwrap()
@@ -412,13 +607,26 @@ mod tests {
         PartitionKey { year: 2026, month: 11, day, hour: None }
     }
 
+    /// The Job name of an attempt at a day's partition with these inputs and the spec `spec_hash`.
+    fn name_with(day_of_month: u8, fingerprint: &str, spec_hash: &str, attempt: u32) -> String {
+        job_name("settings", &day(day_of_month), &version(UID, fingerprint, spec_hash), attempt)
+    }
+
+    fn name(day_of_month: u8, fingerprint: &str, attempt: u32) -> String {
+        name_with(day_of_month, fingerprint, SPEC, attempt)
+    }
+
     /// A pipeline spec with no grace period, 2 Job slots and 3 attempts 30 s apart.
     struct Scenario {
         spec: EventPipelineSpec,
+        spec_hash: String,
         generation: i64,
         previous: EventPipelineStatus,
         partitions: Vec<ObservedPartition>,
         jobs: Vec<ObservedJob>,
+        committed: HashMap<String, Summary>,
+        retry: Option<String>,
+        reprocess: Option<String>,
         now: Timestamp,
     }
 
@@ -429,54 +637,92 @@ mod tests {
                 execution: ExecutionSpec { max_concurrent_jobs: 2, max_attempts: 3, retry_backoff_seconds: 30, ..ExecutionSpec::default() },
                 ..EventPipelineSpec::default()
             };
-            Self { spec, generation: 1, previous: EventPipelineStatus::default(), partitions: Vec::new(), jobs: Vec::new(), now: at(0) }
+            Self {
+                spec,
+                spec_hash: SPEC.into(),
+                generation: 1,
+                previous: EventPipelineStatus::default(),
+                partitions: Vec::new(),
+                jobs: Vec::new(),
+                committed: HashMap::new(),
+                retry: None,
+                reprocess: None,
+                now: at(0),
+            }
         }
 
         fn partition(mut self, day_of_month: u8, fingerprint: &str, landed: i64) -> Self {
-            self.partitions.push(ObservedPartition {
-                key: day(day_of_month),
-                fingerprint: fingerprint.into(),
-                inputs: vec![InputObject { path: format!("day={day_of_month}/a.csv"), size: 10, etag: Some(fingerprint.into()) }],
-                last_modified: at(landed),
-            });
+            self.partitions.push(ObservedPartition { key: day(day_of_month), fingerprint: fingerprint.into(), last_modified: at(landed) });
             self
         }
 
         fn job(mut self, day_of_month: u8, fingerprint: &str, attempt: u32, outcome: JobOutcome) -> Self {
+            let spec_hash = self.spec_hash.clone();
             self.jobs.push(ObservedJob {
-                name: job_name("settings", &day(day_of_month), fingerprint, attempt),
+                name: name_with(day_of_month, fingerprint, &spec_hash, attempt),
                 partition: day(day_of_month).to_string(),
                 fingerprint: fingerprint.into(),
+                spec_hash,
                 attempt,
                 outcome,
             });
             self
         }
 
-        fn plan(&self) -> Plan {
-            plan(&Observation {
+        fn observation(&self) -> Observation<'_> {
+            Observation {
                 now: self.now,
                 pipeline: "settings",
+                uid: UID,
                 generation: Some(self.generation),
                 spec: &self.spec,
+                spec_hash: &self.spec_hash,
                 previous: &self.previous,
                 partitions: &self.partitions,
                 jobs: &self.jobs,
-            })
+                committed: &self.committed,
+                requests: Requests { retry: self.retry.as_deref(), reprocess: self.reprocess.as_deref() },
+            }
+        }
+
+        fn plan(&self) -> Plan {
+            plan(&self.observation())
         }
 
         /// Carries the plan's status into the next reconcile, with the launched Jobs running.
         fn next(mut self, plan: &Plan) -> Self {
             self.previous = plan.status.clone();
             for launch in &plan.launches {
-                let day_of_month = launch.partition.day;
-                self = self.job(day_of_month, &launch.fingerprint.clone(), launch.attempt, JobOutcome::Running);
+                self.jobs.push(ObservedJob {
+                    name: launch.job.clone(),
+                    partition: launch.partition.to_string(),
+                    fingerprint: launch.fingerprint.clone(),
+                    spec_hash: launch.spec_hash.clone(),
+                    attempt: launch.attempt,
+                    outcome: JobOutcome::Running,
+                });
             }
             self
         }
 
         fn finish(mut self, job: &str, outcome: JobOutcome) -> Self {
             self.jobs.iter_mut().find(|j| j.name == job).expect("job exists").outcome = outcome;
+            self
+        }
+
+        /// Every partition processed once, successfully, and recorded.
+        fn all_done(mut self) -> Self {
+            for _ in 0..self.partitions.len() {
+                let plan = self.plan();
+                let launches = plan.launches.clone();
+                self = self.next(&plan);
+                for launch in &launches {
+                    self = self.finish(&launch.job, JobOutcome::Succeeded(Some(summary(4))));
+                }
+            }
+            let done = self.plan();
+            assert!(done.status.partitions.iter().all(|p| p.state == PartitionState::Succeeded), "{:?}", states(&done));
+            self.previous = done.status;
             self
         }
     }
@@ -495,7 +741,7 @@ mod tests {
     }
 
     fn summary(rows: u64) -> Summary {
-        Summary { rows_read: rows, rows_written: rows / 2, bytes_written: 100, seconds: 1.23456, ..Summary::default() }
+        Summary { rows_read: rows, rows_written: rows / 2, bytes_written: 100, seconds: 1.23456, spec_hash: SPEC.into(), ..Summary::default() }
     }
 
     #[test]
@@ -517,7 +763,7 @@ mod tests {
         assert_eq!(condition(&plan, "Ready"), ("False", "Processing"));
         assert_eq!(condition(&plan, "Progressing"), ("True", "Processing"));
         assert_eq!(condition(&plan, "Degraded"), ("False", "AsExpected"));
-        assert_eq!(plan.launches[0].job, job_name("settings", &day(22), "a", 1));
+        assert_eq!(plan.launches[0].job, name(22, "a", 1));
     }
 
     #[test]
@@ -608,7 +854,7 @@ mod tests {
         let plan = scenario.plan();
         assert_eq!(launched(&plan), vec![(22, 1)]);
         assert_eq!(plan.launches[0].fingerprint, "a2");
-        assert_eq!(plan.happenings[0], Happening::InputsChanged { partition: day(22).to_string() });
+        assert_eq!(plan.happenings[0], Happening::Outdated { partition: day(22).to_string(), cause: Outdated::Inputs });
     }
 
     #[test]
@@ -620,7 +866,10 @@ mod tests {
         let plan = scenario.plan();
         assert!(plan.launches.is_empty());
         assert_eq!(plan.status.partitions[0].fingerprint, "a");
-        let scenario = scenario.next(&plan).finish(&first.launches[0].job, JobOutcome::Succeeded(Some(summary(2))));
+        let mut scenario = scenario.next(&plan).finish(&first.launches[0].job, JobOutcome::Succeeded(Some(summary(2))));
+        let finished = scenario.plan();
+        assert!(finished.launches.is_empty() && finished.relist, "the result is newer than the listing: list again first");
+        scenario.previous = finished.status;
         let plan = scenario.plan();
         assert_eq!(plan.launches.iter().map(|l| l.fingerprint.as_str()).collect::<Vec<_>>(), vec!["a2"]);
     }
@@ -715,5 +964,116 @@ mod tests {
     fn backoff_doubles_and_is_capped_at_an_hour() {
         let waits: Vec<i64> = (1..=9).map(|failures| retry_backoff(30, failures).as_secs()).collect();
         assert_eq!(waits, vec![30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
+    }
+
+    #[test]
+    fn a_data_path_change_reprocesses_the_window_oldest_first_under_the_cap() {
+        let mut scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10).partition(24, "c", -10).all_done();
+        scenario.generation = 2;
+        scenario.spec_hash = "spec-2".into();
+        let plan = scenario.plan();
+        assert_eq!(launched(&plan), vec![(22, 1), (23, 1)]);
+        assert_eq!(plan.launches[0].job, name_with(22, "a", "spec-2", 1));
+        assert!(plan.launches.iter().all(|l| l.spec_hash == "spec-2"));
+        let outdated: Vec<_> = plan.happenings.iter().filter(|h| matches!(h, Happening::Outdated { cause: Outdated::Spec, .. })).collect();
+        assert_eq!(outdated.len(), 3);
+        assert_eq!(states(&plan)[2], ("day=24".into(), PartitionState::Pending, 0));
+    }
+
+    #[test]
+    fn a_change_outside_the_data_path_reprocesses_nothing() {
+        let mut scenario = Scenario::new().partition(22, "a", -10).all_done();
+        scenario.generation = 2;
+        scenario.spec.execution.max_concurrent_jobs = 5;
+        let plan = scenario.plan();
+        assert!(plan.launches.is_empty() && plan.happenings.is_empty(), "{:?}", plan.happenings);
+    }
+
+    #[test]
+    fn a_job_gone_before_its_result_was_recorded_is_read_from_the_manifest() {
+        let scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10);
+        let first = scenario.plan();
+        let mut scenario = scenario;
+        scenario.previous = first.status.clone();
+        scenario.committed.insert(day(22).to_string(), Summary { input_fingerprint: "a".into(), ..summary(6) });
+        scenario.committed.insert(day(23).to_string(), Summary { input_fingerprint: "b".into(), spec_hash: "old".into(), ..summary(6) });
+        let plan = scenario.plan();
+        let done = &plan.status.partitions[0];
+        assert_eq!((done.state, done.rows_read, done.failures), (PartitionState::Succeeded, Some(6), 0));
+        assert!(done.message.as_deref().unwrap().contains("committed manifest"), "{:?}", done.message);
+        let lost = &plan.status.partitions[1];
+        assert_eq!((lost.state, lost.failures), (PartitionState::Retrying, 1), "a manifest of another spec does not count");
+        assert_eq!(missing_jobs(&first.status, &[]), vec![day(22).to_string(), day(23).to_string()]);
+    }
+
+    #[test]
+    fn the_committed_fingerprint_is_recorded_and_the_listing_refreshed() {
+        let scenario = Scenario::new().partition(22, "a", -10);
+        let first = scenario.plan();
+        // An object landed after the listing; the transformer committed what it listed itself.
+        let committed = Summary { input_fingerprint: "a2".into(), ..summary(6) };
+        let mut scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Succeeded(Some(committed)));
+        let plan = scenario.plan();
+        assert!(plan.launches.is_empty(), "the old listing must not relaunch the partition");
+        assert_eq!((plan.status.partitions[0].fingerprint.as_str(), plan.relist), ("a2", true));
+        assert_eq!(plan.requeue_after, Duration::from_secs(1));
+        scenario.previous = plan.status;
+        scenario.partitions[0].fingerprint = "a2".into();
+        let relisted = scenario.plan();
+        assert!(relisted.launches.is_empty() && relisted.happenings.is_empty() && !relisted.relist);
+    }
+
+    #[test]
+    fn a_retry_request_gives_failed_partitions_new_attempts_once() {
+        let mut scenario = Scenario::new().partition(22, "a", -10);
+        scenario.spec.execution.max_attempts = 1;
+        let first = scenario.plan();
+        let mut scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Failed("boom".into()));
+        scenario.previous = scenario.plan().status;
+        scenario.retry = Some("1".into());
+        let plan = scenario.plan();
+        assert_eq!(launched(&plan), vec![(22, 2)]);
+        assert!(plan.happenings.contains(&Happening::RetryRequested { partitions: 1 }));
+        assert_eq!(plan.status.last_retry_request.as_deref(), Some("1"));
+        let mut scenario = scenario.next(&plan).finish(&plan.launches[0].job, JobOutcome::Failed("boom again".into()));
+        let failed = scenario.plan();
+        assert_eq!(states(&failed), vec![("day=22".into(), PartitionState::Failed, 2)], "the same value is acted on once");
+        scenario.previous = failed.status;
+        assert!(scenario.plan().launches.is_empty());
+    }
+
+    #[test]
+    fn a_reprocess_request_processes_one_committed_partition_again_with_force() {
+        let mut scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10).all_done();
+        scenario.reprocess = Some(day(23).to_string());
+        let plan = scenario.plan();
+        assert_eq!(launched(&plan), vec![(23, 2)]);
+        assert!(plan.launches[0].force);
+        assert_eq!(plan.status.last_reprocess_request.as_deref(), Some("year=2026/month=11/day=23"));
+        let scenario = scenario.next(&plan);
+        assert!(scenario.plan().launches.is_empty(), "handled once");
+
+        let mut unknown = Scenario::new().partition(22, "a", -10).all_done();
+        unknown.reprocess = Some("year=2020/month=01/day=01".into());
+        let ignored = unknown.plan();
+        assert!(ignored.launches.is_empty());
+        assert!(matches!(&ignored.happenings[0], Happening::RequestIgnored { message } if message.contains("year=2020")));
+    }
+
+    #[test]
+    fn a_refused_job_leaves_the_partition_waiting_and_the_pipeline_degraded() {
+        let scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10);
+        let planned = scenario.plan();
+        let refused = vec![(planned.launches[1].job.clone(), "exceeded quota: jobs, requested: count/jobs.batch=1".to_string())];
+        let plan = launch_refused(planned, &scenario.observation(), &refused);
+        assert_eq!(launched(&plan), vec![(22, 1)]);
+        assert_eq!(states(&plan)[1], ("day=23".into(), PartitionState::Pending, 0));
+        assert_eq!((plan.status.running_jobs, plan.status.pending_partitions), (1, 1));
+        assert_eq!(condition(&plan, "Degraded"), ("True", "JobCreateFailed"));
+        assert!(plan.happenings.iter().any(|h| matches!(h, Happening::JobCreateFailed { message, .. } if message.contains("quota"))));
+        assert!(!plan.happenings.iter().any(|h| matches!(h, Happening::Launched { partition, .. } if partition.ends_with("23"))));
+        let mut again = scenario.next(&plan);
+        again.now = at(10);
+        assert_eq!(launched(&again.plan()), vec![(23, 1)], "the next reconcile tries again under the same name");
     }
 }

@@ -1,11 +1,14 @@
 //! The Kubernetes Job's program: runs one task and reports its summary as JSON on stdout and in
-//! the pod's termination message, where the operator reads it.
+//! the pod's termination message, where the operator reads it. The exit code tells what kind of
+//! failure it was (see [`ExitClass`]): the Job's `podFailurePolicy` fails the Job at once when
+//! another try cannot help.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use eventpipe_transformer::error::ExitClass;
 use eventpipe_transformer::task::{Outcome, Task};
 
 /// Transform one partition of CSV objects into Parquet.
@@ -37,12 +40,12 @@ async fn main() -> ExitCode {
         (None, None) => unreachable!("clap requires one of --task and --task-json"),
     };
     let outcome = match task {
-        Ok(task) => eventpipe_transformer::run::run(&task).await.map_err(|e| e.to_string()),
-        Err(error) => Err(error),
+        Ok(task) => eventpipe_transformer::run::run(&task).await.map_err(|e| (e.exit_class(), e.to_string())),
+        Err(error) => Err((ExitClass::BadTask, error)),
     };
     let (code, outcome) = match outcome {
         Ok(summary) => (ExitCode::SUCCESS, Outcome { summary: Some(summary), error: None }),
-        Err(error) => (ExitCode::FAILURE, Outcome { summary: None, error: Some(error) }),
+        Err((class, error)) => (ExitCode::from(class as u8), Outcome { summary: None, error: Some(error) }),
     };
     println!("{}", serde_json::to_string(&outcome).expect("outcomes serialise"));
     if let Some(error) = &outcome.error {

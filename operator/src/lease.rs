@@ -1,0 +1,88 @@
+//! Watching a held leader-election Lease. The Lease manager renews it; this watch decides when
+//! the leader must stop: the Lease names another holder, or this replica could not confirm a
+//! fresh renewal of its own for a whole lease duration (an API outage or a failing renewal), after
+//! which another replica may rightfully take it.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+
+/// Resolves when this replica must consider the Lease lost, with the reason.
+pub async fn lost(leases: &Api<Lease>, name: &str, identity: &str, duration: Duration) -> String {
+    let mut confirmed = Instant::now();
+    let mut last_problem = String::from("no renewal seen");
+    loop {
+        tokio::time::sleep(duration / 5).await;
+        match leases.get_opt(name).await {
+            Ok(lease) => match judge(lease.as_ref(), identity, Timestamp::now(), duration) {
+                Verdict::Held => confirmed = Instant::now(),
+                Verdict::Taken(holder) => return format!("the Lease is held by {holder}"),
+                Verdict::Stale(problem) => last_problem = problem,
+            },
+            Err(error) => last_problem = format!("reading the Lease failed: {error}"),
+        }
+        if confirmed.elapsed() >= duration {
+            return format!("the Lease was not confirmed for {} s: {last_problem}", duration.as_secs());
+        }
+    }
+}
+
+/// What one reading of the Lease says about this replica's leadership.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// Held by this replica and renewed within the lease duration.
+    Held,
+    /// Another replica holds it.
+    Taken(String),
+    /// Not (yet) confirmed: missing, released, or not renewed recently.
+    Stale(String),
+}
+
+fn judge(lease: Option<&Lease>, identity: &str, now: Timestamp, duration: Duration) -> Verdict {
+    let Some(spec) = lease.and_then(|lease| lease.spec.as_ref()) else {
+        return Verdict::Stale("the Lease does not exist".into());
+    };
+    match spec.holder_identity.as_deref() {
+        Some(holder) if holder == identity => {}
+        Some(holder) if !holder.is_empty() => return Verdict::Taken(holder.to_string()),
+        _ => return Verdict::Stale("the Lease has no holder".into()),
+    }
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|time| time.0);
+    match renewed {
+        Some(renewed) if now.duration_since(renewed).unsigned_abs() < duration => Verdict::Held,
+        Some(renewed) => Verdict::Stale(format!("last renewed at {renewed}")),
+        None => Verdict::Stale("the Lease carries no renewal time".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    use super::*;
+
+    fn lease(holder: &str, renewed: i64) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                renew_time: Some(MicroTime(Timestamp::from_second(renewed).unwrap())),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        }
+    }
+
+    #[test]
+    fn only_a_fresh_renewal_by_this_replica_confirms_leadership() {
+        let now = Timestamp::from_second(1_000).unwrap();
+        let duration = Duration::from_secs(15);
+        assert_eq!(judge(Some(&lease("a", 990)), "a", now, duration), Verdict::Held);
+        assert_eq!(judge(Some(&lease("b", 999)), "a", now, duration), Verdict::Taken("b".into()));
+        assert!(matches!(judge(Some(&lease("a", 900)), "a", now, duration), Verdict::Stale(_)));
+        assert!(matches!(judge(Some(&lease("", 999)), "a", now, duration), Verdict::Stale(_)));
+        assert!(matches!(judge(None, "a", now, duration), Verdict::Stale(_)));
+    }
+}

@@ -1,0 +1,262 @@
+//! The test world shared by the operator's integration tests: a namespace on the real
+//! kube-apiserver (with the real kube-controller-manager), a bucket on the real S3 server, the
+//! operator's ServiceAccount bound to exactly the chart's RBAC rules
+//! (`charts/eventpipe/files/rbac/`), and helpers to apply pipelines, upload CSV files and wait.
+//! Nothing here writes a Job's or a Pod's status.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the fixtures")]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use eventpipe::crd::{EventPipeline, EventPipelineStatus, PartitionState};
+use eventpipe::operator::{OperatorArgs, Shutdown};
+use eventpipe_testkit::kube_env::KubeEnv;
+use eventpipe_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+use futures::FutureExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+pub const CSV_HEADER: &str = "id,name,value,timestamp\n";
+
+/// One test's world: a namespace, a bucket, the operator's ServiceAccount and its client.
+pub struct World {
+    pub namespace: String,
+    pub bucket: String,
+    pub admin: Client,
+    pub operator: Client,
+    pub writes: Arc<AtomicUsize>,
+    pub reads: Arc<AtomicUsize>,
+}
+
+impl World {
+    pub async fn new(name: &str) -> Result<Self> {
+        let env = KubeEnv::get().await?;
+        let s3 = S3Server::get()?;
+        let namespace = env.namespace(name).await?;
+        let bucket = s3.bucket(name).await?;
+        let admin = env.client()?;
+        bind_chart_rules(&admin, &namespace).await?;
+        let token = env.service_account_token(&namespace, "eventpipe-operator").await?;
+        let (operator, reads, writes) = counting_client(env, &namespace, token)?;
+        let secret = Secret {
+            metadata: ObjectMeta { name: Some("s3-credentials".into()), ..ObjectMeta::default() },
+            string_data: Some(BTreeMap::from([
+                ("AWS_ACCESS_KEY_ID".to_string(), ACCESS_KEY.to_string()),
+                ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET_KEY.to_string()),
+            ])),
+            ..Secret::default()
+        };
+        Api::<Secret>::namespaced(admin.clone(), &namespace).create(&PostParams::default(), &secret).await?;
+        Ok(Self { namespace, bucket, admin, operator, writes, reads })
+    }
+
+    /// Starts the operator for this namespace; it stops when the returned sender is dropped.
+    pub fn start_operator(&self) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>, u16) {
+        self.start_replica("test-operator", false)
+    }
+
+    /// Starts one operator replica, optionally taking part in leader election.
+    pub fn start_replica(&self, identity: &str, leader_election: bool) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>, u16) {
+        let port = free_port();
+        let args = OperatorArgs {
+            transformer_image: "registry.example/eventpipe-transformer:test".into(),
+            namespace: Some(self.namespace.clone()),
+            listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            leader_election,
+            lease_name: "eventpipe-operator".into(),
+            lease_namespace: self.namespace.clone(),
+            identity: Some(identity.into()),
+            lease_duration_seconds: 15,
+            max_concurrent_reconciles: 4,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown: Shutdown = async move {
+            let _ = stopped.await;
+        }
+        .boxed()
+        .shared();
+        let client = self.operator.clone();
+        let task = tokio::spawn(async move {
+            eventpipe::operator::serve_and_run(client, args, shutdown).await.expect("the operator runs");
+        });
+        (stop, task, port)
+    }
+
+    pub async fn upload(&self, partition: &str, file: &str, rows: usize) -> Result<()> {
+        let mut body = CSV_HEADER.to_string();
+        for i in 0..rows {
+            body.push_str(&format!("{i},theme,dark,{}\n", 1_764_000_000 + i));
+        }
+        S3Server::get()?.put(&self.bucket, &format!("events/{partition}/{file}"), body.into_bytes()).await
+    }
+
+    pub async fn apply_pipeline(&self, name: &str, extra: serde_json::Value) -> Result<()> {
+        let s3 = S3Server::get()?;
+        let mut spec = json!({
+            "source": {
+                "url": format!("s3://{}/events/", self.bucket),
+                "schema": [
+                    {"name": "id", "type": "int64", "nullable": false},
+                    {"name": "name", "type": "string"},
+                    {"name": "value", "type": "string"},
+                    {"name": "timestamp", "type": "timestamp", "unit": "seconds"}
+                ]
+            },
+            "sink": {"url": format!("s3://{}/out/", self.bucket)},
+            "s3": {
+                "endpoint": s3.endpoint(),
+                "forcePathStyle": true,
+                "region": "us-east-1",
+                "credentialsSecretRef": {"name": "s3-credentials"}
+            },
+            "schedule": {"pollIntervalSeconds": 1, "gracePeriodSeconds": 0, "lookbackDays": 7},
+            "execution": {"maxConcurrentJobs": 1, "maxAttempts": 2, "retryBackoffSeconds": 1}
+        });
+        merge(&mut spec, extra);
+        let pipeline = json!({
+            "apiVersion": "eventpipe.dev/v1alpha1",
+            "kind": "EventPipeline",
+            "metadata": {"name": name},
+            "spec": spec
+        });
+        self.pipelines()
+            .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&pipeline))
+            .await
+            .context("applying the pipeline")?;
+        Ok(())
+    }
+
+    pub fn pipelines(&self) -> Api<EventPipeline> {
+        Api::namespaced(self.admin.clone(), &self.namespace)
+    }
+
+    pub fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.admin.clone(), &self.namespace)
+    }
+
+    pub async fn status(&self, name: &str) -> Result<EventPipelineStatus> {
+        Ok(self.pipelines().get(name).await?.status.unwrap_or_default())
+    }
+
+    pub async fn job_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self.jobs().list(&ListParams::default()).await?.items.iter().map(|j| j.name_any()).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Waits until the namespace has `count` Jobs and returns their names, sorted.
+    pub async fn wait_for_jobs(&self, count: usize) -> Result<Vec<String>> {
+        wait_until(&format!("{count} Jobs"), || async { Ok(self.job_names().await?.len() == count) }).await?;
+        self.job_names().await
+    }
+
+    pub async fn event_reasons(&self) -> Result<Vec<String>> {
+        let events: Api<Event> = Api::namespaced(self.admin.clone(), &self.namespace);
+        Ok(events.list(&ListParams::default()).await?.items.into_iter().filter_map(|e| e.reason).collect())
+    }
+}
+
+/// A ClusterRole with the chart's rules (the operator's and leader election's), bound in
+/// `namespace` to ServiceAccount eventpipe-operator.
+async fn bind_chart_rules(admin: &Client, namespace: &str) -> Result<()> {
+    let rbac = eventpipe_testkit::kube_env::workspace_root().join("charts/eventpipe/files/rbac");
+    let mut rules: Vec<PolicyRule> = serde_yaml::from_str(&std::fs::read_to_string(rbac.join("operator.yaml"))?)?;
+    let lease_rules: Vec<PolicyRule> = serde_yaml::from_str(&std::fs::read_to_string(rbac.join("leader-election.yaml"))?)?;
+    rules.extend(lease_rules);
+    let role_name = format!("eventpipe-operator-{namespace}");
+    let role = ClusterRole {
+        metadata: ObjectMeta { name: Some(role_name.clone()), ..ObjectMeta::default() },
+        rules: Some(rules),
+        ..ClusterRole::default()
+    };
+    Api::<ClusterRole>::all(admin.clone()).create(&PostParams::default(), &role).await?;
+    let binding = RoleBinding {
+        metadata: ObjectMeta { name: Some("eventpipe-operator".into()), ..ObjectMeta::default() },
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: role_name },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "eventpipe-operator".into(),
+            namespace: Some(namespace.into()),
+            ..Subject::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(admin.clone(), namespace).create(&PostParams::default(), &binding).await?;
+    Ok(())
+}
+
+/// A client authenticated with `token` that counts the requests it sends: reads (GET) and writes.
+fn counting_client(env: &KubeEnv, namespace: &str, token: String) -> Result<(Client, Arc<AtomicUsize>, Arc<AtomicUsize>)> {
+    let mut config = env.admin_config();
+    config.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
+    config.default_namespace = namespace.to_string();
+    let (reads, writes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (r, w) = (Arc::clone(&reads), Arc::clone(&writes));
+    let counter = tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+        let watch = request.uri().query().is_some_and(|q| q.contains("watch=true"));
+        match *request.method() {
+            http::Method::GET if !watch => r.fetch_add(1, Ordering::Relaxed),
+            http::Method::GET => 0,
+            _ => w.fetch_add(1, Ordering::Relaxed),
+        };
+        request
+    });
+    let client = kube::client::ClientBuilder::try_from(config)?.with_layer(&counter).build();
+    Ok((client, reads, writes))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge(base.entry(key).or_insert(serde_json::Value::Null), value);
+            }
+        }
+        (base, extra) => *base = extra,
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `year=YYYY/month=MM/day=DD` of `days_ago` days before today (UTC).
+pub fn partition(days_ago: i64) -> String {
+    let day = chrono::Utc::now().date_naive() - chrono::Duration::days(days_ago);
+    day.format("year=%Y/month=%m/day=%d").to_string()
+}
+
+pub fn state_of(status: &EventPipelineStatus, partition: &str) -> Option<(PartitionState, u32)> {
+    status.partitions.iter().find(|p| p.partition == partition).map(|p| (p.state, p.attempts))
+}
+
+pub fn condition(status: &EventPipelineStatus, kind: &str) -> Option<(String, String)> {
+    status.conditions.iter().find(|c| c.type_ == kind).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
