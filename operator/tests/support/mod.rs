@@ -7,6 +7,7 @@
 #![allow(dead_code, reason = "each test binary uses a different part of the fixtures")]
 
 use std::collections::BTreeMap;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -61,12 +62,13 @@ impl World {
     }
 
     /// Starts the operator for this namespace; it stops when the returned sender is dropped.
-    pub fn start_operator(&self) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>, u16) {
+    pub fn start_operator(&self) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<ExitCode>, u16) {
         self.start_replica("test-operator", false)
     }
 
-    /// Starts one operator replica, optionally taking part in leader election.
-    pub fn start_replica(&self, identity: &str, leader_election: bool) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>, u16) {
+    /// Starts one operator replica, optionally taking part in leader election; the task ends with
+    /// the process's exit code.
+    pub fn start_replica(&self, identity: &str, leader_election: bool) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<ExitCode>, u16) {
         let port = free_port();
         let args = OperatorArgs {
             transformer_image: "registry.example/eventpipe-transformer:test".into(),
@@ -87,7 +89,7 @@ impl World {
         .shared();
         let client = self.operator.clone();
         let task = tokio::spawn(async move {
-            eventpipe::operator::serve_and_run(client, args, shutdown).await.expect("the operator runs");
+            eventpipe::operator::serve_and_run(client, args, shutdown).await.expect("the operator runs")
         });
         (stop, task, port)
     }
@@ -229,21 +231,45 @@ pub fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
     }
 }
 
-async fn wait_until<F, Fut>(what: &str, mut check: F) -> Result<()>
+/// Waits up to 30 s for `check` to hold.
+pub async fn wait_until<F, Fut>(what: &str, check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    wait_until_within(what, Duration::from_secs(30), check).await
+}
+
+/// Waits up to `timeout` for `check` to hold.
+pub async fn wait_until_within<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
     loop {
         if check().await? {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
+            bail!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// GETs a path from the operator's HTTP server and returns the body of a 200 answer.
+pub async fn http_get(port: u16, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response.split_once("\r\n\r\n").context("an HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{path}: {head}");
+    }
+    Ok(body.to_string())
 }
 
 /// `year=YYYY/month=MM/day=DD` of `days_ago` days before today (UTC).

@@ -1,8 +1,12 @@
 //! A real Kubernetes control plane for integration tests, in the spirit of controller-runtime's
 //! envtest: `etcd` + `kube-apiserver` on 127.0.0.1 with RBAC, admission, the TokenRequest API and
-//! the CRDs from `crds/*.yaml` installed. There is no kubelet, scheduler or
-//! kube-controller-manager: nothing runs Jobs or Pods, deletes namespaces or garbage-collects
-//! owned objects, so a test plays those parts itself.
+//! the CRDs from `crds/*.yaml` installed, plus `kube-controller-manager` with the controllers tests
+//! rely on: Jobs (and `ttlSecondsAfterFinished`), Deployments and ReplicaSets, disruption budgets,
+//! the garbage collector, pod garbage collection, namespace deletion, and each namespace's
+//! `default` ServiceAccount and `kube-root-ca.crt` ConfigMap, so a Job creates its Pods as on a
+//! real cluster. There is no kubelet or scheduler (and no node-lifecycle controller to judge fake
+//! Nodes): Pods stay `Pending` unless a test runs them, and the pod runner of this crate
+//! (`pod_runner`) stands in for those two.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -19,14 +23,15 @@
 //!   e.g. one from `scripts/testenv.sh start`.
 //! * Otherwise the first test that asks starts one through `scripts/testenv.sh run`, using the
 //!   binaries that `scripts/testenv.sh install` put in the cache (`EVENTPIPE_CACHE`, or
-//!   `EVENTPIPE_KUBE_APISERVER` / `EVENTPIPE_ETCD` to point at other binaries). Missing binaries are an
-//!   error naming that command; the harness never skips (in particular not under `CI=true`).
+//!   `EVENTPIPE_KUBE_APISERVER` / `EVENTPIPE_KUBE_CONTROLLER_MANAGER` / `EVENTPIPE_ETCD` to point at
+//!   other binaries). Missing binaries are an error naming that command; the harness never skips
+//!   (in particular not under `CI=true`).
 //!
 //! # No leftover processes
 //! `scripts/testenv.sh run` is kept by [`crate::supervisor`]: when the test binary exits in any
-//! way, the script sees end-of-file on its stdin, kills etcd and kube-apiserver and removes their
-//! state directory. The two servers also carry a parent-death signal, so they die with the script
-//! even if the script itself is killed.
+//! way, the script sees end-of-file on its stdin, kills etcd, kube-apiserver and
+//! kube-controller-manager and removes their state directory. The three servers also carry a
+//! parent-death signal, so they die with the script even if the script itself is killed.
 
 use std::{
     io::{BufRead, BufReader},
@@ -164,12 +169,13 @@ impl KubeEnv {
         Ok(Client::try_from(self.config.clone())?)
     }
 
-    /// Creates a fresh namespace named `<prefix>-<random>` and returns its name. Like
-    /// kube-controller-manager would, it also creates the namespace's `default` ServiceAccount,
-    /// which the ServiceAccount admission plugin requires before Pods can be created there.
+    /// Creates a fresh namespace named `<prefix>-<random>` and returns its name, once its `default`
+    /// ServiceAccount exists: the ServiceAccount admission plugin refuses Pods in a namespace
+    /// without it. kube-controller-manager creates it too, a moment later; creating it here
+    /// (tolerating the conflict when the controller was first) means a test need not wait.
     ///
-    /// Namespaces are not deleted: with no namespace controller they would stay `Terminating`
-    /// anyway, and the control plane is thrown away at exit. They carry the label
+    /// Namespaces are not deleted: the control plane is thrown away at exit. A test may delete
+    /// one (the namespace controller empties and removes it). They carry the label
     /// [`TEST_NAMESPACE_LABEL`].
     pub async fn namespace(&self, prefix: &str) -> Result<String> {
         let client = self.client()?;
@@ -271,9 +277,10 @@ fn start_control_plane() -> Result<PathBuf> {
         .with_context(|| format!("running {} env", script.display()))?;
     if !env.status.success() {
         bail!(
-            "etcd / kube-apiserver are not installed: run `{INSTALL_COMMAND}` (once; it builds \
-             kube-apiserver from source and caches it), or set {KUBECONFIG_ENV} to the kubeconfig \
-             of a running cluster.\n{}",
+            "etcd / kube-apiserver / kube-controller-manager are not installed: run \
+             `{INSTALL_COMMAND}` (once; it builds kube-apiserver and kube-controller-manager from \
+             source and caches them), or set {KUBECONFIG_ENV} to the kubeconfig of a running \
+             cluster.\n{}",
             String::from_utf8_lossy(&env.stderr).trim_end()
         );
     }
@@ -364,8 +371,8 @@ async fn install_crds(client: Client) -> Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::Pod;
-    use kube::api::ListParams;
+    use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+    use kube::api::{DeleteParams, ListParams};
 
     use super::*;
 
@@ -392,6 +399,52 @@ mod tests {
         Api::<Pod>::namespaced(admin, &ns)
             .list(&ListParams::default())
             .await?;
+        Ok(())
+    }
+
+    /// kube-controller-manager runs: the Job controller creates a Job's Pod (which stays Pending:
+    /// there is no scheduler), and deleting the Job in the background lets the garbage collector
+    /// delete the Pod.
+    #[tokio::test]
+    async fn controller_manager_runs_jobs_and_collects_their_pods() -> Result<()> {
+        let env = KubeEnv::get().await?;
+        let client = env.client()?;
+        let ns = env.namespace("kcm").await?;
+        let jobs = Api::<Job>::namespaced(client.clone(), &ns);
+        let pods = Api::<Pod>::namespaced(client, &ns);
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "hello" },
+            "spec": { "template": { "spec": {
+                "restartPolicy": "Never",
+                "containers": [{ "name": "main", "image": "busybox" }],
+            }}},
+        }))?;
+        jobs.create(&PostParams::default(), &job).await?;
+        let of_job = ListParams::default().labels("job-name=hello");
+        wait_until("the Job controller to create a Pod", || async {
+            Ok(!pods.list(&of_job).await?.items.is_empty())
+        })
+        .await?;
+
+        jobs.delete("hello", &DeleteParams::background()).await?;
+        wait_until("the garbage collector to delete the Job's Pod", || async {
+            Ok(pods.list(&of_job).await?.items.is_empty())
+        })
+        .await
+    }
+
+    async fn wait_until<F, Fut>(what: &str, mut done: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool>>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !done().await? {
+            if tokio::time::Instant::now() >= deadline {
+                bail!("timed out waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         Ok(())
     }
 }
