@@ -83,10 +83,13 @@ impl Context {
 
     /// Drops the caches, retry state and metrics of a pipeline that was deleted (or replaced by
     /// a new one of the same name).
-    fn forget(&self, pipeline: &EventPipeline) {
-        self.caches.forget(&pipeline.uid().unwrap_or_default());
-        self.failures.lock().expect("not poisoned").remove(&ObjectRef::from(pipeline));
-        self.metrics.forget(&labels_of(pipeline));
+    fn forget(&self, pipeline: &ObjectRef<EventPipeline>) {
+        if let Some(uid) = &pipeline.extra.uid {
+            self.caches.forget(uid);
+        }
+        self.failures.lock().expect("not poisoned").remove(pipeline);
+        let labels = PipelineLabels { namespace: pipeline.namespace.clone().unwrap_or_default(), pipeline: pipeline.name.clone() };
+        self.metrics.forget(&labels);
     }
 }
 
@@ -114,15 +117,25 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let managed_jobs = watcher::Config::default().labels(&format!("{}={}", job::MANAGED_BY.0, job::MANAGED_BY.1));
+    let forgetting = Arc::clone(&ctx);
     Controller::new(pipelines, watcher::Config::default().any_semantic())
         .with_config(runtime_controller::Config::default().concurrency(concurrency))
         .owns(jobs, managed_jobs)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "reconcile failed");
+        .for_each(|result| {
+            match result {
+                // A deleted pipeline is no longer in the watch cache: what was kept for it goes.
+                Err(runtime_controller::Error::ObjectNotFound(deleted)) => {
+                    let mut pipeline = ObjectRef::<EventPipeline>::new(&deleted.name);
+                    pipeline.namespace = deleted.namespace.clone();
+                    pipeline.extra = deleted.extra.clone();
+                    forgetting.forget(&pipeline);
+                }
+                Err(error) => tracing::debug!(%error, "reconcile failed"),
+                Ok(_) => {}
             }
+            std::future::ready(())
         })
         .await;
 }
@@ -135,12 +148,12 @@ async fn reconcile(cached: Arc<EventPipeline>, ctx: Arc<Context>) -> Result<Acti
     let result = match api.get_opt(&cached.name_any()).await {
         Ok(Some(pipeline)) => {
             if pipeline.uid() != cached.uid() {
-                ctx.forget(&cached);
+                ctx.forget(&ObjectRef::from(cached.as_ref()));
             }
             reconcile_pipeline(&pipeline, &ctx).await
         }
         Ok(None) => {
-            ctx.forget(&cached);
+            ctx.forget(&ObjectRef::from(cached.as_ref()));
             return Ok(Action::await_change());
         }
         Err(error) => Err(error.into()),

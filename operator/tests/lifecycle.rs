@@ -1,0 +1,369 @@
+//! End to end on the real Job lifecycle: the operator, the real kube-apiserver and
+//! kube-controller-manager (Job, TTL, garbage-collector controllers), the S3 server, and the pod
+//! runner of `tests/testkit`, which binds pods to a Node and runs their containers as local
+//! processes — the built `eventpipe-transformer` and `eventpipe` binaries. No test writes a Job's
+//! or a Pod's status: the Job controller and the pod runner (as the kubelet) do.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use eventpipe::crd::{PartitionState, PartitionStatus};
+use eventpipe_testkit::kube_env::KubeEnv;
+use eventpipe_testkit::pod_runner::{Image, PodRunner, RunnerConfig};
+use eventpipe_testkit::s3::S3Server;
+use eventpipe_transformer::manifest::Manifest;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use serde_json::json;
+use support::{World, partition, wait_until_within};
+
+/// The transformer image the in-process operator gives its Jobs.
+const TRANSFORMER_IMAGE: &str = "registry.example/eventpipe-transformer:test";
+/// How long a Job of a small partition may take, from launch to recorded result.
+const JOB_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The directory holding the workspace's built binaries (the test runs from `target/<profile>/deps`).
+fn binary_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>").to_path_buf()
+}
+
+/// An image whose entrypoint is one of the workspace's binaries.
+fn local_image(binary: &str) -> Image {
+    Image { entrypoint: vec![binary_dir().join(binary).display().to_string()], path: vec![binary_dir()] }
+}
+
+/// A world with a pod runner for its namespace that runs the transformer image.
+async fn world_with_runner(name: &str) -> Result<(World, PodRunner)> {
+    let world = World::new(name).await?;
+    let images = HashMap::from([(TRANSFORMER_IMAGE.to_string(), local_image("eventpipe-transformer"))]);
+    let runner = start_runner(&world, images).await?;
+    Ok((world, runner))
+}
+
+async fn start_runner(world: &World, images: HashMap<String, Image>) -> Result<PodRunner> {
+    let config = RunnerConfig { node_name: format!("node-{}", world.namespace), namespaces: vec![world.namespace.clone()], images };
+    PodRunner::start(KubeEnv::get().await?, config).await
+}
+
+/// Uploads `rows` rows of user events into `partition` as `file`: a partition big enough that its
+/// Job runs for seconds.
+async fn upload_big(world: &World, partition: &str, file: &str, rows: usize) -> Result<()> {
+    let mut body = String::with_capacity(rows * 40 + 32);
+    body.push_str(support::CSV_HEADER);
+    for i in 0..rows {
+        body.push_str(&format!("{},setting-{},value-{},{}\n", i % 50_000, i % 37, i, 1_764_000_000 + i));
+    }
+    S3Server::get()?.put(&world.bucket, &format!("events/{partition}/{file}"), body.into_bytes()).await
+}
+
+/// The committed manifest of a partition in the sink.
+async fn manifest(world: &World, partition: &str) -> Result<Manifest> {
+    let bytes = S3Server::get()?.read(&world.bucket, &format!("out/{partition}/_manifest.json")).await?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// The names of the objects in a partition's sink directory.
+async fn sink_files(world: &World, partition: &str) -> Result<Vec<String>> {
+    let prefix = format!("out/{partition}/");
+    let keys = S3Server::get()?.keys(&world.bucket, &prefix).await?;
+    Ok(keys.into_iter().map(|key| key.trim_start_matches(&prefix).to_string()).collect())
+}
+
+/// Waits until the pipeline's partition entry satisfies `wanted` and returns it.
+async fn wait_for_entry(
+    world: &World,
+    pipeline: &str,
+    partition: &str,
+    what: &str,
+    timeout: Duration,
+    wanted: impl Fn(&PartitionStatus) -> bool,
+) -> Result<PartitionStatus> {
+    let entry = || async {
+        let status = world.status(pipeline).await?;
+        Ok::<_, anyhow::Error>(status.partitions.into_iter().find(|p| p.partition == partition))
+    };
+    wait_until_within(&format!("{partition} {what}"), timeout, || async { Ok(entry().await?.as_ref().is_some_and(&wanted)) }).await?;
+    entry().await?.context("the partition entry")
+}
+
+/// Waits until the pipeline's partition reaches `state` and returns its entry.
+async fn wait_for_state(world: &World, pipeline: &str, partition: &str, state: PartitionState, timeout: Duration) -> Result<PartitionStatus> {
+    wait_for_entry(world, pipeline, partition, &format!("{state:?}"), timeout, |p| p.state == state).await
+}
+
+/// Waits until the partition is committed with `rows` rows read and returns its entry.
+async fn wait_until_committed(world: &World, pipeline: &str, partition: &str, rows: u64) -> Result<PartitionStatus> {
+    let what = format!("committed with {rows} rows");
+    wait_for_entry(world, pipeline, partition, &what, JOB_TIMEOUT * 2, |p| p.state == PartitionState::Succeeded && p.rows_read == Some(rows))
+        .await
+}
+
+/// The pods of the namespace, newest first.
+async fn pods(world: &World) -> Result<Vec<Pod>> {
+    let mut pods = Api::<Pod>::namespaced(world.admin.clone(), &world.namespace).list(&ListParams::default()).await?.items;
+    pods.sort_by_key(|pod| std::cmp::Reverse(pod.metadata.creation_timestamp.clone().map(|t| t.0)));
+    Ok(pods)
+}
+
+fn phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref()?.phase.as_deref()
+}
+
+/// Waits for a running transformer pod and returns its name.
+async fn wait_for_running_pod(world: &World) -> Result<String> {
+    let running = || async {
+        Ok::<_, anyhow::Error>(pods(world).await?.iter().find(|pod| phase(pod) == Some("Running")).map(|pod| pod.name_any()))
+    };
+    wait_until_within("a running pod", JOB_TIMEOUT, || async { Ok(running().await?.is_some()) }).await?;
+    running().await?.context("a running pod")
+}
+
+#[tokio::test]
+async fn late_file_reprocesses() -> Result<()> {
+    let (world, _runner) = world_with_runner("late").await?;
+    let day = partition(1);
+    world.upload(&day, "a.csv", 3).await?;
+    let (stop, operator, _) = world.start_operator();
+    world.apply_pipeline("settings", json!({})).await?;
+    let first = wait_for_state(&world, "settings", &day, PartitionState::Succeeded, JOB_TIMEOUT).await?;
+    assert_eq!((first.rows_read, first.rows_written), (Some(3), Some(3)));
+
+    world.upload(&day, "b.csv", 2).await?;
+    wait_until_committed(&world, "settings", &day, 5).await?;
+    let committed = manifest(&world, &day).await?;
+    assert_eq!((committed.inputs.len(), committed.rows_written), (2, 5));
+    assert_eq!(world.job_names().await?.len(), 2, "one Job per input version");
+    assert!(world.event_reasons().await?.iter().any(|r| r == "InputsChanged"));
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_rows_fail_after_max_attempts() -> Result<()> {
+    let (world, _runner) = world_with_runner("badrows").await?;
+    let day = partition(1);
+    let body = format!("{}1,theme,dark,1764000000\nnot-a-number,theme,light,1764000001\n", support::CSV_HEADER);
+    S3Server::get()?.put(&world.bucket, &format!("events/{day}/bad.csv"), body.into_bytes()).await?;
+    let (stop, operator, _) = world.start_operator();
+    world.apply_pipeline("strict", json!({"badRecords": {"policy": "fail"}})).await?;
+    let failed = wait_for_state(&world, "strict", &day, PartitionState::Failed, JOB_TIMEOUT).await?;
+    let message = failed.message.unwrap_or_default();
+    assert!(message.contains(&format!("{day}/bad.csv")) && message.contains("line 3"), "{message}");
+    assert_eq!((failed.attempts, failed.failures), (2, 2));
+    // The data error failed each Job at once through the podFailurePolicy.
+    for job in world.jobs().list(&ListParams::default()).await?.items {
+        let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
+        assert!(conditions.iter().any(|c| c.type_ == "Failed" && c.reason.as_deref() == Some("PodFailurePolicy")), "{conditions:?}");
+    }
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn oom_is_reported_as_oom() -> Result<()> {
+    if !PodRunner::memory_cgroups_supported() {
+        bail!("this machine offers no memory cgroup to enforce container limits");
+    }
+    let (world, _runner) = world_with_runner("oom").await?;
+    let day = partition(1);
+    upload_big(&world, &day, "a.csv", 200_000).await?;
+    let (stop, operator, _) = world.start_operator();
+    let resources = json!({"limits": {"memory": "24Mi"}, "requests": {"memory": "24Mi"}});
+    world.apply_pipeline("small", json!({"execution": {"maxAttempts": 1, "resources": resources}})).await?;
+    let failed = wait_for_state(&world, "small", &day, PartitionState::Failed, JOB_TIMEOUT).await?;
+    let message = failed.message.unwrap_or_default();
+    assert!(message.starts_with("OOMKilled") && message.contains("24Mi"), "{message}");
+    let pod = pods(&world).await?.into_iter().next().context("the OOM-killed pod")?;
+    let terminated = pod.status.and_then(|s| s.container_statuses).and_then(|c| c.into_iter().next()).and_then(|c| c.state?.terminated);
+    assert_eq!(terminated.map(|t| (t.reason, t.exit_code)), Some((Some("OOMKilled".into()), 137)));
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn eviction_does_not_use_an_attempt() -> Result<()> {
+    let (world, runner) = world_with_runner("evict").await?;
+    let day = partition(1);
+    upload_big(&world, &day, "a.csv", 600_000).await?;
+    let (stop, operator, _) = world.start_operator();
+    world.apply_pipeline("drained", json!({"execution": {"maxAttempts": 1}})).await?;
+    let evicted = wait_for_running_pod(&world).await?;
+    runner.evict(&world.namespace, &evicted).await?;
+    let done = wait_for_state(&world, "drained", &day, PartitionState::Succeeded, JOB_TIMEOUT * 2).await?;
+    assert_eq!((done.attempts, done.failures, done.rows_read), (1, 0, Some(600_000)));
+    let jobs = world.jobs().list(&ListParams::default()).await?.items;
+    assert_eq!(jobs.len(), 1, "the same Job carried on");
+    let status = jobs[0].status.clone().unwrap_or_default();
+    assert_eq!((status.succeeded, status.failed.unwrap_or(0)), (Some(1), 0), "an eviction is not a failure");
+    let finished: Vec<String> = pods(&world).await?.iter().filter(|p| phase(p) == Some("Succeeded")).map(|p| p.name_any()).collect();
+    assert!(!finished.contains(&evicted) && finished.len() == 1, "a new pod finished the work: {finished:?}");
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+/// A pod killed mid-run (a node lost while it converts a new version of a committed partition):
+/// the attempt fails, the retry commits, and the partition shows exactly one set of files.
+#[tokio::test]
+async fn kill_mid_write_leaves_one_committed_set() -> Result<()> {
+    let (world, runner) = world_with_runner("killed").await?;
+    let day = partition(1);
+    world.upload(&day, "a.csv", 3).await?;
+    let (stop, operator, _) = world.start_operator();
+    world.apply_pipeline("crashy", json!({})).await?;
+    wait_for_state(&world, "crashy", &day, PartitionState::Succeeded, JOB_TIMEOUT).await?;
+    let first_version = manifest(&world, &day).await?;
+
+    upload_big(&world, &day, "b.csv", 600_000).await?;
+    let pod = wait_for_running_pod(&world).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    runner.kill(&world.namespace, &pod, "transformer").await?;
+    let done = wait_until_committed(&world, "crashy", &day, 600_003).await?;
+    assert_eq!((done.attempts, done.failures), (2, 1), "the killed attempt failed, the next committed");
+    let committed = manifest(&world, &day).await?;
+    let mut listed: Vec<String> = committed.files.iter().map(|f| f.name.clone()).collect();
+    listed.push("_manifest.json".into());
+    listed.sort();
+    assert_eq!(sink_files(&world, &day).await?, listed, "only the committed files are visible");
+    assert!(first_version.files.iter().all(|old| !listed.contains(&old.name)));
+    assert_eq!((committed.rows_read, committed.inputs.len()), (600_003, 2));
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+/// A finished Job removed by the TTL controller while the operator was away: its result is read
+/// from the partition's committed manifest.
+#[tokio::test]
+async fn ttl_deleted_job_still_records_success() -> Result<()> {
+    let (world, _runner) = world_with_runner("ttl").await?;
+    let day = partition(1);
+    world.upload(&day, "a.csv", 4).await?;
+    let (stop, operator, _) = world.start_operator();
+    world.apply_pipeline("shortlived", json!({"execution": {"ttlSecondsAfterFinished": 60}})).await?;
+    let job = world.wait_for_jobs(1).await?.remove(0);
+    wait_for_state(&world, "shortlived", &day, PartitionState::Running, JOB_TIMEOUT).await?;
+    drop(stop);
+    operator.await?;
+    wait_until_within("the TTL controller to delete the Job", Duration::from_secs(150), || async {
+        Ok(world.jobs().get_opt(&job).await?.is_none())
+    })
+    .await?;
+    let (stop, operator, _) = world.start_operator();
+    let done = wait_for_state(&world, "shortlived", &day, PartitionState::Succeeded, JOB_TIMEOUT).await?;
+    assert_eq!((done.rows_read, done.failures), (Some(4), 0));
+    assert!(done.message.unwrap_or_default().contains("committed manifest"));
+    assert!(world.job_names().await?.is_empty(), "nothing was launched again");
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+/// Firehose writes an object every minute: a day of 3,000 objects with long generated names.
+#[tokio::test]
+async fn firehose_sized_partition() -> Result<()> {
+    let (world, _runner) = world_with_runner("firehose").await?;
+    let day = partition(1);
+    let s3 = S3Server::get()?;
+    let uploads = futures::stream::iter(0..3000).map(|i| {
+        let key = format!(
+            "events/{day}/user-events-delivery-stream-1-2026-11-27-{:02}-{:02}-{:02}-4f9c8d2e-1b7a-4c3d-9e8f-{i:012}.csv",
+            i / 3600,
+            i / 60 % 60,
+            i % 60
+        );
+        let body = format!("{}{i},theme,dark,{}\n{i},lang,en,{}\n", support::CSV_HEADER, 1_764_000_000 + i, 1_764_000_001 + i);
+        let bucket = world.bucket.clone();
+        async move { s3.put(&bucket, &key, body.into_bytes()).await }
+    });
+    uploads.buffer_unordered(16).try_collect::<Vec<()>>().await?;
+    let (stop, operator, _) = world.start_operator();
+    world.apply_pipeline("firehose", json!({"execution": {"activeDeadlineSeconds": 600}})).await?;
+    let done = wait_for_state(&world, "firehose", &day, PartitionState::Succeeded, Duration::from_secs(400)).await?;
+    assert_eq!((done.rows_read, done.rows_written), (Some(6000), Some(6000)));
+    assert_eq!(manifest(&world, &day).await?.inputs.len(), 3000);
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn operator_restart_mid_job_no_duplicate() -> Result<()> {
+    let (world, _runner) = world_with_runner("restart").await?;
+    let day = partition(1);
+    upload_big(&world, &day, "a.csv", 300_000).await?;
+    let (stop, operator, _) = world.start_operator();
+    world.apply_pipeline("steady", json!({})).await?;
+    wait_for_running_pod(&world).await?;
+    drop(stop);
+    operator.await?;
+    let (stop, operator, _) = world.start_operator();
+    let done = wait_for_state(&world, "steady", &day, PartitionState::Succeeded, JOB_TIMEOUT * 2).await?;
+    assert_eq!((done.attempts, done.rows_read), (1, Some(300_000)));
+    assert_eq!(world.job_names().await?.len(), 1, "the restarted operator adopted the running Job");
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn lease_loss_hands_over() -> Result<()> {
+    let (world, _runner) = world_with_runner("lease").await?;
+    world.upload(&partition(1), "a.csv", 2).await?;
+    let leases: Api<Lease> = Api::namespaced(world.admin.clone(), &world.namespace);
+    let holder = || async {
+        let lease = leases.get_opt("eventpipe-operator").await?;
+        Ok::<_, anyhow::Error>(lease.and_then(|l| l.spec?.holder_identity))
+    };
+    let (_stop_a, replica_a, _) = world.start_replica("replica-a", true);
+    wait_until_within("replica-a to lead", JOB_TIMEOUT, || async { Ok(holder().await?.as_deref() == Some("replica-a")) }).await?;
+    let (stop_b, replica_b, _) = world.start_replica("replica-b", true);
+    world.apply_pipeline("first", json!({})).await?;
+    wait_for_state(&world, "first", &partition(1), PartitionState::Succeeded, JOB_TIMEOUT).await?;
+
+    // Someone else takes the Lease: replica-a must stop acting and exit with a failure.
+    let taken = json!({"spec": {"holderIdentity": "intruder", "renewTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)}});
+    leases.patch("eventpipe-operator", &PatchParams::default(), &Patch::Merge(&taken)).await?;
+    let lost_at = Instant::now();
+    let code = tokio::time::timeout(Duration::from_secs(30), replica_a).await.context("replica-a did not exit")??;
+    assert_eq!(code, std::process::ExitCode::FAILURE);
+    eprintln!("replica-a exited {:?} after losing the Lease", lost_at.elapsed());
+    wait_until_within("replica-b to lead", Duration::from_secs(60), || async { Ok(holder().await?.as_deref() == Some("replica-b")) }).await?;
+    world.upload(&partition(2), "a.csv", 3).await?;
+    wait_for_state(&world, "first", &partition(2), PartitionState::Succeeded, JOB_TIMEOUT).await?;
+    assert_eq!(world.job_names().await?.len(), 2, "one Job per partition, none twice");
+    drop(stop_b);
+    assert_eq!(replica_b.await?, std::process::ExitCode::SUCCESS);
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_the_pipeline_deletes_jobs_and_pods() -> Result<()> {
+    let (world, _runner) = world_with_runner("delete").await?;
+    upload_big(&world, &partition(1), "a.csv", 300_000).await?;
+    let (stop, operator, port) = world.start_operator();
+    world.apply_pipeline("doomed", json!({})).await?;
+    wait_for_running_pod(&world).await?;
+    let delete = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    world.pipelines().delete("doomed", &delete).await?;
+    wait_until_within("the Jobs and pods to be deleted", JOB_TIMEOUT, || async {
+        Ok(world.job_names().await?.is_empty() && pods(&world).await?.is_empty())
+    })
+    .await?;
+    let metrics = support::http_get(port, "/metrics").await?;
+    assert!(!metrics.contains("pipeline=\"doomed\""), "a deleted pipeline's series are dropped: {metrics}");
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
