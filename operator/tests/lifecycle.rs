@@ -17,6 +17,7 @@ use eventpipe_testkit::pod_runner::{Image, PodRunner, RunnerConfig};
 use eventpipe_testkit::s3::S3Server;
 use eventpipe_transformer::manifest::Manifest;
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -124,6 +125,122 @@ async fn wait_for_running_pod(world: &World) -> Result<String> {
     };
     wait_until_within("a running pod", JOB_TIMEOUT, || async { Ok(running().await?.is_some()) }).await?;
     running().await?.context("a running pod")
+}
+
+/// The chart as a platform team installs it: `helm install` into the test control plane, the
+/// operator running as the chart's Deployment pod with its projected token, the example pipeline
+/// (pointed at the test's S3 server), a CSV upload, and the Parquet read back.
+#[tokio::test]
+async fn helm_install_runs_the_example() -> Result<()> {
+    let world = World::new("helm").await?;
+    let images = HashMap::from([
+        ("eventpipe:test".to_string(), local_image("eventpipe")),
+        ("eventpipe-transformer:test".to_string(), local_image("eventpipe-transformer")),
+    ]);
+    let _runner = start_runner(&world, images).await?;
+    helm(&[
+        "install",
+        "eventpipe",
+        "charts/eventpipe",
+        "--namespace",
+        &world.namespace,
+        "--set",
+        &format!("watchNamespace={},image.tag=test,transformerImage.tag=test,logFormat=text", world.namespace),
+    ])?;
+    let deployments: Api<Deployment> = Api::namespaced(world.admin.clone(), &world.namespace);
+    wait_until_within("the operator Deployment to be available", JOB_TIMEOUT, || async {
+        let status = deployments.get("eventpipe").await?.status.unwrap_or_default();
+        Ok(status.available_replicas == Some(1))
+    })
+    .await?;
+
+    let day = partition(1);
+    let sample = workspace_file("examples/data/year=2026/month=11/day=24");
+    let mut rows = Vec::new();
+    for file in ["events-0.csv", "events-1.csv"] {
+        let body = std::fs::read(sample.join(file))?;
+        rows.extend(String::from_utf8(body.clone())?.lines().skip(1).map(str::to_string));
+        S3Server::get()?.put(&world.bucket, &format!("raw/{day}/{file}"), body).await?;
+    }
+    let mut pipeline: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(workspace_file("examples/cluster/user-settings-localstack.yaml"))?)?;
+    let bucket = &world.bucket;
+    support::merge(
+        &mut pipeline,
+        json!({"spec": {
+            "source": {"url": format!("s3://{bucket}/raw/")},
+            "sink": {"url": format!("s3://{bucket}/out/")},
+            "badRecords": {"url": format!("s3://{bucket}/rejected/")},
+            "s3": {"endpoint": S3Server::get()?.endpoint()},
+            "schedule": {"pollIntervalSeconds": 2, "gracePeriodSeconds": 0}
+        }}),
+    );
+    world.pipelines().patch("user-settings", &PatchParams::apply("test").force(), &Patch::Apply(&pipeline)).await?;
+
+    wait_until_within("the pipeline to be Ready", JOB_TIMEOUT, || async {
+        Ok(support::condition(&world.status("user-settings").await?, "Ready").is_some_and(|(status, _)| status == "True"))
+    })
+    .await?;
+    let status = world.status("user-settings").await?;
+    assert_eq!(status.last_completed_partition.as_deref(), Some(day.as_str()));
+    let users: std::collections::BTreeSet<&str> = rows.iter().filter_map(|row| row.split(',').next()).collect();
+    let entry = status.partitions.iter().find(|p| p.partition == day).context("the partition")?;
+    assert_eq!((entry.rows_read, entry.rows_rejected, entry.rows_written), (Some(rows.len() as u64), Some(0), Some(users.len() as u64)));
+
+    // The newest value of one user's setting, as the Spark job computed it.
+    let fields = |row: &String| row.split(',').map(str::to_string).collect::<Vec<_>>();
+    let first = fields(&rows[0]);
+    let (user, setting) = (first[0].clone(), first[1].clone());
+    let newest = rows
+        .iter()
+        .map(fields)
+        .filter(|f| f[0] == user && f[1] == setting)
+        .max_by_key(|f| f[3].parse::<i64>().unwrap_or_default())
+        .map(|f| f[2].clone())
+        .context("the first row's user and setting")?;
+    let sql = format!("SELECT count(*), max(CASE WHEN id = {user} THEN map_extract(settings, '{setting}')[1] END) FROM out");
+    assert_eq!(query_output(&world, &day, &sql).await?, vec![format!("{}|{newest}", users.len())]);
+    helm(&["uninstall", "eventpipe", "--namespace", &world.namespace])?;
+    Ok(())
+}
+
+/// Runs the chart's Helm (installed by `scripts/helm.sh`) against the test control plane.
+fn helm(args: &[&str]) -> Result<()> {
+    let root = eventpipe_testkit::kube_env::workspace_root();
+    let binary = std::process::Command::new("bash").arg(root.join("scripts/helm.sh")).output()?;
+    anyhow::ensure!(binary.status.success(), "scripts/helm.sh: {}", String::from_utf8_lossy(&binary.stderr));
+    let helm = String::from_utf8(binary.stdout)?.trim().to_string();
+    let kubeconfig = eventpipe_testkit::kube_env::KubeEnv::get_blocking()?.kubeconfig_path().to_path_buf();
+    let output = std::process::Command::new(helm).args(args).arg("--kubeconfig").arg(kubeconfig).current_dir(&root).output()?;
+    anyhow::ensure!(output.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(())
+}
+
+fn workspace_file(path: &str) -> PathBuf {
+    eventpipe_testkit::kube_env::workspace_root().join(path)
+}
+
+/// Runs `sql` over a partition's committed Parquet files (table `out`), one `a|b|…` line per row.
+async fn query_output(world: &World, partition: &str, sql: &str) -> Result<Vec<String>> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let dir = tempfile::tempdir()?;
+    for file in manifest(world, partition).await?.files {
+        let bytes = S3Server::get()?.read(&world.bucket, &format!("out/{partition}/{}", file.name)).await?;
+        std::fs::write(dir.path().join(&file.name), bytes)?;
+    }
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_parquet("out", dir.path().to_str().context("a UTF-8 path")?, Default::default()).await?;
+    let mut lines = Vec::new();
+    for batch in ctx.sql(sql).await?.collect().await? {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|column| ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            lines.push(formatters.iter().map(|f| f.value(row).to_string()).collect::<Vec<_>>().join("|"));
+        }
+    }
+    Ok(lines)
 }
 
 #[tokio::test]
