@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need into a cache outside the clone (first run
-# only: Helm, an S3-compatible server, a Kubernetes API server and etcd, Python venvs), runs the
-# Helm chart's checks, then every Rust test, and ends with one line counting them all. Extra
-# arguments go to `cargo test`.
+# only: Helm, an S3-compatible server, kube-apiserver, kube-controller-manager and etcd, Python
+# venvs), runs the Helm chart's checks, then every Rust test, and ends with one line counting them
+# all. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -22,6 +22,9 @@ cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 "${CARGO_TARGET_DIR:-target}/debug/examples/scale" 5 3
 
 echo "test suite took $(( $(date +%s) - started ))s"
+# The end-to-end scenarios on the real Job controller are the slowest binary: say how slow.
+awk '/Running tests\/lifecycle\.rs/ { lifecycle = 1 }
+     lifecycle && /^test result:/ { sub(/.*finished in /, ""); print "lifecycle suite took " $0; exit }' "$log"
 awk '/^test result:/ { passed += $4; failed += $6 }
      /^chart checks:/ { passed += $3; failed += $5 }
      END { printf "tests: %d passed, %d failed\n", passed, failed }' "$chart_log" "$log"
