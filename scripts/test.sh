@@ -19,7 +19,7 @@ export EVENTPIPE_PYTHON
 
 cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 # The README's operator scale measurement, small: built by `cargo test` above, so it stays runnable.
-"${CARGO_TARGET_DIR:-target}/debug/examples/scale" 5 3
+"${CARGO_TARGET_DIR:-target}/debug/examples/scale" 5 3 2
 
 echo "test suite took $(( $(date +%s) - started ))s"
 # The end-to-end scenarios on the real Job controller are the slowest binary: say how slow.

@@ -1,9 +1,12 @@
 //! Measures the operator at scale against the test control plane and S3 server: N pipelines over
 //! one source of D day partitions. Prints the operator's RSS when idle and with every pipeline
-//! reconciled, and how long it took until every pipeline had launched a Job for every partition.
+//! reconciled, how long it took until every pipeline had launched a Job for every partition, and
+//! then, over R seconds at rest, the Kubernetes API requests on the operator's resources and the
+//! S3 listings per pipeline per hour.
 //!
-//! `cargo run --example scale -p eventpipe -- [PIPELINES] [DAYS]` (defaults 200 and 30), after
-//! `scripts/testenv.sh install` and `scripts/s3-server.sh install`.
+//! `cargo run --example scale -p eventpipe -- [PIPELINES] [DAYS] [REST_SECONDS]` (defaults 200, 30
+//! and 120), after `scripts/testenv.sh install` and `scripts/s3-server.sh install`; `--release`
+//! for the figures in the README.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +21,7 @@ async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
     let pipelines: usize = args.next().transpose()?.unwrap_or(200);
     let days: usize = args.next().transpose()?.unwrap_or(30);
+    let rest_seconds: usize = args.next().transpose()?.unwrap_or(120);
     let env = KubeEnv::get().await?;
     let s3 = S3Server::get()?;
     let namespace = env.namespace("scale").await?;
@@ -32,8 +36,10 @@ async fn main() -> Result<()> {
     // Examples live in target/<profile>/examples/, next to the binaries' directory.
     let exe = std::env::current_exe()?;
     let binary = exe.parent().and_then(|d| d.parent()).context("target directory")?.join("eventpipe");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let listen = format!("127.0.0.1:{port}");
     let mut operator = tokio::process::Command::new(&binary)
-        .args(["operator", "--transformer-image", "example/transformer:scale", "--listen", "127.0.0.1:0"])
+        .args(["operator", "--transformer-image", "example/transformer:scale", "--listen", &listen])
         .args(["--namespace", &namespace])
         .env("KUBECONFIG", env.kubeconfig_path())
         .env("RUST_LOG", "warn")
@@ -54,7 +60,7 @@ async fn main() -> Result<()> {
                 "source": {"url": format!("s3://{bucket}/events/")},
                 "sink": {"url": format!("s3://{bucket}/out/p{index:03}/")},
                 "s3": {"endpoint": s3.endpoint(), "forcePathStyle": true, "region": "us-east-1"},
-                "schedule": {"pollIntervalSeconds": 60, "gracePeriodSeconds": 0, "lookbackDays": days},
+                "schedule": {"pollIntervalSeconds": POLL_SECONDS, "gracePeriodSeconds": 0, "lookbackDays": days},
                 "execution": {"maxConcurrentJobs": days}
             }
         }))?;
@@ -78,8 +84,49 @@ async fn main() -> Result<()> {
         elapsed * 1000.0 / pipelines as f64
     );
     println!("operator RSS with {pipelines} pipelines and {} Jobs: {} MiB", pipelines * days, rss_mib(pid)?);
+
+    let client = env.client()?;
+    let before = (api_requests(&client).await?, source_listings(port).await?);
+    tokio::time::sleep(Duration::from_secs(rest_seconds as u64)).await;
+    let after = (api_requests(&client).await?, source_listings(port).await?);
+    let per_pipeline_hour = |count: f64| count / pipelines as f64 * 3600.0 / rest_seconds as f64;
+    println!(
+        "at rest ({POLL_SECONDS} s polls, {days}-day window), per pipeline per hour: {:.0} API requests, {:.0} S3 listings",
+        per_pipeline_hour((after.0 - before.0) as f64),
+        per_pipeline_hour((after.1 - before.1) as f64)
+    );
+    println!("operator RSS after {rest_seconds} s at rest: {} MiB", rss_mib(pid)?);
     operator.kill().await?;
     Ok(())
+}
+
+/// The poll interval of the measured pipelines (the CRD's default).
+const POLL_SECONDS: u64 = 60;
+
+/// Requests the API server counted (watches aside) on the resources the operator reads and writes.
+async fn api_requests(client: &kube::Client) -> Result<u64> {
+    let text = client.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
+    let resources = ["eventpipelines", "jobs", "pods", "secrets", "events"];
+    Ok(text
+        .lines()
+        .filter(|line| line.starts_with("apiserver_request_total{") && !line.contains("verb=\"WATCH\""))
+        .filter(|line| resources.iter().any(|r| line.contains(&format!("resource=\"{r}\""))))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}
+
+/// The operator's count of source prefixes listed in S3, all pipelines.
+async fn source_listings(port: u16) -> Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response
+        .lines()
+        .filter(|line| line.starts_with("eventpipe_source_listings_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
 }
 
 fn rss_mib(pid: u32) -> Result<u64> {

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub rows: Family<RowLabels, Counter>,
     /// Seconds since the newest unprocessed partition's last object landed; 0 when all are done.
     pub lag_seconds: Family<PipelineLabels, Gauge>,
+    /// Source prefixes listed in S3.
+    pub source_listings: Family<PipelineLabels, Counter>,
     registry: Registry,
 }
 
@@ -89,6 +91,7 @@ impl Default for Metrics {
             partitions_failed: Family::default(),
             rows: Family::default(),
             lag_seconds: Family::default(),
+            source_listings: Family::default(),
             registry: Registry::default(),
         };
         registry.register("reconciles", "Reconciles of EventPipelines, by result", metrics.reconciles.clone());
@@ -103,6 +106,11 @@ impl Default for Metrics {
             "Seconds since the newest unprocessed partition's last object landed (0 when all are processed)",
             metrics.lag_seconds.clone(),
         );
+        registry.register(
+            "source_listings",
+            "Source prefixes listed in S3 (one LIST request per 1,000 objects); at most once per poll interval",
+            metrics.source_listings.clone(),
+        );
         Self { registry, ..metrics }
     }
 }
@@ -110,7 +118,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Removes every series of a pipeline that no longer exists.
     pub fn forget(&self, labels: &PipelineLabels) {
-        for family in [&self.jobs_launched, &self.partitions_processed, &self.attempts_failed, &self.partitions_failed] {
+        for family in [&self.jobs_launched, &self.partitions_processed, &self.attempts_failed, &self.partitions_failed, &self.source_listings] {
             family.remove(labels);
         }
         self.lag_seconds.remove(labels);

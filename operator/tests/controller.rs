@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use k8s_openapi::api::core::v1::ResourceQuota;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use serde_json::json;
 use support::{World, condition, http_get, partition, wait_until};
 
@@ -100,6 +100,30 @@ async fn a_bad_spec_degrades_the_pipeline_launches_nothing_and_recovers_when_fix
         Ok(condition(&world.status("nobucket").await?, "Degraded") == Some(("True".into(), "SourceUnavailable".into())))
     })
     .await?;
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+/// A pipeline deleted (its Jobs orphaned, so they stay) and created again under the same name
+/// starts afresh: its Jobs get new names, and the old ones never count as its own.
+#[tokio::test]
+async fn the_same_name_again_is_a_new_pipeline() -> Result<()> {
+    let world = World::new("samename").await?;
+    world.upload(&partition(1), "a.csv", 2).await?;
+    let (stop, operator, _) = world.start_operator();
+    world.apply_pipeline("reborn", json!({})).await?;
+    let first = world.wait_for_jobs(1).await?;
+    let orphan = DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..DeleteParams::default() };
+    world.pipelines().delete("reborn", &orphan).await?;
+    wait_until("the pipeline to be gone", || async { Ok(world.pipelines().get_opt("reborn").await?.is_none()) }).await?;
+    world.apply_pipeline("reborn", json!({})).await?;
+    let both = world.wait_for_jobs(2).await?;
+    assert!(both.iter().any(|name| !first.contains(name)), "{both:?}");
+    wait_until("the new pipeline's Job to run", || async { Ok(world.status("reborn").await?.running_jobs == 1) }).await?;
+    let status = world.status("reborn").await?;
+    assert_eq!((status.partitions[0].attempts, status.partitions[0].failures), (1, 0));
+    assert!(!world.event_reasons().await?.iter().any(|r| r == "AttemptFailed"), "no spurious failure");
     drop(stop);
     operator.await?;
     Ok(())

@@ -66,6 +66,7 @@ async fn bad_specs_are_refused_naming_the_field() {
         (json!({"source": {"schema": [column(json!({"type": "uuid"}))]}}), "spec.source.schema[0].type"),
         (json!({"sink": {"compression": "lz4"}}), "spec.sink.compression"),
         (json!({"execution": {"maxConcurrentJobs": 0}}), "spec.execution.maxConcurrentJobs"),
+        (json!({"execution": {"ttlSecondsAfterFinished": 0}}), "spec.execution.ttlSecondsAfterFinished"),
         (json!({"schedule": {"startDate": "yesterday"}}), "spec.schedule.startDate"),
     ];
     for (index, (change, expected)) in cases.into_iter().enumerate() {

@@ -50,7 +50,9 @@ async fn world_with_runner(name: &str) -> Result<(World, PodRunner)> {
 }
 
 async fn start_runner(world: &World, images: HashMap<String, Image>) -> Result<PodRunner> {
-    let config = RunnerConfig { node_name: format!("node-{}", world.namespace), namespaces: vec![world.namespace.clone()], images };
+    // Pods have networks of their own: the S3 server on the host's 127.0.0.1 is forwarded into them.
+    let s3_port = S3Server::get()?.endpoint().rsplit(':').next().context("the S3 server's port")?.parse()?;
+    let config = RunnerConfig { node_name: format!("node-{}", world.namespace), namespaces: vec![world.namespace.clone()], images, forward_ports: vec![s3_port] };
     PodRunner::start(KubeEnv::get().await?, config).await
 }
 

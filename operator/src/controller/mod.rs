@@ -194,10 +194,10 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     };
     let observed = async {
         let checked = observe::check_spec(&ctx.caches, pipeline).await?;
-        let partitions = observe::partitions(&ctx.client, &ctx.caches, pipeline, &checked, now).await?;
-        Ok((checked, partitions))
+        let listed = observe::partitions(&ctx.client, &ctx.caches, pipeline, &checked, now).await?;
+        Ok((checked, listed))
     };
-    let (checked, partitions) = match observed.await {
+    let (checked, listed) = match observed.await {
         Ok(observed) => observed,
         Err(blocked) => {
             let (reason, message) = match &blocked {
@@ -213,6 +213,8 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
             return Ok((Action::requeue(ctx.next_retry(pipeline)), false));
         }
     };
+    ctx.metrics.source_listings.get_or_create(&labels_of(pipeline)).inc_by(listed.prefixes_listed as u64);
+    let partitions = listed.partitions;
     let jobs = observe::jobs(&ctx.client, pipeline, &previous).await?;
     let committed = observe::committed(&ctx.client, &ctx.caches, pipeline, &checked, &previous, &jobs).await;
     let observation = Observation { partitions: &partitions, jobs: &jobs, committed: &committed, ..base };

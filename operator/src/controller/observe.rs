@@ -94,15 +94,24 @@ pub async fn check_spec(caches: &Caches, pipeline: &EventPipeline) -> Result<Che
     result.map_err(Blocked::InvalidSpec)
 }
 
-/// The partitions in the schedule's window, the newest [`MAX_PARTITIONS`] of them, oldest first.
-/// The source is listed when the last listing is a poll interval old or the generation changed.
+/// The partitions in the schedule's window, the newest [`MAX_PARTITIONS`] of them, oldest first,
+/// and how many prefixes of the source were listed for them (0 when the listing was kept).
+pub struct Listed {
+    /// The partitions.
+    pub partitions: Vec<ObservedPartition>,
+    /// Prefixes listed in S3 (each one LIST request per 1,000 objects).
+    pub prefixes_listed: usize,
+}
+
+/// Lists the partitions in the schedule's window, when the last listing is a poll interval old or
+/// the generation changed; otherwise returns the kept listing.
 pub async fn partitions(
     client: &Client,
     caches: &Caches,
     pipeline: &EventPipeline,
     checked: &CheckedPipeline,
     now: Timestamp,
-) -> Result<Vec<ObservedPartition>, Blocked> {
+) -> Result<Listed, Blocked> {
     let uid = pipeline.uid().unwrap_or_default();
     let generation = pipeline.metadata.generation;
     let poll = Duration::from_secs(pipeline.spec.schedule.poll_interval_seconds.into());
@@ -111,7 +120,7 @@ pub async fn partitions(
         && listing.generation == generation
         && listing.at.elapsed() < poll.mul_f64(0.9)
     {
-        return Ok(listing.partitions.clone());
+        return Ok(Listed { partitions: listing.partitions.clone(), prefixes_listed: 0 });
     }
     let source = open_store(client, caches, pipeline, &checked.source).await?;
     let window = Window::of(&pipeline.spec.schedule, now).map_err(Blocked::InvalidSpec)?;
@@ -132,7 +141,7 @@ pub async fn partitions(
     partitions.drain(..excess);
     let listing = Listing { generation, at: Instant::now(), partitions: partitions.clone() };
     caches.listings.lock().expect("not poisoned").insert(uid, listing);
-    Ok(partitions)
+    Ok(Listed { partitions, prefixes_listed: prefixes.len() })
 }
 
 /// The committed output of each partition whose running Job is gone, from its manifest. A sink or
