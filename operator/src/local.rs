@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Memory each query may hold before spilling to disk, in MiB.
     #[arg(long)]
     memory_limit_mib: Option<u64>,
+    /// Seconds each partition's conversion may take; past it the partition fails and nothing of
+    /// it is committed.
+    #[arg(long)]
+    timeout: Option<u64>,
 }
 
 /// How the summary is printed.
@@ -92,6 +96,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         target_partitions: args.target_partitions,
         memory_limit_mib: args.memory_limit_mib,
         scratch_dir: None,
+        timeout_seconds: args.timeout,
     };
     let mut outcomes = Vec::new();
     for (partition, discovered) in partitions {

@@ -34,6 +34,9 @@ pub enum Error {
         /// The store's error.
         source: object_store::Error,
     },
+    /// The conversion took longer than `engine.timeoutSeconds`.
+    #[error("the conversion did not finish within {0} s (the time limit); nothing was committed")]
+    Timeout(u64),
     /// Another run committed the same partition while this one ran.
     #[error("{0}: another run committed this partition concurrently; this run's output was discarded")]
     ConcurrentCommit(String),
@@ -73,7 +76,9 @@ impl Error {
     pub fn exit_class(&self) -> ExitClass {
         match self {
             Error::Config(_) | Error::Sql(_) | Error::BadRecord { .. } => ExitClass::Data,
-            Error::Storage { .. } | Error::ConcurrentCommit(_) | Error::Engine(_) | Error::Io { .. } => ExitClass::Transient,
+            Error::Storage { .. } | Error::ConcurrentCommit(_) | Error::Timeout(_) | Error::Engine(_) | Error::Io { .. } => {
+                ExitClass::Transient
+            }
         }
     }
 

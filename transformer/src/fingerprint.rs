@@ -20,13 +20,14 @@ pub fn fingerprint(inputs: &[InputObject]) -> String {
 }
 
 /// Hex SHA-256 over the parts of the spec that decide the output: source (URL, layout, CSV
-/// options, schema), transform, sink and bad-record handling. S3 settings (endpoint, region,
-/// credentials) only decide how the same bytes are reached, so they are left out.
+/// options, schema), transform, sink (URL, compression) and bad-record handling. S3 settings
+/// (endpoint, region, credentials) and the commit mode only decide how the same bytes are reached
+/// or committed, so they are left out.
 pub fn spec_hash(spec: &PipelineSpec) -> String {
     let data_path = serde_json::json!({
         "source": spec.source,
         "transform": spec.transform,
-        "sink": spec.sink,
+        "sink": {"url": spec.sink.url, "compression": spec.sink.compression},
         "badRecords": spec.bad_records,
     });
     hex(&Sha256::digest(data_path.to_string().as_bytes()))
@@ -73,6 +74,8 @@ mod tests {
         }
         let mut endpoint = spec.clone();
         endpoint.s3 = Some(crate::spec::S3Settings { endpoint: Some("http://127.0.0.1:9000".into()), ..Default::default() });
-        assert_eq!(base, spec_hash(&endpoint));
+        let mut commit = spec.clone();
+        commit.sink.commit = crate::spec::CommitMode::Unconditional;
+        assert_eq!((spec_hash(&endpoint), spec_hash(&commit)), (base.clone(), base));
     }
 }

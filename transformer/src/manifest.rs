@@ -6,8 +6,11 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
+use std::sync::Mutex;
+
 use crate::error::{Error, Result};
-use crate::storage::Store;
+use crate::spec::CommitMode;
+use crate::storage::{Location, Store};
 
 /// The manifest's file name inside a partition directory.
 pub const MANIFEST_NAME: &str = "_manifest.json";
@@ -123,28 +126,82 @@ impl Manifest {
     }
 }
 
-/// Writes `manifest` as the partition's commit point. When `previous` is given, the write succeeds
-/// only if the stored manifest is still that one (on stores that support conditional writes), so
-/// two runs can never both believe they committed.
-pub async fn commit(store: &Store, directory: &Path, manifest: &Manifest, previous: Option<&Committed>) -> Result<()> {
+/// Writes `manifest` as the partition's commit point. Conditionally (the default): the write
+/// succeeds only if the stored manifest is still `previous` (or, without one, if none exists), so
+/// two runs can never both believe they committed. A conditional write whose outcome is unclear —
+/// its response lost to a time-out or a 5xx, or a retry refused with 412 because the first try
+/// had in fact succeeded — is resolved by reading the manifest back: the commit is this run's
+/// exactly when the stored manifest carries this run's id.
+pub async fn commit(store: &Store, directory: &Path, manifest: &Manifest, previous: Option<&Committed>, mode: CommitMode) -> Result<()> {
     let path = directory.clone().join(MANIFEST_NAME);
     let payload = PutPayload::from(serde_json::to_vec_pretty(manifest).expect("manifests serialise"));
-    let mode = match previous {
-        Some(committed) => PutMode::Update(committed.version.clone()),
-        None => PutMode::Create,
+    let put_mode = match (mode, previous) {
+        (CommitMode::Unconditional, _) => PutMode::Overwrite,
+        (CommitMode::Conditional, Some(committed)) => PutMode::Update(committed.version.clone()),
+        (CommitMode::Conditional, None) => PutMode::Create,
     };
-    let outcome = store.store.put_opts(&path, payload.clone(), PutOptions::from(mode)).await;
-    match outcome {
-        Ok(_) => Ok(()),
-        Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
-            Err(Error::ConcurrentCommit(store.url_of(&path)))
-        }
+    let error = match store.store.put_opts(&path, payload.clone(), PutOptions::from(put_mode)).await {
+        Ok(_) => return Ok(()),
         // Local file systems cannot compare versions; a run there is the only writer.
-        Err(object_store::Error::NotImplemented { .. }) => {
-            store.store.put(&path, payload).await.map(|_| ()).map_err(|e| store.error(&path, e))
+        Err(object_store::Error::NotImplemented { .. }) if matches!(store.location, Location::Local(_)) => {
+            return store.store.put(&path, payload).await.map(|_| ()).map_err(|e| store.error(&path, e));
         }
-        Err(e) => Err(store.error(&path, e)),
+        Err(error) => error,
+    };
+    match read(store, directory).await {
+        Ok(Some(stored)) if stored.manifest.run_id == manifest.run_id => {
+            tracing::info!(url = store.url_of(&path), %error, "the commit's response was lost; the stored manifest is this run's");
+            Ok(())
+        }
+        _ => match error {
+            object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. } => {
+                Err(Error::ConcurrentCommit(store.url_of(&path)))
+            }
+            other => Err(store.error(&path, other)),
+        },
     }
+}
+
+/// Checks once per process and sink that the sink's store honours conditional writes, which the
+/// commit relies on: a probe object is created twice with `If-None-Match: *`, and the second
+/// create must be refused. Local sinks and `sink.commit: unconditional` need no check.
+pub async fn check_conditional_writes(store: &Store, mode: CommitMode) -> Result<()> {
+    static CHECKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    if mode == CommitMode::Unconditional || matches!(store.location, Location::Local(_)) {
+        return Ok(());
+    }
+    let url = store.location.url();
+    if CHECKED.lock().expect("not poisoned").contains(&url) {
+        return Ok(());
+    }
+    let probe = store.prefix.clone().join(format!("_eventpipe-commit-check-{}", crate::task::new_run_id()));
+    let create = || store.store.put_opts(&probe, PutPayload::from_static(b"eventpipe commit check"), PutOptions::from(PutMode::Create));
+    let refused = |detail: &str| {
+        Error::Config(format!(
+            "the sink {url} {detail}, so two runs of a partition could both commit. Use a store that supports \
+             conditional writes, or set sink.commit: unconditional to accept last-writer-wins"
+        ))
+    };
+    let outcome = match create().await {
+        Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+            Err(refused("does not support conditional writes (If-None-Match)"))
+        }
+        // A 501 is retried like any 5xx before it surfaces here.
+        Err(error) if error.to_string().contains("501") => Err(refused("answers 501 Not Implemented to conditional writes")),
+        Err(error) => Err(store.error(&probe, error)),
+        Ok(_) => match create().await {
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(()),
+            Ok(_) => Err(refused("ignores conditional writes (If-None-Match)")),
+            Err(error) => Err(store.error(&probe, error)),
+        },
+    };
+    match store.store.delete(&probe).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(error) => tracing::warn!(%error, "deleting the commit check object failed"),
+    }
+    outcome?;
+    CHECKED.lock().expect("not poisoned").push(url);
+    Ok(())
 }
 
 /// Deletes every data file under `directory` whose name starts with `prefix` and is not in
@@ -162,4 +219,138 @@ pub async fn remove_stale(store: &Store, directory: &Path, prefix: &str, keep: &
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+        PutResult,
+    };
+
+    use super::*;
+
+    /// How a test store misbehaves on writes.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Fault {
+        /// Writes everything, ignoring `If-None-Match`/`If-Match`.
+        IgnoresConditions,
+        /// Writes, then loses the response (a time-out or a reset connection).
+        LosesResponses,
+    }
+
+    /// An S3-like store in memory, with one fault.
+    #[derive(Debug)]
+    struct Faulty {
+        inner: InMemory,
+        fault: Fault,
+    }
+
+    impl fmt::Display for Faulty {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "Faulty({:?})", self.fault)
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Faulty {
+        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+            match self.fault {
+                Fault::IgnoresConditions => self.inner.put_opts(location, payload, PutOptions::default()).await,
+                Fault::LosesResponses => {
+                    self.inner.put_opts(location, payload, opts).await?;
+                    Err(object_store::Error::Generic { store: "Faulty", source: "connection reset by peer".into() })
+                }
+            }
+        }
+
+        async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn s3_store(fault: Option<Fault>, bucket: &str) -> Store {
+        let store: Arc<dyn ObjectStore> = match fault {
+            Some(fault) => Arc::new(Faulty { inner: InMemory::new(), fault }),
+            None => Arc::new(InMemory::new()),
+        };
+        let location = Location::S3 { bucket: bucket.into(), prefix: "sink/".into() };
+        Store { store, root_url: url::Url::parse(&format!("s3://{bucket}")).unwrap(), prefix: Path::from("sink"), location }
+    }
+
+    fn manifest(run_id: &str) -> Manifest {
+        Manifest {
+            run_id: run_id.into(),
+            partition: "year=2026/month=11/day=24".into(),
+            input_fingerprint: "f".into(),
+            spec_hash: "s".into(),
+            inputs: Vec::new(),
+            files: Vec::new(),
+            rows_read: 0,
+            rows_rejected: 0,
+            rows_written: 0,
+            bytes_written: 0,
+            rejected_rows_url: None,
+            schema: Vec::new(),
+            tool: "test".into(),
+            committed_at: "2026-11-24T00:00:00Z".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_response_was_lost_is_resolved_by_reading_it_back() {
+        let store = s3_store(Some(Fault::LosesResponses), "lost");
+        let directory = store.child("year=2026/month=11/day=24/");
+        commit(&store, &directory, &manifest("run-1"), None, CommitMode::Conditional).await.expect("the write landed");
+        let first = read(&store, &directory).await.unwrap().unwrap();
+        assert_eq!(first.manifest.run_id, "run-1");
+
+        // A second run racing for the same version: its write is refused, and the stored
+        // manifest is not its own.
+        let racing = commit(&store, &directory, &manifest("run-2"), None, CommitMode::Conditional).await;
+        assert!(matches!(racing, Err(Error::ConcurrentCommit(_))), "{racing:?}");
+        commit(&store, &directory, &manifest("run-3"), Some(&first), CommitMode::Conditional).await.expect("an update that landed");
+        assert_eq!(read(&store, &directory).await.unwrap().unwrap().manifest.run_id, "run-3");
+    }
+
+    #[tokio::test]
+    async fn a_store_that_ignores_conditions_is_refused_unless_unconditional() {
+        let ignoring = s3_store(Some(Fault::IgnoresConditions), "ignoring");
+        let error = check_conditional_writes(&ignoring, CommitMode::Conditional).await.unwrap_err().to_string();
+        assert!(error.contains("s3://ignoring/sink/") && error.contains("sink.commit: unconditional"), "{error}");
+        check_conditional_writes(&ignoring, CommitMode::Unconditional).await.expect("last writer wins was chosen");
+        let listed = ignoring.list("").await.unwrap();
+        assert!(listed.is_empty(), "the check leaves nothing behind: {listed:?}");
+
+        check_conditional_writes(&s3_store(None, "honouring"), CommitMode::Conditional).await.expect("in-memory stores honour conditions");
+    }
 }

@@ -48,9 +48,11 @@ pub async fn run(task: &Task) -> Result<Summary> {
         return Ok(summary(&committed.manifest, &sink, &directory, None, started));
     }
 
+    let commit_mode = pipeline.sink.commit;
+    manifest::check_conditional_writes(&sink, commit_mode).await?;
     let run_id = new_run_id();
     let run = Run { task, inputs: &inputs, run_id: &run_id, opener: &opener, source: &source, sink: &sink, directory: &directory };
-    let converted = match run.convert(&checked.rejected).await {
+    let converted = match within_time_limit(task.engine.timeout_seconds, run.convert(&checked.rejected)).await {
         Ok(converted) => converted,
         Err(error) => {
             run.discard_own_files().await?;
@@ -59,7 +61,7 @@ pub async fn run(task: &Task) -> Result<Summary> {
     };
 
     let manifest = run.manifest(&converted, fingerprint, spec_hash);
-    if let Err(error) = manifest::commit(&sink, &directory, &manifest, previous.as_ref()).await {
+    if let Err(error) = manifest::commit(&sink, &directory, &manifest, previous.as_ref(), commit_mode).await {
         run.discard_own_files().await?;
         return Err(error);
     }
@@ -68,6 +70,16 @@ pub async fn run(task: &Task) -> Result<Summary> {
         manifest::remove_stale(&rejected.store, &rejected.directory, "rejected-", &[rejected.name.clone()]).await?;
     }
     Ok(summary(&manifest, &sink, &directory, Some(&converted.output), started))
+}
+
+/// Runs `conversion`, stopping it after `seconds` when a limit is set.
+async fn within_time_limit<T>(seconds: Option<u64>, conversion: impl Future<Output = Result<T>>) -> Result<T> {
+    match seconds {
+        Some(seconds) => tokio::time::timeout(std::time::Duration::from_secs(seconds), conversion)
+            .await
+            .unwrap_or(Err(Error::Timeout(seconds))),
+        None => conversion.await,
+    }
 }
 
 /// The partition's input objects as the source holds them now. A partition without objects is an

@@ -202,6 +202,29 @@ pub struct SinkSpec {
     /// Parquet compression codec.
     #[serde(default)]
     pub compression: ParquetCompression,
+    /// How the commit point (`_manifest.json`) is written.
+    #[serde(default, skip_serializing_if = "CommitMode::is_conditional")]
+    pub commit: CommitMode,
+}
+
+/// How the commit point is written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitMode {
+    /// With `If-None-Match`/`If-Match`, so two runs of one partition can never both commit. The
+    /// store must honour conditional writes (AWS S3, MinIO, Ceph RGW and LocalStack do); a run
+    /// checks that first and stops with an error naming `sink.commit` when it does not.
+    #[default]
+    Conditional,
+    /// Last writer wins, for stores that ignore or refuse conditional writes. Safe while one
+    /// operator (one Job per partition at a time) writes the sink prefix.
+    Unconditional,
+}
+
+impl CommitMode {
+    fn is_conditional(&self) -> bool {
+        *self == CommitMode::Conditional
+    }
 }
 
 /// Parquet compression codec.

@@ -56,6 +56,10 @@ pub struct EngineSettings {
     /// system temporary directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scratch_dir: Option<String>,
+    /// Seconds the conversion may take; past it the run stops with an error and commits nothing.
+    /// No limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// What a run did. Always: `rows_read = rows_accepted + rows_rejected`, where accepted rows are the

@@ -173,6 +173,18 @@ async fn a_changed_spec_reprocesses_and_a_skip_removes_uncommitted_files() {
     assert!(eventpipe_transformer::run::run(&filtered).await.unwrap().skipped);
 }
 
+#[tokio::test]
+async fn a_conversion_past_its_time_limit_fails_and_commits_nothing() {
+    let dirs = Dirs::new();
+    write_partition(dirs.source.path(), &[("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\n")]);
+    let mut task = dirs.builder().build();
+    task.engine.timeout_seconds = Some(0);
+    let error = eventpipe_transformer::run::run(&task).await.unwrap_err();
+    assert!(matches!(error, eventpipe_transformer::Error::Timeout(0)), "{error}");
+    assert_eq!(error.exit_class(), eventpipe_transformer::error::ExitClass::Transient);
+    assert!(dirs.output_files().is_empty(), "{:?}", dirs.output_files());
+}
+
 const BAD: &[u8] = b"id,name,value,timestamp\n1,n,v,100\nnope,n,v,100\n2,n,v\n3,n,v,100\n,n,v,100\n";
 
 #[tokio::test]
@@ -255,7 +267,7 @@ async fn an_aggregation_larger_than_the_memory_limit_spills() {
         .builder()
         .sql(&example_sql(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/user-settings.yaml")).unwrap()))
         .build();
-    task.engine = EngineSettings { target_partitions: Some(2), memory_limit_mib: Some(10), scratch_dir: None };
+    task.engine = EngineSettings { target_partitions: Some(2), memory_limit_mib: Some(10), ..EngineSettings::default() };
     let summary = eventpipe_transformer::run::run(&task).await.unwrap();
     assert_eq!((summary.rows_read, summary.rows_written), (120_000, 50_000));
     assert!(summary.spilled_bytes > 0, "{summary:?}");

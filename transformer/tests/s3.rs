@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use eventpipe_testkit::s3::{S3Server, SECRET_KEY};
 use eventpipe_transformer::manifest::{self, Manifest};
-use eventpipe_transformer::spec::BadRecordPolicy;
+use eventpipe_transformer::spec::{BadRecordPolicy, CommitMode};
 use eventpipe_transformer::storage::Location;
 use eventpipe_transformer::{Error, run::run};
 use support::{DAY, TaskBuilder, gzip};
@@ -115,15 +115,20 @@ async fn a_commit_never_overwrites_a_manifest_it_did_not_read() {
     let committed = manifest::read(&sink, &directory).await.unwrap().unwrap();
 
     // A run that started before the first commit (it saw no manifest) loses.
-    let error = manifest::commit(&sink, &directory, &committed.manifest, None).await.unwrap_err();
+    let late = Manifest { run_id: "late".into(), ..committed.manifest.clone() };
+    let error = manifest::commit(&sink, &directory, &late, None, CommitMode::Conditional).await.unwrap_err();
     assert!(matches!(error, Error::ConcurrentCommit(_)), "{error}");
+    // Retrying a commit that landed (its response was lost) is recognised as done.
+    manifest::commit(&sink, &directory, &committed.manifest, None, CommitMode::Conditional).await.unwrap();
 
     // Two runs that read the same manifest: the second to commit loses.
     let first = Manifest { run_id: "first".into(), ..committed.manifest.clone() };
     let second = Manifest { run_id: "second".into(), ..committed.manifest.clone() };
-    manifest::commit(&sink, &directory, &first, Some(&committed)).await.unwrap();
-    let error = manifest::commit(&sink, &directory, &second, Some(&committed)).await.unwrap_err();
+    manifest::commit(&sink, &directory, &first, Some(&committed), CommitMode::Conditional).await.unwrap();
+    let error = manifest::commit(&sink, &directory, &second, Some(&committed), CommitMode::Conditional).await.unwrap_err();
     assert!(matches!(error, Error::ConcurrentCommit(_)), "{error}");
+    // The S3 server honours conditional writes, so the sink passes the check.
+    manifest::check_conditional_writes(&sink, CommitMode::Conditional).await.unwrap();
 }
 
 #[tokio::test]

@@ -123,6 +123,7 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, defaults: &JobDefaults) 
             target_partitions: None,
             memory_limit_mib: memory_limit_mib(execution.resources.as_ref()),
             scratch_dir: Some(SCRATCH.to_string()),
+            timeout_seconds: Some(conversion_time_limit(execution.active_deadline_seconds)),
         },
         force: launch.force,
     };
@@ -236,6 +237,14 @@ fn pod_failure_policy() -> PodFailurePolicy {
             },
         ],
     }
+}
+
+/// The transformer's own time limit: a little under the Job's deadline, so that a conversion that
+/// runs too long ends with an error report (and nothing committed) before Kubernetes kills the pod.
+fn conversion_time_limit(active_deadline_seconds: i64) -> u64 {
+    let deadline = u64::try_from(active_deadline_seconds).unwrap_or(1).max(1);
+    let margin = (deadline / 20).clamp(5, 120);
+    deadline.saturating_sub(margin).max(1)
 }
 
 /// Three quarters of the container's memory limit, in MiB, for the query's memory pool; the rest
@@ -389,6 +398,7 @@ mod tests {
         assert_eq!((task.partition, task.expected_fingerprint.as_deref()), (day(24), Some(FINGERPRINT)));
         assert_eq!(task.engine.memory_limit_mib, Some(1536));
         assert_eq!(task.engine.scratch_dir.as_deref(), Some(SCRATCH));
+        assert_eq!(task.engine.timeout_seconds, Some(3420), "the default deadline is 3600 s");
     }
 
     #[test]
@@ -419,6 +429,12 @@ mod tests {
             (launch(1).job, "year=2026/month=11/day=24", FINGERPRINT, "spec", 1)
         );
         assert_eq!(observed.outcome, JobOutcome::Running);
+    }
+
+    #[test]
+    fn the_conversion_ends_before_the_jobs_deadline() {
+        let limits: Vec<u64> = [1, 10, 60, 600, 3600, 86400].into_iter().map(conversion_time_limit).collect();
+        assert_eq!(limits, vec![1, 5, 55, 570, 3420, 86280]);
     }
 
     #[test]
