@@ -398,7 +398,7 @@ mod tests {
         assert_eq!((task.partition, task.expected_fingerprint.as_deref()), (day(24), Some(FINGERPRINT)));
         assert_eq!(task.engine.memory_limit_mib, Some(1536));
         assert_eq!(task.engine.scratch_dir.as_deref(), Some(SCRATCH));
-        assert_eq!(task.engine.timeout_seconds, Some(3420), "the default deadline is 3600 s");
+        assert_eq!(task.engine.timeout_seconds, Some(3480), "the default deadline is 3600 s");
     }
 
     #[test]
@@ -434,7 +434,7 @@ mod tests {
     #[test]
     fn the_conversion_ends_before_the_jobs_deadline() {
         let limits: Vec<u64> = [1, 10, 60, 600, 3600, 86400].into_iter().map(conversion_time_limit).collect();
-        assert_eq!(limits, vec![1, 5, 55, 570, 3420, 86280]);
+        assert_eq!(limits, vec![1, 5, 55, 570, 3480, 86280]);
     }
 
     #[test]
