@@ -182,15 +182,23 @@ impl Run<'_> {
         if csv.header && !self.task.pipeline.source.schema.is_empty() {
             header::check(self.source, &self.source_objects(), csv, &columns).await?;
         }
-        let output = self.transform(&engine, &self.csv_objects(), &self.task.pipeline.source.csv, &columns).await?;
-        Ok(Converted { rows_read: output.rows_scanned, rows_rejected: 0, output, rejected: None })
+        let (output, rows_read) = self.transform(&engine, &self.csv_objects(), &self.task.pipeline.source.csv, &columns).await?;
+        Ok(Converted { rows_read, rows_rejected: 0, output, rejected: None })
     }
 
-    async fn transform(&self, engine: &Engine, objects: &[CsvObject], csv: &CsvOptions, columns: &[Column]) -> Result<Output> {
+    /// Runs the SQL over the given objects and writes its output; returns it with the number of
+    /// input rows read.
+    async fn transform(&self, engine: &Engine, objects: &[CsvObject], csv: &CsvOptions, columns: &[Column]) -> Result<(Output, u64)> {
         let pipeline = &self.task.pipeline;
         engine.register_csv_events(objects, csv, columns, &self.task.partition).await?;
         let frame = engine.transform(&pipeline.transform.sql, &self.task.partition).await?;
-        writer::write(frame, self.sink, self.directory, self.run_id, pipeline.sink.compression).await
+        let reads_once = crate::row_count::reads_events_once(frame.logical_plan())?;
+        let output = writer::write(frame, self.sink, self.directory, self.run_id, pipeline.sink.compression).await?;
+        let rows_read = match output.scanned_rows {
+            Some(rows) if reads_once => rows,
+            _ => engine.context().table(crate::engine::EVENTS_TABLE).await?.count().await? as u64,
+        };
+        Ok((output, rows_read))
     }
 
     /// The slow path: separates bad rows, applies the policy, converts the clean rows.
@@ -219,12 +227,11 @@ impl Run<'_> {
             .iter()
             .map(|path| CsvObject { url: format!("file://{}", path.display()), gzip: false })
             .collect();
-        let output = self.transform(&engine, &clean, &CsvOptions::default(), &columns).await?;
+        let (output, rows_read) = self.transform(&engine, &clean, &CsvOptions::default(), &columns).await?;
         let accepted = separated.rows_read - separated.rows_rejected;
-        if output.rows_scanned != accepted {
+        if rows_read != accepted {
             return Err(Error::Config(format!(
-                "the row-by-row check accepted {accepted} rows but the reader read {}: a value passes one parser and not the other",
-                output.rows_scanned
+                "the row-by-row check accepted {accepted} rows but the reader read {rows_read}: a value passes one parser and not the other"
             )));
         }
         let rejected = match policy {

@@ -35,8 +35,9 @@ pub struct WrittenFile {
 pub struct Output {
     /// Files written, in name order.
     pub files: Vec<WrittenFile>,
-    /// Rows the CSV scans produced (the rows the SQL saw).
-    pub rows_scanned: u64,
+    /// Rows the data-file scans produced, when every leaf of the plan was a full scan (see
+    /// [`crate::row_count::scanned_rows`]).
+    pub scanned_rows: Option<u64>,
     /// Bytes the query spilled to disk to stay within its memory limit.
     pub spilled_bytes: u64,
     /// The output schema.
@@ -73,13 +74,9 @@ pub async fn write(
         files.extend(written?);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    let rows_scanned = sum_metric(plan.as_ref(), &|node| {
-        let is_scan = node.children().is_empty();
-        let rows = if is_scan { node.metrics().and_then(|m| m.output_rows()) } else { None };
-        rows.unwrap_or(0)
-    });
+    let scanned_rows = crate::row_count::scanned_rows(plan.as_ref());
     let spilled_bytes = sum_metric(plan.as_ref(), &|node| node.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0));
-    Ok(Output { files, rows_scanned, spilled_bytes, schema })
+    Ok(Output { files, scanned_rows, spilled_bytes, schema })
 }
 
 /// The plan with exactly `writers` output partitions: one file and one encoding task each.

@@ -185,6 +185,30 @@ async fn a_conversion_past_its_time_limit_fails_and_commits_nothing() {
     assert!(dirs.output_files().is_empty(), "{:?}", dirs.output_files());
 }
 
+/// Rows read are the rows in the input, whatever the query does with them.
+#[tokio::test]
+async fn rows_read_count_the_input_whatever_the_query() {
+    let dirs = Dirs::new();
+    let mut csv = String::from("id,name,value,timestamp\n");
+    for i in 0..1000 {
+        csv.push_str(&format!("{i},n{},v,{}\n", i % 7, 1_795_478_400 + i));
+    }
+    write_partition(dirs.source.path(), &[("a.csv", csv.as_bytes())]);
+    let queries = [
+        ("SELECT * FROM events", 1000),
+        ("SELECT * FROM events LIMIT 5", 5),
+        ("SELECT a.id, a.name FROM events a JOIN events b ON a.id = b.id", 1000),
+        ("SELECT id FROM events UNION ALL SELECT id FROM events", 2000),
+        ("WITH e AS (SELECT id FROM events) SELECT id FROM e UNION ALL SELECT id FROM e", 2000),
+        ("SELECT * FROM events WHERE 1 = 0", 0),
+        ("SELECT name, count(*) AS n FROM events GROUP BY name", 7),
+    ];
+    for (sql, written) in queries {
+        let summary = eventpipe_transformer::run::run(&dirs.builder().sql(sql).build()).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!((summary.rows_read, summary.rows_rejected, summary.rows_written), (1000, 0, written), "{sql}");
+    }
+}
+
 const BAD: &[u8] = b"id,name,value,timestamp\n1,n,v,100\nnope,n,v,100\n2,n,v\n3,n,v,100\n,n,v,100\n";
 
 #[tokio::test]
