@@ -14,8 +14,10 @@
 //!     node_name: "node-jobs".into(),
 //!     namespaces: vec![ns.clone()],
 //!     images: HashMap::from([("busybox".to_string(), busybox)]),
+//!     forward_ports: vec![9000], // e.g. the test's S3 server on the host's 127.0.0.1:9000
 //! }).await?;
 //! // ... create Jobs or Pods in `ns`; the runner binds and runs their pods ...
+//! let (status, body) = runner.http_get(&ns, "some-pod", 8080, "/metrics").await?;
 //! # drop(runner); Ok(()) }
 //! ```
 //!
@@ -25,24 +27,42 @@
 //! `workingDir`, in a mount namespace of its own where each volume (`emptyDir`, `hostPath`,
 //! `secret`, `configMap`, `downwardAPI`, `projected` with the bound ServiceAccount token) and the
 //! termination-message file are bind-mounted at the paths the pod spec gives. Mount points
-//! missing on the host are created there, empty. All pods share the host's network (pod IP
-//! 127.0.0.1) and `KUBERNETES_SERVICE_HOST`/`PORT` point at the API server, so in-cluster
-//! clients work. A memory limit becomes a memory cgroup, so exceeding it is a real OOM kill.
+//! missing on the host are created there, empty. A memory limit becomes a memory cgroup, so
+//! exceeding it is a real OOM kill.
+//!
+//! # A pod's network
+//! Each pod has a network namespace of its own, shared by its containers like a pod sandbox's,
+//! where only `lo` (127.0.0.1) is up: two replicas listen on the same port without clashing, and
+//! a container reaches the other containers of its pod at 127.0.0.1. `hostNetwork: true` pods
+//! keep the host's network. Outside itself a pod reaches only the host's 127.0.0.1 on the
+//! forwarded ports — the API server's (for `KUBERNETES_SERVICE_HOST=127.0.0.1` and
+//! `KUBERNETES_SERVICE_PORT`) and [`RunnerConfig::forward_ports`] (a test's S3 server): the
+//! runner listens on `127.0.0.1:P` inside the pod's namespace and relays each connection to the
+//! host's `127.0.0.1:P`. Probes connect from inside the pod's namespace, and so does
+//! [`PodRunner::http_get`], the way for a test to reach a pod's server. `status.podIP` (and
+//! `hostIP`) stays 127.0.0.1: the pod's address inside its namespace, which the host and other
+//! pods cannot connect to. The namespace and its forwards are released once every container has
+//! terminated for good (`PodReadyToStartContainers` turns `False`, as when the kubelet stops a
+//! sandbox) or the pod is gone.
 //!
 //! # What is not done
 //! Init and ephemeral containers, lifecycle hooks, `grpc` and HTTPS probes, `resourceFieldRef`,
 //! `subPathExpr`, `securityContext` (everything runs as root, with a writable root file system),
 //! CPU limits, image pulls (an image is in the table or it is `ErrImagePull`),
 //! `emptyDir.sizeLimit` (not enforced), token rotation (tokens last one hour), the per-pod
-//! 12 KiB budget for termination messages, and Events. Resource requests, taints and
+//! 12 KiB budget for termination messages, and Events. No pod IPs that the host or other pods
+//! can reach, Services, cluster DNS, NetworkPolicy or `hostPort`; a container cannot listen on a
+//! forwarded port (the runner does, in its pod's namespace). Resource requests, taints and
 //! tolerations play no part in binding; `nodeSelector` does.
 //!
 //! # Nothing is left behind
-//! Dropping the [`PodRunner`] kills every container process group it started, removes its memory
-//! cgroups and its state directory. Each process also carries a parent-death signal (SIGKILL when
-//! the thread that started it ends: a thread of the test's tokio runtime), so the containers die
-//! with the test even if the test binary is killed; the cgroups and directory such a killed
-//! binary leaves are removed by the next runner that starts.
+//! Dropping the [`PodRunner`] kills every container process group it started, closes its port
+//! forwards, removes its memory cgroups and its state directory. Each process also carries a
+//! parent-death signal (SIGKILL when the thread that started it ends: a thread of the test's
+//! tokio runtime), so the containers die with the test even if the test binary is killed; the
+//! cgroups and directory such a killed binary leaves are removed by the next runner that starts.
+//! Network namespaces are never mounted anywhere: descriptors, sockets and processes hold them,
+//! so the kernel frees them with those, killed binary or not.
 //!
 //! # Timing
 //! Restarts back off 1 s, doubling up to 10 s (the kubelet: 10 s up to 5 min); a container
@@ -51,6 +71,10 @@
 mod cgroup;
 mod dispatch;
 mod env;
+mod forward;
+mod http;
+mod netns;
+mod network;
 mod node;
 mod probes;
 mod process;
@@ -62,6 +86,7 @@ mod worker;
 
 use std::{
     collections::{BTreeMap, HashMap},
+    net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
@@ -73,6 +98,8 @@ use tokio::{sync::watch, task::AbortHandle};
 
 use crate::kube_env::KubeEnv;
 
+use self::network::PodNetwork;
+
 /// What a [`PodRunner`] does.
 #[derive(Clone, Debug, Default)]
 pub struct RunnerConfig {
@@ -82,6 +109,9 @@ pub struct RunnerConfig {
     pub namespaces: Vec<String>,
     /// Image reference (exactly as in the pod spec) → the local program it stands for.
     pub images: HashMap<String, Image>,
+    /// Ports of the host's 127.0.0.1 that pods reach at 127.0.0.1 in their own network, e.g. a
+    /// test's S3 server. The API server's port is always forwarded.
+    pub forward_ports: Vec<u16>,
 }
 
 /// A stand-in for a container image.
@@ -107,6 +137,8 @@ struct Shared {
     images: HashMap<String, Image>,
     /// The variables of the `kubernetes` Service every container gets.
     service_env: Vec<(String, String)>,
+    /// Host ports forwarded into every pod's network, the API server's among them.
+    forward_ports: Vec<u16>,
     /// The cluster's CA certificate, PEM.
     ca_pem: String,
     /// Pod volumes, termination-message files and container logs.
@@ -116,7 +148,16 @@ struct Shared {
     /// Whether the Node is Ready (heartbeats and binding happen only then).
     ready: watch::Sender<bool>,
     containers: Mutex<HashMap<ContainerKey, ContainerEntry>>,
+    /// The network of each pod that has one, for [`PodRunner::http_get`].
+    networks: Mutex<HashMap<PodKey, Arc<PodNetwork>>>,
     tasks: Mutex<Vec<AbortHandle>>,
+}
+
+/// A pod, by names.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct PodKey {
+    namespace: String,
+    pod: String,
 }
 
 /// A container of a pod, by names.
@@ -136,17 +177,24 @@ struct ContainerEntry {
 
 impl Shared {
     fn containers(&self) -> MutexGuard<'_, HashMap<ContainerKey, ContainerEntry>> {
-        self.containers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.containers)
+    }
+
+    fn networks(&self) -> MutexGuard<'_, HashMap<PodKey, Arc<PodNetwork>>> {
+        lock(&self.networks)
     }
 
     /// Keeps a task to abort when the runner stops.
     fn track(&self, task: AbortHandle) {
-        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tasks = lock(&self.tasks);
         tasks.retain(|t| !t.is_finished());
         tasks.push(task);
     }
+}
+
+/// Locks a mutex; a panic that poisoned it leaves the data consistent enough for the runner.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl PodRunner {
@@ -155,11 +203,15 @@ impl PodRunner {
     pub async fn start(env: &KubeEnv, config: RunnerConfig) -> Result<PodRunner> {
         let client = env.client()?;
         let admin = env.admin_config();
-        let port = admin
+        let api_port = admin
             .cluster_url
             .port_u16()
-            .context("the API server URL has no port")?
-            .to_string();
+            .context("the API server URL has no port")?;
+        let port = api_port.to_string();
+        let mut forward_ports = config.forward_ports;
+        forward_ports.push(api_port);
+        forward_ports.sort_unstable();
+        forward_ports.dedup();
         let ca = admin
             .root_cert
             .as_ref()
@@ -193,11 +245,13 @@ impl PodRunner {
                     format!("tcp://{}:{port}", env::POD_IP),
                 ),
             ],
+            forward_ports,
             ca_pem: pem_certificate(ca)?,
             dir,
             cgroups,
             ready: watch::channel(true).0,
             containers: Mutex::new(HashMap::new()),
+            networks: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
         let runner = PodRunner { shared };
@@ -262,6 +316,33 @@ impl PodRunner {
         cgroup::supported()
     }
 
+    /// An HTTP GET of `path` on `port` of a running pod, connecting from inside the pod's network
+    /// (pods have no address of their own that the host could reach): the status code and the
+    /// body. E.g. a test reads an operator pod's `/metrics`.
+    pub async fn http_get(
+        &self,
+        namespace: &str,
+        pod: &str,
+        port: u16,
+        path: &str,
+    ) -> Result<(u16, String)> {
+        let key = PodKey {
+            namespace: namespace.into(),
+            pod: pod.into(),
+        };
+        let network = self.shared.networks().get(&key).cloned();
+        let network = network.ok_or_else(|| {
+            anyhow!("pod {namespace}/{pod} has no network on this runner (not running here)")
+        })?;
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let stream = (network.connect(address).await)
+            .with_context(|| format!("connecting to port {port} of pod {namespace}/{pod}"))?;
+        let response = http::get(stream, &address.to_string(), path, &[])
+            .await
+            .with_context(|| format!("GET {path} on port {port} of pod {namespace}/{pod}"))?;
+        Ok((response.status, response.body))
+    }
+
     /// The stdout and stderr of the latest instance of a container, for debugging a test.
     pub fn logs(&self, namespace: &str, pod: &str, container: &str) -> Option<String> {
         let key = ContainerKey {
@@ -278,14 +359,11 @@ impl PodRunner {
 impl Drop for PodRunner {
     fn drop(&mut self) {
         let shared = &self.shared;
-        for task in shared
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
+        for task in lock(&shared.tasks).drain(..) {
             task.abort();
         }
+        // Closes the forwards now rather than when the aborted workers are dropped.
+        shared.networks().clear();
         for entry in shared.containers().values() {
             if let Some(pid) = entry.pid {
                 process::kill_group(pid);

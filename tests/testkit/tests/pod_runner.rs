@@ -29,6 +29,7 @@ use kube::{
     runtime::watcher,
 };
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -41,6 +42,11 @@ struct Setup {
 }
 
 async fn setup(prefix: &str) -> Result<Setup> {
+    setup_forwarding(prefix, Vec::new()).await
+}
+
+/// Like [`setup`], with these host ports forwarded into the pods' networks.
+async fn setup_forwarding(prefix: &str, forward_ports: Vec<u16>) -> Result<Setup> {
     let env = KubeEnv::get().await?;
     let client = env.client()?;
     let ns = env.namespace(prefix).await?;
@@ -54,6 +60,7 @@ async fn setup(prefix: &str) -> Result<Setup> {
             node_name: format!("node-{ns}"),
             namespaces: vec![ns.clone()],
             images: HashMap::from([("busybox".to_string(), busybox)]),
+            forward_ports,
         },
     )
     .await?;
@@ -638,9 +645,7 @@ async fn the_projected_token_authenticates_as_the_pod() -> Result<()> {
 #[tokio::test]
 async fn probes_set_readiness_and_restart_unhealthy_containers() -> Result<()> {
     let t = setup("pod-runner-probes").await?;
-    let free_port =
-        || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
-    let (web_port, closed_port) = (free_port()?, free_port()?);
+    let (web_port, closed_port) = (free_host_port()?, free_host_port()?);
     t.create(
         "probed",
         json!({
@@ -812,4 +817,153 @@ async fn wait_for_job_pod(t: &Setup, done: impl Fn(&Pod) -> bool) -> Result<Pod>
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Serves one HTTP answer with `body` on the host's 127.0.0.1 (for as long as the test's runtime
+/// lives) and returns the port.
+async fn serve_once_on_the_host(body: &'static str) -> Result<u16> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await?;
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut byte = [0];
+            if stream.read(&mut byte).await? == 0 {
+                break;
+            }
+            request.push(byte[0]);
+        }
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    });
+    Ok(port)
+}
+
+fn free_host_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Each pod has a network of its own: two pods of one kind listen on the same port, as two
+/// replicas of a Deployment do, and the containers of a pod share their pod's network (an exec
+/// probe in one reaches the server of the other).
+#[tokio::test]
+async fn pods_listening_on_the_same_port_each_have_their_own_network() -> Result<()> {
+    let t = setup("pod-runner-netns").await?;
+    let web = json!({
+        "volumes": [{ "name": "site", "emptyDir": {} }],
+        "containers": [
+            { "name": "web", "image": "busybox",
+              "volumeMounts": [{ "name": "site", "mountPath": "/srv" }],
+              "command": sh("echo \"$HOSTNAME\" > /srv/name; cd /srv; exec python3 -m http.server 8080"),
+              "ports": [{ "name": "http", "containerPort": 8080 }],
+              "readinessProbe": { "httpGet": { "path": "/name", "port": "http" }, "periodSeconds": 1 } },
+            { "name": "sidecar", "image": "busybox", "command": sh("exec sleep 3600"),
+              "readinessProbe": { "exec": { "command": ["curl", "-sf", "http://127.0.0.1:8080/name"] },
+                                  "periodSeconds": 1 } },
+        ],
+    });
+    for name in ["web-a", "web-b"] {
+        t.create(name, web.clone()).await?;
+    }
+    for name in ["web-a", "web-b"] {
+        let pod = t
+            .wait(name, "become Ready", |p| {
+                condition(p, "Ready").is_some_and(|c| c.status == "True")
+            })
+            .await?;
+        assert_eq!(container(&pod, "web")?.restart_count, 0, "no port clash");
+        let (status, body) = t.runner.http_get(&t.ns, name, 8080, "/name").await?;
+        assert_eq!((status, body.as_str()), (200, format!("{name}\n").as_str()));
+        let (status, _) = t.runner.http_get(&t.ns, name, 8080, "/absent").await?;
+        assert_eq!(status, 404);
+    }
+    let refused = t.runner.http_get(&t.ns, "web-a", 8081, "/").await;
+    assert!(refused.is_err(), "nothing listens on 8081 in the pod");
+    Ok(())
+}
+
+/// A pod reaches the host's 127.0.0.1 only on the forwarded ports (the API server's is tested by
+/// `the_projected_token_authenticates_as_the_pod`); the forwards end with the pod.
+#[tokio::test]
+async fn a_pod_reaches_forwarded_host_ports_and_no_others() -> Result<()> {
+    let forwarded = serve_once_on_the_host("hello from the host").await?;
+    let not_forwarded = serve_once_on_the_host("unreachable").await?;
+    let t = setup_forwarding("pod-runner-forward", vec![forwarded]).await?;
+    let script = format!(
+        "forwarded=$(curl -sS --max-time 10 http://127.0.0.1:{forwarded}/)
+         curl -sS --max-time 5 -o /dev/null http://127.0.0.1:{not_forwarded}/ 2>/dev/null
+         printf '%s\\n%s\\n' \"$forwarded\" \"$?\" > /dev/termination-log"
+    );
+    t.create(
+        "client",
+        json!({
+            "restartPolicy": "Never",
+            "containers": [{ "name": "main", "image": "busybox", "command": sh(&script) }],
+        }),
+    )
+    .await?;
+    let pod = t.wait_phase("client", "Succeeded").await?;
+    let message = terminated(&pod, "main")?
+        .message
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        message.lines().collect::<Vec<_>>(),
+        ["hello from the host", "7"],
+        "curl's exit code 7: failed to connect"
+    );
+    let released = t.runner.http_get(&t.ns, "client", forwarded, "/").await;
+    assert!(released.is_err(), "a finished pod's network is released");
+    Ok(())
+}
+
+/// `hostNetwork: true` pods share the host's network, as before: every port of the host's
+/// 127.0.0.1 is theirs to reach, and their servers listen on the host.
+#[tokio::test]
+async fn a_host_network_pod_shares_the_hosts_network() -> Result<()> {
+    let t = setup("pod-runner-host-network").await?;
+    let host_server = serve_once_on_the_host("hello from the host").await?;
+    let port = free_host_port()?;
+    let script = format!(
+        "curl -sS --max-time 10 http://127.0.0.1:{host_server}/ > /www/from-host
+         exec python3 -m http.server {port} --bind 127.0.0.1 --directory /www"
+    );
+    t.create(
+        "hosted",
+        json!({
+            "hostNetwork": true,
+            "volumes": [{ "name": "www", "emptyDir": {} }],
+            "containers": [{
+                "name": "main", "image": "busybox", "command": sh(&script),
+                "volumeMounts": [{ "name": "www", "mountPath": "/www" }],
+                "readinessProbe": { "tcpSocket": { "port": port }, "periodSeconds": 1 },
+            }],
+        }),
+    )
+    .await?;
+    t.wait("hosted", "become Ready", |p| {
+        condition(p, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .context("the pod's server listens on the host")?;
+    stream.write_all(b"GET /from-host HTTP/1.0\r\n\r\n").await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    assert!(
+        response.ends_with("\r\n\r\nhello from the host"),
+        "{response}"
+    );
+    let (status, body) = t
+        .runner
+        .http_get(&t.ns, "hosted", port, "/from-host")
+        .await?;
+    assert_eq!((status, body.as_str()), (200, "hello from the host"));
+    Ok(())
 }

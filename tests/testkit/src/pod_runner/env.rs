@@ -10,7 +10,8 @@ use k8s_openapi::{
 };
 use kube::{Api, Client};
 
-/// The pod's IP and its host's IP: every pod shares the runner's network namespace.
+/// The pod's IP and its host's IP: a pod is at 127.0.0.1 in its own network namespace (see
+/// "A pod's network" in the module docs of `pod_runner`), the host at 127.0.0.1 in its own.
 pub(super) const POD_IP: &str = "127.0.0.1";
 
 /// Expands `$(VAR)` references like the kubelet (`third_party/forked/golang/expansion`): `$$` is

@@ -1,21 +1,18 @@
 //! Startup, readiness and liveness probes of one container instance, with the kubelet's timing
 //! (`initialDelaySeconds`, `periodSeconds`, `timeoutSeconds`, success and failure thresholds).
-//! `httpGet` and `tcpSocket` probes connect to 127.0.0.1 (the pod's IP); `exec` probes run in the
-//! container's mount namespace through `nsenter`.
+//! `httpGet` and `tcpSocket` probes connect from inside the pod's network namespace, to
+//! 127.0.0.1 (the pod's own address there) unless they name a host; `exec` probes run in the
+//! container's mount and network namespaces through `nsenter`.
 
-use std::{process::Stdio, time::Duration};
+use std::{net::SocketAddr, process::Stdio, sync::Arc, time::Duration};
 
 use k8s_openapi::{
     api::core::v1::{ContainerPort, HTTPGetAction, Probe},
     apimachinery::pkg::util::intstr::IntOrString,
 };
-use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    net::TcpStream,
-    process::Command,
-};
+use tokio::{net::TcpStream, process::Command};
 
-use super::env::POD_IP;
+use super::{env::POD_IP, http, network::PodNetwork};
 
 /// Which probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +27,7 @@ pub(super) struct Target {
     pub pid: u32,
     pub ports: Vec<ContainerPort>,
     pub env: Vec<(String, String)>,
+    pub network: Arc<PodNetwork>,
 }
 
 /// Probes until the container instance ends (the caller drops or aborts this future), calling
@@ -80,7 +78,7 @@ async fn check(probe: &Probe, target: &Target) -> bool {
         let Some(port) = resolve_port(&http.port, &target.ports) else {
             return false;
         };
-        return http_get(http, port)
+        return http_get(http, port, &target.network)
             .await
             .is_some_and(|code| (200..400).contains(&code));
     }
@@ -89,12 +87,13 @@ async fn check(probe: &Probe, target: &Target) -> bool {
             return false;
         };
         let host = tcp.host.as_deref().unwrap_or(POD_IP);
-        return TcpStream::connect((host, port)).await.is_ok();
+        return connect(host, port, &target.network).await.is_some();
     }
     if let Some(exec) = &probe.exec {
         let status = Command::new("nsenter")
             .arg(format!("--target={}", target.pid))
             .arg("--mount")
+            .arg("--net")
             .arg("--")
             .args(exec.command.iter().flatten())
             .env_clear()
@@ -125,8 +124,15 @@ fn resolve_port(port: &IntOrString, ports: &[ContainerPort]) -> Option<u16> {
     }
 }
 
+/// A connection from inside the pod's network to `host` (an address, or a name resolved on the
+/// host), as a probe makes it.
+async fn connect(host: &str, port: u16, network: &PodNetwork) -> Option<TcpStream> {
+    let address: SocketAddr = tokio::net::lookup_host((host, port)).await.ok()?.next()?;
+    network.connect(address).await.ok()
+}
+
 /// The status code of a plain HTTP GET, as the kubelet's prober sends it.
-async fn http_get(action: &HTTPGetAction, port: u16) -> Option<u16> {
+async fn http_get(action: &HTTPGetAction, port: u16, network: &PodNetwork) -> Option<u16> {
     if action
         .scheme
         .as_deref()
@@ -140,22 +146,14 @@ async fn http_get(action: &HTTPGetAction, port: u16) -> Option<u16> {
     }
     let host = action.host.as_deref().unwrap_or(POD_IP);
     let path = action.path.as_deref().unwrap_or("/");
-    let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\n\
-         Accept: */*\r\nConnection: close\r\n"
-    );
+    let mut headers = vec![("User-Agent", "kube-probe/1.33"), ("Accept", "*/*")];
     for header in action.http_headers.iter().flatten() {
-        request.push_str(&format!("{}: {}\r\n", header.name, header.value));
+        headers.push((header.name.as_str(), header.value.as_str()));
     }
-    request.push_str("\r\n");
-    let mut stream = TcpStream::connect((host, port)).await.ok()?;
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut status_line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut status_line)
-        .await
-        .ok()?;
-    status_line.split_whitespace().nth(1)?.parse().ok()
+    let stream = connect(host, port, network).await?;
+    let authority = format!("{host}:{port}");
+    let response = http::get(stream, &authority, path, &headers).await.ok()?;
+    Some(response.status)
 }
 
 #[cfg(test)]

@@ -1,18 +1,23 @@
-//! The container runtime's part: start a container's process in a mount namespace of its own,
-//! with the pod's volumes and its termination-message file bind-mounted where the pod spec puts
-//! them, inside its memory cgroup, in a process group of its own, and tied to the life of the
-//! runner; and signal it.
+//! The container runtime's part: start a container's process in its pod's network namespace and
+//! a mount namespace of its own, with the pod's volumes and its termination-message file
+//! bind-mounted where the pod spec puts them, inside its memory cgroup, in a process group of its
+//! own, and tied to the life of the runner; and signal it.
 
 use std::{
     ffi::CString,
     fs::{self, File},
     io,
-    os::{fd::AsRawFd, unix::ffi::OsStrExt},
+    os::{
+        fd::{AsRawFd, BorrowedFd, RawFd},
+        unix::ffi::OsStrExt,
+    },
     path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
 };
 
 use tokio::process::{Child, Command};
+
+use super::netns;
 
 /// A host path to bind-mount at `target` inside the container's mount namespace.
 #[derive(Clone, Debug)]
@@ -33,6 +38,8 @@ pub(super) struct Launch<'a> {
     pub log: &'a Path,
     /// `cgroup.procs` of the container's memory cgroup.
     pub cgroup_procs: Option<File>,
+    /// The pod's network namespace; `None`: the host's.
+    pub netns: Option<BorrowedFd<'a>>,
 }
 
 /// Starts the process. An error is what the runtime reports as a `StartError`: a missing
@@ -56,6 +63,7 @@ pub(super) fn spawn(launch: Launch<'_>) -> io::Result<Child> {
             .collect::<io::Result<_>>()?,
         working_dir: CString::new(launch.working_dir)?,
         cgroup_procs: launch.cgroup_procs,
+        netns: launch.netns.map(|fd| fd.as_raw_fd()),
         runner: std::process::id(),
     };
     let mut command = Command::new(program);
@@ -82,6 +90,8 @@ struct Setup {
     mounts: Vec<(CString, CString, bool)>,
     working_dir: CString,
     cgroup_procs: Option<File>,
+    /// Borrowed from the pod's network, which outlives `spawn`; the child inherits it at fork.
+    netns: Option<RawFd>,
     runner: u32,
 }
 
@@ -102,6 +112,9 @@ impl Setup {
                 // "0" is the writing process: move into the container's memory cgroup.
                 let written = libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1);
                 check(written as libc::c_int)?;
+            }
+            if let Some(fd) = self.netns {
+                netns::join(fd)?;
             }
             check(libc::unshare(libc::CLONE_NEWNS))?;
             // Mounts made from here on stay in this namespace.
@@ -136,7 +149,8 @@ impl Setup {
     }
 }
 
-fn check(result: libc::c_int) -> io::Result<()> {
+/// The error of a system call that returned -1 (errno), or success.
+pub(super) fn check(result: libc::c_int) -> io::Result<()> {
     if result < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -93,7 +93,7 @@ pub(super) struct Observed<'a> {
     pub containers: &'a [ContainerRecord],
     /// The pod is being deleted and none of its containers runs any more.
     pub terminal: bool,
-    /// The pod's "sandbox" (its volumes) is set up.
+    /// The pod's "sandbox" (its network and volumes) is set up, and not yet released.
     pub sandbox_ready: bool,
     /// The phase the API server has now; terminal phases are never left.
     pub current_phase: Option<&'a str>,

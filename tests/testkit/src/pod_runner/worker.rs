@@ -1,7 +1,8 @@
-//! One pod's life on the node, like the kubelet's pod worker: set up its volumes, start its
-//! containers, restart them per `restartPolicy` with a back-off, run their probes, report status
-//! after every change, and on deletion stop them gracefully, report the final status and delete
-//! the pod with grace period 0.
+//! One pod's life on the node, like the kubelet's pod worker: set up its sandbox (its network and
+//! its volumes), start its containers, restart them per `restartPolicy` with a back-off, run
+//! their probes, report status after every change, release the network once every container is
+//! done for good, and on deletion stop them gracefully, report the final status and delete the
+//! pod with grace period 0.
 
 use std::{
     collections::BTreeMap, io, path::PathBuf, process::ExitStatus, sync::Arc, time::Duration,
@@ -20,8 +21,10 @@ use serde_json::json;
 use tokio::{sync::mpsc, task::AbortHandle, time::Instant};
 
 use super::{
-    ContainerEntry, ContainerKey, Shared, cgroup,
+    ContainerEntry, ContainerKey, PodKey, Shared, cgroup,
     env::{self, Sources},
+    netns::NetNs,
+    network::PodNetwork,
     probes::{self, Kind},
     process::{self, BindMount, Launch},
     quantity,
@@ -85,7 +88,8 @@ pub(super) fn spawn(shared: &Arc<Shared>, pod: Pod) -> mpsc::UnboundedSender<Upd
         exits: FuturesUnordered::new(),
         slots,
         volumes: None,
-        volume_error: None,
+        network: None,
+        sandbox_error: None,
         start_time: Timestamp::now(),
         written: None,
         written_conditions: Vec::new(),
@@ -123,8 +127,10 @@ struct Worker {
     exits: FuturesUnordered<BoxFuture<'static, Exit>>,
     slots: Vec<Slot>,
     volumes: Option<BTreeMap<String, Volume>>,
-    /// Why setting up the volumes failed last, to log each reason once.
-    volume_error: Option<String>,
+    /// Also registered in [`Shared::networks`] while the worker has it.
+    network: Option<Arc<PodNetwork>>,
+    /// Why setting up the sandbox failed last, to log each reason once.
+    sandbox_error: Option<String>,
     start_time: Timestamp,
     /// The status last written (as JSON), to write only changes.
     written: Option<serde_json::Value>,
@@ -222,6 +228,7 @@ impl Worker {
                 self.forget_process(index);
             }
         }
+        self.release_network();
         if let Err(e) = std::fs::remove_dir_all(&self.dir)
             && e.kind() != io::ErrorKind::NotFound
         {
@@ -247,6 +254,24 @@ impl Worker {
         self.slots.iter().any(|s| s.instance.is_some())
     }
 
+    /// Every container has terminated and will not be restarted.
+    fn finished(&self) -> bool {
+        self.slots
+            .iter()
+            .all(|s| matches!(s.record.state, State::Terminated(_)))
+    }
+
+    fn sandbox_ready(&self) -> bool {
+        self.volumes.is_some() && self.network.is_some()
+    }
+
+    fn pod_key(&self) -> PodKey {
+        PodKey {
+            namespace: self.namespace().to_string(),
+            pod: self.name().to_string(),
+        }
+    }
+
     /// Brings the node's side of the pod in line with the pod and reports the result.
     async fn sync(&mut self) {
         let now = Instant::now();
@@ -259,7 +284,10 @@ impl Worker {
             if self.volumes.is_none() {
                 self.prepare_volumes().await;
             }
-            if self.volumes.is_some() {
+            if self.network.is_none() && !self.finished() {
+                self.prepare_network().await;
+            }
+            if self.sandbox_ready() {
                 for index in 0..self.slots.len() {
                     let slot = &self.slots[index];
                     if slot.instance.is_none() && slot.next_start.is_some_and(|at| at <= now) {
@@ -268,6 +296,10 @@ impl Worker {
                 }
             }
             self.enforce_kills(now);
+        }
+        if self.finished() {
+            // The kubelet stops the sandbox of a pod that has nothing left to run.
+            self.release_network();
         }
         if !self.deleted {
             self.write_status().await;
@@ -309,14 +341,55 @@ impl Worker {
         };
         match volumes::prepare(&context, &self.pod).await {
             Ok(volumes) => self.volumes = Some(volumes),
-            Err(e) => {
-                if self.volume_error.as_ref() != Some(&e) {
-                    eprintln!("pod-runner: pod {}/{}: {e}", self.namespace(), self.name());
-                }
-                self.volume_error = Some(e);
-                self.retry_at = Some(Instant::now() + RETRY);
-            }
+            Err(e) => self.sandbox_failed(e),
         }
+    }
+
+    /// The pod's own network namespace, with the runner's forwarded ports; the host's network
+    /// for a `hostNetwork` pod.
+    async fn prepare_network(&mut self) {
+        let spec = self.pod.spec.as_ref();
+        let network = if spec.and_then(|s| s.host_network) == Some(true) {
+            Ok(PodNetwork::host())
+        } else {
+            PodNetwork::isolated(&self.shared.forward_ports).await
+        };
+        match network {
+            Ok(network) => {
+                let network = Arc::new(network);
+                self.shared
+                    .networks()
+                    .insert(self.pod_key(), network.clone());
+                self.network = Some(network);
+            }
+            Err(e) => self.sandbox_failed(format!("setting up the pod's network: {e}")),
+        }
+    }
+
+    /// Closes the forwards into the pod's network; its namespace goes with its last process.
+    fn release_network(&mut self) {
+        let Some(network) = self.network.take() else {
+            return;
+        };
+        let key = self.pod_key();
+        let mut networks = self.shared.networks();
+        // A new pod of the same name may have registered its own network already.
+        if networks.get(&key).is_some_and(|n| Arc::ptr_eq(n, &network)) {
+            networks.remove(&key);
+        }
+    }
+
+    /// Setting up the sandbox failed: log the reason (once while it stays the same) and retry.
+    fn sandbox_failed(&mut self, error: String) {
+        if self.sandbox_error.as_ref() != Some(&error) {
+            eprintln!(
+                "pod-runner: pod {}/{}: {error}",
+                self.namespace(),
+                self.name()
+            );
+        }
+        self.sandbox_error = Some(error);
+        self.retry_at = Some(Instant::now() + RETRY);
     }
 
     /// Starts a container, or records why it cannot start.
@@ -484,6 +557,9 @@ impl Worker {
             mounts: &mounts,
             log: &files.log,
             cgroup_procs: cgroup.as_ref().map(cgroup::Group::procs_file).transpose()?,
+            netns: (self.network.as_ref())
+                .and_then(|n| n.netns())
+                .map(NetNs::fd),
         };
         match process::spawn(launch) {
             Ok(child) => Ok((child, cgroup)),
@@ -526,7 +602,7 @@ impl Worker {
 
     fn start_probes(&mut self, index: usize, kinds: &[Kind]) {
         let slot = &mut self.slots[index];
-        let Some(instance) = slot.instance.as_mut() else {
+        let (Some(instance), Some(network)) = (slot.instance.as_mut(), &self.network) else {
             return;
         };
         for &kind in kinds {
@@ -540,6 +616,7 @@ impl Worker {
                 pid: instance.pid,
                 ports: slot.spec.ports.clone().unwrap_or_default(),
                 env: instance.env.clone(),
+                network: network.clone(),
             };
             let (tx, run) = (self.probes_tx.clone(), instance.run);
             let report = move |healthy| {
@@ -737,7 +814,7 @@ impl Worker {
             restart_policy: self.restart_policy(),
             containers: &records,
             terminal: self.termination.is_some() && !self.running(),
-            sandbox_ready: self.volumes.is_some(),
+            sandbox_ready: self.sandbox_ready(),
             current_phase: api_status.and_then(|s| s.phase.as_deref()),
             previous_conditions: &previous_conditions,
             start_time: self.start_time,
