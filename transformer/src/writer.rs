@@ -7,6 +7,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning, SendableRecordBatchStream, execute_stream_partitioned};
 use datafusion::prelude::DataFrame;
@@ -61,12 +62,13 @@ pub async fn write(
     let plan = with_writer_partitions(frame.create_physical_plan().await?, task_ctx.session_config().target_partitions())?;
     let schema = plan.schema();
     let properties = writer_properties(compression)?;
+    let row_group_bytes = row_group_bytes(&task_ctx);
     let streams = execute_stream_partitioned(Arc::clone(&plan), task_ctx)?;
     // One task per stream, so that reading, the query and encoding run on every core.
     let mut writers = tokio::task::JoinSet::new();
     for (index, stream) in streams.into_iter().enumerate() {
         let path = directory.clone().join(format!("{}{index:03}.parquet", file_prefix(run_id)));
-        writers.spawn(write_stream(stream, store.clone(), path, properties.clone()));
+        writers.spawn(write_stream(stream, store.clone(), path, properties.clone(), row_group_bytes));
     }
     let mut files = Vec::new();
     while let Some(written) = writers.join_next().await {
@@ -92,6 +94,7 @@ async fn write_stream(
     store: Store,
     path: Path,
     properties: WriterProperties,
+    row_group_bytes: usize,
 ) -> Result<Option<WrittenFile>> {
     let mut writer: Option<AsyncArrowWriter<BufWriter>> = None;
     let mut rows = 0u64;
@@ -105,7 +108,11 @@ async fn write_stream(
             writer = Some(AsyncArrowWriter::try_new(object, batch.schema(), Some(properties.clone()))?);
         }
         rows += batch.num_rows() as u64;
-        writer.as_mut().expect("created above").write(&batch).await?;
+        let writer = writer.as_mut().expect("created above");
+        writer.write(&batch).await?;
+        if writer.memory_size() >= row_group_bytes {
+            writer.flush().await?;
+        }
     }
     let Some(writer) = writer else { return Ok(None) };
     writer.close().await?;
@@ -124,6 +131,17 @@ fn writer_properties(compression: ParquetCompression) -> Result<WriterProperties
         .set_compression(codec)
         .set_created_by(format!("eventpipe {}", env!("CARGO_PKG_VERSION")))
         .build())
+}
+
+/// The most a writer buffers of one row group before it writes it out. Writers buffer outside the
+/// query's memory pool, so a row group is cut by bytes as well as by rows: an eighth of the pool
+/// per writer (writers run one per core), between 4 and 128 MiB.
+fn row_group_bytes(task_ctx: &datafusion::execution::TaskContext) -> usize {
+    const MIB: usize = 1024 * 1024;
+    match task_ctx.memory_pool().memory_limit() {
+        MemoryLimit::Finite(limit) => (limit / 8).clamp(4 * MIB, 128 * MIB),
+        _ => 128 * MIB,
+    }
 }
 
 /// The sum of a per-node figure over the whole plan.

@@ -209,6 +209,28 @@ async fn rows_read_count_the_input_whatever_the_query() {
     }
 }
 
+/// Parquet writers buffer a row group outside the query's memory pool: with a small pool, row
+/// groups are cut by bytes long before the row limit.
+#[tokio::test]
+async fn row_groups_are_cut_by_bytes_under_a_small_memory_limit() {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let dirs = Dirs::new();
+    let mut csv = String::from("id,name,value,timestamp\n");
+    for i in 0..200_000u64 {
+        let noise = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        csv.push_str(&format!("{i},{noise:x}{noise:o},{noise:x}-{i},{}\n", 1_795_478_400 + i));
+    }
+    write_partition(dirs.source.path(), &[("a.csv", csv.as_bytes())]);
+    let mut task = dirs.builder().build();
+    task.engine = EngineSettings { target_partitions: Some(1), memory_limit_mib: Some(16), ..EngineSettings::default() };
+    let summary = eventpipe_transformer::run::run(&task).await.unwrap();
+    assert_eq!(summary.rows_written, 200_000);
+    let file = dirs.output_dir().join(dirs.output_files().iter().find(|f| f.ends_with(".parquet")).unwrap());
+    let reader = SerializedFileReader::new(std::fs::File::open(file).unwrap()).unwrap();
+    let groups = reader.metadata().row_groups();
+    assert!(groups.len() >= 2, "{} row group(s) of {:?} rows", groups.len(), groups.iter().map(|g| g.num_rows()).collect::<Vec<_>>());
+}
+
 const BAD: &[u8] = b"id,name,value,timestamp\n1,n,v,100\nnope,n,v,100\n2,n,v\n3,n,v,100\n,n,v,100\n";
 
 #[tokio::test]
