@@ -10,6 +10,8 @@ use k8s_openapi::jiff::Timestamp;
 pub enum Health<'a> {
     /// Every partition in the window is processed.
     UpToDate { processed: usize, newest: Option<&'a str> },
+    /// No partition was found in the window: nothing is processed yet.
+    NoPartitions { looked_in: &'a str },
     /// Partitions are waiting or running.
     Processing { pending: u32, running: u32 },
     /// Partitions are waiting but `spec.suspend` is set.
@@ -53,9 +55,13 @@ fn describe(health: &Health<'_>) -> (Described, Described, Described) {
         Health::UpToDate { processed, newest } => {
             let message = match newest {
                 Some(newest) => format!("{processed} partitions in the window are processed; the newest done is {newest}"),
-                None => "no partitions found in the window yet".to_string(),
+                None => format!("{processed} partitions in the window are processed"),
             };
             ((true, "UpToDate", message.clone()), (false, "UpToDate", message), fine)
+        }
+        Health::NoPartitions { looked_in } => {
+            let message = format!("no partition found under {looked_in}; waiting for data");
+            ((false, "NoPartitions", message.clone()), (false, "NoPartitions", message), fine)
         }
         Health::Processing { pending, running } => {
             let message = format!("{running} Jobs running, {pending} partitions waiting");

@@ -188,6 +188,7 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
         spec_hash: &spec_hash,
         previous: &previous,
         partitions: &[],
+        looked_in: "",
         jobs: &[],
         committed: &no_committed,
         requests: Requests { retry: annotation(RETRY_ANNOTATION), reprocess: annotation(REPROCESS_ANNOTATION) },
@@ -214,10 +215,10 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
         }
     };
     ctx.metrics.source_listings.get_or_create(&labels_of(pipeline)).inc_by(listed.prefixes_listed as u64);
-    let partitions = listed.partitions;
+    let (partitions, looked_in) = (listed.partitions, listed.looked_in);
     let jobs = observe::jobs(&ctx.client, pipeline, &previous).await?;
     let committed = observe::committed(&ctx.client, &ctx.caches, pipeline, &checked, &previous, &jobs).await;
-    let observation = Observation { partitions: &partitions, jobs: &jobs, committed: &committed, ..base };
+    let observation = Observation { partitions: &partitions, looked_in: &looked_in, jobs: &jobs, committed: &committed, ..base };
     let mut plan = plan::plan(&observation);
     let refused = act::launch(ctx, pipeline, &plan.launches).await;
     if !refused.is_empty() {

@@ -50,6 +50,7 @@ struct Listing {
     generation: Option<i64>,
     at: Instant,
     partitions: Vec<ObservedPartition>,
+    looked_in: String,
 }
 
 impl Caches {
@@ -101,6 +102,8 @@ pub struct Listed {
     pub partitions: Vec<ObservedPartition>,
     /// Prefixes listed in S3 (each one LIST request per 1,000 objects).
     pub prefixes_listed: usize,
+    /// Where and for which days the source was looked at, for messages.
+    pub looked_in: String,
 }
 
 /// Lists the partitions in the schedule's window, when the last listing is a poll interval old or
@@ -120,7 +123,7 @@ pub async fn partitions(
         && listing.generation == generation
         && listing.at.elapsed() < poll.mul_f64(0.9)
     {
-        return Ok(Listed { partitions: listing.partitions.clone(), prefixes_listed: 0 });
+        return Ok(Listed { partitions: listing.partitions.clone(), prefixes_listed: 0, looked_in: listing.looked_in.clone() });
     }
     let source = open_store(client, caches, pipeline, &checked.source).await?;
     let window = Window::of(&pipeline.spec.schedule, now).map_err(Blocked::InvalidSpec)?;
@@ -139,9 +142,10 @@ pub async fn partitions(
         .collect();
     let excess = partitions.len().saturating_sub(MAX_PARTITIONS);
     partitions.drain(..excess);
-    let listing = Listing { generation, at: Instant::now(), partitions: partitions.clone() };
+    let looked_in = window.describe(&checked.source.url(), &checked.layout);
+    let listing = Listing { generation, at: Instant::now(), partitions: partitions.clone(), looked_in: looked_in.clone() };
     caches.listings.lock().expect("not poisoned").insert(uid, listing);
-    Ok(Listed { partitions, prefixes_listed: prefixes.len() })
+    Ok(Listed { partitions, prefixes_listed: prefixes.len(), looked_in })
 }
 
 /// The committed output of each partition whose running Job is gone, from its manifest. A sink or

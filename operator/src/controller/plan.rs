@@ -94,6 +94,8 @@ pub struct Observation<'a> {
     pub previous: &'a EventPipelineStatus,
     /// The partitions in the schedule's window, oldest first.
     pub partitions: &'a [ObservedPartition],
+    /// Where the partitions were looked for, for the message when there are none.
+    pub looked_in: &'a str,
     /// The pipeline's Jobs.
     pub jobs: &'a [ObservedJob],
     /// The committed output of partitions whose running Job is gone (see [`missing_jobs`]), as
@@ -561,6 +563,8 @@ fn summarize(partitions: Vec<PartitionStatus>, happenings: &[Happening], observa
         Health::Suspended { pending }
     } else if pending + running > 0 {
         Health::Processing { pending, running }
+    } else if partitions.is_empty() {
+        Health::NoPartitions { looked_in: observation.looked_in }
     } else {
         Health::UpToDate { processed: partitions.len(), newest: last_completed_partition.as_deref() }
     };
@@ -679,6 +683,7 @@ mod tests {
                 spec_hash: &self.spec_hash,
                 previous: &self.previous,
                 partitions: &self.partitions,
+                looked_in: "s3://b/events/ from 2026-11-18 to 2026-11-24",
                 jobs: &self.jobs,
                 committed: &self.committed,
                 requests: Requests { retry: self.retry.as_deref(), reprocess: self.reprocess.as_deref() },
@@ -889,6 +894,15 @@ mod tests {
     }
 
     #[test]
+    fn without_partitions_the_pipeline_is_not_ready_and_says_where_it_looked() {
+        let plan = Scenario::new().plan();
+        assert_eq!(condition(&plan, "Ready"), ("False", "NoPartitions"));
+        assert_eq!(condition(&plan, "Degraded"), ("False", "AsExpected"));
+        let ready = plan.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert!(ready.message.contains("s3://b/events/ from 2026-11-18 to 2026-11-24"), "{}", ready.message);
+    }
+
+    #[test]
     fn suspend_launches_nothing_but_still_records_results() {
         let scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10);
         let first = Scenario { spec: EventPipelineSpec { execution: ExecutionSpec { max_concurrent_jobs: 1, ..Scenario::new().spec.execution }, ..Scenario::new().spec }, ..scenario };
@@ -1056,6 +1070,7 @@ mod tests {
         let mut unknown = Scenario::new().partition(22, "a", -10).all_done();
         unknown.reprocess = Some("year=2020/month=01/day=01".into());
         let ignored = unknown.plan();
+        assert_eq!(condition(&ignored, "Ready"), ("True", "UpToDate"));
         assert!(ignored.launches.is_empty());
         assert!(matches!(&ignored.happenings[0], Happening::RequestIgnored { message } if message.contains("year=2020")));
     }

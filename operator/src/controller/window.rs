@@ -38,6 +38,12 @@ impl Window {
         Ok(Self { first, last })
     }
 
+    /// What a listing of the window looks at, for messages: `s3://b/events/ from 2026-11-22 to
+    /// 2026-11-28 (layout year={year}/month={month}/day={day}/)`.
+    pub fn describe(&self, source_url: &str, layout: &Layout) -> String {
+        format!("{source_url} from {} to {} (layout {})", self.first, self.last, layout.template())
+    }
+
     /// Whether a partition's day lies in the window.
     pub fn contains(&self, key: &PartitionKey) -> bool {
         let Ok(day) = Date::new(key.year as i16, key.month as i8, key.day as i8) else { return false };
