@@ -9,6 +9,7 @@ use datafusion::datasource::file_format::file_compression_type::FileCompressionT
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{CsvReadOptions, DataFrame, SessionConfig, SessionContext};
+use url::Url;
 
 use crate::error::{Error, Result};
 use crate::layout::PartitionKey;
@@ -31,10 +32,11 @@ pub struct Engine {
     ctx: SessionContext,
 }
 
-/// A CSV object to read, as DataFusion addresses it.
+/// A CSV object to read.
 #[derive(Clone, Debug)]
 pub struct CsvObject {
-    /// Full URL (`s3://bucket/key` or `file:///path`).
+    /// Full URL with the key verbatim (`s3://bucket/a b#1.csv` or `file:///path`), as
+    /// [`crate::storage::Store::url_of`] spells it; it is percent-encoded for DataFusion here.
     pub url: String,
     /// Whether it is gzip-compressed.
     pub gzip: bool,
@@ -70,7 +72,7 @@ impl Engine {
 
     /// The header's columns, each as a nullable string: the schema used when none is declared.
     pub async fn header_columns(&self, first: &CsvObject, csv: &CsvOptions) -> Result<Vec<Column>> {
-        let frame = self.ctx.read_csv(vec![first.url.clone()], csv_options(csv, None, first.gzip)).await?;
+        let frame = self.ctx.read_csv(vec![encoded_url(&first.url)?], csv_options(csv, None, first.gzip)).await?;
         Ok(frame
             .schema()
             .fields()
@@ -96,7 +98,8 @@ impl Engine {
         let raw_schema = schema::raw_schema(columns);
         let mut raw: Option<DataFrame> = None;
         for gzip in [false, true] {
-            let urls: Vec<String> = objects.iter().filter(|o| o.gzip == gzip).map(|o| o.url.clone()).collect();
+            let urls: Vec<String> =
+                objects.iter().filter(|o| o.gzip == gzip).map(|o| encoded_url(&o.url)).collect::<Result<_>>()?;
             if urls.is_empty() {
                 continue;
             }
@@ -168,6 +171,18 @@ pub async fn output_schema(sql: &str, columns: &[Column], partition: &PartitionK
     Ok(Arc::new(frame.schema().as_arrow().clone()))
 }
 
+/// The URL DataFusion reads an object from. DataFusion percent-decodes a URL's path into the key,
+/// so a key spelled verbatim loses what follows a `#` or `?` and has its `%XX` sequences decoded;
+/// each segment is encoded here so that decoding gives the key back.
+fn encoded_url(verbatim: &str) -> Result<String> {
+    let invalid = || Error::Config(format!("{verbatim:?} is not an object URL"));
+    let (scheme, rest) = verbatim.split_once("://").ok_or_else(invalid)?;
+    let (authority, key) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut url = Url::parse(&format!("{scheme}://{authority}/")).map_err(|_| invalid())?;
+    url.path_segments_mut().map_err(|()| invalid())?.pop_if_empty().extend(key.split('/'));
+    Ok(url.into())
+}
+
 fn csv_options<'a>(csv: &'a CsvOptions, schema: Option<&'a Schema>, gzip: bool) -> CsvReadOptions<'a> {
     let mut options = CsvReadOptions::new()
         .has_header(csv.header)
@@ -188,5 +203,28 @@ pub fn is_gzip(name: &str, compression: CsvCompression) -> bool {
         CsvCompression::Auto => name.ends_with(".gz"),
         CsvCompression::Gzip => true,
         CsvCompression::None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::datasource::listing::ListingTableUrl;
+
+    use super::*;
+
+    #[test]
+    fn encoded_urls_decode_to_the_verbatim_key() {
+        let cases = [
+            ("s3://bucket/raw/a+b é#1.csv", "raw/a+b é#1.csv"),
+            ("s3://bucket/50%25 literal?x=[1]~.csv", "50%25 literal?x=[1]~.csv"),
+            ("file:///tmp/dir #2/back\\slash.csv", "tmp/dir #2/back\\slash.csv"),
+            ("s3://bucket/dir/", "dir"),
+        ];
+        for (verbatim, key) in cases {
+            let url = ListingTableUrl::parse(encoded_url(verbatim).unwrap()).unwrap();
+            assert_eq!(url.prefix().as_ref(), key, "{verbatim}");
+            assert_eq!(url.is_collection(), verbatim.ends_with('/'), "{verbatim}");
+        }
+        assert!(encoded_url("no-scheme").is_err());
     }
 }

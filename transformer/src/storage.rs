@@ -2,13 +2,13 @@
 //! Local files and S3 go through the same `object_store` interface, so every code path above this
 //! module is the same for both.
 
-use std::path::PathBuf;
+use std::path::{Component, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
-use object_store::path::Path;
+use object_store::path::{Path, PathPart};
 use object_store::{ClientOptions, ObjectMeta, ObjectStore, RetryConfig};
 use tokio::sync::OnceCell;
 use url::Url;
@@ -33,7 +33,10 @@ pub enum Location {
 
 impl Location {
     /// Parses `s3://bucket[/prefix]`, `file:///dir` or a plain (relative or absolute) directory.
-    /// The prefix is treated as a directory.
+    /// The prefix is treated as a directory. URLs name keys verbatim, as the AWS CLI reads them:
+    /// `s3://b/a%20b/` is the prefix `a%20b/`. A local directory is resolved as the system
+    /// resolves it — `..` and symbolic links included — so that two spellings of one directory
+    /// give the same location.
     pub fn parse(text: &str) -> Result<Self> {
         if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -41,6 +44,9 @@ impl Location {
                 return Err(Error::Config(format!("{text:?} names no bucket")));
             }
             let mut prefix = prefix.trim_matches('/').to_string();
+            // Verbatim segments; those the object store cannot hold (empty, `.`, `..`, control
+            // characters) are refused rather than escaped into another prefix.
+            Path::parse(&prefix).map_err(|e| Error::Config(format!("{text:?}: {e}")))?;
             if !prefix.is_empty() {
                 prefix.push('/');
             }
@@ -53,9 +59,19 @@ impl Location {
             }
             None => PathBuf::from(text),
         };
-        let absolute = std::path::absolute(&path)
-            .map_err(|e| Error::Config(format!("{text:?} is not a usable path: {e}")))?;
-        Ok(Self::Local(absolute))
+        let resolved = resolve_local(&path).map_err(|e| Error::Config(format!("{text:?} is not a usable path: {e}")))?;
+        Ok(Self::Local(resolved))
+    }
+
+    /// Whether `other` is this location or lies inside it.
+    pub fn contains(&self, other: &Location) -> bool {
+        match (self, other) {
+            (Self::S3 { bucket, prefix }, Self::S3 { bucket: other_bucket, prefix: other_prefix }) => {
+                bucket == other_bucket && other_prefix.starts_with(prefix.as_str())
+            }
+            (Self::Local(dir), Self::Local(other_dir)) => other_dir.starts_with(dir),
+            _ => false,
+        }
     }
 
     /// The URL of the location's root (`s3://bucket/prefix/` or `file:///dir/`).
@@ -108,7 +124,7 @@ impl Opener {
             Location::S3 { bucket, prefix } => Ok(Store {
                 store: self.s3_store(bucket).await?,
                 root_url: Url::parse(&format!("s3://{bucket}")).expect("bucket names form valid URLs"),
-                prefix: Path::from(prefix.as_str()),
+                prefix: Path::parse(prefix).map_err(|e| Error::Config(format!("{}: {e}", location.url())))?,
                 location: location.clone(),
             }),
             Location::Local(dir) => {
@@ -148,22 +164,82 @@ impl Opener {
 
     async fn s3_store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
         let aws = self.aws().await?;
-        let settings = &self.settings;
-        let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..RetryConfig::default() };
-        let client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
-        let mut builder = AmazonS3Builder::new()
-            .with_retry(retry)
-            .with_client_options(client)
-            .with_bucket_name(bucket)
+        let store = s3_builder(&self.settings, bucket)?
             .with_region(aws.region.clone())
             .with_credentials(Arc::clone(&aws.credentials) as _)
-            .with_virtual_hosted_style_request(!settings.force_path_style && settings.endpoint.is_none());
-        if let Some(endpoint) = &settings.endpoint {
-            builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
-        }
-        let store = builder.build().map_err(|source| Error::Storage { url: format!("s3://{bucket}"), source })?;
+            .build()
+            .map_err(|source| Error::Storage { url: format!("s3://{bucket}"), source })?;
         Ok(Arc::new(store))
     }
+}
+
+/// The S3 client for `bucket` before the AWS context is known: retries, timeouts and addressing.
+fn s3_builder(settings: &S3Settings, bucket: &str) -> Result<AmazonS3Builder> {
+    let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..RetryConfig::default() };
+    let client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
+    let builder = AmazonS3Builder::new()
+        .with_retry(retry)
+        .with_client_options(client)
+        .with_bucket_name(bucket)
+        .with_virtual_hosted_style_request(!settings.force_path_style);
+    let Some(endpoint) = &settings.endpoint else { return Ok(builder) };
+    // object_store takes a virtual-hosted endpoint as the bucket's own address, so the bucket is
+    // put into the host here, as AWS SDKs do with a custom endpoint.
+    let endpoint = if settings.force_path_style { endpoint.clone() } else { virtual_hosted_endpoint(endpoint, bucket)? };
+    Ok(builder.with_allow_http(endpoint.starts_with("http://")).with_endpoint(endpoint))
+}
+
+/// `endpoint` with `bucket.` before its host name.
+fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> Result<String> {
+    let invalid = |why: &str| {
+        Error::Config(format!(
+            "s3.endpoint {endpoint:?} {why}; set s3.forcePathStyle: true to address buckets as endpoint/bucket"
+        ))
+    };
+    let mut url = Url::parse(endpoint).map_err(|e| invalid(&format!("is not a URL ({e})")))?;
+    let host = match url.host() {
+        Some(url::Host::Domain(host)) => host.to_string(),
+        Some(_) => return Err(invalid("is an IP address, where virtual-hosted-style addressing cannot put the bucket")),
+        None => return Err(invalid("has no host")),
+    };
+    let hosted = format!("{bucket}.{host}");
+    url.set_host(Some(&hosted)).map_err(|e| invalid(&format!("cannot take the bucket in its host ({e})")))?;
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// One segment of a key as a path part: verbatim when the object store can hold it, escaped
+/// otherwise. `PathPart::from` alone would percent-encode `#`, `%`, `~`, brackets and non-ASCII
+/// letters and so name another object than the listed one.
+fn verbatim_segment(part: &str) -> PathPart<'_> {
+    PathPart::parse(part).unwrap_or_else(|_| PathPart::from(part))
+}
+
+/// `path` made absolute the way the system resolves it: its longest existing ancestor is
+/// canonicalized (symbolic links and `..` resolved); the components below it do not exist yet, so
+/// they hold no links and a `..` among them just drops the component before it.
+fn resolve_local(path: &std::path::Path) -> std::io::Result<PathBuf> {
+    let absolute = std::path::absolute(path)?;
+    let components: Vec<Component> = absolute.components().collect();
+    for existing in (1..=components.len()).rev() {
+        let ancestor: PathBuf = components[..existing].iter().collect();
+        match std::fs::canonicalize(&ancestor) {
+            Ok(resolved) => return Ok(components[existing..].iter().fold(resolved, push_lexically)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    unreachable!("the root directory always exists")
+}
+
+fn push_lexically(mut path: PathBuf, component: &Component) -> PathBuf {
+    match component {
+        Component::ParentDir => {
+            path.pop();
+        }
+        Component::CurDir => {}
+        other => path.push(other),
+    }
+    path
 }
 
 /// A CSV object of a partition, located in its store.
@@ -191,15 +267,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// The path of `relative` (a `/`-separated path below the location).
+    /// The path of `relative`, a `/`-separated key below the location as [`Store::relative`],
+    /// layouts and partitions spell it. Segments are taken verbatim, so the path names the object
+    /// with exactly that key. A segment no listed key can have (`.`, `..`, control characters) is
+    /// escaped as object_store escapes it, so that it never leaves the location.
     pub fn child(&self, relative: &str) -> Path {
         relative
             .split('/')
             .filter(|part| !part.is_empty())
-            .fold(self.prefix.clone(), |path, part| path.clone().join(part))
+            .fold(self.prefix.clone(), |path, part| path.join(verbatim_segment(part)))
     }
 
-    /// The full URL of an object in this store, as DataFusion and error messages use it.
+    /// The URL of an object in this store with its key verbatim (`s3://bucket/a b#1.csv`), as
+    /// people read it and as messages and quarantined rows name the object. It is not
+    /// percent-encoded: hand it to DataFusion through [`crate::engine::CsvObject`], which encodes it.
     pub fn url_of(&self, path: &Path) -> String {
         match &self.location {
             Location::S3 { bucket, .. } => format!("s3://{bucket}/{path}"),
@@ -255,5 +336,72 @@ mod tests {
         assert!(dir.is_absolute() && dir.ends_with("examples/data"));
         assert_eq!(Location::parse("file:///tmp/x").unwrap(), Location::Local("/tmp/x".into()));
         assert_eq!(Location::parse("/tmp/x/").unwrap().url(), "file:///tmp/x/");
+    }
+
+    #[test]
+    fn local_paths_resolve_dot_dot_and_links_also_below_missing_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(root.path()).unwrap();
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("link")).unwrap();
+        let parse = |path: PathBuf| Location::parse(path.to_str().unwrap()).unwrap();
+        assert_eq!(parse(root.join("link/out")), Location::Local(root.join("real/out")));
+        assert_eq!(parse(root.join("link/../out")), Location::Local(root.join("out")));
+        assert_eq!(parse(root.join("missing/../gone/./x/..")), Location::Local(root.join("gone")));
+    }
+
+    #[test]
+    fn s3_prefixes_are_verbatim_keys() {
+        assert_eq!(
+            Location::parse("s3://b/raw é#%20/").unwrap(),
+            Location::S3 { bucket: "b".into(), prefix: "raw é#%20/".into() }
+        );
+        for unusable in ["s3://b/a//c/", "s3://b/a/../c", "s3://b/a\tb/"] {
+            assert!(Location::parse(unusable).is_err(), "{unusable:?}");
+        }
+    }
+
+    #[test]
+    fn locations_contain_themselves_and_what_is_below_them() {
+        let location = |text: &str| Location::parse(text).unwrap();
+        assert!(location("s3://b/").contains(&location("s3://b/x/")));
+        assert!(location("s3://b/x/").contains(&location("s3://b/x/")));
+        assert!(!location("s3://b/x/").contains(&location("s3://b/xy/")));
+        assert!(!location("s3://b/x/").contains(&location("s3://c/x/")));
+        assert!(location("/tmp/x").contains(&location("/tmp/x/y")));
+        assert!(!location("/tmp/x").contains(&location("/tmp/xy")));
+        assert!(!location("/tmp/x").contains(&location("s3://tmp/x/")));
+    }
+
+    #[tokio::test]
+    async fn children_name_objects_by_their_verbatim_keys() {
+        let store = Location::parse("/tmp/raw #1%41").unwrap().open(None).await.unwrap();
+        assert_eq!(store.prefix.as_ref(), "tmp/raw #1%41");
+        let child = store.child("year=2026/a+b é#1[%].csv");
+        assert_eq!(child.as_ref(), "tmp/raw #1%41/year=2026/a+b é#1[%].csv");
+        assert_eq!(store.relative(&child), "year=2026/a+b é#1[%].csv");
+        assert_eq!(store.url_of(&child), "file:///tmp/raw #1%41/year=2026/a+b é#1[%].csv");
+        assert_eq!(store.child("../x/./y").as_ref(), "tmp/raw #1%41/%2E%2E/x/%2E/y", "no segment leaves the location");
+    }
+
+    #[test]
+    fn s3_addressing_follows_force_path_style_also_with_an_endpoint() {
+        use object_store::aws::AmazonS3ConfigKey::{Endpoint, VirtualHostedStyleRequest};
+        let settings = |endpoint: Option<&str>, force_path_style| S3Settings {
+            endpoint: endpoint.map(str::to_string),
+            force_path_style,
+            ..S3Settings::default()
+        };
+        let config = |settings: &S3Settings| {
+            let builder = s3_builder(settings, "events").unwrap();
+            (builder.get_config_value(&VirtualHostedStyleRequest), builder.get_config_value(&Endpoint))
+        };
+        let http = Some("http://minio.local:9000");
+        assert_eq!(config(&settings(http, true)), (Some("false".into()), Some("http://minio.local:9000".into())));
+        assert_eq!(config(&settings(http, false)), (Some("true".into()), Some("http://events.minio.local:9000".into())));
+        assert_eq!(config(&settings(None, false)), (Some("true".into()), None));
+        assert_eq!(config(&settings(None, true)), (Some("false".into()), None));
+        let message = s3_builder(&settings(Some("http://127.0.0.1:9000"), false), "events").unwrap_err().to_string();
+        assert!(message.contains("s3.endpoint") && message.contains("s3.forcePathStyle"), "{message}");
     }
 }

@@ -1,10 +1,11 @@
-//! Checks a pipeline's data path before any data is read: layout, columns, CSV options, URLs and
-//! the SQL, planned against the declared columns. The operator runs the same checks before it
-//! launches a Job, so a bad spec is reported on the resource instead of failing in a pod.
+//! Checks a pipeline's data path before any data is read: layout, columns, CSV options, URLs (and
+//! that source, sink and rejected rows do not overlap) and the SQL, planned against the declared
+//! columns. The operator runs the same checks before it launches a Job, so a bad spec is reported on
+//! the resource instead of failing in a pod.
 
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::spec::PipelineSpec;
+use crate::spec::{BadRecordPolicy, PipelineSpec};
 use crate::storage::Location;
 
 /// A pipeline's data path, parsed.
@@ -20,7 +21,8 @@ pub struct CheckedPipeline {
     pub rejected: Location,
 }
 
-/// Checks everything that needs no I/O.
+/// Checks everything that reads no data. Local paths are resolved on the filesystem, nothing else
+/// is looked up.
 pub fn check(spec: &PipelineSpec) -> Result<CheckedPipeline> {
     let layout = Layout::parse(&spec.source.layout).map_err(|e| Error::Config(format!("source.layout: {e}")))?;
     crate::schema::validate(&spec.source.schema)?;
@@ -34,15 +36,39 @@ pub fn check(spec: &PipelineSpec) -> Result<CheckedPipeline> {
     }
     let source = Location::parse(&spec.source.url).map_err(|e| prefixed("source.url", e))?;
     let sink = Location::parse(&spec.sink.url).map_err(|e| prefixed("sink.url", e))?;
-    let rejected = match &spec.bad_records.url {
-        Some(url) => Location::parse(url).map_err(|e| prefixed("badRecords.url", e))?,
-        None => default_rejected_location(&sink),
+    let (rejected, rejected_field) = match &spec.bad_records.url {
+        Some(url) => (Location::parse(url).map_err(|e| prefixed("badRecords.url", e))?, "badRecords.url"),
+        None => (default_rejected_location(&sink), "badRecords.url (default from sink.url)"),
     };
-    if sink == source {
-        return Err(Error::Config("sink.url must differ from source.url".into()));
+    apart(("sink.url", &sink), ("source.url", &source))?;
+    // The default location matters only where rows are written to it; a location given is
+    // checked always, so a mistake shows before the policy changes.
+    if spec.bad_records.url.is_some() || spec.bad_records.policy == BadRecordPolicy::Quarantine {
+        apart((rejected_field, &rejected), ("sink.url", &sink))?;
+        apart((rejected_field, &rejected), ("source.url", &source))?;
     }
     crate::sandbox::check(&spec.transform.sql)?;
     Ok(CheckedPipeline { layout, source, sink, rejected })
+}
+
+/// Refuses two locations of which one is the other or lies inside it: files written inside the
+/// source are listed as input by the next run, and files inside the sink are read by whoever
+/// queries the sink's table. Local directories are compared as [`Location::parse`] resolved them.
+fn apart((field, location): (&str, &Location), (other_field, other): (&str, &Location)) -> Result<()> {
+    let relation = if location == other {
+        "is the same location as"
+    } else if other.contains(location) {
+        "lies inside"
+    } else if location.contains(other) {
+        "contains"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Config(format!(
+        "{field} {} {relation} {other_field} {}; they must not overlap",
+        location.url(),
+        other.url()
+    )))
 }
 
 /// Plans the SQL against the declared columns, without data: unknown columns, functions and type
@@ -57,7 +83,8 @@ pub async fn check_sql(spec: &PipelineSpec, layout: &Layout) -> Result<()> {
 }
 
 /// The sink location with `-rejected` appended to its last path segment (`s3://out/settings/` →
-/// `s3://out/settings-rejected/`), or `_rejected/` below a bucket root.
+/// `s3://out/settings-rejected/`), or `_rejected/` below a bucket root — which lies inside the
+/// sink, so [`check`] asks for `badRecords.url` when such a pipeline quarantines.
 pub fn default_rejected_location(sink: &Location) -> Location {
     match sink {
         Location::S3 { bucket, prefix } if prefix.is_empty() => {
@@ -110,16 +137,19 @@ mod tests {
         assert_eq!(default_rejected_location(&Location::parse("/tmp/out/").unwrap()).url(), "file:///tmp/out-rejected/");
     }
 
+    /// A change that makes a valid spec invalid.
+    type Breakage = fn(&mut PipelineSpec);
+
     #[test]
     fn each_problem_names_its_field() {
-        let cases: Vec<(Box<dyn Fn(&mut PipelineSpec)>, &str)> = vec![
-            (Box::new(|s| s.source.layout = "{year}/{month}/".into()), "source.layout"),
-            (Box::new(|s| s.source.csv.delimiter = ";;".into()), "source.csv.delimiter"),
-            (Box::new(|s| s.source.csv.quote = ",".into()), "must differ"),
-            (Box::new(|s| s.sink.url = "gs://x/".into()), "sink.url"),
-            (Box::new(|s| s.bad_records.url = Some("ftp://x".into())), "badRecords.url"),
-            (Box::new(|s| s.sink.url = s.source.url.clone()), "sink.url must differ"),
-            (Box::new(|s| s.transform = TransformSpec { sql: "DROP TABLE events".into() }), "transform.sql"),
+        let cases: [(Breakage, &str); 7] = [
+            (|s| s.source.layout = "{year}/{month}/".into(), "source.layout"),
+            (|s| s.source.csv.delimiter = ";;".into(), "source.csv.delimiter"),
+            (|s| s.source.csv.quote = ",".into(), "must differ"),
+            (|s| s.sink.url = "gs://x/".into(), "sink.url"),
+            (|s| s.bad_records.url = Some("ftp://x".into()), "badRecords.url"),
+            (|s| s.sink.url = s.source.url.clone(), "sink.url s3://user-events/ is the same location as source.url"),
+            (|s| s.transform = TransformSpec { sql: "DROP TABLE events".into() }, "transform.sql"),
         ];
         for (mutate, expected) in cases {
             let mut spec = spec();
@@ -127,6 +157,61 @@ mod tests {
             let message = check(&spec).unwrap_err().to_string();
             assert!(message.contains(expected), "{expected}: {message}");
         }
+    }
+
+    /// The message for `spec` with the given URLs; `None` when the spec passes.
+    fn overlap(source: &str, sink: &str, rejected: Option<&str>, policy: BadRecordPolicy) -> Option<String> {
+        let mut spec = spec();
+        spec.source.url = source.into();
+        spec.sink.url = sink.into();
+        spec.bad_records.url = rejected.map(str::to_string);
+        spec.bad_records.policy = policy;
+        check(&spec).err().map(|e| e.to_string())
+    }
+
+    #[test]
+    fn source_sink_and_rejected_rows_must_not_overlap() {
+        use BadRecordPolicy::{Fail, Quarantine};
+        let raw = "s3://a/raw/";
+        let refused = [
+            (raw, "s3://a/raw/out/", None, Fail, "sink.url s3://a/raw/out/ lies inside source.url s3://a/raw/"),
+            (raw, "s3://a/", None, Fail, "sink.url s3://a/ contains source.url s3://a/raw/"),
+            (raw, "s3://b/out/", Some("s3://b/out/"), Fail, "badRecords.url s3://b/out/ is the same location as sink.url"),
+            (raw, "s3://b/out/", Some("s3://b/out/bad/"), Quarantine, "badRecords.url s3://b/out/bad/ lies inside sink.url"),
+            (raw, "s3://b/out/", Some("s3://a/raw/bad"), Quarantine, "badRecords.url s3://a/raw/bad/ lies inside source.url"),
+            (raw, "s3://b/", None, Quarantine, "badRecords.url (default from sink.url) s3://b/_rejected/ lies inside"),
+        ];
+        for (source, sink, rejected, policy, expected) in refused {
+            let message = overlap(source, sink, rejected, policy).unwrap_or_default();
+            assert!(message.contains(expected), "{expected}: {message}");
+        }
+        let accepted = [
+            ("s3://a/raw/", "s3://a/rawer/", None, Quarantine),
+            ("s3://a/raw/", "s3://b/", None, Fail),
+            ("s3://a/raw/", "s3://b/out/", Some("s3://b/out-bad/"), Quarantine),
+            ("/tmp/x/raw", "/tmp/x/out", None, Quarantine),
+        ];
+        for (source, sink, rejected, policy) in accepted {
+            assert_eq!(overlap(source, sink, rejected, policy), None, "{source} {sink} {rejected:?}");
+        }
+    }
+
+    #[test]
+    fn local_locations_are_compared_after_resolving_dot_dot_and_links() {
+        let root = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(root.path()).unwrap();
+        std::fs::create_dir_all(root.join("data/raw")).unwrap();
+        std::os::unix::fs::symlink(root.join("data"), root.join("link")).unwrap();
+        let at = |relative: &str| root.join(relative).to_str().unwrap().to_string();
+        let url = |relative: &str| format!("file://{}/", at(relative));
+        let message = overlap(&at("data/raw"), &at("link/raw/../raw/out"), None, BadRecordPolicy::Fail).unwrap();
+        let expected = format!("sink.url {} lies inside source.url {}", url("data/raw/out"), url("data/raw"));
+        assert!(message.contains(&expected), "{message}");
+        let rejected = at("data/raw/../raw");
+        let message = overlap(&at("link/raw"), &at("data/out"), Some(&rejected), BadRecordPolicy::Fail).unwrap();
+        let expected = format!("badRecords.url {} is the same location as source.url {}", url("data/raw"), url("data/raw"));
+        assert!(message.contains(&expected), "{message}");
+        assert_eq!(overlap(&at("link/raw"), &at("data/raw/../out"), None, BadRecordPolicy::Quarantine), None);
     }
 
     #[tokio::test]
