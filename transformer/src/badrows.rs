@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 use crate::spec::{Column, ColumnType, CsvOptions};
+use crate::timestamps;
 use crate::storage::{SourceObject, Store};
 
 /// A row that cannot be read as the declared columns.
@@ -204,8 +205,8 @@ impl RowChecker {
                 }
                 return Some(format!("column {:?}: empty value in a non-nullable column", column.name));
             }
-            if !parses_as(column, text) {
-                return Some(format!("column {:?}: {text:?} is not a valid {}", column.name, type_name(column)));
+            if let Err(reason) = parse(column, text) {
+                return Some(format!("column {:?}: {reason}", column.name));
             }
         }
         None
@@ -237,29 +238,27 @@ fn skip_bom(reader: &mut impl BufRead) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether a non-empty value parses as the column's type, by the rules of the fast path's reader.
-fn parses_as(column: &Column, text: &str) -> bool {
-    match column.data_type {
+/// Whether a non-empty value parses as the column's type, by the rules of the fast path: its
+/// reader, and for epoch and formatted timestamps the very functions it calls ([`timestamps`]).
+/// The error says why.
+fn parse(column: &Column, text: &str) -> std::result::Result<(), String> {
+    let not_valid = || format!("{text:?} is not a valid {}", type_name(column));
+    let valid = match column.data_type {
         ColumnType::String => true,
         ColumnType::Int64 => Int64Type::parse(text).is_some(),
         ColumnType::Float64 => Float64Type::parse(text).is_some(),
         ColumnType::Bool => text.eq_ignore_ascii_case("true") || text.eq_ignore_ascii_case("false"),
         ColumnType::Date => Date32Type::parse(text).is_some(),
-        ColumnType::Timestamp => match (&column.unit, &column.format) {
-            (Some(unit), _) => Int64Type::parse(text).is_some_and(|value| {
-                let per_second = match unit {
-                    crate::spec::TimestampUnit::Seconds => 1,
-                    crate::spec::TimestampUnit::Millis => 1_000,
-                };
-                value.checked_mul(1_000_000 / per_second).is_some()
-            }),
-            (None, Some(format)) => {
-                chrono::NaiveDateTime::parse_from_str(text, format).is_ok()
-                    || chrono::DateTime::parse_from_str(text, format).is_ok()
+        ColumnType::Timestamp => match (column.unit, &column.format) {
+            (Some(unit), _) => {
+                let value = Int64Type::parse(text).ok_or_else(not_valid)?;
+                return timestamps::from_epoch(value, unit).map(|_| ());
             }
+            (None, Some(format)) => return timestamps::from_text(text, format).map(|_| ()),
             (None, None) => string_to_datetime(&chrono::Utc, text).is_ok(),
         },
-    }
+    };
+    if valid { Ok(()) } else { Err(not_valid()) }
 }
 
 fn type_name(column: &Column) -> String {
@@ -330,7 +329,7 @@ mod tests {
         assert_eq!(summary[2], (5, "column \"id\": empty value in a non-nullable column"));
         assert_eq!(summary[3], (6, "column \"value\": invalid UTF-8"));
         assert_eq!(summary[4].0, 7);
-        assert!(summary[4].1.contains("timestamp in seconds"), "{}", summary[4].1);
+        assert!(summary[4].1.contains("outside the years 1 to 9999 as an epoch in seconds"), "{}", summary[4].1);
         assert_eq!(summary[5].0, 9);
         assert!(summary[5].1.starts_with("unterminated quoted field"), "{}", summary[5].1);
         assert_eq!(bad[0].text, "x,a,b,100");

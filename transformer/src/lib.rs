@@ -22,6 +22,7 @@ pub mod schema;
 pub mod spec;
 pub mod storage;
 pub mod task;
+pub mod timestamps;
 pub mod validate;
 pub mod writer;
 

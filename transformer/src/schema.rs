@@ -8,7 +8,7 @@ use datafusion::logical_expr::{Expr, cast, lit};
 
 use crate::error::{Error, Result};
 use crate::layout::PartitionKey;
-use crate::spec::{Column, ColumnType, TimestampUnit};
+use crate::spec::{Column, ColumnType};
 
 /// The Arrow type every timestamp column ends up as: microseconds, UTC. Parquet stores it as
 /// `TIMESTAMP(isAdjustedToUTC=true, MICROS)`, which Athena, Spark, DuckDB and pyarrow all read.
@@ -74,17 +74,8 @@ pub fn events_projection(columns: &[Column], partition: &PartitionKey) -> Vec<Ex
 fn typed_column(column: &Column) -> Expr {
     let raw = quoted_col(&column.name);
     let typed = match (column.data_type, column.unit, &column.format) {
-        (ColumnType::Timestamp, Some(unit), _) => {
-            let micros_per_unit: i64 = match unit {
-                TimestampUnit::Seconds => 1_000_000,
-                TimestampUnit::Millis => 1_000,
-            };
-            cast(raw * lit(micros_per_unit), timestamp_type())
-        }
-        (ColumnType::Timestamp, None, Some(format)) => cast(
-            datafusion::functions::datetime::expr_fn::to_timestamp_micros(vec![raw, lit(format.clone())]),
-            timestamp_type(),
-        ),
+        (ColumnType::Timestamp, Some(unit), _) => crate::timestamps::epoch_expr(raw, unit, &column.name),
+        (ColumnType::Timestamp, None, Some(format)) => crate::timestamps::text_expr(raw, format, &column.name),
         _ => return raw,
     };
     typed.alias(&column.name)
@@ -110,6 +101,7 @@ fn quoted_col(name: &str) -> Expr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::TimestampUnit;
 
     fn column(name: &str, data_type: ColumnType) -> Column {
         Column { name: name.into(), data_type, nullable: true, unit: None, format: None }

@@ -158,7 +158,7 @@ pub enum ColumnType {
 }
 
 /// Unit of a numeric timestamp.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum TimestampUnit {
     /// Seconds since 1970-01-01T00:00:00Z.

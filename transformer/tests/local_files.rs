@@ -231,6 +231,23 @@ async fn row_groups_are_cut_by_bytes_under_a_small_memory_limit() {
     assert!(groups.len() >= 2, "{} row group(s) of {:?} rows", groups.len(), groups.iter().map(|g| g.num_rows()).collect::<Vec<_>>());
 }
 
+/// The fast path and the row-by-row path share one timestamp parser: an epoch in nanoseconds or
+/// milliseconds under `unit: seconds` is a bad row with a reason, never a timestamp centuries away.
+#[tokio::test]
+async fn out_of_range_epochs_are_bad_rows_on_both_paths() {
+    let dirs = Dirs::new();
+    let csv = b"id,name,value,timestamp\n1,n,v,1795478400\n2,n,v,1795478400000000000\n3,n,v,1795478400000\n4,n,v,1795478401\n";
+    write_partition(dirs.source.path(), &[("a.csv", csv)]);
+    let summary = eventpipe_transformer::run::run(&dirs.builder().policy(BadRecordPolicy::Skip).build()).await.unwrap();
+    assert_eq!((summary.rows_read, summary.rows_rejected, summary.rows_written), (4, 2, 2));
+    let error = eventpipe_transformer::run::run(&dirs.builder().policy(BadRecordPolicy::Fail).build()).await.unwrap_err().to_string();
+    assert!(error.contains("line 3") && error.contains("outside the years 1 to 9999"), "{error}");
+    assert_eq!(
+        dirs.query("SELECT CAST(max(\"timestamp\") AS VARCHAR) AS t FROM out").await[3],
+        "| 2026-11-24T00:00:01Z |"
+    );
+}
+
 const BAD: &[u8] = b"id,name,value,timestamp\n1,n,v,100\nnope,n,v,100\n2,n,v\n3,n,v,100\n,n,v,100\n";
 
 #[tokio::test]
