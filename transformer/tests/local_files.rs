@@ -176,7 +176,11 @@ async fn a_changed_spec_reprocesses_and_a_skip_removes_uncommitted_files() {
 #[tokio::test]
 async fn a_conversion_past_its_time_limit_fails_and_commits_nothing() {
     let dirs = Dirs::new();
-    write_partition(dirs.source.path(), &[("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\n")]);
+    let mut csv = String::from("id,name,value,timestamp\n");
+    for i in 0..100_000 {
+        csv.push_str(&format!("{i},n,v,{}\n", 1_795_478_400 + i));
+    }
+    write_partition(dirs.source.path(), &[("a.csv", csv.as_bytes())]);
     let mut task = dirs.builder().build();
     task.engine.timeout_seconds = Some(0);
     let error = eventpipe_transformer::run::run(&task).await.unwrap_err();
