@@ -10,8 +10,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
-use datafusion::arrow::array::{ArrayRef, AsArray, TimestampMicrosecondArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, TimestampMicrosecondArray};
+use datafusion::arrow::compute::kernels::aggregate::{max, min};
+use datafusion::arrow::compute::kernels::numeric::mul;
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
 use datafusion::common::{ScalarValue, exec_err};
 use datafusion::error::Result as DataFusionResult;
 use datafusion::logical_expr::{
@@ -26,12 +28,8 @@ const RANGE_MICROS: (i64, i64) = (-62_135_596_800_000_000, 253_402_300_799_999_9
 
 /// Microseconds since the epoch of an epoch number in `unit`.
 pub fn from_epoch(value: i64, unit: TimestampUnit) -> Result<i64, String> {
-    let micros_per_unit = match unit {
-        TimestampUnit::Seconds => 1_000_000,
-        TimestampUnit::Millis => 1_000,
-    };
     value
-        .checked_mul(micros_per_unit)
+        .checked_mul(micros_per_unit(unit))
         .filter(|micros| (RANGE_MICROS.0..=RANGE_MICROS.1).contains(micros))
         .ok_or_else(|| format!("{value} is outside the years 1 to 9999 as an epoch in {}", unit_name(unit)))
 }
@@ -49,6 +47,27 @@ pub fn from_text(text: &str, format: &str) -> Result<i64, String> {
         Ok(micros)
     } else {
         Err(format!("{text:?} is outside the years 1 to 9999"))
+    }
+}
+
+/// [`from_epoch`] over a whole column, vectorised: a checked multiplication and a range check on
+/// the column's minimum and maximum. Only a column with a refused value goes value by value, to
+/// report the first one as [`from_epoch`] does.
+fn epochs(values: &Int64Array, unit: TimestampUnit) -> Result<TimestampMicrosecondArray, String> {
+    let scaled = mul(values, &Int64Array::new_scalar(micros_per_unit(unit))).ok().map(|micros| micros.as_primitive::<Int64Type>().clone());
+    let in_range = |micros: &Int64Array| {
+        min(micros).is_none_or(|low| low >= RANGE_MICROS.0) && max(micros).is_none_or(|high| high <= RANGE_MICROS.1)
+    };
+    match scaled {
+        Some(micros) if in_range(&micros) => Ok(micros.reinterpret_cast::<TimestampMicrosecondType>()),
+        _ => values.iter().map(|value| value.map(|v| from_epoch(v, unit)).transpose()).collect(),
+    }
+}
+
+fn micros_per_unit(unit: TimestampUnit) -> i64 {
+    match unit {
+        TimestampUnit::Seconds => 1_000_000,
+        TimestampUnit::Millis => 1_000,
     }
 }
 
@@ -117,7 +136,7 @@ impl ScalarUDFImpl for Conversion {
         };
         let array = input.to_array(args.number_rows)?;
         let converted: Result<TimestampMicrosecondArray, String> = match &self.kind {
-            Kind::Epoch(unit) => array.as_primitive::<Int64Type>().iter().map(|value| value.map(|v| from_epoch(v, *unit)).transpose()).collect(),
+            Kind::Epoch(unit) => epochs(array.as_primitive::<Int64Type>(), *unit),
             Kind::Text(format) => array.as_string::<i32>().iter().map(|text| text.map(|t| from_text(t, format)).transpose()).collect(),
         };
         match converted {
@@ -145,6 +164,17 @@ mod tests {
         assert!(nanos_as_seconds.contains("outside the years 1 to 9999"), "{nanos_as_seconds}");
         assert!(from_epoch(1_795_478_400_000, TimestampUnit::Seconds).is_err(), "millis under seconds is the year 58,000");
         assert_eq!(from_epoch(-62_135_596_800, TimestampUnit::Seconds), Ok(RANGE_MICROS.0));
+    }
+
+    #[test]
+    fn the_vectorised_column_conversion_agrees_with_the_single_value_one() {
+        let good = Int64Array::from(vec![Some(1_795_478_400), None, Some(-62_135_596_800), Some(0)]);
+        let converted = epochs(&good, TimestampUnit::Seconds).unwrap();
+        let one_by_one: Vec<Option<i64>> = good.iter().map(|v| v.map(|v| from_epoch(v, TimestampUnit::Seconds).unwrap())).collect();
+        assert_eq!(converted.iter().collect::<Vec<_>>(), one_by_one);
+        let bad = Int64Array::from(vec![Some(1), Some(1_795_478_400_000), Some(i64::MAX)]);
+        assert_eq!(epochs(&bad, TimestampUnit::Seconds).unwrap_err(), from_epoch(1_795_478_400_000, TimestampUnit::Seconds).unwrap_err());
+        assert!(epochs(&Int64Array::from(vec![i64::MAX]), TimestampUnit::Millis).is_err(), "overflow");
     }
 
     #[test]
