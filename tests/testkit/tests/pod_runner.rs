@@ -20,7 +20,8 @@ use k8s_openapi::api::{
     batch::v1::Job,
     coordination::v1::Lease,
     core::v1::{
-        ConfigMap, ContainerStateTerminated, ContainerStatus, Node, Pod, PodCondition, Secret,
+        ConfigMap, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Node, Pod,
+        PodCondition, Secret,
     },
 };
 use kube::{
@@ -139,6 +140,13 @@ fn terminated<'a>(pod: &'a Pod, name: &str) -> Result<&'a ContainerStateTerminat
         .as_ref()
         .and_then(|s| s.terminated.as_ref())
         .with_context(|| format!("container {name} is not terminated: {:?}", status.state))
+}
+
+fn waiting_state(pod: &Pod, name: &str) -> Result<ContainerStateWaiting> {
+    let state = container(pod, name)?.state.as_ref();
+    state
+        .and_then(|s| s.waiting.clone())
+        .context("the container is not waiting")
 }
 
 fn waiting_reason(pod: &Pod, name: &str) -> Option<String> {
@@ -300,13 +308,7 @@ async fn a_missing_secret_is_a_config_error_until_it_exists() -> Result<()> {
         })
         .await?;
     assert_eq!(phase_of(&pod), Some("Pending"));
-    let waiting = container(&pod, "main")?
-        .state
-        .as_ref()
-        .unwrap()
-        .waiting
-        .clone()
-        .unwrap();
+    let waiting = waiting_state(&pod, "main")?;
     assert_eq!(
         waiting.message.as_deref(),
         Some("secret \"later\" not found")
@@ -416,13 +418,7 @@ async fn an_unknown_image_cannot_be_pulled_and_the_pod_can_still_be_deleted() ->
         })
         .await?;
     assert_eq!(phase_of(&pod), Some("Pending"));
-    let waiting = container(&pod, "main")?
-        .state
-        .as_ref()
-        .unwrap()
-        .waiting
-        .clone()
-        .unwrap();
+    let waiting = waiting_state(&pod, "main")?;
     assert!(
         waiting
             .message
