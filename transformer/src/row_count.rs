@@ -13,7 +13,8 @@ use crate::engine::EVENTS_TABLE;
 use crate::error::Result;
 
 /// Whether a query's (unoptimized) plan reads `events` exactly once and unlimited, subqueries
-/// included.
+/// included. `events` is a view: the planner inlines each reference to it as a subquery aliased
+/// `events` (a table scan by that name is counted too).
 pub fn reads_events_once(plan: &LogicalPlan) -> Result<bool> {
     let (mut scans, mut limited) = (0, false);
     plan.apply_with_subqueries(|node| {
@@ -22,6 +23,8 @@ pub fn reads_events_once(plan: &LogicalPlan) -> Result<bool> {
                 scans += 1;
                 limited |= scan.fetch.is_some();
             }
+            LogicalPlan::SubqueryAlias(alias) if alias.alias.table() == EVENTS_TABLE => scans += 1,
+            LogicalPlan::TableScan(scan) => limited |= scan.fetch.is_some(),
             LogicalPlan::Limit(_) => limited = true,
             _ => {}
         }
@@ -45,4 +48,37 @@ pub fn scanned_rows(plan: &dyn ExecutionPlan) -> Option<u64> {
         return plan.metrics()?.output_rows().map(|rows| rows as u64);
     }
     children.into_iter().map(|child| scanned_rows(child.as_ref())).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Engine;
+    use crate::layout::PartitionKey;
+    use crate::spec::{Column, ColumnType};
+    use crate::task::EngineSettings;
+
+    async fn reads_once(sql: &str) -> bool {
+        let engine = Engine::new(&EngineSettings::default(), 0).unwrap();
+        let columns = [Column { name: "id".into(), data_type: ColumnType::Int64, nullable: true, unit: None, format: None }];
+        let partition = PartitionKey { year: 2026, month: 11, day: 24, hour: None };
+        engine.register_empty_events(&columns, &partition).unwrap();
+        let frame = engine.transform(sql, &partition).await.unwrap();
+        reads_events_once(frame.logical_plan()).unwrap()
+    }
+
+    /// The common queries keep the cheap count at the scans; the others are counted apart.
+    #[tokio::test]
+    async fn only_a_single_unlimited_read_of_events_counts_at_the_scans() {
+        assert!(reads_once("SELECT * FROM events").await);
+        assert!(reads_once("SELECT id, count(*) AS n FROM events WHERE id > 3 GROUP BY id").await);
+        for sql in [
+            "SELECT * FROM events LIMIT 5",
+            "SELECT a.id FROM events a JOIN events b ON a.id = b.id",
+            "SELECT id FROM events UNION ALL SELECT id FROM events",
+            "WITH e AS (SELECT id FROM events) SELECT id FROM e UNION ALL SELECT id FROM e",
+        ] {
+            assert!(!reads_once(sql).await, "{sql}");
+        }
+    }
 }
