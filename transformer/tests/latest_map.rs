@@ -119,6 +119,20 @@ fn map_at(maps: &MapArray, row: usize) -> Option<Entries> {
 }
 
 /// `(first column as i64, map in column `column`)` for every output row.
+/// Each row's map of `latest_map(...) OVER (PARTITION BY id ORDER BY seq <frame>)`, one per input
+/// row, over `rows` split into `partitions` of `batch_rows`-row batches.
+async fn window_maps(rows: &[Row], frame: &str, partitions: usize, batch_rows: usize) -> Vec<(i64, Option<Entries>)> {
+    let engine = session(settings(2), rows, partitions, batch_rows);
+    let sql = format!(
+        r#"SELECT seq, latest_map(name, value, "timestamp") OVER (PARTITION BY id ORDER BY seq {frame}) AS settings
+           FROM events ORDER BY seq"#
+    );
+    let (batches, _) = run(engine.context(), &sql).await;
+    let maps = rows_of(&batches, "settings");
+    assert_eq!(maps.len(), rows.len(), "{frame}");
+    maps
+}
+
 fn rows_of(batches: &[RecordBatch], column: &str) -> Vec<(i64, Option<Entries>)> {
     let mut out = Vec::new();
     for batch in batches {
@@ -181,15 +195,7 @@ async fn a_growing_window_gives_every_row_the_newest_values_so_far() {
     // Two growing frames: explicit ROWS, and the default frame of an ORDER BY (RANGE … CURRENT ROW,
     // the same as ROWS here because `seq` is unique).
     for frame in ["ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW", ""] {
-        let engine = session(settings(2), &rows, 3, 256);
-        let sql = format!(
-            r#"SELECT seq, latest_map(name, value, "timestamp") OVER (PARTITION BY id ORDER BY seq {frame}) AS settings
-               FROM events ORDER BY seq"#
-        );
-        let (batches, _) = run(engine.context(), &sql).await;
-        let got = rows_of(&batches, "settings");
-        assert_eq!(got.len(), rows.len());
-        for (seq, map) in got {
+        for (seq, map) in window_maps(&rows, frame, 3, 256).await {
             let row = &rows[seq as usize];
             let expected = newest(rows.iter().filter(|r| r.id == row.id && r.seq <= seq));
             assert_eq!(map.as_ref(), Some(&expected), "{frame:?}: row {row:?}");
@@ -215,15 +221,7 @@ async fn a_sliding_window_forgets_the_rows_that_left_the_frame() {
         ("ROWS BETWEEN 5 PRECEDING AND 2 FOLLOWING", 5, -2),
         ("ROWS BETWEEN 1 FOLLOWING AND 4 FOLLOWING", -1, -4),
     ] {
-        let engine = session(settings(2), &rows, 2, 100);
-        let sql = format!(
-            r#"SELECT seq, latest_map(name, value, "timestamp") OVER (PARTITION BY id ORDER BY seq {frame}) AS settings
-               FROM events ORDER BY seq"#
-        );
-        let (batches, _) = run(engine.context(), &sql).await;
-        let got = rows_of(&batches, "settings");
-        assert_eq!(got.len(), rows.len());
-        for (seq, map) in got {
+        for (seq, map) in window_maps(&rows, frame, 2, 100).await {
             let row = &rows[seq as usize];
             let partition: Vec<&Row> = rows.iter().filter(|r| r.id == row.id).collect();
             let at = partition.iter().position(|r| r.seq == seq).unwrap() as i64;
