@@ -326,12 +326,13 @@ pub fn launch_refused(mut plan: Plan, observation: &Observation<'_>, refused: &[
         entry.job = before.and_then(|p| p.job.clone());
         entry.state = PartitionState::Pending;
         entry.message = Some(format!("creating Job {job} failed: {message}"));
-        plan.status.running_jobs = plan.status.running_jobs.saturating_sub(1);
-        plan.status.pending_partitions += 1;
         plan.happenings.retain(|h| !matches!(h, Happening::Launched { job: launched, .. } if launched == job));
         plan.happenings.push(Happening::JobCreateFailed { partition: entry.partition.clone(), job: job.clone(), message: message.clone() });
     }
     plan.launches.retain(|launch| !refused.iter().any(|(job, _)| *job == launch.job));
+    let requests = (plan.status.last_retry_request.take(), plan.status.last_reprocess_request.take());
+    plan.status = summarize(std::mem::take(&mut plan.status.partitions), &plan.happenings, observation);
+    (plan.status.last_retry_request, plan.status.last_reprocess_request) = requests;
     if let Some((job, message)) = refused.first() {
         let mut message = format!("creating Job {job} failed: {message}");
         shorten(&mut message, MESSAGE_LIMIT);
