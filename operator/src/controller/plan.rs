@@ -329,7 +329,12 @@ pub fn launch_refused(mut plan: Plan, observation: &Observation<'_>, refused: &[
         plan.happenings.retain(|h| !matches!(h, Happening::Launched { job: launched, .. } if launched == job));
         plan.happenings.push(Happening::JobCreateFailed { partition: entry.partition.clone(), job: job.clone(), message: message.clone() });
     }
-    plan.launches.retain(|launch| !refused.iter().any(|(job, _)| *job == launch.job));
+    let is_refused = |launch: &Launch| refused.iter().any(|(job, _)| *job == launch.job);
+    // A refused reprocess stays requested, so the next try carries it out.
+    if plan.launches.iter().any(|launch| launch.force && is_refused(launch)) {
+        plan.status.last_reprocess_request = observation.previous.last_reprocess_request.clone();
+    }
+    plan.launches.retain(|launch| !is_refused(launch));
     let requests = (plan.status.last_retry_request.take(), plan.status.last_reprocess_request.take());
     plan.status = summarize(std::mem::take(&mut plan.status.partitions), &plan.happenings, observation);
     (plan.status.last_retry_request, plan.status.last_reprocess_request) = requests;
@@ -1065,6 +1070,9 @@ mod tests {
         assert_eq!(launched(&plan), vec![(23, 2)]);
         assert!(plan.launches[0].force);
         assert_eq!(plan.status.last_reprocess_request.as_deref(), Some("year=2026/month=11/day=23"));
+        let refused = vec![(plan.launches[0].job.clone(), "denied by an admission webhook".to_string())];
+        let kept = launch_refused(plan.clone(), &scenario.observation(), &refused);
+        assert_eq!(kept.status.last_reprocess_request, None, "a refused reprocess is still requested");
         let scenario = scenario.next(&plan);
         assert!(scenario.plan().launches.is_empty(), "handled once");
 
