@@ -124,17 +124,8 @@ impl Sources {
         &mut self,
         name: &str,
     ) -> Result<Option<BTreeMap<String, ByteString>>, String> {
-        if !self.secret_cache.contains_key(name) {
-            let found = self
-                .secrets
-                .get_opt(name)
-                .await
-                .map_err(|e| e.to_string())?;
-            self.secret_cache.insert(name.to_string(), found);
-        }
-        Ok(self.secret_cache[name]
-            .as_ref()
-            .map(|s| s.data.clone().unwrap_or_default()))
+        let secret = read_once(&self.secrets, &mut self.secret_cache, name).await?;
+        Ok(secret.map(|s| s.data.clone().unwrap_or_default()))
     }
 
     /// The ConfigMap's `data` and `binaryData` merged, or `None` when it does not exist.
@@ -142,15 +133,8 @@ impl Sources {
         &mut self,
         name: &str,
     ) -> Result<Option<BTreeMap<String, ByteString>>, String> {
-        if !self.config_map_cache.contains_key(name) {
-            let found = self
-                .config_maps
-                .get_opt(name)
-                .await
-                .map_err(|e| e.to_string())?;
-            self.config_map_cache.insert(name.to_string(), found);
-        }
-        Ok(self.config_map_cache[name].as_ref().map(|cm| {
+        let config_map = read_once(&self.config_maps, &mut self.config_map_cache, name).await?;
+        Ok(config_map.map(|cm| {
             let text = cm.data.iter().flatten();
             let binary = cm.binary_data.iter().flatten();
             text.map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
@@ -158,6 +142,23 @@ impl Sources {
                 .collect()
         }))
     }
+}
+
+/// The named object, read from the API server the first time it is asked for and from `cache`
+/// after that (`None` when it does not exist).
+async fn read_once<'c, K>(
+    api: &Api<K>,
+    cache: &'c mut HashMap<String, Option<K>>,
+    name: &str,
+) -> Result<Option<&'c K>, String>
+where
+    K: Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if !cache.contains_key(name) {
+        let found = api.get_opt(name).await.map_err(|e| e.to_string())?;
+        cache.insert(name.to_string(), found);
+    }
+    Ok(cache[name].as_ref())
 }
 
 /// The variables the kubelet defines from `envFrom`, `env` and the service variables, in the
