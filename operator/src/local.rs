@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use eventpipe_transformer::task::{EngineSettings, Summary, Task};
 use eventpipe_transformer::fingerprint::fingerprint;
+use eventpipe_transformer::storage::Retrying;
 use eventpipe_transformer::{discovery, run, validate};
 use serde::Serialize;
 
@@ -81,7 +82,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let checked = validate::check(&pipeline)?;
     validate::check_sql(&pipeline, &checked.layout).await?;
-    let source = checked.source.open(pipeline.s3.as_ref()).await?;
+    let source = checked.source.open(pipeline.s3.as_ref(), Retrying::Patiently).await?;
     let partitions = discovery::discover(&source, &checked.layout)
         .await
         .with_context(|| format!("listing {}", checked.source.url()))?;

@@ -21,7 +21,7 @@ use crate::fingerprint::{fingerprint, spec_hash};
 use crate::header;
 use crate::manifest::{self, Manifest, ManifestColumn, ManifestFile};
 use crate::spec::{BadRecordPolicy, Column, CsvOptions};
-use crate::storage::{Location, Opener, SourceObject, Store};
+use crate::storage::{Location, Opener, Retrying, SourceObject, Store};
 use crate::task::{InputObject, Summary, Task, new_run_id};
 use crate::validate::CheckedPipeline;
 use crate::writer::{self, Output};
@@ -32,8 +32,8 @@ pub async fn run(task: &Task) -> Result<Summary> {
     let pipeline = &task.pipeline;
     let checked = crate::validate::check(pipeline)?;
     let opener = Opener::new(pipeline.s3.as_ref());
-    let source = opener.open(&checked.source).await?;
-    let sink = opener.open(&checked.sink).await?;
+    let source = opener.open(&checked.source, Retrying::Patiently).await?;
+    let sink = opener.open(&checked.sink, Retrying::Patiently).await?;
     let inputs = list_partition(&source, &checked, task).await?;
     let fingerprint = fingerprint(&inputs);
     if let Some(expected) = task.expected_fingerprint.as_deref().filter(|expected| **expected != fingerprint) {
@@ -49,7 +49,8 @@ pub async fn run(task: &Task) -> Result<Summary> {
     }
 
     let commit_mode = pipeline.sink.commit;
-    manifest::check_conditional_writes(&sink, commit_mode).await?;
+    // A store that answers the probe with 501 has answered: it is not asked again for minutes.
+    manifest::check_conditional_writes(&opener.open(&checked.sink, Retrying::Briefly).await?, commit_mode).await?;
     let run_id = new_run_id();
     let run = Run { task, inputs: &inputs, run_id: &run_id, opener: &opener, source: &source, sink: &sink, directory: &directory };
     let converted = match within_time_limit(task.engine.timeout_seconds, run.convert(&checked.rejected)).await {
@@ -243,7 +244,7 @@ impl Run<'_> {
 
     /// Uploads the bad rows as JSON lines below the rejected-rows location.
     async fn quarantine(&self, separated: &Separated, location: &Location) -> Result<QuarantinedRows> {
-        let store = self.opener.open(location).await?;
+        let store = self.opener.open(location, Retrying::Patiently).await?;
         let directory = store.child(&self.task.partition.sink_path());
         let name = format!("rejected-{}.jsonl", self.run_id);
         let path = directory.clone().join(name.as_str());

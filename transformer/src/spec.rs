@@ -2,6 +2,8 @@
 //! where the Parquet goes. The `EventPipeline` custom resource embeds these types unchanged, so their
 //! doc comments are also the `kubectl explain` text of the CRD fields.
 
+use std::time::Duration;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -292,6 +294,29 @@ pub struct S3Settings {
     /// identity (IRSA, EKS pod identity). Local runs (`eventpipe run`) ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
+    /// Seconds a request may wait for the next bytes of its response before it is retried
+    /// (default 60). Reading a large object has no overall time limit while data arrives; a read
+    /// that stalls this long continues from the first byte it lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub read_timeout_seconds: Option<u32>,
+    /// Seconds a failing request is retried (connection errors, timeouts, throttling and 5xx
+    /// answers) before the run fails (default 180).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub retry_timeout_seconds: Option<u32>,
+}
+
+impl S3Settings {
+    /// How long a request may wait for the next bytes of its response.
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs(self.read_timeout_seconds.unwrap_or(60).into())
+    }
+
+    /// How long a failing request is retried.
+    pub fn retry_timeout(&self) -> Duration {
+        Duration::from_secs(self.retry_timeout_seconds.unwrap_or(180).into())
+    }
 }
 
 /// Names a Secret in the pipeline's namespace.

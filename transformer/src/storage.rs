@@ -9,12 +9,14 @@ use std::time::Duration;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::{Path, PathPart};
+use object_store::client::{HttpClient, HttpConnector};
 use object_store::{ClientOptions, ObjectMeta, ObjectStore, RetryConfig};
 use tokio::sync::OnceCell;
 use url::Url;
 
 use crate::credentials::AwsChainCredentials;
 use crate::error::{Error, Result};
+use crate::resuming::ResumingStore;
 use crate::spec::S3Settings;
 
 /// A parsed location: an S3 bucket and key prefix, or a local directory.
@@ -84,8 +86,8 @@ impl Location {
 
     /// Opens the object store behind this location with its own S3 configuration; use an
     /// [`Opener`] to open several locations with one.
-    pub async fn open(&self, s3: Option<&S3Settings>) -> Result<Store> {
-        Opener::new(s3).open(self).await
+    pub async fn open(&self, s3: Option<&S3Settings>, retrying: Retrying) -> Result<Store> {
+        Opener::new(s3).open(self, retrying).await
     }
 }
 
@@ -97,6 +99,17 @@ pub struct Opener {
     settings: S3Settings,
     credentials: Option<aws_credential_types::Credentials>,
     aws: OnceCell<AwsContext>,
+}
+
+/// How persistently an S3 client retries a failing request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retrying {
+    /// For as long as `s3.retryTimeoutSeconds`, with reads resumed where they stopped: a run
+    /// rides out throttling, a restarting endpoint and reset connections.
+    Patiently,
+    /// A few times within seconds: for callers that try again later anyway (the operator's
+    /// listings) and for probes whose refusal is the answer.
+    Briefly,
 }
 
 #[derive(Debug)]
@@ -119,10 +132,10 @@ impl Opener {
 
     /// Opens the object store behind a location. Nothing is created: local directories appear
     /// when the first object is written into them.
-    pub async fn open(&self, location: &Location) -> Result<Store> {
+    pub async fn open(&self, location: &Location, retrying: Retrying) -> Result<Store> {
         match location {
             Location::S3 { bucket, prefix } => Ok(Store {
-                store: self.s3_store(bucket).await?,
+                store: self.s3_store(bucket, retrying).await?,
                 root_url: Url::parse(&format!("s3://{bucket}")).expect("bucket names form valid URLs"),
                 prefix: Path::parse(prefix).map_err(|e| Error::Config(format!("{}: {e}", location.url())))?,
                 location: location.clone(),
@@ -162,24 +175,31 @@ impl Opener {
             .await
     }
 
-    async fn s3_store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+    async fn s3_store(&self, bucket: &str, retrying: Retrying) -> Result<Arc<dyn ObjectStore>> {
         let aws = self.aws().await?;
-        let store = s3_builder(&self.settings, bucket)?
+        let store = s3_builder(&self.settings, bucket, retrying)?
             .with_region(aws.region.clone())
             .with_credentials(Arc::clone(&aws.credentials) as _)
             .build()
             .map_err(|source| Error::Storage { url: format!("s3://{bucket}"), source })?;
-        Ok(Arc::new(store))
+        Ok(match retrying {
+            Retrying::Patiently => Arc::new(ResumingStore::new(Arc::new(store))),
+            Retrying::Briefly => Arc::new(store),
+        })
     }
 }
 
 /// The S3 client for `bucket` before the AWS context is known: retries, timeouts and addressing.
-fn s3_builder(settings: &S3Settings, bucket: &str) -> Result<AmazonS3Builder> {
-    let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..RetryConfig::default() };
-    let client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
+fn s3_builder(settings: &S3Settings, bucket: &str, retrying: Retrying) -> Result<AmazonS3Builder> {
+    let retry = match retrying {
+        // Bounded by time, not by count: a throttled or restarting store is waited out for the
+        // configured time however quickly it answers.
+        Retrying::Patiently => RetryConfig { max_retries: usize::MAX, retry_timeout: settings.retry_timeout(), ..RetryConfig::default() },
+        Retrying::Briefly => RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..RetryConfig::default() },
+    };
     let builder = AmazonS3Builder::new()
         .with_retry(retry)
-        .with_client_options(client)
+        .with_http_connector(IdleTimeoutConnector { read_timeout: settings.read_timeout() })
         .with_bucket_name(bucket)
         .with_virtual_hosted_style_request(!settings.force_path_style);
     let Some(endpoint) = &settings.endpoint else { return Ok(builder) };
@@ -187,6 +207,25 @@ fn s3_builder(settings: &S3Settings, bucket: &str) -> Result<AmazonS3Builder> {
     // put into the host here, as AWS SDKs do with a custom endpoint.
     let endpoint = if settings.force_path_style { endpoint.clone() } else { virtual_hosted_endpoint(endpoint, bucket)? };
     Ok(builder.with_allow_http(endpoint.starts_with("http://")).with_endpoint(endpoint))
+}
+
+/// HTTP clients without object_store's overall request timeout, which also covers reading the
+/// body and so fails any object that takes longer to read: a request fails when its connection
+/// cannot be made within 5 seconds or its response stops arriving for `read_timeout`.
+#[derive(Debug)]
+struct IdleTimeoutConnector {
+    read_timeout: Duration,
+}
+
+impl HttpConnector for IdleTimeoutConnector {
+    fn connect(&self, _: &ClientOptions) -> object_store::Result<HttpClient> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(self.read_timeout)
+            .build()
+            .map_err(|error| object_store::Error::Generic { store: "S3", source: Box::new(error) })?;
+        Ok(HttpClient::new(client))
+    }
 }
 
 /// `endpoint` with `bucket.` before its host name.
@@ -375,7 +414,7 @@ mod tests {
 
     #[tokio::test]
     async fn children_name_objects_by_their_verbatim_keys() {
-        let store = Location::parse("/tmp/raw #1%41").unwrap().open(None).await.unwrap();
+        let store = Location::parse("/tmp/raw #1%41").unwrap().open(None, Retrying::Patiently).await.unwrap();
         assert_eq!(store.prefix.as_ref(), "tmp/raw #1%41");
         let child = store.child("year=2026/a+b é#1[%].csv");
         assert_eq!(child.as_ref(), "tmp/raw #1%41/year=2026/a+b é#1[%].csv");
@@ -393,7 +432,7 @@ mod tests {
             ..S3Settings::default()
         };
         let config = |settings: &S3Settings| {
-            let builder = s3_builder(settings, "events").unwrap();
+            let builder = s3_builder(settings, "events", Retrying::Patiently).unwrap();
             (builder.get_config_value(&VirtualHostedStyleRequest), builder.get_config_value(&Endpoint))
         };
         let http = Some("http://minio.local:9000");
@@ -401,7 +440,7 @@ mod tests {
         assert_eq!(config(&settings(http, false)), (Some("true".into()), Some("http://events.minio.local:9000".into())));
         assert_eq!(config(&settings(None, false)), (Some("true".into()), None));
         assert_eq!(config(&settings(None, true)), (Some("false".into()), None));
-        let message = s3_builder(&settings(Some("http://127.0.0.1:9000"), false), "events").unwrap_err().to_string();
+        let message = s3_builder(&settings(Some("http://127.0.0.1:9000"), false), "events", Retrying::Patiently).unwrap_err().to_string();
         assert!(message.contains("s3.endpoint") && message.contains("s3.forcePathStyle"), "{message}");
     }
 }

@@ -11,7 +11,7 @@ use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use eventpipe_testkit::s3::{S3Server, SECRET_KEY};
 use eventpipe_transformer::manifest::{self, Manifest};
 use eventpipe_transformer::spec::{BadRecordPolicy, CommitMode};
-use eventpipe_transformer::storage::Location;
+use eventpipe_transformer::storage::{Location, Retrying};
 use eventpipe_transformer::{Error, run::run};
 use support::{DAY, TaskBuilder, gzip};
 
@@ -108,7 +108,7 @@ async fn a_commit_never_overwrites_a_manifest_it_did_not_read() {
     run(&buckets.builder().build()).await.unwrap();
     let sink = Location::parse(&format!("s3://{}/curated/", buckets.sink))
         .unwrap()
-        .open(buckets.builder().build().pipeline.s3.as_ref())
+        .open(buckets.builder().build().pipeline.s3.as_ref(), Retrying::Patiently)
         .await
         .unwrap();
     let directory = sink.child(&DAY.sink_path());
@@ -139,7 +139,7 @@ async fn a_missing_bucket_is_named() {
         force_path_style: true,
         ..Default::default()
     };
-    let source = Location::parse("s3://no-such-bucket/raw/").unwrap().open(Some(&settings)).await.unwrap();
+    let source = Location::parse("s3://no-such-bucket/raw/").unwrap().open(Some(&settings), Retrying::Briefly).await.unwrap();
     let layout = eventpipe_transformer::layout::Layout::parse(PARTITION.replace("2026", "{year}").replace("=11", "={month}").replace("=24", "={day}").as_str()).unwrap();
     let message = eventpipe_transformer::discovery::discover(&source, &layout).await.unwrap_err().to_string();
     assert!(message.starts_with("s3://no-such-bucket/raw: "), "{message}");
@@ -152,7 +152,9 @@ async fn an_unreachable_endpoint_is_named() {
     buckets.upload("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\n").await;
     let mut task = buckets.builder().build();
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    task.pipeline.s3.as_mut().unwrap().endpoint = Some(format!("http://127.0.0.1:{closed_port}"));
+    let s3 = task.pipeline.s3.as_mut().unwrap();
+    s3.endpoint = Some(format!("http://127.0.0.1:{closed_port}"));
+    s3.retry_timeout_seconds = Some(2);
     let message = run(&task).await.unwrap_err().to_string();
     assert!(message.starts_with(&format!("s3://{}/raw", buckets.source)), "{message}");
     assert!(message.contains(&format!("127.0.0.1:{closed_port}")), "{message}");

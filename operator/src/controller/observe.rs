@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use eventpipe_transformer::discovery;
 use eventpipe_transformer::fingerprint::fingerprint;
 use eventpipe_transformer::manifest;
-use eventpipe_transformer::storage::{Location, Opener, Store};
+use eventpipe_transformer::storage::{Location, Opener, Retrying, Store};
 use eventpipe_transformer::task::Summary;
 use eventpipe_transformer::validate::{self, CheckedPipeline};
 use k8s_openapi::api::batch::v1::Job;
@@ -214,7 +214,8 @@ async fn open_store(client: &Client, caches: &Caches, pipeline: &EventPipeline, 
         opener = opener.with_credentials(credentials_from(secret)?);
     }
     let store = opener
-        .open(location)
+        // The next poll lists again: a failing listing is reported, not waited out.
+        .open(location, Retrying::Briefly)
         .await
         .map_err(|e| Blocked::SourceUnavailable(format!("opening {}: {e}", location.url())))?;
     caches.stores.lock().expect("not poisoned").insert(key, (version, store.clone()));

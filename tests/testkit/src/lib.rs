@@ -8,4 +8,5 @@
 pub mod kube_env;
 pub mod pod_runner;
 pub mod s3;
+pub mod slow_link;
 pub mod supervisor;
