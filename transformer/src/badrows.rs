@@ -28,7 +28,8 @@ pub struct BadRow {
     pub line: u64,
     /// What is wrong with it.
     pub reason: String,
-    /// The row's fields joined as CSV (invalid UTF-8 replaced by U+FFFD).
+    /// The row's fields joined as CSV (invalid UTF-8 replaced by U+FFFD); beyond its first 64 KiB
+    /// cut off and marked with how many bytes were left out.
     pub text: String,
 }
 
@@ -140,20 +141,22 @@ impl RowChecker {
             .write_record(self.columns.iter().map(|c| c.name.as_str()))
             .map_err(|e| Error::io("writing scratch file", e.into()))?;
         let mut counts = FileCounts::default();
+        // A row is judged once the next one has been read, so the last row of the object is
+        // known as such (an unterminated quote swallows the rest of the object into it). The two
+        // records trade places rather than being copied: such a row may be most of the object.
         let mut record = csv::ByteRecord::new();
-        let mut pending: Option<(csv::ByteRecord, u64)> = None;
+        let mut pending = csv::ByteRecord::new();
+        let mut pending_line = None;
         loop {
             let more = csv_reader.read_byte_record(&mut record).map_err(|e| self.read_error(e.into()))?;
-            // A row is judged once the next one has been read, so the last row of the object is
-            // known as such (an unterminated quote swallows the rest of the object into it).
-            if let Some((row, line)) = pending.take() {
-                self.judge(&row, line, !more, &mut counts, &mut clean_writer, bad_rows)?;
+            if let Some(line) = pending_line.take() {
+                self.judge(&pending, line, !more, &mut counts, &mut clean_writer, bad_rows)?;
             }
             if !more {
                 break;
             }
-            let line = record.position().map_or(0, |p| p.line());
-            pending = Some((record.clone(), line));
+            pending_line = Some(record.position().map_or(0, |p| p.line()));
+            std::mem::swap(&mut record, &mut pending);
         }
         clean_writer.flush().map_err(|e| Error::io("writing scratch file", e))?;
         Ok(counts)
@@ -212,22 +215,53 @@ impl RowChecker {
         None
     }
 
+    /// The row as CSV text, at most [`MAX_ROW_TEXT`] bytes of it.
     fn row_text(&self, row: &csv::ByteRecord) -> String {
         let mut writer = csv::WriterBuilder::new()
             .delimiter(self.csv.delimiter.as_bytes()[0])
             .quote(self.csv.quote.as_bytes()[0])
             .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(Vec::new());
+            .from_writer(Capped::default());
         let text = writer
             .write_byte_record(row)
             .ok()
             .and_then(|()| writer.into_inner().ok())
             .unwrap_or_default();
-        String::from_utf8_lossy(&text).trim_end_matches('\n').to_string()
+        let kept = String::from_utf8_lossy(&text.kept);
+        match text.left_out {
+            0 => kept.trim_end_matches('\n').to_string(),
+            // The last byte left out is the record's line end.
+            left_out => format!("{kept}… [{} more bytes not kept]", left_out - 1),
+        }
     }
 
     fn read_error(&self, error: std::io::Error) -> Error {
         Error::io(format!("reading {}", self.object), error)
+    }
+}
+
+/// How much of a bad row's text is kept: enough to see what is wrong, and bounded when an
+/// unterminated quote makes the rest of a large object one row.
+const MAX_ROW_TEXT: usize = 64 * 1024;
+
+/// A buffer that keeps the first [`MAX_ROW_TEXT`] bytes written to it and counts the rest.
+#[derive(Default)]
+struct Capped {
+    kept: Vec<u8>,
+    left_out: usize,
+}
+
+impl Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = MAX_ROW_TEXT - self.kept.len();
+        let (keep, leave) = bytes.split_at(room.min(bytes.len()));
+        self.kept.extend_from_slice(keep);
+        self.left_out += leave.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -335,6 +369,24 @@ mod tests {
         assert_eq!(bad[0].text, "x,a,b,100");
         assert_eq!(bad[0].object, "file:///in.csv");
         assert_eq!(counts.first_bad.unwrap().line, 3);
+    }
+
+    #[test]
+    fn a_quote_that_swallows_the_object_keeps_64_kib_of_it() {
+        let mut content = b"id,name,value,timestamp\n1,a,b,100\n2,a,\"open,100\n".to_vec();
+        let swallowed_lines = 10_000;
+        for row in 0..swallowed_lines {
+            content.extend_from_slice(format!("{row},setting,value-{row},100\n").as_bytes());
+        }
+        let (counts, _, bad) = check(&content);
+        assert_eq!((counts.rows, counts.bad), (2, 1));
+        let text = &bad[0].text;
+        let (kept, marker) = text.split_at(text.find('…').expect("the text says it was cut"));
+        assert_eq!(kept.len(), MAX_ROW_TEXT);
+        assert!(kept.starts_with("2,a,\"open,100\n0,setting,value-0,100\n"), "{}", &kept[..40]);
+        let left_out: usize = marker.trim_start_matches("… [").split(' ').next().unwrap().parse().unwrap();
+        // The row's text is its bytes from the opening quote on, quoted as CSV with a newline less.
+        assert_eq!(kept.len() + left_out, content.len() - "id,name,value,timestamp\n1,a,b,100\n".len() + 1);
     }
 
     #[test]

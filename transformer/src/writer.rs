@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::{Compression, GzipLevel, ZstdLevel};
@@ -68,7 +69,8 @@ pub async fn write(
     let mut writers = tokio::task::JoinSet::new();
     for (index, stream) in streams.into_iter().enumerate() {
         let path = directory.clone().join(format!("{}{index:03}.parquet", file_prefix(run_id)));
-        writers.spawn(write_stream(stream, store.clone(), path, properties.clone(), row_group_bytes));
+        let upload = Upload::new(store.clone(), path, UPLOAD_PART_BYTES);
+        writers.spawn(write_stream(stream, upload, properties.clone(), row_group_bytes));
     }
     let mut files = Vec::new();
     while let Some(written) = writers.join_next().await {
@@ -89,35 +91,92 @@ fn with_writer_partitions(plan: Arc<dyn ExecutionPlan>, writers: usize) -> Resul
     Ok(Arc::new(RepartitionExec::try_new(plan, Partitioning::RoundRobinBatch(writers))?))
 }
 
+/// Writes one stream into one file; a stream without rows writes none.
 async fn write_stream(
     mut stream: SendableRecordBatchStream,
-    store: Store,
-    path: Path,
+    mut upload: Upload,
     properties: WriterProperties,
     row_group_bytes: usize,
 ) -> Result<Option<WrittenFile>> {
-    let mut writer: Option<AsyncArrowWriter<BufWriter>> = None;
-    let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        if batch.num_rows() == 0 {
-            continue;
+        let batch = match batch {
+            Ok(batch) if batch.num_rows() == 0 => continue,
+            Ok(batch) => batch,
+            Err(error) => {
+                upload.abort().await;
+                return Err(error.into());
+            }
+        };
+        if let Err(error) = upload.write(&batch, &properties, row_group_bytes).await {
+            upload.abort().await;
+            return Err(error);
         }
-        if writer.is_none() {
-            let object = BufWriter::new(Arc::clone(&store.store), path.clone());
-            writer = Some(AsyncArrowWriter::try_new(object, batch.schema(), Some(properties.clone()))?);
+    }
+    upload.close().await
+}
+
+/// The size of the parts a Parquet file is uploaded in.
+const UPLOAD_PART_BYTES: usize = 10 * 1024 * 1024;
+
+/// A Parquet file being written, opened with its first batch. Parts of a large file are uploaded
+/// while it is written, as an S3 multipart upload; a file given up — the query failed, or the run
+/// was cancelled at its time limit — aborts that upload, so a failed run leaves no incomplete
+/// upload behind (S3 keeps and bills them until a lifecycle rule removes them).
+struct Upload {
+    store: Store,
+    path: Path,
+    part_bytes: usize,
+    writer: Option<AsyncArrowWriter<BufWriter>>,
+    rows: u64,
+}
+
+impl Upload {
+    fn new(store: Store, path: Path, part_bytes: usize) -> Self {
+        Self { store, path, part_bytes, writer: None, rows: 0 }
+    }
+
+    async fn write(&mut self, batch: &RecordBatch, properties: &WriterProperties, row_group_bytes: usize) -> Result<()> {
+        if self.writer.is_none() {
+            let object = BufWriter::with_capacity(Arc::clone(&self.store.store), self.path.clone(), self.part_bytes);
+            self.writer = Some(AsyncArrowWriter::try_new(object, batch.schema(), Some(properties.clone()))?);
         }
-        rows += batch.num_rows() as u64;
-        let writer = writer.as_mut().expect("created above");
-        writer.write(&batch).await?;
+        let writer = self.writer.as_mut().expect("opened above");
+        writer.write(batch).await?;
+        self.rows += batch.num_rows() as u64;
         if writer.memory_size() >= row_group_bytes {
             writer.flush().await?;
         }
+        Ok(())
     }
-    let Some(writer) = writer else { return Ok(None) };
-    writer.close().await?;
-    let bytes = store.store.head(&path).await.map_err(|e| store.error(&path, e))?.size;
-    Ok(Some(WrittenFile { path, rows, bytes }))
+
+    /// Finishes the file, or writes none when no row came.
+    async fn close(mut self) -> Result<Option<WrittenFile>> {
+        let Some(writer) = self.writer.take() else { return Ok(None) };
+        writer.close().await?;
+        let bytes = self.store.store.head(&self.path).await.map_err(|e| self.store.error(&self.path, e))?.size;
+        Ok(Some(WrittenFile { path: self.path.clone(), rows: self.rows, bytes }))
+    }
+
+    async fn abort(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            abort_upload(writer, self.store.url_of(&self.path)).await;
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let Some(writer) = self.writer.take() else { return };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(abort_upload(writer, self.store.url_of(&self.path)));
+        }
+    }
+}
+
+async fn abort_upload(writer: AsyncArrowWriter<BufWriter>, url: String) {
+    if let Err(error) = writer.into_inner().abort().await {
+        tracing::warn!(%url, %error, "aborting the upload of a file given up failed; an S3 lifecycle rule removes it");
+    }
 }
 
 fn writer_properties(compression: ParquetCompression) -> Result<WriterProperties> {
@@ -147,4 +206,114 @@ fn row_group_bytes(task_ctx: &datafusion::execution::TaskContext) -> usize {
 /// The sum of a per-node figure over the whole plan.
 fn sum_metric(plan: &dyn ExecutionPlan, figure: &dyn Fn(&dyn ExecutionPlan) -> usize) -> u64 {
     figure(plan) as u64 + plan.children().iter().map(|child| sum_metric(child.as_ref(), figure)).sum::<u64>()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::error::DataFusionError;
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+        PutOptions, PutPayload, PutResult, UploadPart,
+    };
+
+    use super::*;
+    use crate::storage::Location;
+
+    /// An in-memory store that records the multipart uploads aborted.
+    #[derive(Debug, Default)]
+    struct RecordingAborts {
+        inner: InMemory,
+        aborted: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl fmt::Display for RecordingAborts {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("RecordingAborts")
+        }
+    }
+
+    #[derive(Debug)]
+    struct Recorded {
+        upload: Box<dyn MultipartUpload>,
+        location: String,
+        aborted: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[async_trait]
+    impl MultipartUpload for Recorded {
+        fn put_part(&mut self, data: PutPayload) -> UploadPart {
+            self.upload.put_part(data)
+        }
+        async fn complete(&mut self) -> object_store::Result<PutResult> {
+            self.upload.complete().await
+        }
+        async fn abort(&mut self) -> object_store::Result<()> {
+            self.aborted.lock().unwrap().push(self.location.clone());
+            self.upload.abort().await
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for RecordingAborts {
+        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
+            let upload = self.inner.put_multipart_opts(location, opts).await?;
+            Ok(Box::new(Recorded { upload, location: location.to_string(), aborted: Arc::clone(&self.aborted) }))
+        }
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(&self, locations: BoxStream<'static, object_store::Result<Path>>) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn batch(rows: usize) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("value", DataType::Utf8, false)]));
+        let values: StringArray = (0..rows).map(|row| Some(format!("value-{row:08}-{}", row * 7919 % 104_729))).collect();
+        RecordBatch::try_new(schema, vec![Arc::new(values)]).unwrap()
+    }
+
+    /// A query whose stream yields `batches` batches and then fails.
+    fn failing_query(batches: usize) -> SendableRecordBatchStream {
+        let schema = batch(1).schema();
+        let items = (0..batches).map(|_| Ok(batch(4096))).chain([Err(DataFusionError::Execution("division by zero".into()))]);
+        Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(items)))
+    }
+
+    #[tokio::test]
+    async fn a_file_given_up_mid_upload_aborts_its_upload() {
+        let recording = Arc::new(RecordingAborts::default());
+        let location = Location::S3 { bucket: "out".into(), prefix: "curated/".into() };
+        let root_url = url::Url::parse("s3://out").unwrap();
+        let store = Store { store: Arc::clone(&recording) as _, root_url, prefix: Path::from("curated"), location };
+        let path = store.child("part-run-000.parquet");
+        // Row groups of at most 64 KiB and upload parts of 64 KiB: the failure comes mid-upload.
+        let properties = writer_properties(ParquetCompression::None).unwrap();
+        let upload = Upload::new(store.clone(), path.clone(), 64 * 1024);
+        let error = write_stream(failing_query(8), upload, properties, 64 * 1024).await.unwrap_err();
+        assert!(error.to_string().contains("division by zero"), "{error}");
+        assert_eq!(*recording.aborted.lock().unwrap(), [path.to_string()]);
+        assert!(recording.inner.head(&path).await.is_err(), "nothing was completed");
+    }
 }
