@@ -32,8 +32,8 @@ check() {
 }
 
 crd_copy() {
-  cmp crds/eventpipe.dev_eventpipelines.yaml "$chart/crds/eventpipe.dev_eventpipelines.yaml" ||
-    { echo "the chart's CRD differs from crds/; run: cp crds/eventpipe.dev_eventpipelines.yaml $chart/crds/"; return 1; }
+  cmp crds/eventpipe.dev_eventpipelines.yaml "$chart/files/crds/eventpipe.dev_eventpipelines.yaml" ||
+    { echo "the chart's CRD differs from crds/; run: cp crds/eventpipe.dev_eventpipelines.yaml $chart/files/crds/"; return 1; }
 }
 
 # render OUT HELM_ARGS...
@@ -65,7 +65,7 @@ value_set() {
     --namespace "$RELEASE_NAMESPACE" "$chart" "$@"
   check "$name: helm template" render "$out" "$@"
   check "$name: kubernetes-validate --strict (Kubernetes $KUBE_VERSION)" validate "$out"
-  for check_name in rbac leader-election deployment service-monitor; do
+  for check_name in rbac leader-election deployment service-monitor crd; do
     check "$name: $check_name" "$py" tests/chart/checks.py "$check_name" "$out" "${expected[@]}"
   done
 }
@@ -76,6 +76,8 @@ value_set namespaced "--watch-namespace eventpipe-demo" -f examples/cluster/name
 value_set leader-election "--leader on" --set replicaCount=2
 value_set leader-election-forced "--leader on" --set leaderElection.enabled=true
 value_set service-monitor "--service-monitor on" --set serviceMonitor.enabled=true
+value_set crd-not-kept "--crd on" --set crds.keep=false
+value_set crd-managed-elsewhere "--crd off" --set crds.enabled=false
 full_transformer=registry.example.com/data/eventpipe-transformer:1.2.3
 value_set full "--watch-namespace data --leader on --service-monitor on --transformer-image $full_transformer" \
   -f tests/chart/values-full.yaml

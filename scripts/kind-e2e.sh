@@ -79,10 +79,9 @@ for bucket in user-events user-parquet; do
 done
 
 log "installing the chart into $SYSTEM"
-# Helm creates CRDs only on first install; applying the CRD keeps a reused cluster current.
-k apply --server-side -f charts/eventpipe/crds/
+# The chart installs and upgrades the CRD (crds.enabled), so a reused cluster stays current.
 "$helm" upgrade --install eventpipe charts/eventpipe --kube-context "kind-$CLUSTER" \
-  --namespace "$SYSTEM" --create-namespace --skip-crds "${values[@]}" --wait --timeout 5m
+  --namespace "$SYSTEM" --create-namespace "${values[@]}" --wait --timeout 5m
 
 log "applying the pipeline and uploading one day of events"
 k -n "$DEMO" apply -f examples/cluster/s3-credentials-secret.yaml \

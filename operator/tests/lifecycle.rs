@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use serde_json::json;
-use support::{World, partition, wait_until_within};
+use support::{World, helm, partition, wait_until_within};
 
 /// The transformer image the in-process operator gives its Jobs.
 const TRANSFORMER_IMAGE: &str = "registry.example/eventpipe-transformer:test";
@@ -195,7 +195,7 @@ async fn install_chart(world: &World, replicas: u32) -> Result<PodRunner> {
     ]);
     let runner = start_runner(world, images).await?;
     let values = format!(
-        "watchNamespace={},replicaCount={replicas},image.tag=test,transformerImage.tag=test,logFormat=text",
+        "watchNamespace={},replicaCount={replicas},image.tag=test,transformerImage.tag=test,logFormat=text,crds.enabled=false",
         world.namespace
     );
     helm(&["install", "eventpipe", "charts/eventpipe", "--namespace", &world.namespace, "--set", &values])?;
@@ -206,18 +206,6 @@ async fn install_chart(world: &World, replicas: u32) -> Result<PodRunner> {
     })
     .await?;
     Ok(runner)
-}
-
-/// Runs the chart's Helm (installed by `scripts/helm.sh`) against the test control plane.
-fn helm(args: &[&str]) -> Result<()> {
-    let root = eventpipe_testkit::kube_env::workspace_root();
-    let binary = std::process::Command::new("bash").arg(root.join("scripts/helm.sh")).output()?;
-    anyhow::ensure!(binary.status.success(), "scripts/helm.sh: {}", String::from_utf8_lossy(&binary.stderr));
-    let helm = String::from_utf8(binary.stdout)?.trim().to_string();
-    let kubeconfig = eventpipe_testkit::kube_env::KubeEnv::get_blocking()?.kubeconfig_path().to_path_buf();
-    let output = std::process::Command::new(helm).args(args).arg("--kubeconfig").arg(kubeconfig).current_dir(&root).output()?;
-    anyhow::ensure!(output.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    Ok(())
 }
 
 fn workspace_file(path: &str) -> PathBuf {

@@ -3,7 +3,7 @@
     checks.py builtin RENDERED            print the objects of built-in kinds, for kubernetes-validate
     checks.py CHECK RENDERED [EXPECTATIONS]   run one check; exit 1 with the reasons when it fails
 
-CHECK is rbac, leader-election, deployment or service-monitor. The expectations describe the value
+CHECK is rbac, leader-election, deployment, service-monitor or crd. The expectations describe the value
 set that was rendered; they are stated by the caller, not derived from the templates.
 """
 
@@ -182,7 +182,24 @@ def service_monitor(objects, args):
     expect(endpoints == [("http-metrics", "/metrics")], f"ServiceMonitor endpoints {endpoints}")
 
 
+def crd(objects, args):
+    """The CRD rendered exactly when enabled, the generated one unchanged, kept on uninstall when asked."""
+    crds = find(objects, "CustomResourceDefinition")
+    if args.crd == "off":
+        expect(not crds, "the CRD is rendered while crds.enabled is false")
+        return
+    expect(len(crds) == 1, f"expected one CustomResourceDefinition, found {len(crds)}")
+    rendered = crds[0]
+    generated = yaml.safe_load((CHART.parents[1] / "crds" / "eventpipe.dev_eventpipelines.yaml").read_text())
+    expect(rendered["spec"] == generated["spec"], "the rendered CRD's spec differs from crds/")
+    expect(rendered["metadata"]["name"] == generated["metadata"]["name"], "the CRD's name differs from crds/")
+    expect(rendered["metadata"]["labels"].get("app.kubernetes.io/managed-by") == "Helm", "the CRD is not labelled as Helm's")
+    policy = rendered["metadata"].get("annotations", {}).get("helm.sh/resource-policy")
+    expect(policy == ("keep" if args.crd == "kept" else None), f"helm.sh/resource-policy is {policy!r} with --crd {args.crd}")
+
+
 CHECKS = {
+    "crd": crd,
     "rbac": rbac,
     "leader-election": leader_election,
     "deployment": deployment,
@@ -198,6 +215,7 @@ def main():
     parser.add_argument("--watch-namespace", default="")
     parser.add_argument("--leader", choices=["on", "off"], default="off")
     parser.add_argument("--service-monitor", choices=["on", "off"], default="off")
+    parser.add_argument("--crd", choices=["kept", "on", "off"], default="kept")
     parser.add_argument("--transformer-image", help="default: eventpipe-transformer:<appVersion>")
     args = parser.parse_args()
     objects = load(args.rendered)

@@ -286,3 +286,15 @@ pub fn condition(status: &EventPipelineStatus, kind: &str) -> Option<(String, St
     status.conditions.iter().find(|c| c.type_ == kind).map(|c| (c.status.clone(), c.reason.clone()))
 }
 
+/// Runs the chart's Helm (installed by `scripts/helm.sh`) against the test control plane.
+pub fn helm(args: &[&str]) -> Result<()> {
+    let root = eventpipe_testkit::kube_env::workspace_root();
+    let binary = std::process::Command::new("bash").arg(root.join("scripts/helm.sh")).output()?;
+    anyhow::ensure!(binary.status.success(), "scripts/helm.sh: {}", String::from_utf8_lossy(&binary.stderr));
+    let helm = String::from_utf8(binary.stdout)?.trim().to_string();
+    let kubeconfig = eventpipe_testkit::kube_env::KubeEnv::get_blocking()?.kubeconfig_path().to_path_buf();
+    let output = std::process::Command::new(helm).args(args).arg("--kubeconfig").arg(kubeconfig).current_dir(&root).output()?;
+    anyhow::ensure!(output.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(())
+}
+

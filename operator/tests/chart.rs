@@ -1,0 +1,78 @@
+//! The chart's CRD on the test control plane: a release adopts the CRD an earlier install applied
+//! from `crds/`, `helm upgrade` with a changed CRD serves the new field, and `helm uninstall`
+//! keeps the CRD and the pipelines. Its own test binary, so its own control plane: the CRD it
+//! changes is no other test's.
+
+mod support;
+
+use anyhow::{Context, Result};
+use eventpipe::crd::EventPipeline;
+use eventpipe_testkit::kube_env::{KubeEnv, workspace_root};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::Resource;
+use serde_json::json;
+use support::{helm, wait_until};
+
+const CRD: &str = "eventpipelines.eventpipe.dev";
+
+#[tokio::test]
+async fn helm_upgrade_upgrades_the_crd_and_uninstall_keeps_it() -> Result<()> {
+    let env = KubeEnv::get().await?;
+    let admin = env.client()?;
+    let namespace = env.namespace("chart").await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+
+    // The control plane applied crds/ as an install that predates the templated CRD did; the
+    // README's two commands hand it to the release.
+    let adopt = json!({"metadata": {
+        "labels": {"app.kubernetes.io/managed-by": "Helm"},
+        "annotations": {"meta.helm.sh/release-name": "eventpipe", "meta.helm.sh/release-namespace": namespace},
+    }});
+    crds.patch(CRD, &PatchParams::default(), &Patch::Merge(&adopt)).await?;
+    helm(&["install", "eventpipe", "charts/eventpipe", "--namespace", &namespace, "--set", "replicaCount=0"])?;
+
+    let pipelines: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &namespace, &ApiResource::erase::<EventPipeline>(&()));
+    let mut pipeline: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(workspace_root().join("examples/cluster/user-settings-localstack.yaml"))?)?;
+    pipeline["spec"]["upgradeProbe"] = json!("kept");
+    let apply = PatchParams::apply("test").force();
+    let refused = pipelines.patch("user-settings", &apply, &Patch::Apply(&pipeline)).await.unwrap_err().to_string();
+    assert!(refused.contains(".spec.upgradeProbe: field not declared in schema"), "{refused}");
+
+    // The first upgrade takes the fields over from the field manager that applied crds/ (the
+    // README's one-time `--force-conflicts`); later upgrades need nothing.
+    let upgraded = chart_with_new_field()?;
+    let upgraded = upgraded.path().to_str().context("UTF-8 path")?;
+    helm(&["upgrade", "eventpipe", upgraded, "--namespace", &namespace, "--set", "replicaCount=0", "--force-conflicts"])?;
+    wait_until("the upgraded CRD to serve spec.upgradeProbe", || async {
+        let stored = pipelines.patch("user-settings", &apply, &Patch::Apply(&pipeline)).await?;
+        Ok(stored.data["spec"]["upgradeProbe"] == "kept")
+    })
+    .await?;
+    helm(&["upgrade", "eventpipe", "charts/eventpipe", "--namespace", &namespace, "--set", "replicaCount=0"])?;
+    let schema = serde_json::to_value(crds.get(CRD).await?.spec.versions[0].schema.clone())?;
+    assert!(
+        schema["openAPIV3Schema"]["properties"]["spec"]["properties"].get("upgradeProbe").is_none(),
+        "an upgrade without --force-conflicts changed the CRD back"
+    );
+
+    helm(&["uninstall", "eventpipe", "--namespace", &namespace])?;
+    let crd = crds.get(CRD).await?;
+    assert!(crd.meta().deletion_timestamp.is_none(), "the CRD is kept");
+    assert!(pipelines.get("user-settings").await.is_ok(), "and so are the pipelines");
+    Ok(())
+}
+
+/// A copy of the chart whose CRD declares one more optional field, `spec.upgradeProbe`.
+fn chart_with_new_field() -> Result<tempfile::TempDir> {
+    let copy = tempfile::tempdir()?;
+    let status = std::process::Command::new("cp").arg("-r").arg(workspace_root().join("charts/eventpipe/.")).arg(copy.path()).status()?;
+    anyhow::ensure!(status.success(), "copying the chart failed");
+    let file = copy.path().join("files/crds/eventpipe.dev_eventpipelines.yaml");
+    let mut crd: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&file)?)?;
+    let spec = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    spec["upgradeProbe"] = json!({"type": "string", "description": "A field added by an upgrade."});
+    std::fs::write(&file, serde_yaml::to_string(&crd)?)?;
+    Ok(copy)
+}
