@@ -73,6 +73,8 @@ value_set() {
 check "chart CRD is a copy of crds/eventpipe.dev_eventpipelines.yaml" crd_copy
 value_set default ""
 value_set namespaced "--watch-namespace eventpipe-demo" -f examples/cluster/namespace-install.yaml
+value_set two-namespaces "--watch-namespace team-a,team-b" --set "watchNamespaces={team-a,team-b}"
+value_set namespace-of-earlier-charts "--watch-namespace legacy" --set watchNamespace=legacy
 value_set leader-election "--leader on" --set replicaCount=2
 value_set leader-election-forced "--leader on" --set leaderElection.enabled=true
 value_set service-monitor "--service-monitor on" --set serviceMonitor.enabled=true

@@ -31,9 +31,10 @@ pub struct OperatorArgs {
     /// The transformer image the Jobs run, unless a pipeline names its own.
     #[arg(long, env = "EVENTPIPE_TRANSFORMER_IMAGE")]
     pub transformer_image: String,
-    /// Watch pipelines in this namespace only; all namespaces when absent.
-    #[arg(long, env = "EVENTPIPE_WATCH_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch pipelines in these namespaces only (repeat the flag, or separate with commas); all
+    /// namespaces when none is given.
+    #[arg(long = "namespace", env = "EVENTPIPE_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -106,14 +107,12 @@ pub async fn serve_and_run(client: Client, args: OperatorArgs, shutdown: Shutdow
     };
     let server = tokio::spawn(server::serve(listener, Arc::clone(&metrics), Arc::clone(&ready), server_shutdown));
 
-    let (pipelines, jobs): (Api<EventPipeline>, Api<Job>) = match &args.namespace {
-        Some(namespace) => (Api::namespaced(client.clone(), namespace), Api::namespaced(client.clone(), namespace)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    pipelines
-        .list(&ListParams::default().limit(1))
-        .await
-        .context("listing EventPipelines (is the CRD installed and may this service account list them?)")?;
+    let watched = watched_apis(&client, &args.namespaces);
+    for (pipelines, _) in &watched {
+        pipelines.list(&ListParams::default().limit(1)).await.with_context(|| {
+            format!("listing EventPipelines{} (is the CRD installed and may this service account list them?)", scope_of(pipelines))
+        })?;
+    }
     ready.store(true, Ordering::Relaxed);
 
     let ctx = Arc::new(Context::new(
@@ -122,7 +121,12 @@ pub async fn serve_and_run(client: Client, args: OperatorArgs, shutdown: Shutdow
         metrics,
         args.identity.clone(),
     ));
-    let controller = controller::run(ctx, pipelines, jobs, args.max_concurrent_reconciles, shutdown.clone());
+    // One controller per watched namespace: a Role there grants no list or watch across
+    // namespaces, and each controller's watches need exactly its namespace's.
+    let controllers = watched.into_iter().map(|(pipelines, jobs)| {
+        controller::run(Arc::clone(&ctx), pipelines, jobs, args.max_concurrent_reconciles, shutdown.clone())
+    });
+    let controller = futures::future::join_all(controllers).map(drop);
     let code = if args.leader_election {
         run_as_leader(client, &args, controller, shutdown).await?
     } else {
@@ -132,6 +136,18 @@ pub async fn serve_and_run(client: Client, args: OperatorArgs, shutdown: Shutdow
     let _ = stop_server.send(());
     server.await.context("the HTTP server task")?.context("the HTTP server")?;
     Ok(code)
+}
+
+/// The pipeline and Job APIs of each watched namespace, or of all namespaces.
+fn watched_apis(client: &Client, namespaces: &[String]) -> Vec<(Api<EventPipeline>, Api<Job>)> {
+    if namespaces.is_empty() {
+        return vec![(Api::all(client.clone()), Api::all(client.clone()))];
+    }
+    namespaces.iter().map(|namespace| (Api::namespaced(client.clone(), namespace), Api::namespaced(client.clone(), namespace))).collect()
+}
+
+fn scope_of(pipelines: &Api<EventPipeline>) -> String {
+    pipelines.namespace().map(|namespace| format!(" in namespace {namespace}")).unwrap_or_default()
 }
 
 /// Waits for the Lease, runs the controller while holding it, and releases it on shutdown. Losing

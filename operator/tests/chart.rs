@@ -1,18 +1,21 @@
-//! The chart's CRD on the test control plane: a release adopts the CRD an earlier install applied
-//! from `crds/`, `helm upgrade` with a changed CRD serves the new field, and `helm uninstall`
-//! keeps the CRD and the pipelines. Its own test binary, so its own control plane: the CRD it
-//! changes is no other test's.
+//! The rendered chart on the test control plane. The CRD: a release adopts the CRD an earlier
+//! install applied from `crds/`, `helm upgrade` with a changed CRD serves the new field, and `helm
+//! uninstall` keeps the CRD and the pipelines. RBAC: a release watching two namespaces works there
+//! and nowhere else. Its own test binary, so its own control plane: the CRD it changes is no other
+//! test's.
 
 mod support;
 
 use anyhow::{Context, Result};
 use eventpipe::crd::EventPipeline;
 use eventpipe_testkit::kube_env::{KubeEnv, workspace_root};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::Resource;
 use serde_json::json;
-use support::{helm, wait_until};
+use support::{World, helm, operator_args, spawn_operator, wait_until};
 
 const CRD: &str = "eventpipelines.eventpipe.dev";
 
@@ -75,4 +78,41 @@ fn chart_with_new_field() -> Result<tempfile::TempDir> {
     spec["upgradeProbe"] = json!({"type": "string", "description": "A field added by an upgrade."});
     std::fs::write(&file, serde_yaml::to_string(&crd)?)?;
     Ok(copy)
+}
+
+/// A release watching two namespaces: the operator, as the chart's ServiceAccount with only the
+/// rendered Roles, reconciles pipelines in both and is refused everything in a third.
+#[tokio::test]
+async fn a_release_works_in_its_watched_namespaces_and_is_forbidden_elsewhere() -> Result<()> {
+    let env = KubeEnv::get().await?;
+    let (team_a, team_b, other) = (World::new("team-a").await?, World::new("team-b").await?, World::new("other").await?);
+    let release = env.namespace("eventpipe-system").await?;
+    // The CRD belongs to the other test's release here, as it would to a platform team's.
+    let values = format!("watchNamespaces={{{},{}}},replicaCount=0,crds.enabled=false", team_a.namespace, team_b.namespace);
+    helm(&["install", "eventpipe", "charts/eventpipe", "--namespace", &release, "--set", &values])?;
+    let operator = env.service_account_client(&release, "eventpipe").await?;
+
+    let (stop, running) = spawn_operator(operator.clone(), operator_args(&[&team_a.namespace, &team_b.namespace], &release));
+    for world in [&team_a, &team_b] {
+        world.apply_pipeline("settings", json!({})).await?;
+        wait_until(&format!("a status in {}", world.namespace), || async {
+            let status = world.status("settings").await?;
+            Ok(support::condition(&status, "Ready").is_some_and(|(_, reason)| reason == "NoPartitions"))
+        })
+        .await?;
+    }
+    drop(stop);
+    assert!(running.await?.is_ok());
+
+    let forbidden = |result: kube::Result<_>| matches!(result, Err(kube::Error::Api(status)) if status.code == 403);
+    let elsewhere = &other.namespace;
+    assert!(forbidden(Api::<EventPipeline>::namespaced(operator.clone(), elsewhere).list(&Default::default()).await.map(drop)));
+    assert!(forbidden(Api::<EventPipeline>::all(operator.clone()).list(&Default::default()).await.map(drop)));
+    assert!(forbidden(Api::<Job>::namespaced(operator.clone(), elsewhere).list(&Default::default()).await.map(drop)));
+    assert!(forbidden(Api::<Secret>::namespaced(operator.clone(), elsewhere).get("s3-credentials").await.map(drop)));
+    let (_stop, refused) = spawn_operator(operator, operator_args(&[elsewhere], &release));
+    let error = format!("{:#}", refused.await?.expect_err("an operator told to watch the third namespace does not start"));
+    assert!(error.contains(&format!("in namespace {elsewhere}")) && error.contains("forbidden"), "{error}");
+    helm(&["uninstall", "eventpipe", "--namespace", &release])?;
+    Ok(())
 }

@@ -195,7 +195,7 @@ async fn install_chart(world: &World, replicas: u32) -> Result<PodRunner> {
     ]);
     let runner = start_runner(world, images).await?;
     let values = format!(
-        "watchNamespace={},replicaCount={replicas},image.tag=test,transformerImage.tag=test,logFormat=text,crds.enabled=false",
+        "watchNamespaces={{{}}},replicaCount={replicas},image.tag=test,transformerImage.tag=test,logFormat=text,crds.enabled=false",
         world.namespace
     );
     helm(&["install", "eventpipe", "charts/eventpipe", "--namespace", &world.namespace, "--set", &values])?;

@@ -75,24 +75,38 @@ def service_account_name(objects):
 
 
 def rbac(objects, args):
-    """The operator's rules are files/rbac/operator.yaml, granted where it watches."""
+    """The operator's rules are files/rbac/operator.yaml, granted in each watched namespace, or
+    cluster-wide under a name that holds the release namespace; the aggregated edit and view roles."""
     wanted = rules_file("operator.yaml")
     sa = service_account_name(objects)
-    if args.watch_namespace:
-        cluster = find(objects, "ClusterRole") + find(objects, "ClusterRoleBinding")
-        expect(not cluster, f"namespaced mode renders {[o['kind'] for o in cluster]}")
-        roles = [r for r in find(objects, "Role", namespace=args.watch_namespace) if r["rules"] == wanted]
-        kind, where = "Role", {"namespace": args.watch_namespace}
+    namespaces = [n for n in args.watch_namespace.split(",") if n]
+    operator_cluster_roles = [r for r in find(objects, "ClusterRole") if r["rules"] == wanted]
+    if namespaces:
+        granted = operator_cluster_roles + find(objects, "ClusterRoleBinding")
+        expect(not granted, f"namespaced mode grants cluster-wide: {[o['metadata']['name'] for o in granted]}")
+        places = [("Role", {"namespace": n}) for n in namespaces]
+        operator_roles = [r for r in find(objects, "Role") if r["rules"] == wanted]
+        expect(len(operator_roles) == len(namespaces), "the operator's rules in a Role outside the watched namespaces")
     else:
-        roles = [r for r in find(objects, "ClusterRole") if r["rules"] == wanted]
-        kind, where = "ClusterRole", {}
-    expect(len(roles) == 1, f"expected one {kind} {where} with the rules of operator.yaml, found {len(roles)}")
-    bindings = [
-        b for b in find(objects, kind + "Binding", **where)
-        if b["roleRef"]["name"] == roles[0]["metadata"]["name"]
-    ]
-    expect(len(bindings) == 1, f"expected one {kind}Binding to {roles[0]['metadata']['name']}")
-    check_binding(bindings[0], roles[0], sa, args.release_namespace)
+        places = [("ClusterRole", {})]
+        names = [r["metadata"]["name"] for r in operator_cluster_roles]
+        expect(all(args.release_namespace in n for n in names), f"ClusterRole names {names} lack the release namespace")
+    for kind, where in places:
+        roles = [r for r in find(objects, kind, **where) if r["rules"] == wanted]
+        expect(len(roles) == 1, f"expected one {kind} {where} with the rules of operator.yaml, found {len(roles)}")
+        bindings = [
+            b for b in find(objects, kind + "Binding", **where)
+            if b["roleRef"]["name"] == roles[0]["metadata"]["name"]
+        ]
+        expect(len(bindings) == 1, f"expected one {kind}Binding to {roles[0]['metadata']['name']} {where}")
+        check_binding(bindings[0], roles[0], sa, args.release_namespace)
+    for role, verbs in [("edit", {"create", "update", "patch", "delete"}), ("view", {"get", "list", "watch"})]:
+        label = f"rbac.authorization.k8s.io/aggregate-to-{role}"
+        aggregated = [r for r in find(objects, "ClusterRole") if r["metadata"]["labels"].get(label) == "true"]
+        expect(len(aggregated) == 1, f"expected one ClusterRole aggregated into {role}, found {len(aggregated)}")
+        granted = {v for rule in aggregated[0]["rules"] if "eventpipelines" in rule["resources"] for v in rule["verbs"]}
+        expect(verbs <= granted, f"the {role} role grants {sorted(granted)} on eventpipelines")
+        expect(role == "edit" or not granted - {"get", "list", "watch"}, f"the view role grants {sorted(granted)}")
 
 
 def leader_election(objects, args):
@@ -132,7 +146,7 @@ def deployment(objects, args):
     )
     expect(f"--transformer-image={transformer}" in flags, f"--transformer-image={transformer} not in {flags}")
     namespaces = [f for f in flags if f.startswith("--namespace")]
-    wanted = [f"--namespace={args.watch_namespace}"] if args.watch_namespace else []
+    wanted = [f"--namespace={n}" for n in args.watch_namespace.split(",") if n]
     expect(namespaces == wanted, f"namespace flags {namespaces}, expected {wanted}")
     env = {e["name"]: e for e in c.get("env", [])}
     for name, field in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")]:
@@ -212,7 +226,7 @@ def main():
     parser.add_argument("check", choices=["builtin", *CHECKS])
     parser.add_argument("rendered")
     parser.add_argument("--release-namespace", default="default")
-    parser.add_argument("--watch-namespace", default="")
+    parser.add_argument("--watch-namespace", default="", help="comma-separated; empty for all")
     parser.add_argument("--leader", choices=["on", "off"], default="off")
     parser.add_argument("--service-monitor", choices=["on", "off"], default="off")
     parser.add_argument("--crd", choices=["kept", "on", "off"], default="kept")

@@ -41,6 +41,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .image.repository (default .appVersion .image.tag | toString) }}
 {{- end }}
 
+{{/* The watched namespaces as a JSON list; empty for all namespaces. */}}
+{{- define "eventpipe.watchNamespaces" -}}
+{{- $namespaces := .Values.watchNamespaces }}
+{{- with .Values.watchNamespace }}{{ $namespaces = append $namespaces . }}{{ end }}
+{{- $namespaces | uniq | toJson }}
+{{- end }}
+
+{{/* The name of a cluster-scoped object of the release: two releases of the chart in different
+namespaces must not share one. */}}
+{{- define "eventpipe.clusterName" -}}
+{{- printf "%s-%s" (include "eventpipe.fullname" .) .Release.Namespace | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{/* "true" when leader election is on: forced, or needed by more than one replica. */}}
 {{- define "eventpipe.leaderElection" -}}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}

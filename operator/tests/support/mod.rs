@@ -69,28 +69,10 @@ impl World {
     /// Starts one operator replica, optionally taking part in leader election; the task ends with
     /// the process's exit code.
     pub fn start_replica(&self, identity: &str, leader_election: bool) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<ExitCode>, u16) {
-        let port = free_port();
-        let args = OperatorArgs {
-            transformer_image: "registry.example/eventpipe-transformer:test".into(),
-            namespace: Some(self.namespace.clone()),
-            listen: format!("127.0.0.1:{port}").parse().unwrap(),
-            leader_election,
-            lease_name: "eventpipe-operator".into(),
-            lease_namespace: self.namespace.clone(),
-            identity: Some(identity.into()),
-            lease_duration_seconds: 15,
-            max_concurrent_reconciles: 4,
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shutdown: Shutdown = async move {
-            let _ = stopped.await;
-        }
-        .boxed()
-        .shared();
-        let client = self.operator.clone();
-        let task = tokio::spawn(async move {
-            eventpipe::operator::serve_and_run(client, args, shutdown).await.expect("the operator runs")
-        });
+        let args = OperatorArgs { leader_election, identity: Some(identity.into()), ..operator_args(&[&self.namespace], &self.namespace) };
+        let port = args.listen.port();
+        let (stop, task) = spawn_operator(self.operator.clone(), args);
+        let task = tokio::spawn(async move { task.await.expect("the operator task").expect("the operator runs") });
         (stop, task, port)
     }
 
@@ -214,6 +196,33 @@ fn counting_client(env: &KubeEnv, namespace: &str, token: String) -> Result<(Cli
     });
     let client = kube::client::ClientBuilder::try_from(config)?.with_layer(&counter).build();
     Ok((client, reads, writes))
+}
+
+/// The operator's options for a test: watching `namespaces`, its Lease in `lease_namespace`, its
+/// HTTP server on a free port.
+pub fn operator_args(namespaces: &[&str], lease_namespace: &str) -> OperatorArgs {
+    OperatorArgs {
+        transformer_image: "registry.example/eventpipe-transformer:test".into(),
+        namespaces: namespaces.iter().map(|namespace| namespace.to_string()).collect(),
+        listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        leader_election: false,
+        lease_name: "eventpipe-operator".into(),
+        lease_namespace: lease_namespace.into(),
+        identity: Some("test-operator".into()),
+        lease_duration_seconds: 15,
+        max_concurrent_reconciles: 4,
+    }
+}
+
+/// Runs the operator in this process as `client`; it stops when the returned sender is dropped.
+pub fn spawn_operator(client: Client, args: OperatorArgs) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<ExitCode>>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown: Shutdown = async move {
+        let _ = stopped.await;
+    }
+    .boxed()
+    .shared();
+    (stop, tokio::spawn(eventpipe::operator::serve_and_run(client, args, shutdown)))
 }
 
 pub fn free_port() -> u16 {
