@@ -2,13 +2,13 @@
 //! same Rust types define the CRD schema, the local runner's manifest and the Job's task.
 
 use eventpipe_transformer::spec::PipelineSpec;
-use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::pod_settings::PodSettings;
 
 /// An EventPipeline turns every date partition of CSV files under `spec.source.url` into Parquet
 /// under `spec.sink.url`, one Kubernetes Job per partition, exactly once per input version.
@@ -37,6 +37,9 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.source.schema) || self.source.schema.all(c, !(has(c.unit) && has(c.format)))"
 ).message("a timestamp column takes either unit or format, not both"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.schedule) || !has(self.schedule.startDate) || timestamp(self.schedule.startDate + 'T00:00:00Z') >= timestamp('1970-01-01T00:00:00Z')"
+).message("schedule.startDate must be a real day, YYYY-MM-DD, from 1970 on"))]
 #[serde(rename_all = "camelCase")]
 pub struct EventPipelineSpec {
     /// The data path: source, transform, sink, bad-record policy and S3 settings.
@@ -109,19 +112,10 @@ pub struct ExecutionSpec {
     /// The transformer image; defaults to the one the operator was installed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// CPU and memory of the transformer container. With a memory limit, the query spills to disk
-    /// beyond three quarters of it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-    /// The service account the Jobs run as, e.g. one with an IAM role (IRSA).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_account_name: Option<String>,
-    /// Node labels the Jobs' pods must match.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub node_selector: BTreeMap<String, String>,
-    /// Tolerations of the Jobs' pods.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tolerations: Vec<Toleration>,
+    /// Placement, image pulls and size of the Jobs' pods; each setting left out comes from the
+    /// operator's installation (chart value `jobDefaults`).
+    #[serde(flatten)]
+    pub pod: PodSettings,
     /// Pod restarts within one Job (the Job's `backoffLimit`); the operator's own retries start a
     /// new Job instead.
     #[serde(default)]
@@ -151,28 +145,19 @@ pub struct ExecutionSpec {
     #[serde(default = "default_retry_backoff_seconds")]
     #[schemars(range(min = 1, max = 3600))]
     pub retry_backoff_seconds: u32,
-    /// Annotations of the Jobs' pods. When absent, `karpenter.sh/do-not-disrupt: "true"`, so that
-    /// Karpenter does not consolidate a node under a running transformer; `{}` sets none. An
-    /// eviction or drain never uses up an attempt either way: the Job starts a new pod.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_annotations: Option<BTreeMap<String, String>>,
 }
 
 impl Default for ExecutionSpec {
     fn default() -> Self {
         Self {
             image: None,
-            resources: None,
-            service_account_name: None,
-            node_selector: BTreeMap::new(),
-            tolerations: Vec::new(),
+            pod: PodSettings::default(),
             backoff_limit: 0,
             active_deadline_seconds: default_active_deadline_seconds(),
             ttl_seconds_after_finished: default_ttl_seconds_after_finished(),
             max_concurrent_jobs: default_max_concurrent_jobs(),
             max_attempts: default_max_attempts(),
             retry_backoff_seconds: default_retry_backoff_seconds(),
-            pod_annotations: None,
         }
     }
 }

@@ -10,4 +10,5 @@ pub mod local;
 pub mod manifest_file;
 pub mod metrics;
 pub mod operator;
+pub mod pod_settings;
 pub mod server;

@@ -19,10 +19,11 @@ use kube::api::{Api, ListParams};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 
-use crate::controller::{self, Context, job::JobDefaults};
+use crate::controller::{self, Context, policy::JobPolicy};
 use crate::lease;
 use crate::crd::EventPipeline;
 use crate::metrics::Metrics;
+use crate::pod_settings::PodSettings;
 use crate::server;
 
 /// Options of `eventpipe operator`.
@@ -31,6 +32,18 @@ pub struct OperatorArgs {
     /// The transformer image the Jobs run, unless a pipeline names its own.
     #[arg(long, env = "EVENTPIPE_TRANSFORMER_IMAGE")]
     pub transformer_image: String,
+    /// Prefixes of images pipelines may name besides the transformer image (repeat the flag, or
+    /// separate with commas), e.g. `registry.example.com/data/`; none: only the transformer image.
+    #[arg(long = "allowed-image", env = "EVENTPIPE_ALLOWED_IMAGES", value_delimiter = ',')]
+    pub allowed_images: Vec<String>,
+    /// Service accounts pipelines may run their Jobs as (repeat, or separate with commas); none:
+    /// any in the pipeline's namespace.
+    #[arg(long = "allowed-service-account", env = "EVENTPIPE_ALLOWED_SERVICE_ACCOUNTS", value_delimiter = ',')]
+    pub allowed_service_accounts: Vec<String>,
+    /// Pod settings for what pipelines leave out of `execution`, as JSON in the shape of
+    /// `execution` (`{"priorityClassName": "batch", "imagePullSecrets": [{"name": "registry"}]}`).
+    #[arg(long, env = "EVENTPIPE_JOB_DEFAULTS", default_value = "{}", value_parser = parse_job_defaults)]
+    pub job_defaults: PodSettings,
     /// Watch pipelines in these namespaces only (repeat the flag, or separate with commas); all
     /// namespaces when none is given.
     #[arg(long = "namespace", env = "EVENTPIPE_WATCH_NAMESPACES", value_delimiter = ',')]
@@ -117,7 +130,12 @@ pub async fn serve_and_run(client: Client, args: OperatorArgs, shutdown: Shutdow
 
     let ctx = Arc::new(Context::new(
         client.clone(),
-        JobDefaults { image: args.transformer_image.clone() },
+        JobPolicy {
+            image: args.transformer_image.clone(),
+            allowed_images: args.allowed_images.clone(),
+            allowed_service_accounts: args.allowed_service_accounts.clone(),
+            pod_defaults: args.job_defaults.clone(),
+        },
         metrics,
         args.identity.clone(),
     ));
@@ -136,6 +154,10 @@ pub async fn serve_and_run(client: Client, args: OperatorArgs, shutdown: Shutdow
     let _ = stop_server.send(());
     server.await.context("the HTTP server task")?.context("the HTTP server")?;
     Ok(code)
+}
+
+fn parse_job_defaults(json: &str) -> Result<PodSettings, String> {
+    serde_json::from_str(json).map_err(|error| format!("not pod settings in the shape of execution: {error}"))
 }
 
 /// The pipeline and Job APIs of each watched namespace, or of all namespaces.

@@ -15,7 +15,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::Resource;
 use serde_json::json;
-use support::{World, helm, operator_args, spawn_operator, wait_until};
+use eventpipe::operator::OperatorArgs;
+use serde::Deserialize;
+use support::{World, helm, helm_output, operator_args, spawn_operator, wait_until};
 
 const CRD: &str = "eventpipelines.eventpipe.dev";
 
@@ -114,5 +116,32 @@ async fn a_release_works_in_its_watched_namespaces_and_is_forbidden_elsewhere() 
     let error = format!("{:#}", refused.await?.expect_err("an operator told to watch the third namespace does not start"));
     assert!(error.contains(&format!("in namespace {elsewhere}")) && error.contains("forbidden"), "{error}");
     helm(&["uninstall", "eventpipe", "--namespace", &release])?;
+    Ok(())
+}
+
+/// The operator accepts the arguments the chart renders with every value set: the chart and the
+/// operator's flags agree, `jobDefaults` included.
+#[test]
+fn the_operator_parses_the_arguments_the_chart_renders() -> Result<()> {
+    use clap::{Args, FromArgMatches};
+    let rendered = helm_output(&["template", "eventpipe", "charts/eventpipe", "-f", "tests/chart/values-full.yaml"])?;
+    let deployment = serde_yaml::Deserializer::from_str(&rendered)
+        .map(serde_json::Value::deserialize)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .find(|object| object["kind"] == "Deployment")
+        .context("a Deployment")?;
+    let flags: Vec<String> = serde_json::from_value(deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone())?;
+    assert_eq!(flags[0], "operator");
+    // `--log-format` is the binary's own flag, before any subcommand's.
+    let operator_flags = flags.iter().filter(|flag| !flag.starts_with("--log-format="));
+    let command = OperatorArgs::augment_args(clap::Command::new("operator"));
+    let args = OperatorArgs::from_arg_matches(&command.try_get_matches_from(operator_flags)?)?;
+    assert_eq!(args.namespaces, ["data"]);
+    assert_eq!(args.allowed_images, ["registry.example.com/data/"]);
+    assert_eq!(args.allowed_service_accounts, ["eventpipe-jobs"]);
+    let defaults = args.job_defaults;
+    assert_eq!((defaults.priority_class_name.as_deref(), defaults.service_account_name.as_deref()), (Some("batch-low"), Some("eventpipe-jobs")));
+    assert_eq!(defaults.container_resources().limits.context("limits")?["memory"].0, "4Gi");
     Ok(())
 }

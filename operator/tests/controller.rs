@@ -8,7 +8,7 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use serde_json::json;
@@ -102,6 +102,45 @@ async fn a_bad_spec_degrades_the_pipeline_launches_nothing_and_recovers_when_fix
     .await?;
     drop(stop);
     operator.await?;
+    Ok(())
+}
+
+/// An installation that allows one registry and one service account refuses a pipeline naming
+/// others, as a spec error that names the chart value; what it allows, with its `jobDefaults`
+/// filling the rest, becomes the Job.
+#[tokio::test]
+async fn images_and_service_accounts_outside_the_installations_lists_are_refused() -> Result<()> {
+    let world = World::new("allowed").await?;
+    world.upload(&partition(1), "a.csv", 2).await?;
+    let args = eventpipe::operator::OperatorArgs {
+        allowed_images: vec!["registry.example.com/data/".into()],
+        allowed_service_accounts: vec!["eventpipe-jobs".into()],
+        job_defaults: serde_json::from_value(json!({"serviceAccountName": "eventpipe-jobs", "priorityClassName": "batch"}))?,
+        ..support::operator_args(&[&world.namespace], &world.namespace)
+    };
+    let (stop, operator) = support::spawn_operator(world.operator.clone(), args);
+    let refused = [
+        ("foreign-image", json!({"execution": {"image": "docker.io/someone/miner:1"}}), "allowedImages"),
+        ("foreign-account", json!({"execution": {"serviceAccountName": "default"}}), "allowedServiceAccounts"),
+    ];
+    for (name, execution, chart_value) in &refused {
+        world.apply_pipeline(name, execution.clone()).await?;
+        wait_until(&format!("{name} to be refused"), || async {
+            Ok(condition(&world.status(name).await?, "Degraded") == Some(("True".into(), "InvalidSpec".into())))
+        })
+        .await?;
+        let status = world.status(name).await?;
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+        assert!(degraded.message.contains(chart_value), "{}", degraded.message);
+    }
+    world.apply_pipeline("allowed", json!({"execution": {"image": "registry.example.com/data/transformer:2"}})).await?;
+    let jobs = world.wait_for_jobs(1).await?;
+    let pod = world.jobs().get(&jobs[0]).await?.spec.context("a Job spec")?.template.spec.context("a pod spec")?;
+    assert_eq!(pod.service_account_name.as_deref(), Some("eventpipe-jobs"));
+    assert_eq!(pod.priority_class_name.as_deref(), Some("batch"));
+    assert_eq!(pod.containers[0].image.as_deref(), Some("registry.example.com/data/transformer:2"));
+    drop(stop);
+    operator.await??;
     Ok(())
 }
 

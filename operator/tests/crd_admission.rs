@@ -68,6 +68,9 @@ async fn bad_specs_are_refused_naming_the_field() {
         (json!({"execution": {"maxConcurrentJobs": 0}}), "spec.execution.maxConcurrentJobs"),
         (json!({"execution": {"ttlSecondsAfterFinished": 0}}), "spec.execution.ttlSecondsAfterFinished"),
         (json!({"schedule": {"startDate": "yesterday"}}), "spec.schedule.startDate"),
+        (json!({"schedule": {"startDate": "2026-02-30"}}), "schedule.startDate must be a real day"),
+        (json!({"source": {"schema": [column(json!({})), column(json!({"type": "int64"}))]}}), "spec.source.schema[1]: Duplicate value"),
+        (json!({"execution": {"imagePullPolicy": "Sometimes"}}), "spec.execution.imagePullPolicy"),
     ];
     for (index, (change, expected)) in cases.into_iter().enumerate() {
         let mut object = example("user-events-parquet.yaml");
@@ -78,6 +81,14 @@ async fn bad_specs_are_refused_naming_the_field() {
         assert_eq!(status.code, 422, "{expected}: {}", status.message);
         assert!(status.message.contains(expected), "{expected}: {}", status.message);
     }
+
+    // Resource claims would make every Job creation fail (a Job's pods cannot claim resources
+    // without a ResourceClaim the operator never makes): the CRD has no such field, so it is dropped.
+    let mut object = example("user-events-parquet.yaml");
+    object.metadata.name = Some("claims".into());
+    merge(&mut object.data["spec"], &json!({"execution": {"resources": {"claims": [{"name": "gpu"}], "limits": {"memory": "1Gi"}}}}));
+    let created = api.create(&PostParams::default(), &object).await.unwrap();
+    assert_eq!(created.data["spec"]["execution"]["resources"], json!({"limits": {"memory": "1Gi"}}));
 }
 
 /// Merges `change` into `target`, object by object.

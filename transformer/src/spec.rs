@@ -43,10 +43,10 @@ pub struct SourceSpec {
     /// How the CSV files are written.
     #[serde(default)]
     pub csv: CsvOptions,
-    /// The columns of the CSV files, in file order, with their types. When empty, every column of
-    /// the header is read as a nullable string.
+    /// The columns of the CSV files, in file order, with their types; names are unique. When
+    /// empty, every column of the header is read as a nullable string.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 512))]
+    #[schemars(length(max = 512), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub schema: Vec<Column>,
 }
 

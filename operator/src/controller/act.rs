@@ -23,7 +23,7 @@ pub async fn launch(ctx: &Context, pipeline: &EventPipeline, launches: &[Launch]
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
     let mut refused = Vec::new();
     for launch in launches {
-        match api.create(&PostParams::default(), &job::build(pipeline, launch, &ctx.job_defaults)).await {
+        match api.create(&PostParams::default(), &job::build(pipeline, launch, &ctx.job_policy)).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 tracing::info!(job = launch.job, "job exists already");

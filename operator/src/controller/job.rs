@@ -12,7 +12,7 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, PodSecurityContext, PodSpec,
-    PodTemplateSpec, SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::crd::EventPipeline;
 
 use super::plan::{JobOutcome, Launch, ObservedJob};
+use super::policy::JobPolicy;
 
 /// Label on every object the operator creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "eventpipe");
@@ -82,19 +83,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// What the Jobs of a pipeline share, beyond the pipeline's spec.
-#[derive(Clone, Debug)]
-pub struct JobDefaults {
-    /// The transformer image when the spec names none.
-    pub image: String,
-}
-
 /// The Job for a launch: owned by the pipeline, labelled for lookup, hardened, with the task in
 /// its environment. The task names the partition, never its objects, so the Job's size does not
 /// grow with the partition.
-pub fn build(pipeline: &EventPipeline, launch: &Launch, defaults: &JobDefaults) -> Job {
+pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy) -> Job {
     let spec = &pipeline.spec;
     let execution = &spec.execution;
+    let pod = policy.pod(execution);
+    let resources = pod.container_resources();
     let name = pipeline.metadata.name.clone().unwrap_or_default();
     let uid = pipeline.metadata.uid.clone().unwrap_or_default();
     let mut labels = BTreeMap::from([
@@ -106,12 +102,15 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, defaults: &JobDefaults) 
     if name.len() <= MAX_NAME {
         labels.insert(PIPELINE_LABEL.to_string(), name);
     }
+    // The operator's labels win: it finds its pods by them.
+    let mut pod_labels = pod.pod_labels.clone().unwrap_or_default();
+    pod_labels.extend(labels.clone());
     let annotations = BTreeMap::from([
         (PARTITION_ANNOTATION.to_string(), launch.partition.to_string()),
         (FINGERPRINT_ANNOTATION.to_string(), launch.fingerprint.clone()),
         (SPEC_HASH_ANNOTATION.to_string(), launch.spec_hash.clone()),
     ]);
-    let pod_annotations = match &execution.pod_annotations {
+    let pod_annotations = match &pod.pod_annotations {
         Some(chosen) => chosen.clone(),
         None => DEFAULT_POD_ANNOTATIONS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     };
@@ -121,7 +120,7 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, defaults: &JobDefaults) 
         pipeline: spec.pipeline.clone(),
         engine: EngineSettings {
             target_partitions: None,
-            memory_limit_mib: memory_limit_mib(execution.resources.as_ref()),
+            memory_limit_mib: memory_limit_mib(&resources),
             scratch_dir: Some(SCRATCH.to_string()),
             timeout_seconds: Some(conversion_time_limit(execution.active_deadline_seconds)),
         },
@@ -130,7 +129,8 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, defaults: &JobDefaults) 
     let credentials = spec.pipeline.s3.as_ref().and_then(|s3| s3.credentials_secret_ref.as_ref());
     let container = Container {
         name: CONTAINER.to_string(),
-        image: Some(execution.image.clone().unwrap_or_else(|| defaults.image.clone())),
+        image: Some(policy.image(execution)),
+        image_pull_policy: pod.image_pull_policy.map(|policy| format!("{policy:?}")),
         command: Some(vec!["eventpipe-transformer".to_string()]),
         env: Some(vec![
             EnvVar {
@@ -146,7 +146,7 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, defaults: &JobDefaults) 
                 ..EnvFromSource::default()
             }]
         }),
-        resources: execution.resources.clone(),
+        resources: Some(resources),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -178,16 +178,19 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, defaults: &JobDefaults) 
             pod_failure_policy: Some(pod_failure_policy()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels),
+                    labels: Some(pod_labels),
                     annotations: (!pod_annotations.is_empty()).then_some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_string()),
-                    service_account_name: execution.service_account_name.clone(),
+                    service_account_name: pod.service_account_name.clone(),
                     automount_service_account_token: Some(false),
-                    node_selector: (!execution.node_selector.is_empty()).then(|| execution.node_selector.clone()),
-                    tolerations: (!execution.tolerations.is_empty()).then(|| execution.tolerations.clone()),
+                    image_pull_secrets: pod.image_pull_secrets.clone().filter(|secrets| !secrets.is_empty()),
+                    node_selector: pod.node_selector.clone().filter(|selector| !selector.is_empty()),
+                    tolerations: pod.tolerations.clone().filter(|tolerations| !tolerations.is_empty()),
+                    affinity: pod.affinity.clone(),
+                    priority_class_name: pod.priority_class_name.clone(),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
@@ -199,7 +202,7 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, defaults: &JobDefaults) 
                     containers: vec![container],
                     volumes: Some(vec![Volume {
                         name: "scratch".to_string(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        empty_dir: Some(EmptyDirVolumeSource { size_limit: Some(pod.scratch_size()), ..EmptyDirVolumeSource::default() }),
                         ..Volume::default()
                     }]),
                     ..PodSpec::default()
@@ -249,8 +252,8 @@ fn conversion_time_limit(active_deadline_seconds: i64) -> u64 {
 
 /// Three quarters of the container's memory limit, in MiB, for the query's memory pool; the rest
 /// is for the process itself.
-fn memory_limit_mib(resources: Option<&k8s_openapi::api::core::v1::ResourceRequirements>) -> Option<u64> {
-    let limit = resources?.limits.as_ref()?.get("memory")?;
+fn memory_limit_mib(resources: &ResourceRequirements) -> Option<u64> {
+    let limit = resources.limits.as_ref()?.get("memory")?;
     quantity_bytes(limit).map(|bytes| (bytes / 4 * 3 / (1024 * 1024)).max(16))
 }
 
@@ -308,7 +311,7 @@ mod tests {
     use super::*;
     use crate::crd::EventPipelineSpec;
     use eventpipe_transformer::spec::{S3Settings, SecretReference};
-    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use crate::pod_settings::{ContainerResources, PodSettings};
 
     const UID: &str = "0b6c1f4e-0000-4000-8000-000000000001";
     const FINGERPRINT: &str = "9f86d081884c7d65";
@@ -322,6 +325,10 @@ mod tests {
         pipeline.metadata.namespace = Some("data".into());
         pipeline.metadata.uid = Some(UID.into());
         pipeline
+    }
+
+    fn policy() -> JobPolicy {
+        JobPolicy { image: "eventpipe-transformer:1".into(), ..JobPolicy::default() }
     }
 
     fn launch(attempt: u32) -> Launch {
@@ -364,11 +371,11 @@ mod tests {
             credentials_secret_ref: Some(SecretReference { name: "s3-credentials".into() }),
             ..S3Settings::default()
         });
-        pipeline.spec.execution.resources = Some(ResourceRequirements {
-            limits: Some(BTreeMap::from([("memory".to_string(), Quantity("2Gi".into()))])),
-            ..ResourceRequirements::default()
+        pipeline.spec.execution.pod.resources = Some(ContainerResources {
+            limits: BTreeMap::from([("memory".to_string(), Quantity("2Gi".into()))]),
+            ..ContainerResources::default()
         });
-        let job = build(&pipeline, &launch(2), &JobDefaults { image: "eventpipe-transformer:1".into() });
+        let job = build(&pipeline, &launch(2), &policy());
         assert_eq!(job.metadata.name, Some(launch(2).job));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("EventPipeline", "settings", Some(true)));
@@ -404,9 +411,36 @@ mod tests {
     #[test]
     fn pod_annotations_replace_the_default() {
         let mut pipeline = pipeline("settings");
-        pipeline.spec.execution.pod_annotations = Some(BTreeMap::new());
-        let job = build(&pipeline, &launch(1), &JobDefaults { image: "i".into() });
+        pipeline.spec.execution.pod.pod_annotations = Some(BTreeMap::new());
+        let job = build(&pipeline, &launch(1), &policy());
         assert_eq!(job.spec.unwrap().template.metadata.unwrap().annotations, None);
+    }
+
+    #[test]
+    fn the_installations_pod_settings_apply_where_the_pipeline_sets_none() {
+        let mut pipeline = pipeline("settings");
+        pipeline.spec.execution.pod.pod_labels = Some(BTreeMap::from([("team".into(), "data".into()), (ATTEMPT_LABEL.into(), "x".into())]));
+        let defaults = PodSettings {
+            priority_class_name: Some("batch-low".into()),
+            image_pull_secrets: Some(vec![k8s_openapi::api::core::v1::LocalObjectReference { name: "registry".into() }]),
+            image_pull_policy: Some(crate::pod_settings::PullPolicy::Always),
+            pod_labels: Some(BTreeMap::from([("team".into(), "platform".into())])),
+            scratch_size: Some(Quantity("40Gi".into())),
+            ..PodSettings::default()
+        };
+        let job = build(&pipeline, &launch(3), &JobPolicy { pod_defaults: defaults, ..policy() });
+        let template = job.spec.unwrap().template;
+        let labels = template.metadata.unwrap().labels.unwrap();
+        assert_eq!((labels["team"].as_str(), labels[ATTEMPT_LABEL].as_str()), ("data", "3"), "the pipeline's labels, the operator's last");
+        let pod = template.spec.unwrap();
+        assert_eq!(pod.priority_class_name.as_deref(), Some("batch-low"));
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "registry");
+        assert_eq!(pod.containers[0].image_pull_policy.as_deref(), Some("Always"));
+        let scratch = pod.volumes.unwrap()[0].empty_dir.clone().unwrap();
+        assert_eq!(scratch.size_limit, Some(Quantity("40Gi".into())));
+        let requests = pod.containers[0].resources.clone().unwrap().requests.unwrap();
+        assert_eq!(requests["ephemeral-storage"], Quantity("40Gi".into()));
+        assert_eq!(requests["memory"], Quantity("2Gi".into()), "never BestEffort");
     }
 
     /// A Firehose day holds thousands of objects; the Job names the partition, not its objects,
@@ -415,14 +449,14 @@ mod tests {
     fn the_jobs_size_does_not_depend_on_the_partitions_objects() {
         let mut pipeline = pipeline("settings");
         pipeline.spec.pipeline.transform.sql = format!("SELECT * FROM events WHERE name <> '{}'", "x".repeat(2000));
-        let job = build(&pipeline, &launch(1), &JobDefaults { image: "i".into() });
+        let job = build(&pipeline, &launch(1), &policy());
         let size = serde_json::to_vec(&job).unwrap().len();
         assert!(size < 8 * 1024, "{size} bytes");
     }
 
     #[test]
     fn a_built_job_reads_back_as_the_launch() {
-        let job = build(&pipeline("settings"), &launch(1), &JobDefaults { image: "i".into() });
+        let job = build(&pipeline("settings"), &launch(1), &policy());
         let observed = observe(&job).unwrap();
         assert_eq!(
             (observed.name, observed.partition.as_str(), observed.fingerprint.as_str(), observed.spec_hash.as_str(), observed.attempt),

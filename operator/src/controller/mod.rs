@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod job;
 pub mod observe;
 pub mod plan;
+pub mod policy;
 pub mod report;
 pub mod window;
 
@@ -47,8 +48,8 @@ pub struct Context {
     pub client: Client,
     /// Publishes Events on pipelines.
     pub recorder: Recorder,
-    /// Defaults for the Jobs.
-    pub job_defaults: job::JobDefaults,
+    /// What the installation decides for every pipeline's Jobs.
+    pub job_policy: policy::JobPolicy,
     /// The metrics.
     pub metrics: Arc<Metrics>,
     caches: Caches,
@@ -57,12 +58,12 @@ pub struct Context {
 
 impl Context {
     /// A context for a controller whose Events name `instance` as the reporting instance.
-    pub fn new(client: Client, job_defaults: job::JobDefaults, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+    pub fn new(client: Client, job_policy: policy::JobPolicy, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
         let reporter = Reporter { controller: "eventpipe-operator".into(), instance };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            job_defaults,
+            job_policy,
             metrics,
             caches: Caches::default(),
             failures: Mutex::default(),
@@ -194,7 +195,7 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
         requests: Requests { retry: annotation(RETRY_ANNOTATION), reprocess: annotation(REPROCESS_ANNOTATION) },
     };
     let observed = async {
-        let checked = observe::check_spec(&ctx.caches, pipeline).await?;
+        let checked = observe::check_spec(&ctx.caches, &ctx.job_policy, pipeline).await?;
         let listed = observe::partitions(&ctx.client, &ctx.caches, pipeline, &checked, now).await?;
         Ok((checked, listed))
     };

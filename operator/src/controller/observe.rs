@@ -22,6 +22,7 @@ use crate::crd::{EventPipeline, EventPipelineStatus};
 
 use super::job::{self, CONTROLLER_UID_LABEL, PIPELINE_UID_LABEL};
 use super::plan::{ObservedJob, ObservedPartition, missing_jobs, needs_report};
+use super::policy::JobPolicy;
 use super::report;
 use super::window::{MAX_PARTITIONS, Window};
 
@@ -67,8 +68,9 @@ impl Caches {
     }
 }
 
-/// Checks the spec as the transformer will read it, planning the SQL against the declared columns.
-pub async fn check_spec(caches: &Caches, pipeline: &EventPipeline) -> Result<CheckedPipeline, Blocked> {
+/// Checks the spec as the transformer will read it, planning the SQL against the declared columns,
+/// and against what the installation allows.
+pub async fn check_spec(caches: &Caches, policy: &JobPolicy, pipeline: &EventPipeline) -> Result<CheckedPipeline, Blocked> {
     let uid = pipeline.uid().unwrap_or_default();
     let generation = pipeline.metadata.generation;
     if let Some((checked_generation, result)) = caches.checks.lock().expect("not poisoned").get(&uid)
@@ -86,6 +88,7 @@ pub async fn check_spec(caches: &Caches, pipeline: &EventPipeline) -> Result<Che
     .map_err(|e| e.to_string())
     .and_then(|checked| {
         Window::of(&spec.schedule, Timestamp::now())?;
+        policy.admit(&spec.execution)?;
         if !matches!(checked.source, eventpipe_transformer::storage::Location::S3 { .. }) {
             return Err(format!("source.url must be an s3:// URL in a cluster, not {}", spec.pipeline.source.url));
         }

@@ -203,6 +203,9 @@ fn counting_client(env: &KubeEnv, namespace: &str, token: String) -> Result<(Cli
 pub fn operator_args(namespaces: &[&str], lease_namespace: &str) -> OperatorArgs {
     OperatorArgs {
         transformer_image: "registry.example/eventpipe-transformer:test".into(),
+        allowed_images: Vec::new(),
+        allowed_service_accounts: Vec::new(),
+        job_defaults: Default::default(),
         namespaces: namespaces.iter().map(|namespace| namespace.to_string()).collect(),
         listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
         leader_election: false,
@@ -297,6 +300,11 @@ pub fn condition(status: &EventPipelineStatus, kind: &str) -> Option<(String, St
 
 /// Runs the chart's Helm (installed by `scripts/helm.sh`) against the test control plane.
 pub fn helm(args: &[&str]) -> Result<()> {
+    helm_output(args).map(drop)
+}
+
+/// Runs Helm as [`helm`] does and returns what it printed.
+pub fn helm_output(args: &[&str]) -> Result<String> {
     let root = eventpipe_testkit::kube_env::workspace_root();
     let binary = std::process::Command::new("bash").arg(root.join("scripts/helm.sh")).output()?;
     anyhow::ensure!(binary.status.success(), "scripts/helm.sh: {}", String::from_utf8_lossy(&binary.stderr));
@@ -304,6 +312,5 @@ pub fn helm(args: &[&str]) -> Result<()> {
     let kubeconfig = eventpipe_testkit::kube_env::KubeEnv::get_blocking()?.kubeconfig_path().to_path_buf();
     let output = std::process::Command::new(helm).args(args).arg("--kubeconfig").arg(kubeconfig).current_dir(&root).output()?;
     anyhow::ensure!(output.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    Ok(())
+    Ok(String::from_utf8(output.stdout)?)
 }
-
