@@ -65,7 +65,7 @@ value_set() {
     --namespace "$RELEASE_NAMESPACE" "$chart" "$@"
   check "$name: helm template" render "$out" "$@"
   check "$name: kubernetes-validate --strict (Kubernetes $KUBE_VERSION)" validate "$out"
-  for check_name in rbac leader-election deployment service-monitor crd; do
+  for check_name in rbac leader-election deployment service-monitor crd availability; do
     check "$name: $check_name" "$py" tests/chart/checks.py "$check_name" "$out" "${expected[@]}"
   done
 }
@@ -80,8 +80,8 @@ value_set leader-election-forced "--leader on" --set leaderElection.enabled=true
 value_set service-monitor "--service-monitor on" --set serviceMonitor.enabled=true
 value_set crd-not-kept "--crd on" --set crds.keep=false
 value_set crd-managed-elsewhere "--crd off" --set crds.enabled=false
-full_transformer=registry.example.com/data/eventpipe-transformer:1.2.3
-value_set full "--watch-namespace data --leader on --service-monitor on --transformer-image $full_transformer" \
+full_transformer=registry.example.com/data/eventpipe-transformer@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+value_set full "--watch-namespace data --leader on --service-monitor on --transformer-image $full_transformer --job-service-account eventpipe-jobs" \
   -f tests/chart/values-full.yaml
 
 echo "chart checks: $passed passed, $failed failed"

@@ -212,7 +212,35 @@ def crd(objects, args):
     expect(policy == ("keep" if args.crd == "kept" else None), f"helm.sh/resource-policy is {policy!r} with --crd {args.crd}")
 
 
+def availability(objects, args):
+    """A PodDisruptionBudget keeping one operator pod exactly when there are several; the Jobs'
+    ServiceAccount in each watched namespace exactly when asked for, and named in jobDefaults."""
+    d, c = container(objects)
+    budgets = find(objects, "PodDisruptionBudget")
+    if d["spec"]["replicas"] > 1:
+        expect(len(budgets) == 1, f"{d['spec']['replicas']} replicas, {len(budgets)} PodDisruptionBudgets")
+        pod_labels = d["spec"]["template"]["metadata"]["labels"]
+        selector = budgets[0]["spec"]["selector"]["matchLabels"]
+        expect(all(pod_labels.get(k) == v for k, v in selector.items()), "the PodDisruptionBudget does not select the operator")
+        expect(budgets[0]["spec"].get("minAvailable") == 1, "the PodDisruptionBudget does not keep one pod")
+    else:
+        expect(not budgets, "a PodDisruptionBudget for a single replica would block every drain")
+    operator_account = service_account_name(objects)
+    others = [a for a in find(objects, "ServiceAccount") if a["metadata"]["name"] != operator_account]
+    if not args.job_service_account:
+        expect(not others, f"ServiceAccounts for Jobs rendered while not asked for: {[a['metadata']['name'] for a in others]}")
+        return
+    accounts = [a for a in others if a["metadata"]["name"] == args.job_service_account]
+    namespaces = [n for n in args.watch_namespace.split(",") if n]
+    expect(sorted(a["metadata"]["namespace"] for a in accounts) == sorted(namespaces),
+           f"Jobs' ServiceAccounts in {[a['metadata']['namespace'] for a in accounts]}, expected {namespaces}")
+    defaults = [f for f in c["args"] if f.startswith("--job-defaults=")]
+    expect(len(defaults) == 1 and f'"serviceAccountName":"{args.job_service_account}"' in defaults[0],
+           f"jobDefaults do not name {args.job_service_account}: {defaults}")
+
+
 CHECKS = {
+    "availability": availability,
     "crd": crd,
     "rbac": rbac,
     "leader-election": leader_election,
@@ -229,6 +257,7 @@ def main():
     parser.add_argument("--watch-namespace", default="", help="comma-separated; empty for all")
     parser.add_argument("--leader", choices=["on", "off"], default="off")
     parser.add_argument("--service-monitor", choices=["on", "off"], default="off")
+    parser.add_argument("--job-service-account", default="", help="the Jobs' ServiceAccount the chart creates")
     parser.add_argument("--crd", choices=["kept", "on", "off"], default="kept")
     parser.add_argument("--transformer-image", help="default: eventpipe-transformer:<appVersion>")
     args = parser.parse_args()

@@ -26,6 +26,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/component: operator
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "eventpipe.serviceAccountName" -}}
@@ -36,9 +39,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* repository:tag of an image value; the tag defaults to the chart's appVersion. */}}
+{{/* An image value as a reference: [registry/]repository, then @digest, or :tag (default: the
+chart's appVersion). */}}
 {{- define "eventpipe.image" -}}
-{{- printf "%s:%s" .image.repository (default .appVersion .image.tag | toString) }}
+{{- $repository := .image.repository }}
+{{- with .image.registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}{{ end }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (default .appVersion .image.tag | toString) }}
+{{- end }}
+{{- end }}
+
+{{/* The ServiceAccount the chart creates for the Jobs in each watched namespace. */}}
+{{- define "eventpipe.jobServiceAccountName" -}}
+{{- default (printf "%s-jobs" (include "eventpipe.fullname" .)) .Values.jobServiceAccount.name }}
+{{- end }}
+
+{{/* jobDefaults, with the chart-made Jobs' ServiceAccount when there is one, as JSON. */}}
+{{- define "eventpipe.jobDefaults" -}}
+{{- $defaults := deepCopy .Values.jobDefaults }}
+{{- if .Values.jobServiceAccount.create }}
+{{- $_ := set $defaults "serviceAccountName" (default (include "eventpipe.jobServiceAccountName" .) $defaults.serviceAccountName) }}
+{{- end }}
+{{- $defaults | toJson }}
 {{- end }}
 
 {{/* The watched namespaces as a JSON list; empty for all namespaces. */}}
