@@ -71,6 +71,7 @@ value_set() {
 }
 
 check "chart CRD is a copy of crds/eventpipe.dev_eventpipelines.yaml" crd_copy
+check "chart README documents every value" "$py" tests/chart/checks.py documented "$chart"
 value_set default ""
 value_set namespaced "--watch-namespace eventpipe-demo" -f examples/cluster/namespace-install.yaml
 value_set two-namespaces "--watch-namespace team-a,team-b" --set "watchNamespaces={team-a,team-b}"

@@ -2,6 +2,7 @@
 
     checks.py builtin RENDERED            print the objects of built-in kinds, for kubernetes-validate
     checks.py CHECK RENDERED [EXPECTATIONS]   run one check; exit 1 with the reasons when it fails
+    checks.py documented CHART_DIR        check that the chart README names every value
 
 CHECK is rbac, leader-election, deployment, service-monitor or crd. The expectations describe the value
 set that was rendered; they are stated by the caller, not derived from the templates.
@@ -249,9 +250,32 @@ CHECKS = {
 }
 
 
+def value_paths(values, prefix=""):
+    """Every value's dotted path: a map's keys, down to leaves, empty maps and lists."""
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from value_paths(value, f"{path}.")
+        else:
+            yield path
+
+
+def documented(chart_dir):
+    """The chart README names every value of values.yaml, or a map that holds it."""
+    chart = Path(chart_dir)
+    readme = (chart / "README.md").read_text()
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    missing = []
+    for path in value_paths(values):
+        parts = path.split(".")
+        if not any(f"`{'.'.join(parts[:n])}`" in readme for n in range(1, len(parts) + 1)):
+            missing.append(path)
+    expect(not missing, f"values missing from {chart / 'README.md'}: {missing}")
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("check", choices=["builtin", *CHECKS])
+    parser.add_argument("check", choices=["builtin", "documented", *CHECKS])
     parser.add_argument("rendered")
     parser.add_argument("--release-namespace", default="default")
     parser.add_argument("--watch-namespace", default="", help="comma-separated; empty for all")
@@ -261,6 +285,12 @@ def main():
     parser.add_argument("--crd", choices=["kept", "on", "off"], default="kept")
     parser.add_argument("--transformer-image", help="default: eventpipe-transformer:<appVersion>")
     args = parser.parse_args()
+    if args.check == "documented":
+        try:
+            documented(args.rendered)
+        except Failed as e:
+            sys.exit(f"Failed: {e}")
+        return
     objects = load(args.rendered)
     if args.check == "builtin":
         builtin = [o for o in objects if (o["apiVersion"], o["kind"]) not in CUSTOM_KINDS]
