@@ -3,20 +3,34 @@
 # into kind, runs LocalStack in the cluster as the S3 service (examples/cluster/localstack.yaml in
 # namespace eventpipe-demo), creates the buckets, installs the chart, applies
 # examples/cluster/user-settings-localstack.yaml, uploads the sample CSV files of one day, waits for
-# the pipeline to become Ready and its Parquet output to be committed, and lists that output.
+# the pipeline to become Ready and its Parquet output to be committed, checks the row counts in
+# status.partitions against the sample, and reads the Parquet back with DuckDB.
 #
-#   scripts/kind-e2e.sh
+#   scripts/kind-e2e.sh [--name CLUSTER]
 #
-# Needs docker, kind, kubectl and the AWS CLI (v2); Helm comes from scripts/helm.sh.
+# Needs docker, kind, kubectl, the AWS CLI (v2), curl and Python 3; Helm comes from
+# scripts/helm.sh, DuckDB from scripts/python-venv.sh.
 #
 # Environment:
-#   KIND_CLUSTER          cluster name (default eventpipe-e2e); an existing cluster is reused
+#   KIND_CLUSTER          cluster name when --name is not given (default eventpipe-e2e); an
+#                         existing cluster is reused
+#   KIND_NODE_IMAGE       node image of a new cluster (default below: the Kubernetes version the
+#                         operator is built for)
 #   EVENTPIPE_E2E_KEEP    1: keep a cluster this script created (default: delete it at the end)
 #   EVENTPIPE_E2E_VALUES  an extra values file for the chart, e.g. examples/cluster/namespace-install.yaml
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CLUSTER=${KIND_CLUSTER:-eventpipe-e2e}
+while (($#)); do
+  case $1 in
+    --name) CLUSTER=${2:?--name needs a cluster name}; shift 2 ;;
+    --name=*) CLUSTER=${1#--name=}; shift ;;
+    -h | --help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+    *) printf 'unknown argument: %s (try --help)\n' "$1" >&2; exit 2 ;;
+  esac
+done
+NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.33.1}
 TAG=e2e
 DEMO=eventpipe-demo
 SYSTEM=eventpipe-system
@@ -28,17 +42,20 @@ die() { log "error: $*"; exit 1; }
 k() { kubectl --context "kind-$CLUSTER" "$@"; }
 s3() { aws --endpoint-url "$ENDPOINT" s3 "$@"; }
 
-for tool in docker kind kubectl aws; do
+for tool in docker kind kubectl aws curl python3; do
   command -v "$tool" >/dev/null || die "$tool is not installed"
 done
 helm=$(scripts/helm.sh)
+py=$(scripts/python-venv.sh tests/requirements.txt)
 values=(--set image.tag="$TAG" --set transformerImage.tag="$TAG")
 if [[ -n ${EVENTPIPE_E2E_VALUES:-} ]]; then values+=(-f "$EVENTPIPE_E2E_VALUES"); fi
 
 created=0
 port_forward=
+output=$(mktemp -d)
 cleanup() {
   local status=$?
+  rm -rf "$output"
   if [[ -n $port_forward ]]; then kill "$port_forward" 2>/dev/null || true; fi
   if ((status != 0)) && kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
     log "failed; the pipeline, its Jobs and the operator's log:"
@@ -54,7 +71,7 @@ trap cleanup EXIT
 
 if ! kind get clusters | grep -qx "$CLUSTER"; then
   log "creating kind cluster $CLUSTER"
-  kind create cluster --name "$CLUSTER" --wait 2m
+  kind create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --wait 2m
   created=1
 fi
 
@@ -99,4 +116,24 @@ until s3 ls "s3://user-parquet/user-settings/$partition/_manifest.json" >/dev/nu
 done
 k -n "$DEMO" get evp user-settings
 s3 ls --recursive s3://user-parquet/user-settings/
-log "passed"
+
+sample=examples/data/year=2026/month=11/day=24
+rows=$(for file in "$sample"/*.csv; do tail -n +2 "$file"; done | grep -c .)
+users=$(for file in "$sample"/*.csv; do tail -n +2 "$file"; done | cut -d, -f1 | sort -u | grep -c .)
+status() { k -n "$DEMO" get evp user-settings -o jsonpath="{.status.partitions[?(@.partition==\"$partition\")].$1}"; }
+counts="$(status rowsRead) $(status rowsRejected) $(status rowsWritten)"
+[[ $counts == "$rows 0 $users" ]] ||
+  die "status.partitions for $partition says read/rejected/written $counts; the sample has $rows rows of $users users"
+
+s3 cp --recursive --exclude '*' --include 'part-*.parquet' "s3://user-parquet/user-settings/$partition/" "$output/" >/dev/null
+read -r parquet_users parquet_settings < <("$py" - "$output" <<'EOF'
+import sys, duckdb
+users, settings = duckdb.sql(
+    f"SELECT count(*), sum(cardinality(settings)) FROM read_parquet('{sys.argv[1]}/*.parquet')"
+).fetchall()[0]
+print(users, settings)
+EOF
+)
+((parquet_users == users)) || die "the Parquet holds $parquet_users users; the sample has $users"
+((parquet_settings > 0)) || die "the Parquet's settings maps are empty"
+log "passed: $rows rows read, $users users with $parquet_settings settings written and read back"
