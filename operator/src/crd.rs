@@ -29,6 +29,7 @@ use crate::pod_settings::PodSettings;
     printcolumn(name = "Running", type_ = "integer", json_path = ".status.runningJobs"),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failedPartitions"),
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend", priority = "1"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".status.mode", priority = "1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = kube::core::Rule::new(
@@ -80,6 +81,18 @@ pub struct ScheduleSpec {
     #[serde(default = "default_grace_period_seconds")]
     #[schemars(range(min = 0, max = 86400))]
     pub grace_period_seconds: u32,
+    /// The IANA time zone the layout's dates and hours are in, e.g. `Europe/Berlin`; UTC when
+    /// absent. A partition is open until its day (or hour) has ended there, plus
+    /// `gracePeriodSeconds`, and closed after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub timezone: Option<String>,
+    /// For transforms that need the whole partition (aggregations): while a partition is open,
+    /// recompute it at most this often. Absent: such a partition is processed once, when it
+    /// closes. Row-by-row transforms convert new objects as they settle, whatever this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60, max = 86400))]
+    pub open_refresh_seconds: Option<u32>,
 }
 
 impl Default for ScheduleSpec {
@@ -89,6 +102,8 @@ impl Default for ScheduleSpec {
             lookback_days: default_lookback_days(),
             start_date: None,
             grace_period_seconds: default_grace_period_seconds(),
+            timezone: None,
+            open_refresh_seconds: None,
         }
     }
 }
@@ -210,6 +225,14 @@ pub struct EventPipelineStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["partition"]))]
     pub partitions: Vec<PartitionStatus>,
+    /// How partitions are processed: `Append` (new objects are converted as they settle and
+    /// added to the partition's output) or `Full` (the whole partition, once it closes unless
+    /// `schedule.openRefreshSeconds` says otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ProcessingMode>,
+    /// Why the transform is processed in this mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode_reason: Option<String>,
     /// The value of the `eventpipe.dev/retry` annotation last acted on; a new value gives failed
     /// partitions new attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,6 +257,10 @@ pub struct PartitionStatus {
     pub spec_hash: String,
     /// Where the partition is in its lifecycle.
     pub state: PartitionState,
+    /// `Open` until its day (or hour) has ended in the schedule's time zone, plus the grace
+    /// period; `Closed` after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<Period>,
     /// Jobs launched for this input version.
     #[serde(default)]
     pub attempts: u32,
@@ -244,9 +271,21 @@ pub struct PartitionStatus {
     /// The latest Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
-    /// When the next attempt may start (state `Retrying`) or the grace period ends (`Settling`).
+    /// When the next attempt may start (state `Retrying`), the grace period ends (`Settling`) or
+    /// the partition closes (`Open`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Time>,
+    /// In append mode: the latest Job takes the objects last modified up to this time, those
+    /// older than the grace period when it was launched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_before: Option<Time>,
+    /// When output was last committed for this partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<Time>,
+    /// Runs the committed output is made of: 1 for a whole partition, one more per increment
+    /// added in append mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increments: Option<u32>,
     /// Input rows read by the successful Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_read: Option<u64>,
@@ -267,11 +306,32 @@ pub struct PartitionStatus {
     pub message: Option<String>,
 }
 
+/// How a pipeline's partitions are processed.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ProcessingMode {
+    /// The transform keeps rows one by one: new objects are converted on their own and added.
+    Append,
+    /// The transform needs the whole partition.
+    Full,
+}
+
+/// Whether a partition's period has ended.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum Period {
+    /// Its day (or hour) has not ended, or ended less than the grace period ago.
+    Open,
+    /// Objects arriving now are late data.
+    Closed,
+}
+
 /// Where a partition is in its lifecycle.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
 pub enum PartitionState {
     /// Found; its newest object is younger than the grace period.
     Settling,
+    /// Open, and its transform needs the whole partition: it is processed when it closes
+    /// (`notBefore`), or refreshed every `schedule.openRefreshSeconds`.
+    Open,
     /// Ready to run, waiting for a free Job slot (or for `suspend` to be lifted).
     #[default]
     Pending,

@@ -10,5 +10,6 @@ pub mod local;
 pub mod manifest_file;
 pub mod metrics;
 pub mod operator;
+pub mod period;
 pub mod pod_settings;
 pub mod server;

@@ -35,6 +35,13 @@ pub struct RunArgs {
     /// Process partitions even when their committed output matches the inputs and the spec.
     #[arg(long)]
     force: bool,
+    /// Process whole partitions, not increments, even when the transform appends.
+    #[arg(long)]
+    full: bool,
+    /// Judge open and closed partitions as at this time (RFC 3339), e.g. to replay a day; now
+    /// when absent.
+    #[arg(long)]
+    now: Option<k8s_openapi::jiff::Timestamp>,
     /// Parallel partitions of each query (default: the CPUs available).
     #[arg(long)]
     target_partitions: Option<usize>,
@@ -65,11 +72,15 @@ struct PartitionOutcome {
     summary: Option<Summary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Why the partition was left for later: it is open and the transform needs all of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting: Option<String>,
 }
 
 /// Runs the manifest; the exit code is non-zero when any partition failed.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut pipeline = crate::manifest_file::load(&args.manifest)?.spec.pipeline;
+    let spec = crate::manifest_file::load(&args.manifest)?.spec;
+    let (mut pipeline, schedule) = (spec.pipeline, spec.schedule);
     if let Some(source) = args.source {
         pipeline.source.url = source;
     }
@@ -81,7 +92,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         pipeline.bad_records.url = Some(rejected);
     }
     let checked = validate::check(&pipeline)?;
-    validate::check_sql(&pipeline, &checked.layout).await?;
+    let mode = validate::check_sql(&pipeline, &checked.layout).await?;
+    let now = args.now.unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
+    crate::period::time_zone(&schedule).map_err(anyhow::Error::msg)?;
     let source = checked.source.open(pipeline.s3.as_ref(), Retrying::Patiently).await?;
     let partitions = discovery::discover(&source, &checked.layout)
         .await
@@ -101,18 +114,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut outcomes = Vec::new();
     for (partition, discovered) in partitions {
+        let closes_at = crate::period::closes_at(&partition, &schedule).map_err(anyhow::Error::msg)?;
+        if !mode.is_append() && !args.full && !args.force && now < closes_at {
+            let waiting = format!("open until {closes_at}; the transform needs the whole partition ({mode})");
+            outcomes.push(PartitionOutcome { partition: partition.to_string(), summary: None, error: None, waiting: Some(waiting) });
+            continue;
+        }
         let task = Task {
             partition,
             expected_fingerprint: Some(fingerprint(&discovered.inputs)),
             pipeline: pipeline.clone(),
             engine: engine.clone(),
             force: args.force,
+            full: args.full,
+            settled_before: None,
         };
         let result = run::run(&task).await;
         outcomes.push(PartitionOutcome {
             partition: partition.to_string(),
             error: result.as_ref().err().map(ToString::to_string),
             summary: result.ok(),
+            waiting: None,
         });
     }
     match args.output {
@@ -129,13 +151,14 @@ fn print_table(outcomes: &[PartitionOutcome]) {
         "PARTITION", "ROWS READ", "REJECTED", "WRITTEN", "BYTES", "SKIPPED", "SECONDS"
     );
     for outcome in outcomes {
-        match (&outcome.summary, &outcome.error) {
-            (Some(s), _) => println!(
+        match (&outcome.summary, &outcome.error, &outcome.waiting) {
+            (Some(s), _, _) => println!(
                 "{:<28} {:>12} {:>10} {:>12} {:>14} {:>8} {:>8.2}",
                 outcome.partition, s.rows_read, s.rows_rejected, s.rows_written, s.bytes_written, s.skipped, s.seconds
             ),
-            (None, Some(error)) => println!("{:<28} FAILED: {error}", outcome.partition),
-            (None, None) => unreachable!("an outcome has a summary or an error"),
+            (None, Some(error), _) => println!("{:<28} FAILED: {error}", outcome.partition),
+            (None, None, Some(waiting)) => println!("{:<28} WAITING: {waiting}", outcome.partition),
+            (None, None, None) => unreachable!("an outcome has a summary, an error or a reason to wait"),
         }
     }
 }

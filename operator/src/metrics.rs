@@ -70,9 +70,9 @@ pub struct Metrics {
     pub attempts_failed: Family<PipelineLabels, Counter>,
     /// Partitions given up on.
     pub partitions_failed: Family<PipelineLabels, Counter>,
-    /// Rows read, rejected and written by committed partitions.
+    /// Rows transformer runs read, rejected and wrote, each row counted by the run that handled it.
     pub rows: Family<RowLabels, Counter>,
-    /// Seconds since the newest unprocessed partition's last object landed; 0 when all are done.
+    /// Age in seconds of the oldest object whose rows are not committed yet; 0 when all are.
     pub lag_seconds: Family<PipelineLabels, Gauge>,
     /// Source prefixes listed in S3.
     pub source_listings: Family<PipelineLabels, Counter>,
@@ -100,10 +100,10 @@ impl Default for Metrics {
         registry.register("partitions_processed", "Partitions whose output was committed", metrics.partitions_processed.clone());
         registry.register("attempts_failed", "Transformer Jobs that failed", metrics.attempts_failed.clone());
         registry.register("partitions_failed", "Partitions that failed every attempt", metrics.partitions_failed.clone());
-        registry.register("rows", "Rows of committed partitions, by kind (read, rejected, written)", metrics.rows.clone());
+        registry.register("rows", "Rows transformer runs read, rejected and wrote, by kind; an increment counts only its own rows", metrics.rows.clone());
         registry.register(
             "partition_lag_seconds",
-            "Seconds since the newest unprocessed partition's last object landed (0 when all are processed)",
+            "Age in seconds of the oldest object whose rows are not committed yet (0 when all are)",
             metrics.lag_seconds.clone(),
         );
         registry.register(

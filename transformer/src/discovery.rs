@@ -19,8 +19,25 @@ pub type Partitions = BTreeMap<PartitionKey, DiscoveredPartition>;
 pub struct DiscoveredPartition {
     /// The input objects, sorted by path.
     pub inputs: Vec<InputObject>,
+    /// When each input object was last modified, in the order of `inputs`.
+    pub modified: Vec<DateTime<Utc>>,
     /// When the most recently written input object was last modified.
     pub last_modified: DateTime<Utc>,
+}
+
+impl DiscoveredPartition {
+    /// The objects last modified at or before `cutoff`, or `None` when there are none.
+    pub fn settled(&self, cutoff: DateTime<Utc>) -> Option<DiscoveredPartition> {
+        let (inputs, modified): (Vec<_>, Vec<_>) =
+            self.inputs.iter().zip(&self.modified).filter(|(_, modified)| **modified <= cutoff).map(|(i, m)| (i.clone(), *m)).unzip();
+        let last_modified = modified.iter().max().copied()?;
+        Some(DiscoveredPartition { inputs, modified, last_modified })
+    }
+
+    /// When the oldest object last modified after `cutoff` was written, if any was.
+    pub fn oldest_after(&self, cutoff: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.modified.iter().filter(|modified| **modified > cutoff).min().copied()
+    }
 }
 
 /// Lists the whole source and groups its objects into partitions. A local source must be an
@@ -47,24 +64,24 @@ pub async fn discover_below(source: &Store, layout: &Layout, prefixes: &[String]
 
 /// Groups listed objects into partitions by the layout; objects outside partitions are ignored.
 pub fn group(source: &Store, layout: &Layout, objects: &[ObjectMeta]) -> Partitions {
-    let mut partitions = Partitions::new();
+    let mut listed: BTreeMap<PartitionKey, BTreeMap<InputObject, DateTime<Utc>>> = BTreeMap::new();
     for object in objects {
         let relative = source.relative(&object.location);
         if let Some(key) = layout.partition_of(relative) {
-            let partition = partitions
-                .entry(key)
-                .or_insert_with(|| DiscoveredPartition { inputs: Vec::new(), last_modified: object.last_modified });
-            partition.last_modified = partition.last_modified.max(object.last_modified);
-            partition.inputs.push(InputObject {
+            let input = InputObject {
                 path: relative.to_string(),
                 size: object.size,
                 etag: object.e_tag.clone().or_else(|| Some(object.last_modified.to_rfc3339())),
-            });
+            };
+            listed.entry(key).or_default().insert(input, object.last_modified);
         }
     }
-    for partition in partitions.values_mut() {
-        partition.inputs.sort();
-        partition.inputs.dedup();
-    }
-    partitions
+    listed
+        .into_iter()
+        .filter_map(|(key, objects)| {
+            let last_modified = objects.values().max().copied()?;
+            let (inputs, modified) = objects.into_iter().unzip();
+            Some((key, DiscoveredPartition { inputs, modified, last_modified }))
+        })
+        .collect()
 }

@@ -165,10 +165,15 @@ impl Engine {
 
 /// The Arrow schema a transform produces, without running it on data.
 pub async fn output_schema(sql: &str, columns: &[Column], partition: &PartitionKey) -> Result<Arc<Schema>> {
+    let frame = plan_sql(sql, columns, partition).await?;
+    Ok(Arc::new(frame.schema().as_arrow().clone()))
+}
+
+/// The SQL planned over an empty `events` table with these columns.
+pub async fn plan_sql(sql: &str, columns: &[Column], partition: &PartitionKey) -> Result<DataFrame> {
     let engine = Engine::new(&EngineSettings::default(), 0)?;
     engine.register_empty_events(columns, partition)?;
-    let frame = engine.transform(sql, partition).await?;
-    Ok(Arc::new(frame.schema().as_arrow().clone()))
+    engine.transform(sql, partition).await
 }
 
 /// The URL DataFusion reads an object from. DataFusion percent-decodes a URL's path into the key,

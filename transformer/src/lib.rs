@@ -15,6 +15,7 @@ pub mod header;
 pub mod latest_map;
 pub mod layout;
 pub mod manifest;
+pub mod mode;
 pub mod resuming;
 pub mod row_count;
 pub mod run;

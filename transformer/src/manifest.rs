@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::spec::CommitMode;
+use crate::task::InputObject;
 use crate::storage::{Location, Store};
 
 /// The manifest's file name inside a partition directory.
@@ -41,9 +42,17 @@ pub struct Manifest {
     pub rows_written: u64,
     /// Output bytes written.
     pub bytes_written: u64,
-    /// Where the rejected rows were quarantined, when any were.
+    /// Where the rejected rows of the latest run were quarantined, when it had any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected_rows_url: Option<String>,
+    /// The quarantine files of every run this output is made of, in the rejected-rows location's
+    /// partition directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected_files: Vec<String>,
+    /// How many runs made this output: 1 for a whole partition, one more for each increment
+    /// added in append mode.
+    #[serde(default = "one")]
+    pub increments: u32,
     /// The output columns with their Arrow types.
     pub schema: Vec<ManifestColumn>,
     /// The program that wrote the output.
@@ -100,7 +109,57 @@ pub async fn read(store: &Store, directory: &Path) -> Result<Option<Committed>> 
     Ok(Some(Committed { manifest, version }))
 }
 
+fn one() -> u32 {
+    1
+}
+
 impl Manifest {
+    /// The objects of `listed` this output does not hold yet, when it can grow by them: it was
+    /// made with this spec and every object it was made from is still listed, unchanged. `None`
+    /// when the partition must be processed whole (or there is nothing new).
+    pub fn increment(&self, listed: &[InputObject], spec_hash: &str) -> Option<Vec<InputObject>> {
+        if self.spec_hash != spec_hash || !self.inputs.iter().all(|committed| listed.contains(committed)) {
+            return None;
+        }
+        let new: Vec<InputObject> = listed.iter().filter(|input| !self.inputs.contains(input)).cloned().collect();
+        (!new.is_empty()).then_some(new)
+    }
+
+    /// This output with an increment's output added: its inputs, files, counts and quarantined
+    /// rows; the increment's run id, schema and commit time. `input_fingerprint` is the
+    /// fingerprint of all the inputs together.
+    pub fn appended(&self, increment: Manifest, input_fingerprint: String) -> Manifest {
+        let mut inputs = self.inputs.clone();
+        inputs.extend(increment.inputs);
+        inputs.sort();
+        let mut files = self.files.clone();
+        files.extend(increment.files);
+        let mut rejected_files = self.committed_rejected_files();
+        rejected_files.extend(increment.rejected_files);
+        Manifest {
+            input_fingerprint,
+            inputs,
+            files,
+            rows_read: self.rows_read + increment.rows_read,
+            rows_rejected: self.rows_rejected + increment.rows_rejected,
+            rows_written: self.rows_written + increment.rows_written,
+            bytes_written: self.bytes_written + increment.bytes_written,
+            rejected_rows_url: increment.rejected_rows_url.or_else(|| self.rejected_rows_url.clone()),
+            rejected_files,
+            increments: self.increments + 1,
+            ..increment
+        }
+    }
+
+    /// The quarantine files this output keeps; a manifest from before they were listed names
+    /// its one file in `rejected_rows_url`.
+    pub fn committed_rejected_files(&self) -> Vec<String> {
+        match (&self.rejected_files[..], &self.rejected_rows_url) {
+            ([], Some(url)) => url.rsplit('/').next().map(str::to_string).into_iter().collect(),
+            (files, _) => files.to_vec(),
+        }
+    }
+
     /// Whether this output was made from these inputs with this spec.
     pub fn matches(&self, input_fingerprint: &str, spec_hash: &str) -> bool {
         self.input_fingerprint == input_fingerprint && self.spec_hash == spec_hash
@@ -119,6 +178,8 @@ impl Manifest {
             rows_written: self.rows_written,
             bytes_written: self.bytes_written,
             files: self.files.iter().map(|f| f.name.clone()).collect(),
+            increments: self.increments,
+            by_run: crate::task::RunRows::default(),
             spilled_bytes: 0,
             skipped: true,
             seconds: 0.0,
@@ -320,10 +381,57 @@ mod tests {
             rows_written: 0,
             bytes_written: 0,
             rejected_rows_url: None,
+            rejected_files: Vec::new(),
+            increments: 1,
             schema: Vec::new(),
             tool: "test".into(),
             committed_at: "2026-11-24T00:00:00Z".into(),
         }
+    }
+
+    fn input(path: &str, etag: &str) -> InputObject {
+        InputObject { path: path.into(), size: 10, etag: Some(etag.into()) }
+    }
+
+    #[test]
+    fn an_output_grows_only_by_new_objects_with_its_own_spec() {
+        let committed = Manifest { inputs: vec![input("a.csv", "1"), input("b.csv", "1")], ..manifest("run-1") };
+        let grown = [input("a.csv", "1"), input("b.csv", "1"), input("c.csv", "1")];
+        assert_eq!(committed.increment(&grown, "s"), Some(vec![input("c.csv", "1")]));
+        assert_eq!(committed.increment(&grown, "another spec"), None);
+        assert_eq!(committed.increment(&grown[..2], "s"), None, "nothing new");
+        let replaced = [input("a.csv", "2"), input("b.csv", "1"), input("c.csv", "1")];
+        assert_eq!(committed.increment(&replaced, "s"), None, "a committed object changed");
+        assert_eq!(committed.increment(&grown[1..], "s"), None, "a committed object is gone");
+    }
+
+    #[test]
+    fn an_appended_output_adds_files_counts_and_quarantine_files() {
+        let file = |name: &str, rows| ManifestFile { name: name.into(), rows, bytes: 100 };
+        let committed = Manifest {
+            inputs: vec![input("a.csv", "1")],
+            files: vec![file("part-run-1-000.parquet", 5)],
+            rows_read: 6,
+            rows_rejected: 1,
+            rows_written: 5,
+            bytes_written: 100,
+            rejected_rows_url: Some("s3://b/rejected/year=2026/month=11/day=24/rejected-run-1.jsonl".into()),
+            ..manifest("run-1")
+        };
+        let increment = Manifest {
+            inputs: vec![input("b.csv", "1")],
+            files: vec![file("part-run-2-000.parquet", 3)],
+            rows_read: 3,
+            rows_written: 3,
+            bytes_written: 100,
+            ..manifest("run-2")
+        };
+        let grown = committed.appended(increment, "f2".into());
+        assert_eq!((grown.run_id.as_str(), grown.input_fingerprint.as_str(), grown.increments), ("run-2", "f2", 2));
+        assert_eq!(grown.inputs, vec![input("a.csv", "1"), input("b.csv", "1")]);
+        assert_eq!(grown.files.len(), 2);
+        assert_eq!((grown.rows_read, grown.rows_rejected, grown.rows_written, grown.bytes_written), (9, 1, 8, 200));
+        assert_eq!(grown.committed_rejected_files(), vec!["rejected-run-1.jsonl".to_string()], "the first run's file is kept");
     }
 
     #[tokio::test]

@@ -1,11 +1,14 @@
 //! One transformer run: one partition from CSV to committed Parquet.
 //!
 //! 1. The partition is listed; its input fingerprint and the spec hash identify the output.
-//! 2. If the committed manifest has both, nothing is converted.
-//! 3. Fast path: a strict DataFusion read of all inputs, the SQL, and Parquet out.
+//! 2. If the committed manifest has both, nothing is converted. In append mode (see
+//!    [`crate::mode`]), when the committed output was made with this spec from objects that are
+//!    all still there unchanged, only the objects it lacks are converted: an increment.
+//! 3. Fast path: a strict DataFusion read of the inputs, the SQL, and Parquet out.
 //! 4. If the read fails on bad data, the inputs are checked row by row; bad rows fail the run or
 //!    are left out (and quarantined), and the clean rows go through the same fast path again.
-//! 5. The manifest is written (the commit point), then every data file it does not list is
+//! 5. The manifest is written (the commit point; an increment's adds to the previous one, on
+//!    the condition that it is still the stored one), then every data file it does not list is
 //!    deleted — also after a skip, so files of a run killed mid-write never stay visible.
 
 use std::time::Instant;
@@ -22,7 +25,7 @@ use crate::header;
 use crate::manifest::{self, Manifest, ManifestColumn, ManifestFile};
 use crate::spec::{BadRecordPolicy, Column, CsvOptions};
 use crate::storage::{Location, Opener, Retrying, SourceObject, Store};
-use crate::task::{InputObject, Summary, Task, new_run_id};
+use crate::task::{InputObject, RunRows, Summary, Task, new_run_id};
 use crate::validate::CheckedPipeline;
 use crate::writer::{self, Output};
 
@@ -31,6 +34,7 @@ pub async fn run(task: &Task) -> Result<Summary> {
     let started = Instant::now();
     let pipeline = &task.pipeline;
     let checked = crate::validate::check(pipeline)?;
+    let mode = crate::validate::check_sql(pipeline, &checked.layout).await?;
     let opener = Opener::new(pipeline.s3.as_ref());
     let source = opener.open(&checked.source, Retrying::Patiently).await?;
     let sink = opener.open(&checked.sink, Retrying::Patiently).await?;
@@ -51,8 +55,13 @@ pub async fn run(task: &Task) -> Result<Summary> {
     let commit_mode = pipeline.sink.commit;
     // A store that answers the probe with 501 has answered: it is not asked again for minutes.
     manifest::check_conditional_writes(&opener.open(&checked.sink, Retrying::Briefly).await?, commit_mode).await?;
+    let increment = previous
+        .as_ref()
+        .filter(|_| mode.is_append() && !task.full && !task.force)
+        .and_then(|committed| committed.manifest.increment(&inputs, &spec_hash));
     let run_id = new_run_id();
-    let run = Run { task, inputs: &inputs, run_id: &run_id, opener: &opener, source: &source, sink: &sink, directory: &directory };
+    let to_convert = increment.as_deref().unwrap_or(&inputs);
+    let run = Run { task, inputs: to_convert, run_id: &run_id, opener: &opener, source: &source, sink: &sink, directory: &directory };
     let converted = match within_time_limit(task.engine.timeout_seconds, run.convert(&checked.rejected)).await {
         Ok(converted) => converted,
         Err(error) => {
@@ -61,16 +70,19 @@ pub async fn run(task: &Task) -> Result<Summary> {
         }
     };
 
-    let manifest = run.manifest(&converted, fingerprint, spec_hash);
+    let manifest = match (&increment, &previous) {
+        (Some(_), Some(committed)) => committed.manifest.appended(run.manifest(&converted, String::new(), spec_hash), fingerprint),
+        _ => run.manifest(&converted, fingerprint, spec_hash),
+    };
     if let Err(error) = manifest::commit(&sink, &directory, &manifest, previous.as_ref(), commit_mode).await {
         run.discard_own_files().await?;
         return Err(error);
     }
     remove_uncommitted(&sink, &directory, &manifest).await?;
     if let Some(rejected) = &converted.rejected {
-        manifest::remove_stale(&rejected.store, &rejected.directory, "rejected-", &[rejected.name.clone()]).await?;
+        manifest::remove_stale(&rejected.store, &rejected.directory, "rejected-", &manifest.committed_rejected_files()).await?;
     }
-    Ok(summary(&manifest, &sink, &directory, Some(&converted.output), started))
+    Ok(summary(&manifest, &sink, &directory, Some(&converted), started))
 }
 
 /// Runs `conversion`, stopping it after `seconds` when a limit is set.
@@ -83,12 +95,24 @@ async fn within_time_limit<T>(seconds: Option<u64>, conversion: impl Future<Outp
     }
 }
 
-/// The partition's input objects as the source holds them now. A partition without objects is an
-/// error: there is nothing to commit.
+/// The partition's input objects as the source holds them now, those modified after the task's
+/// `settled_before` left out. A partition without objects is an error: there is nothing to commit.
 async fn list_partition(source: &Store, checked: &CheckedPipeline, task: &Task) -> Result<Vec<InputObject>> {
     let directory = checked.layout.source_path(&task.partition);
+    let cutoff = match &task.settled_before {
+        Some(text) => Some(
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map_err(|e| Error::Config(format!("settledBefore {text:?} is not an RFC 3339 time: {e}")))?
+                .to_utc(),
+        ),
+        None => None,
+    };
     let mut found = crate::discovery::discover_below(source, &checked.layout, &[directory.clone()]).await?;
-    match found.remove(&task.partition) {
+    let partition = found.remove(&task.partition).and_then(|partition| match cutoff {
+        Some(cutoff) => partition.settled(cutoff),
+        None => Some(partition),
+    });
+    match partition {
         Some(partition) => Ok(partition.inputs),
         None => Err(Error::Config(format!(
             "partition {} has no input objects under {}",
@@ -287,6 +311,8 @@ impl Run<'_> {
                 .rejected
                 .as_ref()
                 .map(|r| r.store.url_of(&r.directory.clone().join(r.name.as_str()))),
+            rejected_files: converted.rejected.iter().map(|r| r.name.clone()).collect(),
+            increments: 1,
             schema: output
                 .schema
                 .fields()
@@ -303,12 +329,17 @@ impl Run<'_> {
     }
 }
 
-/// The summary of a committed manifest; `output` is the run's own output, `None` when skipped.
-fn summary(manifest: &Manifest, sink: &Store, directory: &Path, output: Option<&Output>, started: Instant) -> Summary {
+/// The summary of a committed manifest; `converted` is the run's own work, `None` when skipped.
+fn summary(manifest: &Manifest, sink: &Store, directory: &Path, converted: Option<&Converted>, started: Instant) -> Summary {
     Summary {
         files: manifest.files.iter().map(|f| sink.relative(&directory.clone().join(f.name.as_str())).to_string()).collect(),
-        spilled_bytes: output.map_or(0, |o| o.spilled_bytes),
-        skipped: output.is_none(),
+        by_run: converted.map_or_else(RunRows::default, |c| RunRows {
+            read: c.rows_read,
+            rejected: c.rows_rejected,
+            written: c.output.files.iter().map(|f| f.rows).sum(),
+        }),
+        spilled_bytes: converted.map_or(0, |c| c.output.spilled_bytes),
+        skipped: converted.is_none(),
         seconds: started.elapsed().as_secs_f64(),
         ..manifest.summary()
     }

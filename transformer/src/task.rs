@@ -24,9 +24,17 @@ pub struct Task {
     /// Resources for the query engine.
     #[serde(default)]
     pub engine: EngineSettings,
-    /// Process the partition even when its committed output has the same inputs and spec.
+    /// Process the partition even when its committed output has the same inputs and spec; the
+    /// whole partition, also in append mode.
     #[serde(default)]
     pub force: bool,
+    /// Process the whole partition, not an increment, even in append mode.
+    #[serde(default)]
+    pub full: bool,
+    /// Take only objects last modified at or before this time (RFC 3339): those older than the
+    /// grace period when the run was planned. All objects when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_before: Option<String>,
 }
 
 /// One input object of a partition.
@@ -86,12 +94,31 @@ pub struct Summary {
     pub bytes_written: u64,
     /// Output files, relative to the sink URL.
     pub files: Vec<String>,
+    /// How many runs made the committed output: 1 for a whole partition, one more for each
+    /// increment added in append mode.
+    #[serde(default)]
+    pub increments: u32,
+    /// The rows this run itself handled: an increment's, the whole partition's, or none when
+    /// skipped.
+    #[serde(default)]
+    pub by_run: RunRows,
     /// Bytes the query spilled to disk to stay within its memory limit (0 when skipped).
     pub spilled_bytes: u64,
     /// True when the committed output already matched the inputs and nothing was done.
     pub skipped: bool,
     /// Wall-clock seconds the run took.
     pub seconds: f64,
+}
+
+/// Rows one run read, rejected and wrote.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct RunRows {
+    /// Input rows read.
+    pub read: u64,
+    /// Input rows left out as bad.
+    pub rejected: u64,
+    /// Output rows written.
+    pub written: u64,
 }
 
 /// What a run reports to the operator: the summary, or the error.

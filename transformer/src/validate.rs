@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::layout::Layout;
+use crate::mode::Mode;
 use crate::spec::{BadRecordPolicy, PipelineSpec};
 use crate::storage::Location;
 
@@ -72,14 +73,16 @@ fn apart((field, location): (&str, &Location), (other_field, other): (&str, &Loc
 }
 
 /// Plans the SQL against the declared columns, without data: unknown columns, functions and type
-/// errors surface here. With no declared columns only the sandbox check applies. `layout` is the
-/// parsed source layout, as [`check`] returns it.
-pub async fn check_sql(spec: &PipelineSpec, layout: &Layout) -> Result<()> {
+/// errors surface here, and the plan tells whether partitions can grow in increments. With no
+/// declared columns only the sandbox check applies and every run processes the whole partition.
+/// `layout` is the parsed source layout, as [`check`] returns it.
+pub async fn check_sql(spec: &PipelineSpec, layout: &Layout) -> Result<Mode> {
     if spec.source.schema.is_empty() {
-        return crate::sandbox::check(&spec.transform.sql);
+        crate::sandbox::check(&spec.transform.sql)?;
+        return Ok(Mode::full("source.schema is empty, so the SQL is planned only once the data is read"));
     }
-    let sample = layout.sample_partition();
-    crate::engine::output_schema(&spec.transform.sql, &spec.source.schema, &sample).await.map(|_| ())
+    let frame = crate::engine::plan_sql(&spec.transform.sql, &spec.source.schema, &layout.sample_partition()).await?;
+    crate::mode::of_plan(frame.logical_plan())
 }
 
 /// The sink location with `-rejected` appended to its last path segment (`s3://out/settings/` →

@@ -139,15 +139,54 @@ async fn unchanged_input_is_a_no_op_and_late_files_replace_the_output() {
     assert_eq!(again.run_id, first.run_id);
     assert_eq!(dirs.output_files(), files_after_first);
 
+    // An aggregation needs the whole partition: a late file replaces the output.
+    let aggregation = dirs.builder().sql("SELECT id, count(*) AS n FROM events GROUP BY id");
+    let counted = eventpipe_transformer::run::run(&aggregation.clone().build()).await.unwrap();
     write_partition(dirs.source.path(), &[("late.csv", b"id,name,value,timestamp\n2,n,v,1795478401\n")]);
-    let late = eventpipe_transformer::run::run(&dirs.builder().build()).await.unwrap();
+    let late = eventpipe_transformer::run::run(&aggregation.build()).await.unwrap();
     assert!(!late.skipped);
-    assert_ne!(late.input_fingerprint, first.input_fingerprint);
-    assert_eq!((late.rows_read, late.rows_written), (2, 2));
+    assert_ne!(late.input_fingerprint, counted.input_fingerprint);
+    assert_eq!((late.rows_read, late.rows_written, late.by_run.read, late.increments), (2, 2, 2, 1));
     let files = dirs.output_files();
     assert_eq!(files.len(), 2, "{files:?}");
     assert!(files.iter().all(|f| f == "_manifest.json" || f.contains(&late.run_id)), "{files:?}");
     assert_eq!(dirs.query("SELECT count(*) AS n FROM out").await[3], "| 2 |");
+}
+
+/// A row-by-row conversion grows by its new objects: each run converts only what the committed
+/// output lacks. A committed object that changed makes the next run convert the whole partition.
+#[tokio::test]
+async fn a_conversion_appends_new_objects_and_reprocesses_a_changed_one() {
+    let dirs = Dirs::new();
+    let rows = |first: u32, count: u32| {
+        let mut csv = HEADER.to_string();
+        for id in first..first + count {
+            csv.push_str(&format!("{id},n,v,{}\n", 1_795_478_400 + id));
+        }
+        csv.into_bytes()
+    };
+    write_partition(dirs.source.path(), &[("a.csv", &rows(0, 3))]);
+    let first = eventpipe_transformer::run::run(&dirs.builder().build()).await.unwrap();
+    assert_eq!((first.by_run.read, first.increments), (3, 1));
+
+    write_partition(dirs.source.path(), &[("b.csv", &rows(3, 2))]);
+    let second = eventpipe_transformer::run::run(&dirs.builder().build()).await.unwrap();
+    assert_eq!((second.by_run.read, second.by_run.written, second.increments), (2, 2, 2), "only b.csv was read");
+    assert_eq!((second.rows_read, second.rows_written), (5, 5), "the partition's output holds both");
+    assert_eq!(dirs.output_files().len(), 3, "{:?}", dirs.output_files());
+    assert!(eventpipe_transformer::run::run(&dirs.builder().build()).await.unwrap().skipped);
+    assert_eq!(dirs.query("SELECT count(*) AS n, count(DISTINCT id) AS ids FROM out").await[3], "| 5 | 5   |");
+
+    write_partition(dirs.source.path(), &[("a.csv", &rows(10, 4))]);
+    let replaced = eventpipe_transformer::run::run(&dirs.builder().build()).await.unwrap();
+    assert_eq!((replaced.by_run.read, replaced.rows_read, replaced.increments), (6, 6, 1), "the whole partition again");
+    assert_eq!(dirs.output_files().len(), 2, "{:?}", dirs.output_files());
+
+    let mut full = dirs.builder().build();
+    write_partition(dirs.source.path(), &[("c.csv", &rows(20, 1))]);
+    full.full = true;
+    let whole = eventpipe_transformer::run::run(&full).await.unwrap();
+    assert_eq!((whole.by_run.read, whole.increments), (7, 1), "--full converts the whole partition");
 }
 
 #[tokio::test]

@@ -80,10 +80,18 @@ async fn converts_a_partition_in_s3_exactly_once() {
     buckets.upload("late.csv", b"id,name,value,timestamp\n4,n,y,1795478403\n").await;
     let late = run(&buckets.builder().build()).await.unwrap();
     assert_eq!((late.rows_read, late.rows_written, late.skipped), (4, 4, false));
+    assert_eq!((late.by_run.read, late.increments), (1, 2), "the conversion appends the late file");
     let keys_after_late = buckets.output_keys().await;
-    assert_eq!(keys_after_late.len(), 2, "superseded files are deleted: {keys_after_late:?}");
-    assert!(keys_after_late[1].contains(&late.run_id));
-    assert_eq!(buckets.manifest().await.run_id, late.run_id);
+    assert_eq!(keys_after_late.len(), 3, "the first run's file and the increment's: {keys_after_late:?}");
+    assert!(keys_after_late.contains(&keys[1]) && keys_after_late.iter().any(|key| key.contains(&late.run_id)));
+    let manifest = buckets.manifest().await;
+    assert_eq!((manifest.run_id, manifest.inputs.len(), manifest.files.len()), (late.run_id, 3, 2));
+
+    // Replaced, a committed object makes the next run convert the whole partition again.
+    buckets.upload("a.csv", b"id,name,value,timestamp\n1,n,v,1795478400\n").await;
+    let replaced = run(&buckets.builder().build()).await.unwrap();
+    assert_eq!((replaced.rows_read, replaced.by_run.read, replaced.increments), (3, 3, 1));
+    assert_eq!(buckets.output_keys().await.len(), 2, "superseded files are deleted");
 }
 
 #[tokio::test]

@@ -81,9 +81,8 @@ fn count(ctx: &Context, labels: &PipelineLabels, happening: &Happening) {
         Happening::Succeeded { summary, .. } => {
             metrics.partitions_processed.get_or_create(labels).inc();
             if let Some(summary) = summary {
-                for (kind, rows) in
-                    [(RowKind::Read, summary.rows_read), (RowKind::Rejected, summary.rows_rejected), (RowKind::Written, summary.rows_written)]
-                {
+                let run = summary.by_run;
+                for (kind, rows) in [(RowKind::Read, run.read), (RowKind::Rejected, run.rejected), (RowKind::Written, run.written)] {
                     let row_labels = RowLabels { namespace: labels.namespace.clone(), pipeline: labels.pipeline.clone(), kind };
                     metrics.rows.get_or_create(&row_labels).inc_by(rows);
                 }

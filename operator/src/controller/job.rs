@@ -125,6 +125,8 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy) -> J
             timeout_seconds: Some(conversion_time_limit(execution.active_deadline_seconds)),
         },
         force: launch.force,
+        full: false,
+        settled_before: launch.settled_before.map(|at| at.to_string()),
     };
     let credentials = spec.pipeline.s3.as_ref().and_then(|s3| s3.credentials_secret_ref.as_ref());
     let container = Container {
@@ -339,6 +341,7 @@ mod tests {
             spec_hash: "spec".into(),
             attempt,
             force: false,
+            settled_before: None,
         }
     }
 

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventpipe_transformer::fingerprint::spec_hash;
+use eventpipe_transformer::mode::Mode;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
@@ -180,6 +181,8 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     let spec_hash = spec_hash(&pipeline.spec.pipeline);
     let annotation = |key: &str| pipeline.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str);
     let no_committed = HashMap::new();
+    // Until the spec is checked the mode is unknown; a degraded status keeps the last one.
+    let unchecked = Mode::full("the spec has not been checked yet");
     let base = Observation {
         now,
         pipeline: &name,
@@ -187,6 +190,7 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
         generation: pipeline.metadata.generation,
         spec: &pipeline.spec,
         spec_hash: &spec_hash,
+        mode: &unchecked,
         previous: &previous,
         partitions: &[],
         looked_in: "",
@@ -196,10 +200,10 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     };
     let observed = async {
         let checked = observe::check_spec(&ctx.caches, &ctx.job_policy, pipeline).await?;
-        let listed = observe::partitions(&ctx.client, &ctx.caches, pipeline, &checked, now).await?;
+        let listed = observe::partitions(&ctx.client, &ctx.caches, pipeline, &checked.0, now).await?;
         Ok((checked, listed))
     };
-    let (checked, listed) = match observed.await {
+    let ((checked, mode), listed) = match observed.await {
         Ok(observed) => observed,
         Err(blocked) => {
             let (reason, message) = match &blocked {
@@ -219,7 +223,7 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     let (partitions, looked_in) = (listed.partitions, listed.looked_in);
     let jobs = observe::jobs(&ctx.client, pipeline, &previous).await?;
     let committed = observe::committed(&ctx.client, &ctx.caches, pipeline, &checked, &previous, &jobs).await;
-    let observation = Observation { partitions: &partitions, looked_in: &looked_in, jobs: &jobs, committed: &committed, ..base };
+    let observation = Observation { mode: &mode, partitions: &partitions, looked_in: &looked_in, jobs: &jobs, committed: &committed, ..base };
     let mut plan = plan::plan(&observation);
     let refused = act::launch(ctx, pipeline, &plan.launches).await;
     if !refused.is_empty() {
@@ -243,16 +247,19 @@ fn degraded_reason(status: &crate::crd::EventPipelineStatus) -> Option<(&String,
     status.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| (&c.reason, &c.message))
 }
 
-/// Sets the lag gauge: seconds since the newest unprocessed partition's last object landed.
+/// Sets the lag gauge: the age of the oldest object whose rows are not committed yet — one that
+/// arrived after the cut-off of its partition's last committed run, or any object of a partition
+/// never committed.
 fn record_lag(ctx: &Context, pipeline: &EventPipeline, plan: &Plan, partitions: &[plan::ObservedPartition], now: Timestamp) {
-    let unprocessed = |key: String| {
-        plan.status.partitions.iter().any(|p| p.partition == key && p.state != PartitionState::Succeeded)
-    };
-    let lag = partitions
-        .iter()
-        .rev()
-        .find(|p| unprocessed(p.key.to_string()))
-        .map_or(0, |p| now.duration_since(p.last_modified).as_secs().max(0));
+    let oldest_uncommitted = partitions.iter().filter_map(|partition| {
+        let entry = plan.status.partitions.iter().find(|p| p.partition == partition.key.to_string())?;
+        if entry.state == PartitionState::Succeeded && entry.fingerprint == partition.fingerprint {
+            return None;
+        }
+        let committed_through = entry.committed_at.as_ref().map(|at| entry.settled_before.as_ref().unwrap_or(at).0);
+        partition.modified.iter().find(|modified| committed_through.is_none_or(|through| **modified > through)).copied()
+    });
+    let lag = oldest_uncommitted.min().map_or(0, |oldest| now.duration_since(oldest).as_secs().max(0));
     ctx.metrics.lag_seconds.get_or_create(&labels_of(pipeline)).set(lag);
 }
 

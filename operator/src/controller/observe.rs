@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use eventpipe_transformer::discovery;
 use eventpipe_transformer::fingerprint::fingerprint;
 use eventpipe_transformer::manifest;
+use eventpipe_transformer::mode::Mode;
 use eventpipe_transformer::storage::{Location, Opener, Retrying, Store};
 use eventpipe_transformer::task::Summary;
 use eventpipe_transformer::validate::{self, CheckedPipeline};
@@ -21,7 +22,7 @@ use kube::{Client, ResourceExt};
 use crate::crd::{EventPipeline, EventPipelineStatus};
 
 use super::job::{self, CONTROLLER_UID_LABEL, PIPELINE_UID_LABEL};
-use super::plan::{ObservedJob, ObservedPartition, missing_jobs, needs_report};
+use super::plan::{ObservedJob, ObservedPartition, Settled, missing_jobs, needs_report};
 use super::policy::JobPolicy;
 use super::report;
 use super::window::{MAX_PARTITIONS, Window};
@@ -41,7 +42,7 @@ pub enum Blocked {
 /// writes never list the source again.
 #[derive(Default)]
 pub struct Caches {
-    checks: Mutex<HashMap<String, (Option<i64>, Result<CheckedPipeline, String>)>>,
+    checks: Mutex<HashMap<String, (Option<i64>, Result<(CheckedPipeline, Mode), String>)>>,
     stores: Mutex<HashMap<(String, String), (String, Store)>>,
     listings: Mutex<HashMap<String, Listing>>,
 }
@@ -70,7 +71,7 @@ impl Caches {
 
 /// Checks the spec as the transformer will read it, planning the SQL against the declared columns,
 /// and against what the installation allows.
-pub async fn check_spec(caches: &Caches, policy: &JobPolicy, pipeline: &EventPipeline) -> Result<CheckedPipeline, Blocked> {
+pub async fn check_spec(caches: &Caches, policy: &JobPolicy, pipeline: &EventPipeline) -> Result<(CheckedPipeline, Mode), Blocked> {
     let uid = pipeline.uid().unwrap_or_default();
     let generation = pipeline.metadata.generation;
     if let Some((checked_generation, result)) = caches.checks.lock().expect("not poisoned").get(&uid)
@@ -81,18 +82,19 @@ pub async fn check_spec(caches: &Caches, policy: &JobPolicy, pipeline: &EventPip
     let spec = &pipeline.spec;
     let result = async {
         let checked = validate::check(&spec.pipeline)?;
-        validate::check_sql(&spec.pipeline, &checked.layout).await?;
-        Ok::<_, eventpipe_transformer::error::Error>(checked)
+        let mode = validate::check_sql(&spec.pipeline, &checked.layout).await?;
+        Ok::<_, eventpipe_transformer::error::Error>((checked, mode))
     }
     .await
     .map_err(|e| e.to_string())
-    .and_then(|checked| {
+    .and_then(|(checked, mode)| {
         Window::of(&spec.schedule, Timestamp::now())?;
+        crate::period::time_zone(&spec.schedule)?;
         policy.admit(&spec.execution)?;
         if !matches!(checked.source, eventpipe_transformer::storage::Location::S3 { .. }) {
             return Err(format!("source.url must be an s3:// URL in a cluster, not {}", spec.pipeline.source.url));
         }
-        Ok(checked)
+        Ok((checked, mode))
     });
     caches.checks.lock().expect("not poisoned").insert(uid, (generation, result.clone()));
     result.map_err(Blocked::InvalidSpec)
@@ -134,13 +136,23 @@ pub async fn partitions(
     let found = discovery::discover_below(&source, &checked.layout, &prefixes)
         .await
         .map_err(|e| Blocked::SourceUnavailable(format!("listing {}: {e}", checked.source.url())))?;
+    let grace = i64::from(pipeline.spec.schedule.grace_period_seconds) * 1000;
+    let settled_before = Timestamp::from_millisecond(now.as_millisecond() - grace).unwrap_or(now);
+    let cutoff = chrono::DateTime::from_timestamp_millis(settled_before.as_millisecond()).unwrap_or_default();
+    let timestamp = |at: chrono::DateTime<chrono::Utc>| Timestamp::from_millisecond(at.timestamp_millis()).unwrap_or(now);
     let mut partitions: Vec<ObservedPartition> = found
         .into_iter()
         .filter(|(key, _)| window.contains(key))
-        .map(|(key, found)| ObservedPartition {
-            key,
-            fingerprint: fingerprint(&found.inputs),
-            last_modified: Timestamp::from_millisecond(found.last_modified.timestamp_millis()).unwrap_or(now),
+        .map(|(key, found)| {
+            let mut modified: Vec<Timestamp> = found.modified.iter().copied().map(timestamp).collect();
+            modified.sort();
+            ObservedPartition {
+                key,
+                fingerprint: fingerprint(&found.inputs),
+                last_modified: timestamp(found.last_modified),
+                modified,
+                settled: found.settled(cutoff).map(|settled| Settled { fingerprint: fingerprint(&settled.inputs), before: settled_before }),
+            }
         })
         .collect();
     let excess = partitions.len().saturating_sub(MAX_PARTITIONS);

@@ -6,16 +6,24 @@
 //! A partition's output is a function of its inputs (the input fingerprint) and of the data-path
 //! spec (the spec hash); a committed partition whose fingerprint or spec hash no longer matches is
 //! processed again.
+//!
+//! When is decided by the transform's mode (see [`eventpipe_transformer::mode`]). In append mode
+//! a partition's objects count once they are older than the grace period, and each Job converts
+//! those its committed output lacks. In full mode a partition is processed when it closes (see
+//! [`crate::period`]) and its newest object has settled; while it is open, only every
+//! `schedule.openRefreshSeconds` if that is set.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use eventpipe_transformer::layout::PartitionKey;
+use eventpipe_transformer::mode::Mode;
 use eventpipe_transformer::task::{Summary, shorten};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::crd::{EventPipelineSpec, EventPipelineStatus, PartitionState, PartitionStatus};
+use crate::crd::{EventPipelineSpec, EventPipelineStatus, PartitionState, PartitionStatus, Period, ProcessingMode};
+use crate::period;
 
 use super::conditions::{self, Health};
 use super::job::{job_name, version};
@@ -34,6 +42,19 @@ pub struct ObservedPartition {
     pub fingerprint: String,
     /// When its newest object was written.
     pub last_modified: Timestamp,
+    /// When each of its objects was written, oldest first.
+    pub modified: Vec<Timestamp>,
+    /// Its objects that were older than the grace period when the source was listed, if any.
+    pub settled: Option<Settled>,
+}
+
+/// The objects of a partition older than the grace period at a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settled {
+    /// Their fingerprint.
+    pub fingerprint: String,
+    /// They were last modified at or before this time (the listing's time minus the grace period).
+    pub before: Timestamp,
 }
 
 /// A Job of this pipeline, as its labels, annotations and status describe it.
@@ -90,6 +111,8 @@ pub struct Observation<'a> {
     pub spec: &'a EventPipelineSpec,
     /// The hash of the spec's data path.
     pub spec_hash: &'a str,
+    /// How the transform processes partitions.
+    pub mode: &'a Mode,
     /// The status as last written.
     pub previous: &'a EventPipelineStatus,
     /// The partitions in the schedule's window, oldest first.
@@ -136,6 +159,8 @@ pub struct Launch {
     pub attempt: u32,
     /// Process the partition even if its committed output matches (a reprocess request).
     pub force: bool,
+    /// Take only the objects last modified up to this time (append mode).
+    pub settled_before: Option<Timestamp>,
 }
 
 /// Why a processed partition is processed again.
@@ -184,28 +209,33 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
     let mut relist = false;
     for partition in observation.partitions {
         let key = partition.key.to_string();
+        let fingerprint = target_fingerprint(partition, observation.mode);
         let entry = match previous_entries.remove(key.as_str()) {
             Some(entry) => entry.clone(),
-            None => fresh_entry(&key, &partition.fingerprint, observation.spec_hash),
+            None => fresh_entry(&key, fingerprint, observation.spec_hash),
         };
         let was_running = entry.state == PartitionState::Running;
         let mut entry = follow_jobs(entry, observation, &mut happenings);
         // A result recorded just now is newer than the listing it would be compared with.
         let just_finished = was_running && entry.state != PartitionState::Running;
-        relist |= just_finished && entry.state == PartitionState::Succeeded && entry.fingerprint != partition.fingerprint;
+        relist |= just_finished && entry.state == PartitionState::Succeeded && entry.fingerprint != fingerprint;
         if !just_finished && entry.state != PartitionState::Running {
             let cause = if entry.spec_hash != observation.spec_hash {
                 Some(Outdated::Spec)
-            } else if entry.fingerprint != partition.fingerprint {
+            } else if entry.fingerprint != fingerprint {
                 Some(Outdated::Inputs)
             } else {
                 None
             };
             if let Some(cause) = cause {
-                if entry.state == PartitionState::Succeeded {
+                // In append mode new objects are the partition growing, not a change.
+                let grows = observation.mode.is_append() && cause == Outdated::Inputs;
+                if entry.state == PartitionState::Succeeded && !grows {
                     happenings.push(Happening::Outdated { partition: key.clone(), cause });
                 }
-                entry = fresh_entry(&key, &partition.fingerprint, observation.spec_hash);
+                let committed = (entry.committed_at.clone(), entry.increments);
+                entry = fresh_entry(&key, fingerprint, observation.spec_hash);
+                (entry.committed_at, entry.increments) = committed;
                 entry = follow_jobs(entry, observation, &mut happenings);
             }
         }
@@ -215,13 +245,11 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
             entry.message = Some(if spec_changed { "the spec changed; trying again" } else { "a retry was requested" }.into());
             retried += 1;
         }
-        if matches!(entry.state, PartitionState::Pending | PartitionState::Settling) {
-            let settled_at = partition.last_modified + SignedDuration::from_secs(spec.schedule.grace_period_seconds.into());
-            (entry.state, entry.not_before) = if now < settled_at {
-                (PartitionState::Settling, Some(Time(settled_at)))
-            } else {
-                (PartitionState::Pending, None)
-            };
+        // A valid spec has a valid time zone; a partition whose close cannot be computed counts as closed.
+        let closes_at = period::closes_at(&partition.key, &spec.schedule).unwrap_or(now);
+        entry.period = Some(if now < closes_at { Period::Open } else { Period::Closed });
+        if matches!(entry.state, PartitionState::Pending | PartitionState::Settling | PartitionState::Open) {
+            (entry.state, entry.not_before) = readiness(partition, &entry, observation, closes_at);
         }
         entries.push((entry, Some(partition)));
     }
@@ -252,6 +280,45 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
     };
     let requeue_after = if relist { Duration::from_secs(1) } else { requeue_after(&status, observation) };
     Plan { launches, status, happenings, requeue_after, relist }
+}
+
+/// The fingerprint a partition's output should have: in append mode that of its settled
+/// objects (all of them while none has settled yet), in full mode that of all its objects.
+fn target_fingerprint<'a>(partition: &'a ObservedPartition, mode: &Mode) -> &'a str {
+    match &partition.settled {
+        Some(settled) if mode.is_append() => &settled.fingerprint,
+        _ => &partition.fingerprint,
+    }
+}
+
+/// Whether a partition that waits may run now, or what it waits for and until when: in append
+/// mode for an object to settle; in full mode for the partition to close (or, with
+/// `openRefreshSeconds`, for the next refresh) and for its newest object to settle.
+fn readiness(
+    partition: &ObservedPartition,
+    entry: &PartitionStatus,
+    observation: &Observation<'_>,
+    closes_at: Timestamp,
+) -> (PartitionState, Option<Time>) {
+    let (now, schedule) = (observation.now, &observation.spec.schedule);
+    let grace = SignedDuration::from_secs(schedule.grace_period_seconds.into());
+    let newest_settles = partition.last_modified + grace;
+    let ready_at = if observation.mode.is_append() {
+        match (&partition.settled, partition.modified.first()) {
+            (Some(_), _) => now,
+            (None, Some(oldest)) => *oldest + grace,
+            (None, None) => newest_settles,
+        }
+    } else if now < closes_at {
+        let Some(refresh) = schedule.open_refresh_seconds else {
+            return (PartitionState::Open, Some(Time(closes_at)));
+        };
+        let refresh_due = entry.committed_at.as_ref().map_or(now, |at| at.0 + SignedDuration::from_secs(refresh.into()));
+        newest_settles.max(refresh_due)
+    } else {
+        newest_settles
+    };
+    if now < ready_at { (PartitionState::Settling, Some(Time(ready_at))) } else { (PartitionState::Pending, None) }
 }
 
 /// Where a reprocess request stands in this reconcile.
@@ -417,7 +484,7 @@ fn follow_jobs(mut entry: PartitionStatus, observation: &Observation<'_>, happen
         Some(job) => job.outcome.clone(),
         None => match observation.committed.get(&entry.partition).filter(|c| c.spec_hash == entry.spec_hash) {
             Some(committed) => {
-                record_success(&mut entry, &job_name, Some(committed.clone()), happenings);
+                record_success(&mut entry, &job_name, Some(committed.clone()), observation.now, happenings);
                 entry.message = Some(format!(
                     "Job {job_name} was gone before its result was recorded (deleted, or removed after ttlSecondsAfterFinished); the result is the partition's committed manifest"
                 ));
@@ -430,14 +497,18 @@ fn follow_jobs(mut entry: PartitionStatus, observation: &Observation<'_>, happen
     };
     match outcome {
         JobOutcome::Running => {}
-        JobOutcome::Succeeded(summary) => record_success(&mut entry, &job_name, summary, happenings),
+        JobOutcome::Succeeded(summary) => record_success(&mut entry, &job_name, summary, observation.now, happenings),
         JobOutcome::Failed(message) => record_failure(&mut entry, &job_name, message, observation, happenings),
     }
     entry
 }
 
-fn record_success(entry: &mut PartitionStatus, job_name: &str, summary: Option<Summary>, happenings: &mut Vec<Happening>) {
+fn record_success(entry: &mut PartitionStatus, job_name: &str, summary: Option<Summary>, now: Timestamp, happenings: &mut Vec<Happening>) {
     entry.state = PartitionState::Succeeded;
+    entry.committed_at = Some(Time(now));
+    if let Some(increments) = summary.as_ref().map(|s| s.increments).filter(|n| *n > 0) {
+        entry.increments = Some(increments);
+    }
     if let Some(committed) = summary.as_ref().map(|s| &s.input_fingerprint).filter(|f| !f.is_empty()) {
         // The transformer lists the partition itself and commits what it found then.
         entry.fingerprint = committed.clone();
@@ -522,9 +593,11 @@ fn launch(
         entry.attempts += 1;
         let version = version(observation.uid, &entry.fingerprint, &entry.spec_hash);
         let job = job_name(observation.pipeline, &partition.key, &version, entry.attempts);
+        let settled_before = partition.settled.as_ref().filter(|_| observation.mode.is_append()).map(|settled| settled.before);
         entry.job = Some(job.clone());
         entry.state = PartitionState::Running;
         entry.not_before = None;
+        entry.settled_before = settled_before.map(Time);
         happenings.push(Happening::Launched { partition: entry.partition.clone(), job: job.clone(), attempt: entry.attempts });
         launches.push(Launch {
             job,
@@ -533,6 +606,7 @@ fn launch(
             spec_hash: entry.spec_hash.clone(),
             attempt: entry.attempts,
             force: Some(index) == forced,
+            settled_before,
         });
         free -= 1;
     }
@@ -582,20 +656,29 @@ fn summarize(partitions: Vec<PartitionStatus>, happenings: &[Happening], observa
         running_jobs: running,
         failed_partitions: failed.len() as u32,
         partitions,
+        mode: Some(if observation.mode.is_append() { ProcessingMode::Append } else { ProcessingMode::Full }),
+        mode_reason: Some(observation.mode.to_string()),
         last_retry_request: None,
         last_reprocess_request: None,
     }
 }
 
-/// The next poll, or earlier when a retry or the end of a grace period is due before it.
+/// The next poll, or earlier when a retry, the end of a grace period or a partition's close is
+/// due before it; in append mode also when the next object settles.
 fn requeue_after(status: &EventPipelineStatus, observation: &Observation<'_>) -> Duration {
     let poll = Duration::from_secs(observation.spec.schedule.poll_interval_seconds.into());
+    let grace = SignedDuration::from_secs(observation.spec.schedule.grace_period_seconds.into());
+    let settles = observation.partitions.iter().filter(|_| observation.mode.is_append()).filter_map(|partition| {
+        let cutoff = partition.settled.as_ref().map(|settled| settled.before);
+        partition.modified.iter().find(|modified| cutoff.is_none_or(|cutoff| **modified > cutoff)).map(|oldest| *oldest + grace)
+    });
     status
         .partitions
         .iter()
-        .filter(|p| matches!(p.state, PartitionState::Retrying | PartitionState::Settling))
-        .filter_map(|p| p.not_before.as_ref())
-        .map(|at| Duration::try_from(at.0.duration_since(observation.now)).unwrap_or(Duration::ZERO))
+        .filter(|p| matches!(p.state, PartitionState::Retrying | PartitionState::Settling | PartitionState::Open))
+        .filter_map(|p| p.not_before.as_ref().map(|at| at.0))
+        .chain(settles)
+        .map(|at| Duration::try_from(at.duration_since(observation.now)).unwrap_or(Duration::ZERO))
         .map(|wait| wait.max(Duration::from_secs(1)))
         .fold(poll, Duration::min)
 }
@@ -605,7 +688,8 @@ mod tests {
     use super::*;
     use crate::crd::{ExecutionSpec, ScheduleSpec};
 
-    const NOW: i64 = 1_764_000_000; // 2025-11-24T16:00:00Z
+    /// 2026-11-28T16:00:00Z: the partitions of the 24th and before are closed.
+    const NOW: i64 = 1_795_881_600;
     const UID: &str = "0b6c1f4e-0000-4000-8000-000000000001";
     const SPEC: &str = "spec-1";
 
@@ -638,6 +722,7 @@ mod tests {
         retry: Option<String>,
         reprocess: Option<String>,
         now: Timestamp,
+        mode: Mode,
     }
 
     impl Scenario {
@@ -658,11 +743,38 @@ mod tests {
                 retry: None,
                 reprocess: None,
                 now: at(0),
+                mode: Mode::full("the SQL aggregates rows"),
             }
         }
 
         fn partition(mut self, day_of_month: u8, fingerprint: &str, landed: i64) -> Self {
-            self.partitions.push(ObservedPartition { key: day(day_of_month), fingerprint: fingerprint.into(), last_modified: at(landed) });
+            let partition = ObservedPartition {
+                key: day(day_of_month),
+                fingerprint: fingerprint.into(),
+                last_modified: at(landed),
+                modified: vec![at(landed)],
+                settled: None,
+            };
+            self.partitions.push(partition);
+            self
+        }
+
+        /// The partition of a day whose objects landed at these times (seconds from `NOW`), as
+        /// listed now: its fingerprint is `n<count>` for its first `count` objects, and those
+        /// older than the grace period are the settled ones.
+        fn growing(mut self, day_of_month: u8, landed: &[i64]) -> Self {
+            let grace = i64::from(self.spec.schedule.grace_period_seconds);
+            let before = self.now - SignedDuration::from_secs(grace);
+            let settled = landed.iter().filter(|at_| at(**at_) <= before).count();
+            let partition = ObservedPartition {
+                key: day(day_of_month),
+                fingerprint: format!("n{}", landed.len()),
+                last_modified: at(*landed.iter().max().expect("an object")),
+                modified: landed.iter().map(|at_| at(*at_)).collect(),
+                settled: (settled > 0).then(|| Settled { fingerprint: format!("n{settled}"), before }),
+            };
+            self.partitions.retain(|p| p.key != partition.key);
+            self.partitions.push(partition);
             self
         }
 
@@ -687,6 +799,7 @@ mod tests {
                 generation: Some(self.generation),
                 spec: &self.spec,
                 spec_hash: &self.spec_hash,
+                mode: &self.mode,
                 previous: &self.previous,
                 partitions: &self.partitions,
                 looked_in: "s3://b/events/ from 2026-11-18 to 2026-11-24",
@@ -753,6 +866,139 @@ mod tests {
 
     fn summary(rows: u64) -> Summary {
         Summary { rows_read: rows, rows_written: rows / 2, bytes_written: 100, seconds: 1.23456, spec_hash: SPEC.into(), ..Summary::default() }
+    }
+
+    /// The summary of a Job that committed what it was launched for, its output made of
+    /// `increments` runs.
+    fn committed(launch: &Launch, increments: u32) -> JobOutcome {
+        JobOutcome::Succeeded(Some(Summary { input_fingerprint: launch.fingerprint.clone(), increments, ..summary(4) }))
+    }
+
+    /// Today's partition (the 28th), open until 2026-11-29T00:00:00Z plus the grace period.
+    const TODAY: u8 = 28;
+
+    fn appending() -> Scenario {
+        let mut scenario = Scenario::new();
+        scenario.mode = Mode::Append;
+        scenario.spec.schedule.grace_period_seconds = 120;
+        scenario.spec.schedule.poll_interval_seconds = 600;
+        scenario
+    }
+
+    #[test]
+    fn a_firehose_day_in_append_mode_converts_each_object_once_it_settles() {
+        let scenario = appending().growing(TODAY, &[-600, -30]);
+        let plan = scenario.plan();
+        assert_eq!(plan.launches.len(), 1);
+        let first = plan.launches[0].clone();
+        assert_eq!((first.fingerprint.as_str(), first.settled_before), ("n1", Some(at(-120))), "only the settled object");
+        let entry = &plan.status.partitions[0];
+        assert_eq!((entry.period, plan.status.mode), (Some(Period::Open), Some(ProcessingMode::Append)));
+
+        let scenario = scenario.next(&plan).finish(&first.job, committed(&first, 1));
+        let plan = scenario.plan();
+        assert!(plan.launches.is_empty(), "the second object has not settled");
+        assert_eq!(states(&plan), vec![("day=28".into(), PartitionState::Succeeded, 1)]);
+        assert_eq!(plan.requeue_after, Duration::from_secs(90), "looked at again when it settles");
+
+        let mut scenario = scenario.next(&plan);
+        scenario.now = at(90);
+        let scenario = scenario.growing(TODAY, &[-600, -30, 80]);
+        let plan = scenario.plan();
+        let second = plan.launches[0].clone();
+        assert_eq!((second.fingerprint.as_str(), second.settled_before, second.force), ("n2", Some(at(-30)), false));
+        assert!(!plan.happenings.iter().any(|h| matches!(h, Happening::Outdated { .. })), "growing is not a change");
+        let plan = scenario.next(&plan).finish(&second.job, committed(&second, 2)).plan();
+        let entry = &plan.status.partitions[0];
+        assert_eq!((entry.state, entry.increments, entry.fingerprint.as_str()), (PartitionState::Succeeded, Some(2), "n2"));
+    }
+
+    #[test]
+    fn a_replaced_object_in_an_append_partition_is_run_again() {
+        let scenario = appending().growing(TODAY, &[-600]);
+        let plan = scenario.plan();
+        let launch = plan.launches[0].clone();
+        let mut scenario = scenario.next(&plan).finish(&launch.job, committed(&launch, 1));
+        scenario.previous = scenario.plan().status;
+        // The object was overwritten: same count, another fingerprint. The Job sees that the
+        // committed object changed and processes the whole partition.
+        scenario.partitions[0].settled.as_mut().unwrap().fingerprint = "replaced".into();
+        let plan = scenario.plan();
+        assert_eq!(plan.launches.iter().map(|l| l.fingerprint.as_str()).collect::<Vec<_>>(), ["replaced"]);
+    }
+
+    #[test]
+    fn an_aggregation_runs_once_when_its_day_closes() {
+        let mut scenario = Scenario::new().partition(TODAY, "a", -600);
+        scenario.spec.schedule.grace_period_seconds = 120;
+        scenario.spec.schedule.poll_interval_seconds = 3600 * 24;
+        let plan = scenario.plan();
+        assert!(plan.launches.is_empty());
+        let entry = &plan.status.partitions[0];
+        let closes = Timestamp::from_second(NOW + 8 * 3600 + 120).unwrap();
+        assert_eq!((entry.state, entry.period, entry.not_before.clone()), (PartitionState::Open, Some(Period::Open), Some(Time(closes))));
+        assert_eq!(condition(&plan, "Ready").0, "True", "waiting for the day to end is not pending work");
+        assert_eq!(plan.requeue_after, Duration::from_secs(8 * 3600 + 120), "looked at again when it closes");
+
+        // More objects while open change nothing but the fingerprint.
+        let mut scenario = scenario.next(&plan);
+        scenario.partitions[0].fingerprint = "b".into();
+        let plan = scenario.plan();
+        assert!(plan.launches.is_empty());
+        assert_eq!(plan.status.partitions[0].state, PartitionState::Open);
+
+        let mut scenario = scenario.next(&plan);
+        scenario.now = closes;
+        let plan = scenario.plan();
+        assert_eq!(launched(&plan), vec![(TODAY, 1)]);
+        assert_eq!((plan.launches[0].fingerprint.as_str(), plan.launches[0].settled_before), ("b", None));
+        assert_eq!(plan.status.partitions[0].period, Some(Period::Closed));
+    }
+
+    #[test]
+    fn open_refresh_recomputes_an_open_aggregation_at_most_that_often() {
+        let mut scenario = Scenario::new().partition(TODAY, "a", -600);
+        scenario.spec.schedule.open_refresh_seconds = Some(3600);
+        let plan = scenario.plan();
+        let launch = plan.launches[0].clone();
+        let mut scenario = scenario.next(&plan).finish(&launch.job, committed(&launch, 1));
+        scenario.previous = scenario.plan().status;
+        scenario.partitions[0].fingerprint = "b".into();
+        let plan = scenario.plan();
+        assert!(plan.launches.is_empty());
+        let entry = &plan.status.partitions[0];
+        assert_eq!((entry.state, entry.not_before.clone()), (PartitionState::Settling, Some(Time(at(3600)))));
+        let mut scenario = scenario.next(&plan);
+        scenario.now = at(3600);
+        assert_eq!(launched(&scenario.plan()), vec![(TODAY, 1)]);
+    }
+
+    #[test]
+    fn a_late_file_after_close_processes_the_partition_again() {
+        let scenario = Scenario::new().partition(24, "a", -7200).all_done();
+        let mut scenario = scenario;
+        scenario.partitions[0] = ObservedPartition { fingerprint: "late".into(), ..scenario.partitions[0].clone() };
+        let plan = scenario.plan();
+        assert_eq!(launched(&plan), vec![(24, 1)]);
+        assert!(plan.happenings.contains(&Happening::Outdated { partition: day(24).to_string(), cause: Outdated::Inputs }));
+    }
+
+    #[test]
+    fn an_sql_change_to_an_aggregation_waits_for_the_open_day_to_close() {
+        let scenario = appending().growing(TODAY, &[-600]);
+        let plan = scenario.plan();
+        let launch = plan.launches[0].clone();
+        let mut scenario = scenario.next(&plan).finish(&launch.job, committed(&launch, 1));
+        scenario.previous = scenario.plan().status;
+        scenario.mode = Mode::full("the SQL aggregates rows (GROUP BY or an aggregate function)");
+        scenario.spec_hash = "spec-2".into();
+        scenario.generation = 2;
+        let plan = scenario.plan();
+        assert!(plan.launches.is_empty());
+        assert_eq!(plan.status.partitions[0].state, PartitionState::Open);
+        assert_eq!(plan.status.mode, Some(ProcessingMode::Full));
+        assert!(plan.status.mode_reason.as_deref().unwrap().contains("aggregates"));
+        assert!(plan.happenings.contains(&Happening::Outdated { partition: day(TODAY).to_string(), cause: Outdated::Spec }));
     }
 
     #[test]

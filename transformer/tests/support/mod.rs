@@ -31,6 +31,7 @@ pub fn event_columns() -> Vec<Column> {
 }
 
 /// Builds a task for one partition; inputs are discovered from the source like production does.
+#[derive(Clone)]
 pub struct TaskBuilder {
     pipeline: PipelineSpec,
     partition: PartitionKey,
@@ -87,6 +88,8 @@ impl TaskBuilder {
             pipeline: self.pipeline,
             engine: Default::default(),
             force: false,
+            full: false,
+            settled_before: None,
         }
     }
 }
