@@ -40,6 +40,7 @@ pub async fn print(args: AthenaDdlArgs) -> anyhow::Result<ExitCode> {
     if spec.source.schema.is_empty() {
         bail!("declare source.schema: without it the output columns are known only from the data");
     }
+    let mode = validate::check_sql(&spec, &checked.layout).await?;
     let sample = checked.layout.sample_partition();
     let schema = engine::output_schema(&spec.transform.sql, &spec.source.schema, &sample).await?;
     let columns = schema
@@ -50,6 +51,12 @@ pub async fn print(args: AthenaDdlArgs) -> anyhow::Result<ExitCode> {
         .context("the output schema has a type Athena cannot read")?;
     let partitions: Vec<&str> = sample.columns().into_iter().map(|(name, _)| name).collect();
     let ddl = Ddl { table: &table, columns, partitions, location: checked.sink.url(), compression: spec.sink.compression, first_year: args.first_year };
+    let visible = if mode.is_append() {
+        "a partition's rows appear as its objects are converted, during the day"
+    } else {
+        "a partition's rows appear when it has closed (or at each schedule.openRefreshSeconds)"
+    };
+    println!("-- Processing mode {mode};\n-- {visible}.");
     print!("{ddl}");
     Ok(ExitCode::SUCCESS)
 }

@@ -20,7 +20,9 @@ fn athena_ddl(args: &[&str]) -> (bool, String, String) {
 fn the_aggregation_example_becomes_a_projected_table() {
     let (ok, ddl, stderr) = athena_ddl(&["-f", "examples/user-settings.yaml"]);
     assert!(ok, "{stderr}");
-    let expected = "CREATE EXTERNAL TABLE IF NOT EXISTS `user_settings` (
+    let expected = "-- Processing mode full: the SQL aggregates rows (GROUP BY or an aggregate function), so every run processes the whole partition;
+-- a partition's rows appear when it has closed (or at each schedule.openRefreshSeconds).
+CREATE EXTERNAL TABLE IF NOT EXISTS `user_settings` (
   `id` bigint,
   `settings` map<string,string>
 )
@@ -49,7 +51,8 @@ TBLPROPERTIES (
 fn the_conversion_example_keeps_its_typed_columns() {
     let (ok, ddl, stderr) = athena_ddl(&["-f", "examples/user-events-parquet.yaml", "--table", "events"]);
     assert!(ok, "{stderr}");
-    assert!(ddl.starts_with(
+    assert!(ddl.starts_with("-- Processing mode append: the transform keeps rows one by one"), "{ddl}");
+    assert!(ddl.contains(
         "CREATE EXTERNAL TABLE IF NOT EXISTS `events` (\n  `id` bigint,\n  `name` string,\n  `value` string,\n  `timestamp` timestamp\n)"
     ));
     assert!(ddl.contains("LOCATION 's3://output/user-events/'"));

@@ -199,3 +199,23 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// A Firehose day replayed into one partition, `eventpipe run` after each of 12 arrivals
+/// (`scripts/bench/firehose_replay.py`, which the README's figures come from at full size): the
+/// conversion reads each row once, in one increment per object; the aggregation reads the day
+/// once, when it closes.
+#[test]
+fn a_replayed_firehose_day_reads_each_row_once() {
+    let python = std::env::var("EVENTPIPE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let output = Command::new(python)
+        .arg("scripts/bench/firehose_replay.py")
+        .arg(env!("CARGO_BIN_EXE_eventpipe"))
+        .args(["--objects", "12", "--rows-per-object", "50", "--buffer-seconds", "7200"])
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("conversion: rows read 600 (1.00x the day) in 12 runs; committed 600 rows in 12 increments"), "{stdout}");
+    assert!(stdout.contains("aggregation: rows read 600 (1.00x the day) in 1 runs"), "{stdout}");
+}
