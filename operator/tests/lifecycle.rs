@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use eventpipe::crd::{PartitionState, PartitionStatus};
+use eventpipe::crd::{PartitionState, PartitionStatus, Period, ProcessingMode};
 use eventpipe_testkit::kube_env::KubeEnv;
 use eventpipe_testkit::pod_runner::{Image, PodRunner, RunnerConfig};
 use eventpipe_testkit::s3::S3Server;
@@ -236,22 +236,54 @@ async fn query_output(world: &World, partition: &str, sql: &str) -> Result<Vec<S
     Ok(lines)
 }
 
+/// An aggregation over a closed day: a late file processes the whole partition again.
 #[tokio::test]
 async fn late_file_reprocesses() -> Result<()> {
     let (world, _runner) = world_with_runner("late").await?;
     let day = partition(1);
     world.upload(&day, "a.csv", 3).await?;
     let (stop, operator, _) = world.start_operator();
-    world.apply_pipeline("settings", json!({})).await?;
+    world.apply_pipeline("settings", json!({"transform": {"sql": "SELECT id, count(*) AS changes FROM events GROUP BY id"}})).await?;
     let first = wait_for_state(&world, "settings", &day, PartitionState::Succeeded, JOB_TIMEOUT).await?;
-    assert_eq!((first.rows_read, first.rows_written), (Some(3), Some(3)));
+    assert_eq!((first.rows_read, first.rows_written, first.period), (Some(3), Some(3), Some(Period::Closed)));
 
     world.upload(&day, "b.csv", 2).await?;
     wait_until_committed(&world, "settings", &day, 5).await?;
     let committed = manifest(&world, &day).await?;
-    assert_eq!((committed.inputs.len(), committed.rows_written), (2, 5));
+    assert_eq!((committed.inputs.len(), committed.rows_written, committed.increments), (2, 3, 1));
     assert_eq!(world.job_names().await?.len(), 2, "one Job per input version");
     assert!(world.event_reasons().await?.iter().any(|r| r == "InputsChanged"));
+    assert_eq!(world.status("settings").await?.mode, Some(ProcessingMode::Full));
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+/// A conversion of today's partition, still open: each new object is converted on its own and
+/// added to the committed output; the first object is never read again.
+#[tokio::test]
+async fn two_increments_commit_into_an_open_partition() -> Result<()> {
+    let (world, _runner) = world_with_runner("append").await?;
+    let day = partition(0);
+    world.upload(&day, "firehose-1.csv", 3).await?;
+    let (stop, operator, port) = world.start_operator();
+    world.apply_pipeline("events", json!({})).await?;
+    let first = wait_until_committed(&world, "events", &day, 3).await?;
+    assert_eq!((first.increments, first.period), (Some(1), Some(Period::Open)));
+    assert_eq!(world.status("events").await?.mode, Some(ProcessingMode::Append));
+
+    world.upload(&day, "firehose-2.csv", 2).await?;
+    let second = wait_until_committed(&world, "events", &day, 5).await?;
+    assert_eq!((second.increments, second.rows_written), (Some(2), Some(5)));
+    let committed = manifest(&world, &day).await?;
+    assert_eq!((committed.inputs.len(), committed.files.len(), committed.increments), (2, 2, 2));
+    let files = sink_files(&world, &day).await?;
+    assert_eq!(files.len(), 3, "both increments' files and the manifest: {files:?}");
+    assert_eq!(world.job_names().await?.len(), 2, "one Job per increment");
+    assert!(!world.event_reasons().await?.iter().any(|r| r == "InputsChanged"), "growing is not a change");
+    let metrics = support::http_get(port, "/metrics").await?;
+    let rows_read = metrics.lines().find(|line| line.starts_with("eventpipe_rows_total{") && line.contains("kind=\"Read\""));
+    assert!(rows_read.is_some_and(|line| line.ends_with(" 5")), "each row was read once: {rows_read:?}");
     drop(stop);
     operator.await?;
     Ok(())

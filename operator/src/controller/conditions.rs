@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Health<'a> {
     /// Every partition in the window is processed.
-    UpToDate { processed: usize, newest: Option<&'a str> },
+    UpToDate { processed: usize, open: usize, newest: Option<&'a str> },
     /// No partition was found in the window: nothing is processed yet.
     NoPartitions { looked_in: &'a str },
     /// Partitions are waiting or running.
@@ -52,11 +52,14 @@ type Described = (bool, &'static str, String);
 fn describe(health: &Health<'_>) -> (Described, Described, Described) {
     let fine = (false, "AsExpected", "no partition failed".to_string());
     match *health {
-        Health::UpToDate { processed, newest } => {
-            let message = match newest {
+        Health::UpToDate { processed, open, newest } => {
+            let mut message = match newest {
                 Some(newest) => format!("{processed} partitions in the window are processed; the newest done is {newest}"),
                 None => format!("{processed} partitions in the window are processed"),
             };
+            if open > 0 {
+                message.push_str(&format!("; {open} open partitions wait for their period to close"));
+            }
             ((true, "UpToDate", message.clone()), (false, "UpToDate", message), fine)
         }
         Health::NoPartitions { looked_in } => {
@@ -98,7 +101,7 @@ mod tests {
         let first = conditions(&[], &Health::Processing { pending: 1, running: 1 }, Some(1), t0);
         let same = conditions(&first, &Health::Processing { pending: 0, running: 2 }, Some(1), t1);
         assert!(same.iter().all(|c| c.last_transition_time.0 == t0));
-        let done = conditions(&same, &Health::UpToDate { processed: 2, newest: Some("year=2026/month=11/day=24") }, Some(1), t1);
+        let done = conditions(&same, &Health::UpToDate { processed: 2, open: 0, newest: Some("year=2026/month=11/day=24") }, Some(1), t1);
         let time_of = |kind: &str| done.iter().find(|c| c.type_ == kind).unwrap().last_transition_time.0;
         assert_eq!((time_of("Ready"), time_of("Progressing"), time_of("Degraded")), (t1, t1, t0));
     }

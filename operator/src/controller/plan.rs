@@ -646,7 +646,8 @@ fn summarize(partitions: Vec<PartitionStatus>, happenings: &[Happening], observa
     } else if partitions.is_empty() {
         Health::NoPartitions { looked_in: observation.looked_in }
     } else {
-        Health::UpToDate { processed: partitions.len(), newest: last_completed_partition.as_deref() }
+        let open = count(&[PartitionState::Open]) as usize;
+        Health::UpToDate { processed: partitions.len() - open, open, newest: last_completed_partition.as_deref() }
     };
     EventPipelineStatus {
         observed_generation: observation.generation,
