@@ -355,8 +355,9 @@ async fn eviction_does_not_use_an_attempt() -> Result<()> {
     Ok(())
 }
 
-/// A pod killed mid-run (a node lost while it converts a new version of a committed partition):
-/// the attempt fails, the retry commits, and the partition shows exactly one set of files.
+/// A pod killed mid-run (a node lost while it converts an increment of a committed partition):
+/// the attempt fails, the retry commits, and the partition shows exactly the committed files — the
+/// first version's and the increment's, none of the killed run's.
 #[tokio::test]
 async fn kill_mid_write_leaves_one_committed_set() -> Result<()> {
     let (world, runner) = world_with_runner("killed").await?;
@@ -378,8 +379,8 @@ async fn kill_mid_write_leaves_one_committed_set() -> Result<()> {
     listed.push("_manifest.json".into());
     listed.sort();
     assert_eq!(sink_files(&world, &day).await?, listed, "only the committed files are visible");
-    assert!(first_version.files.iter().all(|old| !listed.contains(&old.name)));
-    assert_eq!((committed.rows_read, committed.inputs.len()), (600_003, 2));
+    assert!(first_version.files.iter().all(|old| listed.contains(&old.name)), "the increment adds to the first version");
+    assert_eq!((committed.rows_read, committed.inputs.len(), committed.increments), (600_003, 2, 2));
     drop(stop);
     operator.await?;
     Ok(())

@@ -99,19 +99,15 @@ fn has_subquery(expr: &Expr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Engine;
+    use crate::engine::plan_sql;
     use crate::layout::PartitionKey;
     use crate::spec::{Column, ColumnType};
-    use crate::task::EngineSettings;
 
     async fn mode(sql: &str) -> Mode {
-        let engine = Engine::new(&EngineSettings::default(), 0).unwrap();
         let column = |name: &str, data_type| Column { name: name.into(), data_type, nullable: true, unit: None, format: None };
         let columns = [column("id", ColumnType::Int64), column("name", ColumnType::String), column("value", ColumnType::String)];
         let partition = PartitionKey { year: 2026, month: 11, day: 24, hour: None };
-        engine.register_empty_events(&columns, &partition).unwrap();
-        let frame = engine.transform(sql, &partition).await.unwrap();
-        of_plan(frame.logical_plan()).unwrap()
+        of_plan(plan_sql(sql, &columns, &partition).await.unwrap().logical_plan()).unwrap()
     }
 
     #[tokio::test]

@@ -53,18 +53,14 @@ pub fn scanned_rows(plan: &dyn ExecutionPlan) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Engine;
+    use crate::engine::plan_sql;
     use crate::layout::PartitionKey;
     use crate::spec::{Column, ColumnType};
-    use crate::task::EngineSettings;
 
     async fn reads_once(sql: &str) -> bool {
-        let engine = Engine::new(&EngineSettings::default(), 0).unwrap();
         let columns = [Column { name: "id".into(), data_type: ColumnType::Int64, nullable: true, unit: None, format: None }];
         let partition = PartitionKey { year: 2026, month: 11, day: 24, hour: None };
-        engine.register_empty_events(&columns, &partition).unwrap();
-        let frame = engine.transform(sql, &partition).await.unwrap();
-        reads_events_once(frame.logical_plan()).unwrap()
+        reads_events_once(plan_sql(sql, &columns, &partition).await.unwrap().logical_plan()).unwrap()
     }
 
     /// The common queries keep the cheap count at the scans; the others are counted apart.
