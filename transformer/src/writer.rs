@@ -1,13 +1,15 @@
 //! Runs a planned transform and streams its output into Parquet files, one writer per output
 //! partition of the plan so that encoding runs in parallel. Files are named after the run.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::schema::types::ColumnPath;
 use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning, SendableRecordBatchStream, execute_stream_partitioned};
@@ -138,7 +140,8 @@ impl Upload {
     async fn write(&mut self, batch: &RecordBatch, properties: &WriterProperties, row_group_bytes: usize) -> Result<()> {
         if self.writer.is_none() {
             let object = BufWriter::with_capacity(Arc::clone(&self.store.store), self.path.clone(), self.part_bytes);
-            self.writer = Some(AsyncArrowWriter::try_new(object, batch.schema(), Some(properties.clone()))?);
+            let properties = dictionaries_where_they_pay(properties.clone(), batch);
+            self.writer = Some(AsyncArrowWriter::try_new(object, batch.schema(), Some(properties))?);
         }
         let writer = self.writer.as_mut().expect("opened above");
         writer.write(batch).await?;
@@ -190,6 +193,60 @@ fn writer_properties(compression: ParquetCompression) -> Result<WriterProperties
         .set_compression(codec)
         .set_created_by(format!("eventpipe {}", env!("CARGO_PKG_VERSION")))
         .build())
+}
+
+/// How much of a first batch [`dictionaries_where_they_pay`] looks at per column.
+const DICTIONARY_SAMPLE: usize = 4096;
+
+/// `properties` with dictionary encoding turned off for the columns whose values in the file's
+/// first batch are mostly distinct. A dictionary pays for few distinct values (setting names and
+/// values: small indices, much smaller files); for near-unique ones (user ids, timestamps) each
+/// value is hashed and compared into a dictionary that outgrows its page and falls back to plain
+/// encoding anyway, which costs time and, measured on the benchmark data, bytes too.
+fn dictionaries_where_they_pay(properties: WriterProperties, batch: &RecordBatch) -> WriterProperties {
+    let near_unique: Vec<&str> = batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter(|(_, column)| distinct_share(column.as_ref()).is_some_and(|share| share > 0.5))
+        .map(|(field, _)| field.name().as_str())
+        .collect();
+    if near_unique.is_empty() {
+        return properties;
+    }
+    near_unique
+        .into_iter()
+        .fold(properties.into_builder(), |builder, name| builder.set_column_dictionary_enabled(ColumnPath::from(name), false))
+        .build()
+}
+
+/// The share of distinct values among the first non-null values of a flat column (numbers, times,
+/// strings); `None` for other types or a column without values.
+fn distinct_share(column: &dyn Array) -> Option<f64> {
+    let sample = column.slice(0, column.len().min(DICTIONARY_SAMPLE));
+    let values = sample.len() - sample.null_count();
+    if values == 0 {
+        return None;
+    }
+    let distinct = match sample.data_type() {
+        data_type if data_type.is_primitive() => {
+            let data = sample.to_data();
+            let width = data_type.primitive_width()?;
+            let bytes = &data.buffers()[0].as_slice()[data.offset() * width..(data.offset() + data.len()) * width];
+            let valid = |index: &usize| sample.is_valid(*index);
+            (0..sample.len()).filter(valid).map(|index| &bytes[index * width..(index + 1) * width]).collect::<HashSet<_>>().len()
+        }
+        DataType::Utf8 => distinct_strings(sample.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => distinct_strings(sample.as_string::<i64>().iter()),
+        DataType::Utf8View => distinct_strings(sample.as_string_view().iter()),
+        _ => return None,
+    };
+    Some(distinct as f64 / values as f64)
+}
+
+fn distinct_strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> usize {
+    values.flatten().collect::<HashSet<_>>().len()
 }
 
 /// The most a writer buffers of one row group before it writes it out. Writers buffer outside the
@@ -299,6 +356,26 @@ mod tests {
         let schema = batch(1).schema();
         let items = (0..batches).map(|_| Ok(batch(4096))).chain([Err(DataFusionError::Execution("division by zero".into()))]);
         Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(items)))
+    }
+
+    #[test]
+    fn near_unique_columns_are_written_without_a_dictionary() {
+        use datafusion::arrow::array::{Int64Array, TimestampMicrosecondArray};
+        let rows = 1000;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("timestamp", DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())), false),
+            Field::new("day", DataType::Int64, false),
+        ]));
+        let ids: Int64Array = (0..rows).collect();
+        let names: StringArray = (0..rows).map(|row| Some(["theme", "locale", "font_size"][row as usize % 3])).collect();
+        let times = TimestampMicrosecondArray::from_iter_values((0..rows).map(|row| row * 7_919)).with_timezone("UTC");
+        let days = Int64Array::from_iter_values((0..rows).map(|_| 24));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(names), Arc::new(times), Arc::new(days)]).unwrap();
+        let properties = dictionaries_where_they_pay(writer_properties(ParquetCompression::Zstd).unwrap(), &batch);
+        let dictionary = |column: &str| properties.dictionary_enabled(&ColumnPath::from(column));
+        assert_eq!((dictionary("id"), dictionary("name"), dictionary("timestamp"), dictionary("day")), (false, true, false, true));
     }
 
     #[tokio::test]
