@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::layout::PartitionKey;
+use crate::mode::Mode;
 use crate::schema;
 use crate::spec::{Column, ColumnType, CsvCompression, CsvOptions};
 use crate::storage::Store;
@@ -21,8 +22,15 @@ use crate::task::EngineSettings;
 /// Memory the query may hold before spilling, when the task does not say.
 pub const DEFAULT_MEMORY_LIMIT_MIB: u64 = 1024;
 
-/// Input bytes that justify one more parallel partition.
+/// Input bytes that justify one more parallel writer.
 const BYTES_PER_PARTITION: u64 = 16 * 1024 * 1024;
+
+/// Query partitions per writer for transforms over the whole partition (see [`Mode`]). A hash
+/// aggregation's state is split over its partitions, and smaller states stay in the CPU caches:
+/// the `latest_map` aggregation over a million users took 0.82× the wall time with 16 partitions
+/// instead of 2 on 2 cores, for 100 MiB more memory (paired whole-process runs). A row-by-row
+/// conversion gains nothing from it (1.03× the time, the same 100 MiB more) and keeps one.
+const QUERY_PARTITIONS_PER_WRITER: usize = 8;
 
 /// The table name the transform SQL reads.
 pub const EVENTS_TABLE: &str = "events";
@@ -30,6 +38,7 @@ pub const EVENTS_TABLE: &str = "events";
 /// A DataFusion session set up for one partition.
 pub struct Engine {
     ctx: SessionContext,
+    writers: usize,
 }
 
 /// A CSV object to read.
@@ -44,13 +53,20 @@ pub struct CsvObject {
 
 impl Engine {
     /// A session with the task's parallelism, memory limit and scratch directory. Without a set
-    /// parallelism, small inputs get fewer partitions (and so fewer, larger output files).
-    pub fn new(settings: &EngineSettings, input_bytes: u64) -> Result<Self> {
-        let target_partitions = settings.target_partitions.unwrap_or_else(|| {
-            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let by_size = usize::try_from(input_bytes / BYTES_PER_PARTITION).unwrap_or(usize::MAX);
-            by_size.clamp(1, cpus)
-        });
+    /// parallelism the output is written by one writer per CPU, fewer for small inputs (so fewer,
+    /// larger files), and a query in full mode runs in [`QUERY_PARTITIONS_PER_WRITER`] times as
+    /// many partitions.
+    pub fn new(settings: &EngineSettings, input_bytes: u64, mode: &Mode) -> Result<Self> {
+        let (writers, target_partitions) = match settings.target_partitions {
+            Some(partitions) => (partitions, partitions),
+            None => {
+                let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let by_size = usize::try_from(input_bytes / BYTES_PER_PARTITION).unwrap_or(usize::MAX);
+                let writers = by_size.clamp(1, cpus);
+                let per_writer = if mode.is_append() { 1 } else { QUERY_PARTITIONS_PER_WRITER };
+                (writers, writers * per_writer)
+            }
+        };
         let memory_limit = settings.memory_limit_mib.unwrap_or(DEFAULT_MEMORY_LIMIT_MIB) * 1024 * 1024;
         let mut runtime = RuntimeEnvBuilder::new().with_memory_pool(Arc::new(FairSpillPool::new(memory_limit as usize)));
         if let Some(dir) = &settings.scratch_dir {
@@ -62,7 +78,12 @@ impl Engine {
             .with_batch_size(32 * 1024);
         let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
         ctx.register_udaf(crate::latest_map::udaf());
-        Ok(Self { ctx })
+        Ok(Self { ctx, writers })
+    }
+
+    /// How many files the output is written to, in parallel.
+    pub fn writers(&self) -> usize {
+        self.writers
     }
 
     /// Makes a store's objects readable by URL.
@@ -171,7 +192,7 @@ pub async fn output_schema(sql: &str, columns: &[Column], partition: &PartitionK
 
 /// The SQL planned over an empty `events` table with these columns.
 pub async fn plan_sql(sql: &str, columns: &[Column], partition: &PartitionKey) -> Result<DataFrame> {
-    let engine = Engine::new(&EngineSettings::default(), 0)?;
+    let engine = Engine::new(&EngineSettings::default(), 0, &Mode::Append)?;
     engine.register_empty_events(columns, partition)?;
     engine.transform(sql, partition).await
 }

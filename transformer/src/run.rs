@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::fingerprint::{fingerprint, spec_hash};
 use crate::header;
 use crate::manifest::{self, Manifest, ManifestColumn, ManifestFile};
+use crate::mode::Mode;
 use crate::spec::{BadRecordPolicy, Column, CsvOptions};
 use crate::storage::{Location, Opener, Retrying, SourceObject, Store};
 use crate::task::{InputObject, RunRows, Summary, Task, new_run_id};
@@ -61,7 +62,7 @@ pub async fn run(task: &Task) -> Result<Summary> {
         .and_then(|committed| committed.manifest.increment(&inputs, &spec_hash));
     let run_id = new_run_id();
     let to_convert = increment.as_deref().unwrap_or(&inputs);
-    let run = Run { task, inputs: to_convert, run_id: &run_id, opener: &opener, source: &source, sink: &sink, directory: &directory };
+    let run = Run { task, mode: &mode, inputs: to_convert, run_id: &run_id, opener: &opener, source: &source, sink: &sink, directory: &directory };
     let converted = match within_time_limit(task.engine.timeout_seconds, run.convert(&checked.rejected)).await {
         Ok(converted) => converted,
         Err(error) => {
@@ -146,6 +147,7 @@ struct QuarantinedRows {
 
 struct Run<'a> {
     task: &'a Task,
+    mode: &'a Mode,
     inputs: &'a [InputObject],
     run_id: &'a str,
     opener: &'a Opener,
@@ -174,7 +176,7 @@ impl Run<'_> {
 
     fn engine(&self) -> Result<Engine> {
         let input_bytes = self.inputs.iter().map(|input| input.size).sum();
-        let engine = Engine::new(&self.task.engine, input_bytes)?;
+        let engine = Engine::new(&self.task.engine, input_bytes, self.mode)?;
         engine.register_store(self.source);
         engine.register_store(self.sink);
         Ok(engine)
@@ -218,7 +220,7 @@ impl Run<'_> {
         engine.register_csv_events(objects, csv, columns, &self.task.partition).await?;
         let frame = engine.transform(&pipeline.transform.sql, &self.task.partition).await?;
         let reads_once = crate::row_count::reads_events_once(frame.logical_plan())?;
-        let output = writer::write(frame, self.sink, self.directory, self.run_id, pipeline.sink.compression).await?;
+        let output = writer::write(frame, self.sink, self.directory, self.run_id, pipeline.sink.compression, engine.writers()).await?;
         let rows_read = match output.scanned_rows {
             Some(rows) if reads_once => rows,
             _ => engine.context().table(crate::engine::EVENTS_TABLE).await?.count().await? as u64,

@@ -53,16 +53,18 @@ pub fn file_prefix(run_id: &str) -> String {
     format!("part-{run_id}-")
 }
 
-/// Executes `frame` and writes its rows as `part-<run id>-<n>.parquet` under `directory`.
+/// Executes `frame` and writes its rows as `part-<run id>-<n>.parquet` under `directory`, in
+/// `writers` files written in parallel.
 pub async fn write(
     frame: DataFrame,
     store: &Store,
     directory: &Path,
     run_id: &str,
     compression: ParquetCompression,
+    writers: usize,
 ) -> Result<Output> {
     let task_ctx = Arc::new(frame.task_ctx());
-    let plan = with_writer_partitions(frame.create_physical_plan().await?, task_ctx.session_config().target_partitions())?;
+    let plan = with_writer_partitions(frame.create_physical_plan().await?, writers)?;
     let schema = plan.schema();
     let properties = writer_properties(compression)?;
     let row_group_bytes = row_group_bytes(&task_ctx);

@@ -15,6 +15,7 @@ use datafusion::datasource::MemTable;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
 use eventpipe_transformer::engine::Engine;
+use eventpipe_transformer::mode::Mode;
 use eventpipe_transformer::task::EngineSettings;
 
 /// One input row.
@@ -79,7 +80,7 @@ fn batch(rows: &[Row]) -> RecordBatch {
 /// A session as the transformer makes one, with `rows` as the table `events`, split into
 /// `partitions` input partitions of batches of at most `batch_rows` rows.
 fn session(settings: EngineSettings, rows: &[Row], partitions: usize, batch_rows: usize) -> Engine {
-    let engine = Engine::new(&settings, 0).unwrap();
+    let engine = Engine::new(&settings, 0, &Mode::full("an aggregation")).unwrap();
     let mut parts = vec![Vec::new(); partitions];
     for (index, chunk) in rows.chunks(batch_rows.max(1)).enumerate() {
         parts[index % partitions].push(batch(chunk));
