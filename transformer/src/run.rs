@@ -86,13 +86,17 @@ pub async fn run(task: &Task) -> Result<Summary> {
     Ok(summary(&manifest, &sink, &directory, Some(&converted), started))
 }
 
-/// Runs `conversion`, stopping it after `seconds` when a limit is set.
+/// Runs `conversion`, stopping it after `seconds` when a limit is set. A conversion that finished
+/// only after the limit (the timer is checked when the runtime gets to it) is refused as well, so
+/// the limit holds however busy the runtime was.
 async fn within_time_limit<T>(seconds: Option<u64>, conversion: impl Future<Output = Result<T>>) -> Result<T> {
-    match seconds {
-        Some(seconds) => tokio::time::timeout(std::time::Duration::from_secs(seconds), conversion)
-            .await
-            .unwrap_or(Err(Error::Timeout(seconds))),
-        None => conversion.await,
+    let Some(seconds) = seconds else { return conversion.await };
+    let limit = std::time::Duration::from_secs(seconds);
+    let started = Instant::now();
+    match tokio::time::timeout(limit, conversion).await {
+        Ok(Err(error)) => Err(error),
+        Ok(Ok(converted)) if started.elapsed() <= limit => Ok(converted),
+        _ => Err(Error::Timeout(seconds)),
     }
 }
 
