@@ -42,7 +42,8 @@ pub struct RunArgs {
     /// when absent.
     #[arg(long)]
     now: Option<k8s_openapi::jiff::Timestamp>,
-    /// Parallel partitions of each query (default: the CPUs available).
+    /// Parallel partitions of each query and output files per partition (default: one writer per
+    /// CPU; queries over whole partitions in 8 partitions per writer).
     #[arg(long)]
     target_partitions: Option<usize>,
     /// Memory each query may hold before spilling to disk, in MiB.

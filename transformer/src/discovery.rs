@@ -21,8 +21,6 @@ pub struct DiscoveredPartition {
     pub inputs: Vec<InputObject>,
     /// When each input object was last modified, in the order of `inputs`.
     pub modified: Vec<DateTime<Utc>>,
-    /// When the most recently written input object was last modified.
-    pub last_modified: DateTime<Utc>,
 }
 
 impl DiscoveredPartition {
@@ -30,13 +28,7 @@ impl DiscoveredPartition {
     pub fn settled(&self, cutoff: DateTime<Utc>) -> Option<DiscoveredPartition> {
         let (inputs, modified): (Vec<_>, Vec<_>) =
             self.inputs.iter().zip(&self.modified).filter(|(_, modified)| **modified <= cutoff).map(|(i, m)| (i.clone(), *m)).unzip();
-        let last_modified = modified.iter().max().copied()?;
-        Some(DiscoveredPartition { inputs, modified, last_modified })
-    }
-
-    /// When the oldest object last modified after `cutoff` was written, if any was.
-    pub fn oldest_after(&self, cutoff: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.modified.iter().filter(|modified| **modified > cutoff).min().copied()
+        (!inputs.is_empty()).then_some(DiscoveredPartition { inputs, modified })
     }
 }
 
@@ -78,10 +70,9 @@ pub fn group(source: &Store, layout: &Layout, objects: &[ObjectMeta]) -> Partiti
     }
     listed
         .into_iter()
-        .filter_map(|(key, objects)| {
-            let last_modified = objects.values().max().copied()?;
+        .map(|(key, objects)| {
             let (inputs, modified) = objects.into_iter().unzip();
-            Some((key, DiscoveredPartition { inputs, modified, last_modified }))
+            (key, DiscoveredPartition { inputs, modified })
         })
         .collect()
 }

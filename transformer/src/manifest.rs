@@ -125,13 +125,13 @@ impl Manifest {
         (!new.is_empty()).then_some(new)
     }
 
-    /// This output with an increment's output added: its inputs, files, counts and quarantined
-    /// rows; the increment's run id, schema and commit time. `input_fingerprint` is the
-    /// fingerprint of all the inputs together.
-    pub fn appended(&self, increment: Manifest, input_fingerprint: String) -> Manifest {
+    /// This output with an increment's output added: its inputs (and so the fingerprint), files,
+    /// counts and quarantined rows; the increment's run id, schema and commit time.
+    pub fn appended(&self, increment: Manifest) -> Manifest {
         let mut inputs = self.inputs.clone();
         inputs.extend(increment.inputs);
         inputs.sort();
+        let input_fingerprint = crate::fingerprint::fingerprint(&inputs);
         let mut files = self.files.clone();
         files.extend(increment.files);
         let mut rejected_files = self.committed_rejected_files();
@@ -426,8 +426,9 @@ mod tests {
             bytes_written: 100,
             ..manifest("run-2")
         };
-        let grown = committed.appended(increment, "f2".into());
-        assert_eq!((grown.run_id.as_str(), grown.input_fingerprint.as_str(), grown.increments), ("run-2", "f2", 2));
+        let grown = committed.appended(increment);
+        let both = crate::fingerprint::fingerprint(&[input("a.csv", "1"), input("b.csv", "1")]);
+        assert_eq!((grown.run_id.as_str(), grown.input_fingerprint.as_str(), grown.increments), ("run-2", both.as_str(), 2));
         assert_eq!(grown.inputs, vec![input("a.csv", "1"), input("b.csv", "1")]);
         assert_eq!(grown.files.len(), 2);
         assert_eq!((grown.rows_read, grown.rows_rejected, grown.rows_written, grown.bytes_written), (9, 1, 8, 200));

@@ -71,9 +71,10 @@ pub async fn run(task: &Task) -> Result<Summary> {
         }
     };
 
-    let manifest = match (&increment, &previous) {
-        (Some(_), Some(committed)) => committed.manifest.appended(run.manifest(&converted, String::new(), spec_hash), fingerprint),
-        _ => run.manifest(&converted, fingerprint, spec_hash),
+    let converted_manifest = run.manifest(&converted, fingerprint, spec_hash);
+    let manifest = match previous.as_ref().filter(|_| increment.is_some()) {
+        Some(committed) => committed.manifest.appended(converted_manifest),
+        None => converted_manifest,
     };
     if let Err(error) = manifest::commit(&sink, &directory, &manifest, previous.as_ref(), commit_mode).await {
         run.discard_own_files().await?;

@@ -54,7 +54,9 @@ pub struct InputObject {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EngineSettings {
-    /// Parallel partitions of the query; defaults to the CPUs available to the process.
+    /// Parallel partitions of the query, and the files the output is written to; by default one
+    /// writer per CPU available to the process, and queries over whole partitions in 8
+    /// partitions per writer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_partitions: Option<usize>,
     /// Memory the query may hold before it spills to disk, in MiB; defaults to 1024.

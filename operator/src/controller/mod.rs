@@ -256,8 +256,7 @@ fn record_lag(ctx: &Context, pipeline: &EventPipeline, plan: &Plan, partitions: 
         if entry.state == PartitionState::Succeeded && entry.fingerprint == partition.fingerprint {
             return None;
         }
-        let committed_through = entry.committed_at.as_ref().map(|at| entry.settled_before.as_ref().unwrap_or(at).0);
-        partition.modified.iter().find(|modified| committed_through.is_none_or(|through| **modified > through)).copied()
+        partition.oldest_after(entry.committed_at.as_ref().map(|at| entry.settled_before.as_ref().unwrap_or(at).0))
     });
     let lag = oldest_uncommitted.min().map_or(0, |oldest| now.duration_since(oldest).as_secs().max(0));
     ctx.metrics.lag_seconds.get_or_create(&labels_of(pipeline)).set(lag);

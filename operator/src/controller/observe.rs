@@ -149,7 +149,6 @@ pub async fn partitions(
             ObservedPartition {
                 key,
                 fingerprint: fingerprint(&found.inputs),
-                last_modified: timestamp(found.last_modified),
                 modified,
                 settled: found.settled(cutoff).map(|settled| Settled { fingerprint: fingerprint(&settled.inputs), before: settled_before }),
             }

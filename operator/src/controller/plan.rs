@@ -40,12 +40,22 @@ pub struct ObservedPartition {
     pub key: PartitionKey,
     /// Fingerprint of its input objects.
     pub fingerprint: String,
-    /// When its newest object was written.
-    pub last_modified: Timestamp,
-    /// When each of its objects was written, oldest first.
+    /// When each of its objects was written, oldest first; a partition has at least one.
     pub modified: Vec<Timestamp>,
     /// Its objects that were older than the grace period when the source was listed, if any.
     pub settled: Option<Settled>,
+}
+
+impl ObservedPartition {
+    /// When its newest object was written.
+    pub fn newest(&self) -> Option<Timestamp> {
+        self.modified.last().copied()
+    }
+
+    /// When its oldest object written after `cutoff` (or at all, without one) was written.
+    pub fn oldest_after(&self, cutoff: Option<Timestamp>) -> Option<Timestamp> {
+        self.modified.iter().find(|modified| cutoff.is_none_or(|cutoff| **modified > cutoff)).copied()
+    }
 }
 
 /// The objects of a partition older than the grace period at a listing.
@@ -302,12 +312,11 @@ fn readiness(
 ) -> (PartitionState, Option<Time>) {
     let (now, schedule) = (observation.now, &observation.spec.schedule);
     let grace = SignedDuration::from_secs(schedule.grace_period_seconds.into());
-    let newest_settles = partition.last_modified + grace;
+    let newest_settles = partition.newest().map_or(now, |newest| newest + grace);
     let ready_at = if observation.mode.is_append() {
-        match (&partition.settled, partition.modified.first()) {
-            (Some(_), _) => now,
-            (None, Some(oldest)) => *oldest + grace,
-            (None, None) => newest_settles,
+        match &partition.settled {
+            Some(_) => now,
+            None => partition.oldest_after(None).map_or(now, |oldest| oldest + grace),
         }
     } else if now < closes_at {
         let Some(refresh) = schedule.open_refresh_seconds else {
@@ -670,8 +679,7 @@ fn requeue_after(status: &EventPipelineStatus, observation: &Observation<'_>) ->
     let poll = Duration::from_secs(observation.spec.schedule.poll_interval_seconds.into());
     let grace = SignedDuration::from_secs(observation.spec.schedule.grace_period_seconds.into());
     let settles = observation.partitions.iter().filter(|_| observation.mode.is_append()).filter_map(|partition| {
-        let cutoff = partition.settled.as_ref().map(|settled| settled.before);
-        partition.modified.iter().find(|modified| cutoff.is_none_or(|cutoff| **modified > cutoff)).map(|oldest| *oldest + grace)
+        partition.oldest_after(partition.settled.as_ref().map(|settled| settled.before)).map(|oldest| oldest + grace)
     });
     status
         .partitions
@@ -752,7 +760,6 @@ mod tests {
             let partition = ObservedPartition {
                 key: day(day_of_month),
                 fingerprint: fingerprint.into(),
-                last_modified: at(landed),
                 modified: vec![at(landed)],
                 settled: None,
             };
@@ -770,7 +777,6 @@ mod tests {
             let partition = ObservedPartition {
                 key: day(day_of_month),
                 fingerprint: format!("n{}", landed.len()),
-                last_modified: at(*landed.iter().max().expect("an object")),
                 modified: landed.iter().map(|at_| at(*at_)).collect(),
                 settled: (settled > 0).then(|| Settled { fingerprint: format!("n{settled}"), before }),
             };
