@@ -4,7 +4,8 @@
 
 use eventpipe_transformer::layout::{Layout, PartitionKey};
 use k8s_openapi::jiff::civil::Date;
-use k8s_openapi::jiff::{Timestamp, ToSpan, tz::TimeZone};
+use chrono::Datelike;
+use k8s_openapi::jiff::{Timestamp, ToSpan};
 
 use crate::crd::ScheduleSpec;
 
@@ -24,9 +25,11 @@ pub struct Window {
 }
 
 impl Window {
-    /// The window of `schedule` at `now`: from `startDate`, or `lookbackDays` back, until today.
+    /// The window of `schedule` at `now`: from `startDate`, or `lookbackDays` back, until today
+    /// in the schedule's time zone.
     pub fn of(schedule: &ScheduleSpec, now: Timestamp) -> Result<Self, String> {
-        let last = now.to_zoned(TimeZone::UTC).date();
+        let today = crate::period::today(schedule, now)?;
+        let last = Date::new(today.year() as i16, today.month() as i8, today.day() as i8).map_err(|e| e.to_string())?;
         let first = match &schedule.start_date {
             Some(text) => text
                 .parse::<Date>()
@@ -96,6 +99,14 @@ mod tests {
             window.listing_prefixes(&layout),
             vec!["raw/year=2026/month=11/day=22/", "raw/year=2026/month=11/day=23/", "raw/year=2026/month=11/day=24/"]
         );
+    }
+
+    #[test]
+    fn today_is_the_schedules_local_day() {
+        let tokyo = ScheduleSpec { lookback_days: 1, timezone: Some("Asia/Tokyo".into()), ..ScheduleSpec::default() };
+        let late: Timestamp = "2026-11-24T20:00:00Z".parse().unwrap();
+        let window = Window::of(&tokyo, late).unwrap();
+        assert!(window.contains(&key(11, 25)) && !window.contains(&key(11, 24)), "05:00 on the 25th in Tokyo");
     }
 
     #[test]
