@@ -21,6 +21,7 @@ pub mod row_count;
 pub mod run;
 pub mod sandbox;
 pub mod schema;
+pub mod single_phase;
 pub mod spec;
 pub mod storage;
 pub mod task;
