@@ -52,7 +52,7 @@ mod tests {
         let base = fingerprint(&[a.clone(), b.clone()]);
         assert_eq!(base.len(), 64);
         assert_eq!(base, fingerprint(&[b.clone(), a.clone()]));
-        assert_ne!(base, fingerprint(&[a.clone()]));
+        assert_ne!(base, fingerprint(std::slice::from_ref(&a)));
         assert_ne!(base, fingerprint(&[a.clone(), input("d/b.csv", 21, "e2")]));
         assert_ne!(base, fingerprint(&[a.clone(), input("d/b.csv", 20, "e3")]));
         assert_ne!(base, fingerprint(&[a, b, input("d/c.csv", 1, "late")]));

@@ -113,7 +113,7 @@ async fn list_partition(source: &Store, checked: &CheckedPipeline, task: &Task) 
         ),
         None => None,
     };
-    let mut found = crate::discovery::discover_below(source, &checked.layout, &[directory.clone()]).await?;
+    let mut found = crate::discovery::discover_below(source, &checked.layout, std::slice::from_ref(&directory)).await?;
     let partition = found.remove(&task.partition).and_then(|partition| match cutoff {
         Some(cutoff) => partition.settled(cutoff),
         None => Some(partition),
