@@ -318,7 +318,11 @@ async fn oom_is_reported_as_oom() -> Result<()> {
     }
     let (world, _runner) = world_with_runner("oom").await?;
     let day = partition(1);
-    upload_big(&world, &day, "a.csv", 200_000).await?;
+    // Rows with 2 KiB values: one batch of them alone is larger than the limit, however the
+    // output is encoded.
+    let value = "v".repeat(2048);
+    let rows: String = (0..20_000).map(|i| format!("{i},setting-{},{value},{}\n", i % 37, 1_764_000_000 + i)).collect();
+    S3Server::get()?.put(&world.bucket, &format!("events/{day}/a.csv"), format!("{}{rows}", support::CSV_HEADER).into_bytes()).await?;
     let (stop, operator, _) = world.start_operator();
     let resources = json!({"limits": {"memory": "24Mi"}, "requests": {"memory": "24Mi"}});
     world.apply_pipeline("small", json!({"execution": {"maxAttempts": 1, "resources": resources}})).await?;
