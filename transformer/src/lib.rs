@@ -25,6 +25,8 @@ pub mod single_phase;
 pub mod spec;
 pub mod storage;
 pub mod task;
+#[cfg(test)]
+mod test_store;
 pub mod timestamps;
 pub mod validate;
 pub mod writer;

@@ -284,18 +284,14 @@ pub async fn remove_stale(store: &Store, directory: &Path, prefix: &str, keep: &
 
 #[cfg(test)]
 mod tests {
-    use std::fmt;
     use std::sync::Arc;
 
     use async_trait::async_trait;
-    use futures::stream::BoxStream;
     use object_store::memory::InMemory;
-    use object_store::{
-        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-        PutResult,
-    };
+    use object_store::{ObjectStore, PutResult};
 
     use super::*;
+    use crate::test_store::{Misbehaving, Misbehaviour};
 
     /// How a test store misbehaves on writes.
     #[derive(Debug, Clone, Copy, PartialEq)]
@@ -306,62 +302,22 @@ mod tests {
         LosesResponses,
     }
 
-    /// An S3-like store in memory, with one fault.
-    #[derive(Debug)]
-    struct Faulty {
-        inner: InMemory,
-        fault: Fault,
-    }
-
-    impl fmt::Display for Faulty {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "Faulty({:?})", self.fault)
-        }
-    }
-
     #[async_trait]
-    impl ObjectStore for Faulty {
-        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
-            match self.fault {
-                Fault::IgnoresConditions => self.inner.put_opts(location, payload, PutOptions::default()).await,
+    impl Misbehaviour for Fault {
+        async fn put_opts(&self, inner: &InMemory, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+            match self {
+                Fault::IgnoresConditions => inner.put_opts(location, payload, PutOptions::default()).await,
                 Fault::LosesResponses => {
-                    self.inner.put_opts(location, payload, opts).await?;
+                    inner.put_opts(location, payload, opts).await?;
                     Err(object_store::Error::Generic { store: "Faulty", source: "connection reset by peer".into() })
                 }
             }
-        }
-
-        async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-
-        async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-            self.inner.get_opts(location, options).await
-        }
-
-        fn delete_stream(
-            &self,
-            locations: BoxStream<'static, object_store::Result<Path>>,
-        ) -> BoxStream<'static, object_store::Result<Path>> {
-            self.inner.delete_stream(locations)
-        }
-
-        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-            self.inner.list(prefix)
-        }
-
-        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-
-        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
-            self.inner.copy_opts(from, to, options).await
         }
     }
 
     fn s3_store(fault: Option<Fault>, bucket: &str) -> Store {
         let store: Arc<dyn ObjectStore> = match fault {
-            Some(fault) => Arc::new(Faulty { inner: InMemory::new(), fault }),
+            Some(fault) => Arc::new(Misbehaving::new(fault)),
             None => Arc::new(InMemory::new()),
         };
         let location = Location::S3 { bucket: bucket.into(), prefix: "sink/".into() };

@@ -148,34 +148,22 @@ mod tests {
     use object_store::memory::InMemory;
 
     use super::*;
+    use crate::test_store::{Misbehaving, Misbehaviour};
 
-    /// A store whose reads break after `break_after` bytes, `breaks` times, as a reset connection
-    /// would; it records the ranges asked for.
+    /// Reads break after `break_after` bytes, `breaks` times, as a reset connection would; the
+    /// ranges asked for are recorded.
     #[derive(Debug)]
-    struct Breaking {
-        inner: InMemory,
+    struct Breaks {
         break_after: usize,
         breaks: Mutex<usize>,
         asked: Mutex<Vec<Option<GetRange>>>,
     }
 
-    impl fmt::Display for Breaking {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("Breaking")
-        }
-    }
-
     #[async_trait]
-    impl ObjectStore for Breaking {
-        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-            self.inner.put_opts(location, payload, opts).await
-        }
-        async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-        async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+    impl Misbehaviour for Breaks {
+        async fn get_opts(&self, inner: &InMemory, location: &Path, options: GetOptions) -> Result<GetResult> {
             self.asked.lock().unwrap().push(options.range.clone());
-            let result = self.inner.get_opts(location, options).await?;
+            let result = inner.get_opts(location, options).await?;
             let (meta, range, attributes) = (result.meta.clone(), result.range.clone(), result.attributes.clone());
             let bytes = result.bytes().await?;
             let mut breaks = self.breaks.lock().unwrap();
@@ -188,22 +176,10 @@ mod tests {
             };
             Ok(GetResult { payload: GetResultPayload::Stream(payload), meta, range, attributes })
         }
-        fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-            self.inner.delete_stream(locations)
-        }
-        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-            self.inner.list(prefix)
-        }
-        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-            self.inner.copy_opts(from, to, options).await
-        }
     }
 
-    async fn breaking(body: &'static [u8], break_after: usize, breaks: usize) -> (Arc<Breaking>, Path) {
-        let store = Breaking { inner: InMemory::new(), break_after, breaks: Mutex::new(breaks), asked: Mutex::default() };
+    async fn breaking(body: &'static [u8], break_after: usize, breaks: usize) -> (Arc<Misbehaving<Breaks>>, Path) {
+        let store = Misbehaving::new(Breaks { break_after, breaks: Mutex::new(breaks), asked: Mutex::default() });
         let path = Path::from("day=24/big.csv");
         store.inner.put(&path, PutPayload::from_static(body)).await.unwrap();
         (Arc::new(store), path)
@@ -215,7 +191,7 @@ mod tests {
         let resuming = ResumingStore::new(Arc::clone(&store) as _);
         let bytes = resuming.get(&path).await.unwrap().bytes().await.unwrap();
         assert_eq!(&bytes[..], b"id,name,value,timestamp\n1,a,b,2\n");
-        let asked = store.asked.lock().unwrap().clone();
+        let asked = store.misbehaviour.asked.lock().unwrap().clone();
         assert_eq!(asked, [None, Some(GetRange::Bounded(10..32)), Some(GetRange::Bounded(20..32))]);
     }
 
@@ -225,6 +201,6 @@ mod tests {
         let resuming = ResumingStore::new(Arc::clone(&store) as _);
         let error = resuming.get(&path).await.unwrap().bytes().await.unwrap_err();
         assert!(error.to_string().contains("connection reset"), "{error}");
-        assert_eq!(store.asked.lock().unwrap().len(), 1, "nothing arrived, so nothing was resumed");
+        assert_eq!(store.misbehaviour.asked.lock().unwrap().len(), 1, "nothing arrived, so nothing was resumed");
     }
 }

@@ -296,7 +296,6 @@ fn sum_metric(plan: &dyn ExecutionPlan, figure: &dyn Fn(&dyn ExecutionPlan) -> u
 
 #[cfg(test)]
 mod tests {
-    use std::fmt;
     use std::sync::Mutex;
 
     use async_trait::async_trait;
@@ -304,27 +303,17 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::error::DataFusionError;
     use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-    use futures::stream::BoxStream;
     use object_store::memory::InMemory;
-    use object_store::{
-        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-        PutOptions, PutPayload, PutResult, UploadPart,
-    };
+    use object_store::{MultipartUpload, ObjectStore, PutMultipartOptions, PutPayload, PutResult, UploadPart};
 
     use super::*;
     use crate::storage::Location;
+    use crate::test_store::{Misbehaving, Misbehaviour};
 
-    /// An in-memory store that records the multipart uploads aborted.
+    /// Records the multipart uploads aborted.
     #[derive(Debug, Default)]
-    struct RecordingAborts {
-        inner: InMemory,
+    struct RecordsAborts {
         aborted: Arc<Mutex<Vec<String>>>,
-    }
-
-    impl fmt::Display for RecordingAborts {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("RecordingAborts")
-        }
     }
 
     #[derive(Debug)]
@@ -349,28 +338,15 @@ mod tests {
     }
 
     #[async_trait]
-    impl ObjectStore for RecordingAborts {
-        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
-            self.inner.put_opts(location, payload, opts).await
-        }
-        async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
-            let upload = self.inner.put_multipart_opts(location, opts).await?;
+    impl Misbehaviour for RecordsAborts {
+        async fn put_multipart_opts(
+            &self,
+            inner: &InMemory,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            let upload = inner.put_multipart_opts(location, opts).await?;
             Ok(Box::new(Recorded { upload, location: location.to_string(), aborted: Arc::clone(&self.aborted) }))
-        }
-        async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-            self.inner.get_opts(location, options).await
-        }
-        fn delete_stream(&self, locations: BoxStream<'static, object_store::Result<Path>>) -> BoxStream<'static, object_store::Result<Path>> {
-            self.inner.delete_stream(locations)
-        }
-        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-            self.inner.list(prefix)
-        }
-        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
-            self.inner.copy_opts(from, to, options).await
         }
     }
 
@@ -438,7 +414,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_given_up_mid_upload_aborts_its_upload() {
-        let recording = Arc::new(RecordingAborts::default());
+        let recording = Arc::new(Misbehaving::<RecordsAborts>::default());
         let location = Location::S3 { bucket: "out".into(), prefix: "curated/".into() };
         let root_url = url::Url::parse("s3://out").unwrap();
         let store = Store { store: Arc::clone(&recording) as _, root_url, prefix: Path::from("curated"), location };
@@ -448,7 +424,7 @@ mod tests {
         let upload = Upload::new(store.clone(), path.clone(), 64 * 1024);
         let error = write_stream(failing_query(8), upload, properties, 64 * 1024).await.unwrap_err();
         assert!(error.to_string().contains("division by zero"), "{error}");
-        assert_eq!(*recording.aborted.lock().unwrap(), [path.to_string()]);
+        assert_eq!(*recording.misbehaviour.aborted.lock().unwrap(), [path.to_string()]);
         assert!(recording.inner.head(&path).await.is_err(), "nothing was completed");
     }
 }
