@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::execution::SessionStateBuilder;
@@ -12,6 +13,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{CsvReadOptions, DataFrame, SessionConfig, SessionContext};
 use url::Url;
 
+use crate::csv_source::{CsvDialect, EventsCsvFormat};
 use crate::error::{Error, Result};
 use crate::layout::PartitionKey;
 use crate::mode::Mode;
@@ -102,7 +104,7 @@ impl Engine {
 
     /// The header's columns, each as a nullable string: the schema used when none is declared.
     pub async fn header_columns(&self, first: &CsvObject, csv: &CsvOptions) -> Result<Vec<Column>> {
-        let frame = self.ctx.read_csv(vec![encoded_url(&first.url)?], csv_options(csv, None, first.gzip)).await?;
+        let frame = self.ctx.read_csv(vec![encoded_url(&first.url)?], header_options(csv, first.gzip)).await?;
         Ok(frame
             .schema()
             .fields()
@@ -117,7 +119,8 @@ impl Engine {
             .collect())
     }
 
-    /// Registers the typed `events` table over the given CSV objects.
+    /// Registers the typed `events` table over the given CSV objects, read by
+    /// [`EventsCsvFormat`].
     pub async fn register_csv_events(
         &self,
         objects: &[CsvObject],
@@ -126,14 +129,20 @@ impl Engine {
         partition: &PartitionKey,
     ) -> Result<()> {
         let raw_schema = schema::raw_schema(columns);
+        let dialect = CsvDialect { has_header: csv.header, delimiter: csv.delimiter.as_bytes()[0], quote: csv.quote.as_bytes()[0] };
         let mut raw: Option<DataFrame> = None;
         for gzip in [false, true] {
-            let urls: Vec<String> =
-                objects.iter().filter(|o| o.gzip == gzip).map(|o| encoded_url(&o.url)).collect::<Result<_>>()?;
+            let urls: Vec<ListingTableUrl> = objects
+                .iter()
+                .filter(|o| o.gzip == gzip)
+                .map(|o| Ok(ListingTableUrl::parse(encoded_url(&o.url)?)?))
+                .collect::<Result<_>>()?;
             if urls.is_empty() {
                 continue;
             }
-            let frame = self.ctx.read_csv(urls, csv_options(csv, Some(&raw_schema), gzip)).await?;
+            let options = ListingOptions::new(Arc::new(EventsCsvFormat::new(dialect, gzip))).with_file_extension("");
+            let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(Arc::clone(&raw_schema));
+            let frame = self.ctx.read_table(Arc::new(ListingTable::try_new(config)?))?;
             raw = Some(match raw {
                 Some(previous) => previous.union(frame)?,
                 None => frame,
@@ -218,18 +227,15 @@ fn encoded_url(verbatim: &str) -> Result<String> {
     Ok(url.into())
 }
 
-fn csv_options<'a>(csv: &'a CsvOptions, schema: Option<&'a Schema>, gzip: bool) -> CsvReadOptions<'a> {
-    let mut options = CsvReadOptions::new()
+/// Options to read the header of an object in the `csv` dialect.
+fn header_options(csv: &CsvOptions, gzip: bool) -> CsvReadOptions<'_> {
+    CsvReadOptions::new()
         .has_header(csv.header)
         .delimiter(csv.delimiter.as_bytes()[0])
         .quote(csv.quote.as_bytes()[0])
         .newlines_in_values(true)
         .file_extension("")
-        .file_compression_type(if gzip { FileCompressionType::GZIP } else { FileCompressionType::UNCOMPRESSED });
-    if let Some(schema) = schema {
-        options = options.schema(schema);
-    }
-    options
+        .file_compression_type(if gzip { FileCompressionType::GZIP } else { FileCompressionType::UNCOMPRESSED })
 }
 
 /// Whether objects named `name` are gzip-compressed under the given setting.
@@ -243,8 +249,6 @@ pub fn is_gzip(name: &str, compression: CsvCompression) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::datasource::listing::ListingTableUrl;
-
     use super::*;
 
     #[test]

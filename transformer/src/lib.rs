@@ -7,6 +7,8 @@
 
 pub mod badrows;
 pub mod credentials;
+pub mod csv_decoder;
+pub mod csv_source;
 pub mod discovery;
 pub mod engine;
 pub mod error;

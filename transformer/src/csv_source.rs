@@ -1,0 +1,212 @@
+//! The `events` table's CSV objects as a DataFusion file format whose scan decodes with
+//! [`CsvDecoder`]. Everything around the decoding stays DataFusion's: listing, file groups per
+//! partition, projection, the scan's row metrics, gzip.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::{DataFusionError, GetExt, Statistics, not_impl_err};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::physical_plan::{
+    FileOpenFuture, FileOpener, FileScanConfig, FileScanConfigBuilder, FileSource,
+};
+use datafusion::datasource::projection::{ProjectionOpener, SplitProjection};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::Result;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::projection::ProjectionExprs;
+use datafusion_datasource::PartitionedFile;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion_datasource::decoder::{DecoderDeserializer, deserialize_stream};
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::{GetOptions, GetResultPayload, ObjectMeta, ObjectStore};
+
+use crate::csv_decoder::{CsvDecoder, DecoderOptions};
+
+/// Bytes read at a time from a local file.
+const LOCAL_READ_BYTES: usize = 1024 * 1024;
+
+/// How the objects are written: header, delimiter, quote.
+#[derive(Clone, Copy, Debug)]
+pub struct CsvDialect {
+    /// Whether each object starts with a header record.
+    pub has_header: bool,
+    /// Field delimiter.
+    pub delimiter: u8,
+    /// Quote character.
+    pub quote: u8,
+}
+
+/// CSV objects of a declared schema, all compressed the same way.
+#[derive(Debug)]
+pub struct EventsCsvFormat {
+    dialect: CsvDialect,
+    compression: FileCompressionType,
+}
+
+impl EventsCsvFormat {
+    /// The format of objects in `dialect`, gzip-compressed or not.
+    pub fn new(dialect: CsvDialect, gzip: bool) -> Self {
+        let compression = if gzip { FileCompressionType::GZIP } else { FileCompressionType::UNCOMPRESSED };
+        Self { dialect, compression }
+    }
+}
+
+#[async_trait]
+impl FileFormat for EventsCsvFormat {
+    fn get_ext(&self) -> String {
+        "csv".into()
+    }
+
+    fn get_ext_with_compression(&self, compression: &FileCompressionType) -> Result<String> {
+        Ok(format!("csv{}", compression.get_ext()))
+    }
+
+    fn compression_type(&self) -> Option<FileCompressionType> {
+        Some(self.compression)
+    }
+
+    async fn infer_schema(&self, _: &dyn Session, _: &Arc<dyn ObjectStore>, _: &[ObjectMeta]) -> Result<SchemaRef> {
+        not_impl_err!("the events table's columns are declared, never inferred")
+    }
+
+    async fn infer_stats(&self, _: &dyn Session, _: &Arc<dyn ObjectStore>, schema: SchemaRef, _: &ObjectMeta) -> Result<Statistics> {
+        Ok(Statistics::new_unknown(&schema))
+    }
+
+    async fn create_physical_plan(&self, _: &dyn Session, config: FileScanConfig) -> Result<Arc<dyn ExecutionPlan>> {
+        let config = FileScanConfigBuilder::from(config).with_file_compression_type(self.compression).build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+
+    fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {
+        Arc::new(EventsCsvSource {
+            dialect: self.dialect,
+            batch_size: None,
+            projection: SplitProjection::unprojected(&table_schema),
+            table_schema,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+}
+
+/// The scan of [`EventsCsvFormat`] objects. An object is read whole by one partition: a quoted
+/// value may hold line breaks, so a byte range cannot tell where its rows start.
+#[derive(Clone)]
+struct EventsCsvSource {
+    dialect: CsvDialect,
+    batch_size: Option<usize>,
+    table_schema: TableSchema,
+    projection: SplitProjection,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl FileSource for EventsCsvSource {
+    fn create_file_opener(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        config: &FileScanConfig,
+        _partition: usize,
+    ) -> Result<Arc<dyn FileOpener>> {
+        let decoder = DecoderOptions {
+            file_schema: Arc::clone(self.table_schema.file_schema()),
+            projection: self.projection.file_indices.clone(),
+            batch_size: self.batch_size.expect("DataFusion sets the batch size before opening files"),
+            has_header: self.dialect.has_header,
+            delimiter: self.dialect.delimiter,
+            quote: self.dialect.quote,
+        };
+        let opener = Arc::new(EventsCsvOpener { store, compression: config.file_compression_type, decoder });
+        ProjectionOpener::try_new(self.projection.clone(), opener, self.table_schema.file_schema())
+    }
+
+    fn table_schema(&self) -> &TableSchema {
+        &self.table_schema
+    }
+
+    fn with_batch_size(&self, batch_size: usize) -> Arc<dyn FileSource> {
+        Arc::new(Self { batch_size: Some(batch_size), ..self.clone() })
+    }
+
+    fn try_pushdown_projection(&self, projection: &ProjectionExprs) -> Result<Option<Arc<dyn FileSource>>> {
+        let merged = self.projection.source.try_merge(projection)?;
+        let projection = SplitProjection::new(self.table_schema.file_schema(), &merged);
+        Ok(Some(Arc::new(Self { projection, ..self.clone() })))
+    }
+
+    fn projection(&self) -> Option<&ProjectionExprs> {
+        Some(&self.projection.source)
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        datafusion::physical_plan::apply_expression_roots(self.projection.source.iter(), f)
+    }
+
+    fn metrics(&self) -> &ExecutionPlanMetricsSet {
+        &self.metrics
+    }
+
+    fn file_type(&self) -> &str {
+        "csv"
+    }
+
+    fn supports_repartitioning(&self) -> bool {
+        false
+    }
+}
+
+/// Opens one object of the scan: its bytes, decompressed, through a [`CsvDecoder`].
+struct EventsCsvOpener {
+    store: Arc<dyn ObjectStore>,
+    compression: FileCompressionType,
+    decoder: DecoderOptions,
+}
+
+impl FileOpener for EventsCsvOpener {
+    fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
+        let (store, compression, options) = (Arc::clone(&self.store), self.compression, self.decoder.clone());
+        Ok(Box::pin(async move {
+            let location = file.object_meta.location;
+            let bytes = match store.get_opts(&location, GetOptions::default()).await?.payload {
+                GetResultPayload::File(file, _) => local_blocks(file).boxed(),
+                GetResultPayload::Stream(stream) => stream.map_err(DataFusionError::from).boxed(),
+            };
+            let bytes = compression.convert_stream(bytes)?.fuse();
+            let decoder = CsvDecoder::new(options, location.to_string());
+            Ok(deserialize_stream(bytes, DecoderDeserializer::new(decoder)).map_err(DataFusionError::from).boxed())
+        }))
+    }
+}
+
+/// A local file's bytes in blocks of [`LOCAL_READ_BYTES`], read as the stream is polled.
+fn local_blocks(mut file: std::fs::File) -> impl Stream<Item = Result<Bytes>> + Send {
+    let mut failed = false;
+    futures::stream::iter(std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        let mut block = vec![0; LOCAL_READ_BYTES];
+        match file.read(&mut block) {
+            Ok(0) => None,
+            Ok(read) => {
+                block.truncate(read);
+                Some(Ok(Bytes::from(block)))
+            }
+            Err(error) => {
+                failed = true;
+                Some(Err(DataFusionError::IoError(error)))
+            }
+        }
+    }))
+}
