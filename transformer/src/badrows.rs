@@ -281,7 +281,7 @@ fn parse(column: &Column, text: &str) -> std::result::Result<(), String> {
         ColumnType::String => true,
         ColumnType::Int64 => Int64Type::parse(text).is_some(),
         ColumnType::Float64 => Float64Type::parse(text).is_some(),
-        ColumnType::Bool => text.eq_ignore_ascii_case("true") || text.eq_ignore_ascii_case("false"),
+        ColumnType::Bool => crate::csv_decoder::parse_bool(text).is_some(),
         ColumnType::Date => Date32Type::parse(text).is_some(),
         ColumnType::Timestamp => match (column.unit, &column.format) {
             (Some(unit), _) => {

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, GetExt, Statistics, not_impl_err};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
@@ -24,7 +25,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::projection::ProjectionExprs;
 use datafusion_datasource::PartitionedFile;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion_datasource::decoder::{DecoderDeserializer, deserialize_stream};
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::{GetOptions, GetResultPayload, ObjectMeta, ObjectStore};
@@ -32,7 +32,7 @@ use object_store::{GetOptions, GetResultPayload, ObjectMeta, ObjectStore};
 use crate::csv_decoder::{CsvDecoder, DecoderOptions};
 
 /// Bytes read at a time from a local file.
-const LOCAL_READ_BYTES: usize = 1024 * 1024;
+const LOCAL_READ_BYTES: usize = 256 * 1024;
 
 /// How the objects are written: header, delimiter, quote.
 #[derive(Clone, Copy, Debug)]
@@ -209,4 +209,61 @@ fn local_blocks(mut file: std::fs::File) -> impl Stream<Item = Result<Bytes>> + 
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use datafusion::arrow::array::{AsArray, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    async fn query(path: &std::path::Path, gzip: bool, sql: &str) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("value", DataType::Utf8, true),
+            Field::new("timestamp", DataType::Int64, true),
+        ]));
+        let format = EventsCsvFormat::new(CsvDialect { has_header: true, delimiter: b',', quote: b'"' }, gzip);
+        let url = ListingTableUrl::parse(format!("file://{}", path.display())).unwrap();
+        let options = ListingOptions::new(Arc::new(format)).with_file_extension("");
+        let table = ListingTable::try_new(ListingTableConfig::new(url).with_listing_options(options).with_schema(schema)).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table("events", Arc::new(table)).unwrap();
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        assert_eq!(batches.len(), 1);
+        batches.into_iter().next().unwrap()
+    }
+
+    /// Objects of several read blocks, with quoted line breaks and CRLF rows among plain rows, read
+    /// whole through the scan — projected, and gzip-compressed or not.
+    #[tokio::test]
+    async fn objects_larger_than_a_read_block_are_read_whole() {
+        let rows: i64 = 60_000;
+        let mut text = String::from("id,name,value,timestamp\n");
+        for id in 0..rows {
+            let row = match id % 997 {
+                0 => format!("{id},\"quoted, with a\nline break\",v,{id}\r\n"),
+                _ => format!("{id},setting-{},value-{},{id}\n", id % 16, id % 12),
+            };
+            text.push_str(&row);
+        }
+        assert!(text.len() > 3 * LOCAL_READ_BYTES);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plain.csv"), &text).unwrap();
+        let mut gzipped = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzipped.write_all(text.as_bytes()).unwrap();
+        std::fs::write(dir.path().join("zipped.csv.gz"), gzipped.finish().unwrap()).unwrap();
+        for (name, gzip) in [("plain.csv", false), ("zipped.csv.gz", true)] {
+            let sql = "SELECT count(*), sum(id), count(*) FILTER (WHERE strpos(name, chr(10)) > 0) FROM events";
+            let batch = query(&dir.path().join(name), gzip, sql).await;
+            let column = |index: usize| batch.column(index).as_primitive::<Int64Type>().value(0);
+            assert_eq!((column(0), column(1), column(2)), (rows, rows * (rows - 1) / 2, (rows - 1) / 997 + 1), "{name}");
+        }
+    }
 }
