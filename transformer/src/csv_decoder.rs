@@ -593,6 +593,10 @@ mod tests {
         for case in cases {
             agrees_with_arrow_csv(&options, case).await.unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(case)));
         }
+        // A quoted value longer than the record buffer csv_core starts with.
+        let long = format!("1,a,\"{}\n{}\",100\n2,b,c,200\n", "x".repeat(1500), "y".repeat(1500));
+        let batch = agrees_with_arrow_csv(&options, long.as_bytes()).await.unwrap().unwrap();
+        assert_eq!(batch.column(2).as_any().downcast_ref::<datafusion::arrow::array::StringArray>().unwrap().value(0).len(), 3001);
     }
 
     #[tokio::test]
