@@ -22,6 +22,8 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::error::ArrowError;
 
+use crate::spec::CsvOptions;
+
 /// The CSV dialect and the columns to decode.
 #[derive(Clone, Debug)]
 pub struct DecoderOptions {
@@ -31,12 +33,27 @@ pub struct DecoderOptions {
     pub projection: Vec<usize>,
     /// Rows per batch.
     pub batch_size: usize,
-    /// Whether the first record is a header, skipped.
+    /// How the object is written.
+    pub dialect: CsvDialect,
+}
+
+/// How CSV objects are written: header, delimiter, quote.
+#[derive(Clone, Copy, Debug)]
+pub struct CsvDialect {
+    /// Whether each object starts with a header record, which is skipped.
     pub has_header: bool,
     /// Field delimiter.
     pub delimiter: u8,
     /// Quote character.
     pub quote: u8,
+}
+
+impl From<&CsvOptions> for CsvDialect {
+    /// The dialect of a pipeline's CSV options, whose delimiter and quote are single ASCII
+    /// characters (checked when the spec is validated).
+    fn from(csv: &CsvOptions) -> Self {
+        Self { has_header: csv.header, delimiter: csv.delimiter.as_bytes()[0], quote: csv.quote.as_bytes()[0] }
+    }
 }
 
 /// Turns the bytes of one CSV object, given in pieces of any size, into record batches.
@@ -92,14 +109,14 @@ impl CsvDecoder {
     /// A decoder for one object; `object` names it in error messages.
     pub fn new(options: DecoderOptions, object: String) -> Self {
         let columns = options.file_schema.fields().len();
-        let special = [b'\n', b'\r', options.quote];
-        let splits_plain_rows = !special.contains(&options.delimiter) && options.quote != b'\n' && options.quote != b'\r';
-        let core = csv_core::ReaderBuilder::new().delimiter(options.delimiter).quote(options.quote).build();
+        let CsvDialect { has_header, delimiter, quote } = options.dialect;
+        let splits_plain_rows = ![b'\n', b'\r', quote].contains(&delimiter) && quote != b'\n' && quote != b'\r';
+        let core = csv_core::ReaderBuilder::new().delimiter(delimiter).quote(quote).build();
         let output_schema = Arc::new(options.file_schema.project(&options.projection).expect("projection within the file schema"));
         let batch = FieldBatch::with_capacity(&options, 0);
         Self {
             output_schema,
-            header_pending: options.has_header,
+            header_pending: has_header,
             options,
             object,
             splits_plain_rows,
@@ -149,13 +166,13 @@ impl CsvDecoder {
     /// of the rows taken, empty lines included.
     fn split_plain_rows(&mut self, input: &[u8]) -> Result<usize, ArrowError> {
         let columns = self.columns();
-        let delimiter = self.options.delimiter;
+        let CsvDialect { delimiter, quote, .. } = self.options.dialect;
         let base = self.batch.data.len();
         let bounds_before = self.batch.bounds.len();
         let (mut row_start, mut field_start, mut fields, mut row_bounds) = (0, 0, 0, bounds_before);
         let mut block = 0;
         'blocks: while block < input.len() {
-            let mut marks = structural_marks(&input[block..], delimiter, self.options.quote);
+            let mut marks = structural_marks(&input[block..], delimiter, quote);
             while marks != 0 {
                 let at = block + marks.trailing_zeros() as usize;
                 marks &= marks - 1;
@@ -484,7 +501,7 @@ impl datafusion_datasource::decoder::Decoder for CsvDecoder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use bytes::Bytes;
     use datafusion::arrow::compute::concat_batches;
     use datafusion::arrow::datatypes::Schema;
@@ -493,7 +510,8 @@ mod tests {
 
     use super::*;
 
-    fn events_schema() -> SchemaRef {
+    /// The benchmark's columns as the raw CSV schema: ids, two texts, epoch seconds.
+    pub(crate) fn events_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("name", DataType::Utf8, true),
@@ -513,7 +531,7 @@ mod tests {
 
     fn options(schema: SchemaRef, has_header: bool, batch_size: usize) -> DecoderOptions {
         let projection = (0..schema.fields().len()).collect();
-        DecoderOptions { file_schema: schema, projection, batch_size, has_header, delimiter: b',', quote: b'"' }
+        DecoderOptions { file_schema: schema, projection, batch_size, dialect: CsvDialect { has_header, delimiter: b',', quote: b'"' } }
     }
 
     /// The input decoded through DataFusion's stream plumbing, cut into pieces at `cuts`.
@@ -534,9 +552,9 @@ mod tests {
     /// The input read by arrow-csv, the reader the decoder stands in for.
     fn arrow_csv(options: &DecoderOptions, input: &[u8]) -> Result<Option<RecordBatch>, String> {
         let reader = datafusion::arrow::csv::ReaderBuilder::new(Arc::clone(&options.file_schema))
-            .with_header(options.has_header)
-            .with_delimiter(options.delimiter)
-            .with_quote(options.quote)
+            .with_header(options.dialect.has_header)
+            .with_delimiter(options.dialect.delimiter)
+            .with_quote(options.dialect.quote)
             .with_batch_size(options.batch_size)
             .with_projection(options.projection.clone())
             .build(std::io::Cursor::new(input.to_vec()))
@@ -650,7 +668,7 @@ mod tests {
 
     #[tokio::test]
     async fn another_delimiter_and_quote() {
-        let options = DecoderOptions { delimiter: b';', quote: b'\'', ..options(events_schema(), false, 1024) };
+        let options = DecoderOptions { dialect: CsvDialect { has_header: false, delimiter: b';', quote: b'\'' }, ..options(events_schema(), false, 1024) };
         agrees_with_arrow_csv(&options, b"1;'a;b';'it''s';100\n2;x,y;\"z\";200\n").await.unwrap();
         assert!(agrees_with_arrow_csv(&options, b"1,a,b,100\n").await.is_err());
     }

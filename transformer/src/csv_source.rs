@@ -29,21 +29,10 @@ use datafusion_datasource::decoder::{DecoderDeserializer, deserialize_stream};
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::{GetOptions, GetResultPayload, ObjectMeta, ObjectStore};
 
-use crate::csv_decoder::{CsvDecoder, DecoderOptions};
+use crate::csv_decoder::{CsvDecoder, CsvDialect, DecoderOptions};
 
 /// Bytes read at a time from a local file.
 const LOCAL_READ_BYTES: usize = 256 * 1024;
-
-/// How the objects are written: header, delimiter, quote.
-#[derive(Clone, Copy, Debug)]
-pub struct CsvDialect {
-    /// Whether each object starts with a header record.
-    pub has_header: bool,
-    /// Field delimiter.
-    pub delimiter: u8,
-    /// Quote character.
-    pub quote: u8,
-}
 
 /// CSV objects of a declared schema, all compressed the same way.
 #[derive(Debug)]
@@ -120,9 +109,7 @@ impl FileSource for EventsCsvSource {
             file_schema: Arc::clone(self.table_schema.file_schema()),
             projection: self.projection.file_indices.clone(),
             batch_size: self.batch_size.expect("DataFusion sets the batch size before opening files"),
-            has_header: self.dialect.has_header,
-            delimiter: self.dialect.delimiter,
-            quote: self.dialect.quote,
+            dialect: self.dialect,
         };
         let opener = Arc::new(EventsCsvOpener { store, compression: config.file_compression_type, decoder });
         ProjectionOpener::try_new(self.projection.clone(), opener, self.table_schema.file_schema())
@@ -216,19 +203,14 @@ mod tests {
     use std::io::Write;
 
     use datafusion::arrow::array::{AsArray, RecordBatch};
-    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::arrow::datatypes::Int64Type;
     use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
     use datafusion::prelude::SessionContext;
 
     use super::*;
 
     async fn query(path: &std::path::Path, gzip: bool, sql: &str) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("name", DataType::Utf8, true),
-            Field::new("value", DataType::Utf8, true),
-            Field::new("timestamp", DataType::Int64, true),
-        ]));
+        let schema = crate::csv_decoder::tests::events_schema();
         let format = EventsCsvFormat::new(CsvDialect { has_header: true, delimiter: b',', quote: b'"' }, gzip);
         let url = ListingTableUrl::parse(format!("file://{}", path.display())).unwrap();
         let options = ListingOptions::new(Arc::new(format)).with_file_extension("");

@@ -13,7 +13,8 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{CsvReadOptions, DataFrame, SessionConfig, SessionContext};
 use url::Url;
 
-use crate::csv_source::{CsvDialect, EventsCsvFormat};
+use crate::csv_decoder::CsvDialect;
+use crate::csv_source::EventsCsvFormat;
 use crate::error::{Error, Result};
 use crate::layout::PartitionKey;
 use crate::mode::Mode;
@@ -129,7 +130,7 @@ impl Engine {
         partition: &PartitionKey,
     ) -> Result<()> {
         let raw_schema = schema::raw_schema(columns);
-        let dialect = CsvDialect { has_header: csv.header, delimiter: csv.delimiter.as_bytes()[0], quote: csv.quote.as_bytes()[0] };
+        let dialect = CsvDialect::from(csv);
         let mut raw: Option<DataFrame> = None;
         for gzip in [false, true] {
             let urls: Vec<ListingTableUrl> = objects
@@ -229,10 +230,11 @@ fn encoded_url(verbatim: &str) -> Result<String> {
 
 /// Options to read the header of an object in the `csv` dialect.
 fn header_options(csv: &CsvOptions, gzip: bool) -> CsvReadOptions<'_> {
+    let dialect = CsvDialect::from(csv);
     CsvReadOptions::new()
-        .has_header(csv.header)
-        .delimiter(csv.delimiter.as_bytes()[0])
-        .quote(csv.quote.as_bytes()[0])
+        .has_header(dialect.has_header)
+        .delimiter(dialect.delimiter)
+        .quote(dialect.quote)
         .newlines_in_values(true)
         .file_extension("")
         .file_compression_type(if gzip { FileCompressionType::GZIP } else { FileCompressionType::UNCOMPRESSED })
