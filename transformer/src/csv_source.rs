@@ -1,7 +1,8 @@
 //! The `events` table's CSV objects as a DataFusion file format whose scan decodes with
-//! [`CsvDecoder`]. Everything around the decoding stays DataFusion's: listing, file groups per
-//! partition, projection, the scan's row metrics, gzip.
+//! [`CsvDecoder`]. Everything around the decoding stays DataFusion's: file groups per partition,
+//! projection, the scan's row metrics, gzip.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -13,9 +14,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, GetExt, Statistics, not_impl_err};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
-use datafusion::datasource::physical_plan::{
-    FileOpenFuture, FileOpener, FileScanConfig, FileScanConfigBuilder, FileSource,
-};
+use datafusion::datasource::physical_plan::{FileOpenFuture, FileOpener, FileScanConfig, FileSource};
 use datafusion::datasource::projection::{ProjectionOpener, SplitProjection};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
@@ -27,25 +26,38 @@ use datafusion::physical_plan::projection::ProjectionExprs;
 use datafusion_datasource::PartitionedFile;
 use datafusion_datasource::decoder::{DecoderDeserializer, deserialize_stream};
 use futures::{Stream, StreamExt, TryStreamExt};
-use object_store::{GetOptions, GetResultPayload, ObjectMeta, ObjectStore};
+use object_store::path::Path;
+use object_store::{GetResultPayload, ObjectMeta, ObjectStore};
 
-use crate::csv_decoder::{CsvDecoder, CsvDialect, DecoderOptions};
+use crate::csv_decoder::{BadRowHandling, CsvDecoder, CsvDialect, DecoderOptions};
+use crate::storage::SourceObject;
+use crate::values::ColumnRule;
 
 /// Bytes read at a time from a local file.
 const LOCAL_READ_BYTES: usize = 256 * 1024;
 
-/// CSV objects of a declared schema, all compressed the same way.
+/// The CSV objects of one partition read: the dialect, the declared columns, the objects as
+/// listed (each read at its listed version, gzip-compressed or not), and what happens to bad rows.
 #[derive(Debug)]
 pub struct EventsCsvFormat {
+    reading: Arc<Reading>,
+}
+
+/// Everything a scan of the objects needs to open one.
+#[derive(Debug)]
+struct Reading {
     dialect: CsvDialect,
-    compression: FileCompressionType,
+    columns: Arc<[ColumnRule]>,
+    /// The objects by path, with the URLs that messages and bad rows name them by.
+    objects: HashMap<Path, (SourceObject, String)>,
+    handling: BadRowHandling,
 }
 
 impl EventsCsvFormat {
-    /// The format of objects in `dialect`, gzip-compressed or not.
-    pub fn new(dialect: CsvDialect, gzip: bool) -> Self {
-        let compression = if gzip { FileCompressionType::GZIP } else { FileCompressionType::UNCOMPRESSED };
-        Self { dialect, compression }
+    /// The format of `objects` (each with its URL), read in `dialect` as `columns`.
+    pub fn new(dialect: CsvDialect, columns: Arc<[ColumnRule]>, objects: Vec<(SourceObject, String)>, handling: BadRowHandling) -> Self {
+        let objects = objects.into_iter().map(|(object, url)| (object.path.clone(), (object, url))).collect();
+        Self { reading: Arc::new(Reading { dialect, columns, objects, handling }) }
     }
 }
 
@@ -59,8 +71,9 @@ impl FileFormat for EventsCsvFormat {
         Ok(format!("csv{}", compression.get_ext()))
     }
 
+    /// Each object is compressed or not by itself (see [`SourceObject::gzip`]).
     fn compression_type(&self) -> Option<FileCompressionType> {
-        Some(self.compression)
+        None
     }
 
     async fn infer_schema(&self, _: &dyn Session, _: &Arc<dyn ObjectStore>, _: &[ObjectMeta]) -> Result<SchemaRef> {
@@ -72,13 +85,12 @@ impl FileFormat for EventsCsvFormat {
     }
 
     async fn create_physical_plan(&self, _: &dyn Session, config: FileScanConfig) -> Result<Arc<dyn ExecutionPlan>> {
-        let config = FileScanConfigBuilder::from(config).with_file_compression_type(self.compression).build();
         Ok(DataSourceExec::from_data_source(config))
     }
 
     fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {
         Arc::new(EventsCsvSource {
-            dialect: self.dialect,
+            reading: Arc::clone(&self.reading),
             batch_size: None,
             projection: SplitProjection::unprojected(&table_schema),
             table_schema,
@@ -91,7 +103,7 @@ impl FileFormat for EventsCsvFormat {
 /// value may hold line breaks, so a byte range cannot tell where its rows start.
 #[derive(Clone)]
 struct EventsCsvSource {
-    dialect: CsvDialect,
+    reading: Arc<Reading>,
     batch_size: Option<usize>,
     table_schema: TableSchema,
     projection: SplitProjection,
@@ -102,16 +114,16 @@ impl FileSource for EventsCsvSource {
     fn create_file_opener(
         &self,
         store: Arc<dyn ObjectStore>,
-        config: &FileScanConfig,
+        _config: &FileScanConfig,
         _partition: usize,
     ) -> Result<Arc<dyn FileOpener>> {
         let decoder = DecoderOptions {
-            file_schema: Arc::clone(self.table_schema.file_schema()),
+            columns: Arc::clone(&self.reading.columns),
             projection: self.projection.file_indices.clone(),
             batch_size: self.batch_size.expect("DataFusion sets the batch size before opening files"),
-            dialect: self.dialect,
+            dialect: self.reading.dialect,
         };
-        let opener = Arc::new(EventsCsvOpener { store, compression: config.file_compression_type, decoder });
+        let opener = Arc::new(EventsCsvOpener { store, reading: Arc::clone(&self.reading), decoder });
         ProjectionOpener::try_new(self.projection.clone(), opener, self.table_schema.file_schema())
     }
 
@@ -153,26 +165,45 @@ impl FileSource for EventsCsvSource {
     }
 }
 
-/// Opens one object of the scan: its bytes, decompressed, through a [`CsvDecoder`].
+/// Opens one object of the scan, at its listed version: its bytes, decompressed, through a
+/// [`CsvDecoder`].
 struct EventsCsvOpener {
     store: Arc<dyn ObjectStore>,
-    compression: FileCompressionType,
+    reading: Arc<Reading>,
     decoder: DecoderOptions,
 }
 
 impl FileOpener for EventsCsvOpener {
     fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
-        let (store, compression, options) = (Arc::clone(&self.store), self.compression, self.decoder.clone());
+        let location = file.object_meta.location;
+        let listed = self.reading.objects.get(&location);
+        let gzip = listed.is_some_and(|(object, _)| object.gzip);
+        let read = listed.map(|(object, _)| object.read_options()).unwrap_or_default();
+        let url = listed.map_or_else(|| location.to_string(), |(_, url)| url.clone());
+        let (store, options, handling) = (Arc::clone(&self.store), self.decoder.clone(), self.reading.handling.clone());
         Ok(Box::pin(async move {
-            let location = file.object_meta.location;
-            let bytes = match store.get_opts(&location, GetOptions::default()).await?.payload {
+            let bytes = match store.get_opts(&location, read).await.map_err(|error| changed_since_listed(error, &location))?.payload {
                 GetResultPayload::File(file, _) => local_blocks(file).boxed(),
                 GetResultPayload::Stream(stream) => stream.map_err(DataFusionError::from).boxed(),
             };
+            let compression = if gzip { FileCompressionType::GZIP } else { FileCompressionType::UNCOMPRESSED };
             let bytes = compression.convert_stream(bytes)?.fuse();
-            let decoder = CsvDecoder::new(options, location.to_string());
+            let decoder = CsvDecoder::new(options, url, handling);
             Ok(deserialize_stream(bytes, DecoderDeserializer::new(decoder)).map_err(DataFusionError::from).boxed())
         }))
+    }
+}
+
+/// A read refused because the object is no longer the version that was listed says so.
+fn changed_since_listed(error: object_store::Error, location: &Path) -> DataFusionError {
+    match error {
+        object_store::Error::Precondition { path, .. } | object_store::Error::NotModified { path, .. } => {
+            DataFusionError::ObjectStore(Box::new(object_store::Error::Precondition {
+                path,
+                source: format!("{location} changed after the partition was listed; the next attempt reads it again").into(),
+            }))
+        }
+        other => DataFusionError::ObjectStore(Box::new(other)),
     }
 }
 
@@ -206,14 +237,19 @@ mod tests {
     use datafusion::arrow::datatypes::Int64Type;
     use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
     use datafusion::prelude::SessionContext;
+    use object_store::GetOptions;
 
     use super::*;
+    use crate::csv_decoder::tests::events_columns;
 
     async fn query(path: &std::path::Path, gzip: bool, sql: &str) -> RecordBatch {
-        let schema = crate::csv_decoder::tests::events_schema();
-        let format = EventsCsvFormat::new(CsvDialect { has_header: true, delimiter: b',', quote: b'"' }, gzip);
+        let columns = events_columns();
+        let object = SourceObject { path: Path::from_absolute_path(path).unwrap(), size: 0, gzip, etag: None, modified: None };
+        let dialect = CsvDialect { has_header: true, delimiter: b',', quote: b'"', max_row_bytes: 1 << 20 };
+        let format = EventsCsvFormat::new(dialect, Arc::clone(&columns), vec![(object, path.display().to_string())], BadRowHandling::Refuse);
         let url = ListingTableUrl::parse(format!("file://{}", path.display())).unwrap();
         let options = ListingOptions::new(Arc::new(format)).with_file_extension("");
+        let schema = crate::values::schema(&columns);
         let table = ListingTable::try_new(ListingTableConfig::new(url).with_listing_options(options).with_schema(schema)).unwrap();
         let ctx = SessionContext::new();
         ctx.register_table("events", Arc::new(table)).unwrap();
@@ -247,5 +283,21 @@ mod tests {
             let column = |index: usize| batch.column(index).as_primitive::<Int64Type>().value(0);
             assert_eq!((column(0), column(1), column(2)), (rows, rows * (rows - 1) / 2, (rows - 1) / 997 + 1), "{name}");
         }
+    }
+
+    /// An object replaced after it was listed is not read as the listed version.
+    #[tokio::test]
+    async fn a_replaced_object_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        std::fs::write(&path, "id,name,value,timestamp\n1,a,b,1\n").unwrap();
+        let store = object_store::local::LocalFileSystem::new();
+        let location = Path::from_absolute_path(&path).unwrap();
+        let listed = object_store::ObjectStoreExt::head(&store, &location).await.unwrap().e_tag;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, "id,name,value,timestamp\n1,a,b,1\n2,c,d,2\n").unwrap();
+        let read = GetOptions { if_match: listed, ..GetOptions::default() };
+        let error = store.get_opts(&location, read).await.map(|_| ()).map_err(|e| changed_since_listed(e, &location)).unwrap_err();
+        assert!(error.to_string().contains("changed after the partition was listed"), "{error}");
     }
 }

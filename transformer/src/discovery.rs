@@ -63,7 +63,8 @@ pub fn group(source: &Store, layout: &Layout, objects: &[ObjectMeta]) -> Partiti
             let input = InputObject {
                 path: relative.to_string(),
                 size: object.size,
-                etag: object.e_tag.clone().or_else(|| Some(object.last_modified.to_rfc3339())),
+                etag: object.e_tag.clone(),
+                modified: object.e_tag.is_none().then(|| object.last_modified.to_rfc3339()),
             };
             listed.entry(key).or_default().insert(input, object.last_modified);
         }

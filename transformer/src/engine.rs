@@ -3,26 +3,30 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::Session;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::datasource::MemTable;
-use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::{MemTable, TableProvider, TableType, source_as_provider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{CsvReadOptions, DataFrame, SessionConfig, SessionContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableScan};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use url::Url;
 
-use crate::csv_decoder::CsvDialect;
+use crate::csv_decoder::{BadRowHandling, CsvDialect};
 use crate::csv_source::EventsCsvFormat;
 use crate::error::{Error, Result};
 use crate::layout::PartitionKey;
 use crate::mode::Mode;
 use crate::schema;
 use crate::single_phase::SinglePhaseLatestMap;
-use crate::spec::{Column, ColumnType, CsvCompression, CsvOptions};
-use crate::storage::Store;
+use crate::spec::{Column, CsvCompression, CsvOptions};
+use crate::storage::{SourceObject, Store};
 use crate::task::EngineSettings;
+use crate::values::{self, ColumnRule};
 
 /// Memory the query may hold before spilling, when the task does not say.
 pub const DEFAULT_MEMORY_LIMIT_MIB: u64 = 1024;
@@ -45,16 +49,8 @@ pub const EVENTS_TABLE: &str = "events";
 pub struct Engine {
     ctx: SessionContext,
     writers: usize,
-}
-
-/// A CSV object to read.
-#[derive(Clone, Debug)]
-pub struct CsvObject {
-    /// Full URL with the key verbatim (`s3://bucket/a b#1.csv` or `file:///path`), as
-    /// [`crate::storage::Store::url_of`] spells it; it is percent-encoded for DataFusion here.
-    pub url: String,
-    /// Whether it is gzip-compressed.
-    pub gzip: bool,
+    /// Partition value names that a declared column has too: in `events` they are the column.
+    shadowed: std::sync::Mutex<Vec<String>>,
 }
 
 impl Engine {
@@ -90,7 +86,7 @@ impl Engine {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udaf(crate::latest_map::udaf());
-        Ok(Self { ctx, writers })
+        Ok(Self { ctx, writers, shadowed: Default::default() })
     }
 
     /// How many files the output is written to, in parallel.
@@ -103,72 +99,45 @@ impl Engine {
         self.ctx.register_object_store(&store.root_url, Arc::clone(&store.store));
     }
 
-    /// The header's columns, each as a nullable string: the schema used when none is declared.
-    pub async fn header_columns(&self, first: &CsvObject, csv: &CsvOptions) -> Result<Vec<Column>> {
-        let frame = self.ctx.read_csv(vec![encoded_url(&first.url)?], header_options(csv, first.gzip)).await?;
-        Ok(frame
-            .schema()
-            .fields()
-            .iter()
-            .map(|field| Column {
-                name: field.name().clone(),
-                data_type: ColumnType::String,
-                nullable: true,
-                unit: None,
-                format: None,
-            })
-            .collect())
-    }
-
-    /// Registers the typed `events` table over the given CSV objects, read by
-    /// [`EventsCsvFormat`].
-    pub async fn register_csv_events(
+    /// Registers the typed `events` table over the given CSV objects of `source`, decoded with
+    /// [`EventsCsvFormat`]; bad rows are handled as `handling` says.
+    pub fn register_csv_events(
         &self,
-        objects: &[CsvObject],
+        source: &Store,
+        objects: &[SourceObject],
         csv: &CsvOptions,
-        columns: &[Column],
+        columns: &Arc<[ColumnRule]>,
         partition: &PartitionKey,
+        handling: BadRowHandling,
     ) -> Result<()> {
-        let raw_schema = schema::raw_schema(columns);
-        let dialect = CsvDialect::from(csv);
-        let mut raw: Option<DataFrame> = None;
-        for gzip in [false, true] {
-            let urls: Vec<ListingTableUrl> = objects
-                .iter()
-                .filter(|o| o.gzip == gzip)
-                .map(|o| Ok(ListingTableUrl::parse(encoded_url(&o.url)?)?))
-                .collect::<Result<_>>()?;
-            if urls.is_empty() {
-                continue;
-            }
-            let options = ListingOptions::new(Arc::new(EventsCsvFormat::new(dialect, gzip))).with_file_extension("");
-            let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(Arc::clone(&raw_schema));
-            let frame = self.ctx.read_table(Arc::new(ListingTable::try_new(config)?))?;
-            raw = Some(match raw {
-                Some(previous) => previous.union(frame)?,
-                None => frame,
-            });
-        }
-        let raw = match raw {
-            Some(frame) => frame,
-            None => self.empty_frame(raw_schema)?,
+        let schema = values::schema(columns);
+        let raw: Arc<dyn TableProvider> = if objects.is_empty() {
+            Arc::new(MemTable::try_new(schema, vec![vec![]])?)
+        } else {
+            let named: Vec<(SourceObject, String)> = objects.iter().map(|object| (object.clone(), source.url_of(&object.path))).collect();
+            let urls: Vec<ListingTableUrl> =
+                named.iter().map(|(_, url)| Ok(ListingTableUrl::parse(encoded_url(url)?)?)).collect::<Result<_>>()?;
+            let format = EventsCsvFormat::new(CsvDialect::from(csv), Arc::clone(columns), named, handling);
+            let options = ListingOptions::new(Arc::new(format)).with_file_extension("");
+            let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+            Arc::new(ListingTable::try_new(config)?)
         };
         self.register_events(raw, columns, partition)
     }
 
     /// Registers an empty `events` table with the declared columns: enough to plan a query and
     /// report unknown columns or type errors without reading data.
-    pub fn register_empty_events(&self, columns: &[Column], partition: &PartitionKey) -> Result<()> {
-        let raw = self.empty_frame(schema::raw_schema(columns))?;
+    pub fn register_empty_events(&self, columns: &Arc<[ColumnRule]>, partition: &PartitionKey) -> Result<()> {
+        let raw = Arc::new(MemTable::try_new(values::schema(columns), vec![vec![]])?);
         self.register_events(raw, columns, partition)
     }
 
-    fn empty_frame(&self, schema: SchemaRef) -> Result<DataFrame> {
-        Ok(self.ctx.read_table(Arc::new(MemTable::try_new(schema, vec![vec![]])?))?)
-    }
-
-    fn register_events(&self, raw: DataFrame, columns: &[Column], partition: &PartitionKey) -> Result<()> {
-        let typed = raw.select(schema::events_projection(columns, partition))?;
+    fn register_events(&self, raw: Arc<dyn TableProvider>, columns: &[ColumnRule], partition: &PartitionKey) -> Result<()> {
+        let declared = |name: &str| columns.iter().any(|column| column.name() == name);
+        *self.shadowed.lock().expect("not poisoned") =
+            partition.columns().into_iter().map(|(name, _)| name.to_string()).filter(|name| declared(name)).collect();
+        let rows = self.ctx.read_table(Arc::new(SourceRows(raw)))?;
+        let typed = rows.select(schema::events_projection(columns, partition))?;
         self.ctx.deregister_table(EVENTS_TABLE)?;
         self.ctx.register_table(EVENTS_TABLE, typed.into_view())?;
         Ok(())
@@ -184,6 +153,14 @@ impl Engine {
             .await
             .map_err(|e| Error::Sql(crate::error::one_line(&e)))?;
         let partition_columns: Vec<&str> = partition.columns().into_iter().map(|(name, _)| name).collect();
+        let shadowed = self.shadowed.lock().expect("not poisoned").clone();
+        if let Some(clash) = frame.schema().fields().iter().find(|field| shadowed.contains(field.name())) {
+            return Err(Error::Sql(format!(
+                "the output column {:?} is a column of the CSV and has the name of a partition value, whose place is the \
+                 path; select it under another name (SELECT ..., {0} AS event_{0})",
+                clash.name()
+            )));
+        }
         let output: Vec<_> = frame
             .schema()
             .fields()
@@ -212,8 +189,46 @@ pub async fn output_schema(sql: &str, columns: &[Column], partition: &PartitionK
 /// The SQL planned over an empty `events` table with these columns.
 pub async fn plan_sql(sql: &str, columns: &[Column], partition: &PartitionKey) -> Result<DataFrame> {
     let engine = Engine::new(&EngineSettings::default(), 0, &Mode::Append)?;
-    engine.register_empty_events(columns, partition)?;
+    engine.register_empty_events(&values::rules(columns)?, partition)?;
     engine.transform(sql, partition).await
+}
+
+/// The partition's rows as read from its objects: the one table under the `events` view. A
+/// plan's scans of it are where the query reads the partition — what decides the processing
+/// mode and where rows are counted — whatever names the SQL gives its own subqueries.
+#[derive(Debug)]
+pub struct SourceRows(Arc<dyn TableProvider>);
+
+impl SourceRows {
+    /// Whether a scan in a logical plan reads the partition's rows.
+    pub fn is_scanned_by(scan: &TableScan) -> bool {
+        source_as_provider(&scan.source).is_ok_and(|provider| provider.is::<SourceRows>())
+    }
+}
+
+#[async_trait]
+impl TableProvider for SourceRows {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.0.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.0.scan(state, projection, filters, limit).await
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        self.0.supports_filters_pushdown(filters)
+    }
 }
 
 /// The URL DataFusion reads an object from. DataFusion percent-decodes a URL's path into the key,
@@ -226,18 +241,6 @@ fn encoded_url(verbatim: &str) -> Result<String> {
     let mut url = Url::parse(&format!("{scheme}://{authority}/")).map_err(|_| invalid())?;
     url.path_segments_mut().map_err(|()| invalid())?.pop_if_empty().extend(key.split('/'));
     Ok(url.into())
-}
-
-/// Options to read the header of an object in the `csv` dialect.
-fn header_options(csv: &CsvOptions, gzip: bool) -> CsvReadOptions<'_> {
-    let dialect = CsvDialect::from(csv);
-    CsvReadOptions::new()
-        .has_header(dialect.has_header)
-        .delimiter(dialect.delimiter)
-        .quote(dialect.quote)
-        .newlines_in_values(true)
-        .file_extension("")
-        .file_compression_type(if gzip { FileCompressionType::GZIP } else { FileCompressionType::UNCOMPRESSED })
 }
 
 /// Whether objects named `name` are gzip-compressed under the given setting.

@@ -14,17 +14,25 @@ pub fn fingerprint(inputs: &[InputObject]) -> String {
     sorted.sort();
     let mut hasher = Sha256::new();
     for input in sorted {
-        hasher.update(format!("{}\t{}\t{}\n", input.path, input.size, input.etag.as_deref().unwrap_or("")));
+        hasher.update(format!("{}\t{}\t{}\n", input.path, input.size, input.version()));
     }
     hex(&hasher.finalize())
 }
 
+/// The meaning the data path gives to input bytes: how CSV is split into rows, how values are
+/// parsed, which rows are bad, how output types are written. Raise it with every release that
+/// reads the same bytes with the same spec into other output (the test
+/// `the_data_path_semantics_are_pinned` fails until it is): committed partitions then no longer
+/// match the spec hash and are processed again, and no output mixes increments of two meanings.
+pub const DATA_PATH_SEMANTICS: u32 = 2;
+
 /// Hex SHA-256 over the parts of the spec that decide the output: source (URL, layout, CSV
-/// options, schema), transform, sink (URL, compression) and bad-record handling. S3 settings
-/// (endpoint, region, credentials) and the commit mode only decide how the same bytes are reached
-/// or committed, so they are left out.
+/// options, schema), transform, sink (URL, compression) and bad-record handling, and the
+/// program's [`DATA_PATH_SEMANTICS`]. S3 settings (endpoint, region, credentials) and the commit
+/// mode only decide how the same bytes are reached or committed, so they are left out.
 pub fn spec_hash(spec: &PipelineSpec) -> String {
     let data_path = serde_json::json!({
+        "semantics": DATA_PATH_SEMANTICS,
         "source": spec.source,
         "transform": spec.transform,
         "sink": {"url": spec.sink.url, "compression": spec.sink.compression},
@@ -42,7 +50,7 @@ mod tests {
     use super::*;
 
     fn input(path: &str, size: u64, etag: &str) -> InputObject {
-        InputObject { path: path.into(), size, etag: Some(etag.into()) }
+        InputObject { path: path.into(), size, etag: Some(etag.into()), modified: None }
     }
 
     #[test]
@@ -77,5 +85,98 @@ mod tests {
         let mut commit = spec.clone();
         commit.sink.commit = crate::spec::CommitMode::Unconditional;
         assert_eq!((spec_hash(&endpoint), spec_hash(&commit)), (base.clone(), base));
+    }
+}
+
+/// The data path's meaning, pinned: a corpus of tricky inputs decoded and typed as a run does, and
+/// output types normalised, reduced to one digest. A change to how bytes become rows or values
+/// changes it; the test then asks for [`DATA_PATH_SEMANTICS`] to be raised with the new digest.
+#[cfg(test)]
+mod semantics {
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use sha2::{Digest, Sha256};
+
+    use super::DATA_PATH_SEMANTICS;
+    use crate::csv_decoder::tests::decode_with;
+    use crate::csv_decoder::{BadRowHandling, CsvDialect, DecoderOptions};
+    use crate::spec::{Column, ColumnType, TimestampUnit};
+
+    /// The semantics version and the digest of the corpus it reads.
+    const PINNED: (u32, &str) = (2, "1ddce6f50ffc4e9290c59f5f4c8d9bcd248df7bbb083b33c79fcb611ceb0eab7");
+
+    fn columns() -> Vec<Column> {
+        let column = |name: &str, data_type, nullable, unit, format: Option<&str>| Column {
+            name: name.into(),
+            data_type,
+            nullable,
+            unit,
+            format: format.map(str::to_string),
+        };
+        vec![
+            column("id", ColumnType::Int64, false, None, None),
+            column("text", ColumnType::String, true, None, None),
+            column("amount", ColumnType::Float64, true, None, None),
+            column("flag", ColumnType::Bool, true, None, None),
+            column("on", ColumnType::Date, true, None, None),
+            column("iso", ColumnType::Timestamp, true, None, None),
+            column("epoch", ColumnType::Timestamp, true, Some(TimestampUnit::Millis), None),
+            column("local", ColumnType::Timestamp, true, None, Some("%d/%m/%Y %H:%M %z")),
+        ]
+    }
+
+    const CORPUS: &[&[u8]] = &[
+        b"id,text,amount,flag,on,iso,epoch,local\n1,plain,1.5,true,2026-11-24,2026-11-24T10:00:00Z,1795478400123,24/11/2026 11:00 +0100\n",
+        b"\xEF\xBB\xBFlocal,epoch,iso,on,flag,amount,text,id\r\n24/11/2026 11:00 -0130,,2026-11-24 10:00:00,,FALSE,-2e3,\"q,\"\"uoted\"\"\r\nline\",2\r\n",
+        b"id,text,amount,flag,on,iso,epoch,local\n3,\xEF\xBB\xBFbom inside,NaN,True,0001-01-01,0001-01-01T00:00:00Z,-62135596800000,01/01/0001 00:00 +0000\n4,,,,,,,\n",
+        b"id,text,amount,flag,on,iso,epoch,local\n 5,a,1,true,2026-11-24,x,1,x\n6,\"open,1,true,2026-11-24,2026-11-24T00:00:00Z,1,24/11/2026 00:00 +0000\n7,b,1,yes,2026-1-5,0000-01-01T00:00:00Z,1e3,24/11/2026 00:00 +2500\n8,c,1 ,true,2026-02-30,2026-11-24T00:00:00Z,1,24/11/2026 00:00\n",
+        b"id,text,amount,flag,on,iso,epoch,local\n9,\xff,1,true,2026-11-24,2026-11-24T00:00:00Z,1,24/11/2026 00:00 +0000\r10,short\n\n11,\"a\"b,2,false,2026-11-24,2026-11-24T00:00:00+14:00,2,24/11/2026 00:00 +0000\n12,\"never closed",
+    ];
+
+    fn corpus_reading() -> String {
+        let rules = crate::values::rules(&columns()).unwrap();
+        let mut reading = String::new();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for input in CORPUS {
+            let options = DecoderOptions {
+                projection: (0..rules.len()).collect(),
+                columns: Arc::clone(&rules),
+                batch_size: 1024,
+                dialect: CsvDialect { has_header: true, delimiter: b',', quote: b'"', max_row_bytes: 1 << 20 },
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let bad = Arc::new(crate::badrows::BadRows::create(&dir.path().join("bad.jsonl")).unwrap());
+            let good = runtime.block_on(decode_with(&options, input, &[], BadRowHandling::Separate(Arc::clone(&bad)))).unwrap();
+            if let Some(batch) = good {
+                reading.push_str(&pretty_format_batches(&[batch]).unwrap().to_string());
+            }
+            let mut lines: Vec<u64> = std::fs::read_to_string(bad.finish().unwrap())
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str::<crate::badrows::BadRow>(line).unwrap().line)
+                .collect();
+            lines.sort();
+            reading.push_str(&format!("\nbad lines {lines:?}\n"));
+        }
+        let nanos = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        let nested = DataType::List(Arc::new(Field::new("item", nanos.clone(), true)));
+        for output in [nanos, DataType::Date64, nested, DataType::Utf8] {
+            reading.push_str(&format!("{output} -> {}\n", crate::schema::output_expr("x", &output)));
+        }
+        reading
+    }
+
+    #[test]
+    fn the_data_path_semantics_are_pinned() {
+        let reading = corpus_reading();
+        let digest: String = Sha256::digest(reading.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect();
+        assert_eq!(
+            (DATA_PATH_SEMANTICS, digest.as_str()),
+            PINNED,
+            "the data path reads its corpus differently now:\n{reading}\nIf that is meant, raise DATA_PATH_SEMANTICS \
+             (committed partitions are then processed again) and pin it with this digest."
+        );
     }
 }

@@ -1,40 +1,49 @@
-//! Header checks. Columns are read by position, so a file whose header names the declared columns
-//! in another order would silently land values in the wrong columns. Before any data is read, the
-//! header line of every object is compared with the declared column names.
+//! Headers. With `csv.header`, every object's first record names its columns, and values are read
+//! by name: an object whose header lists the declared columns in another order is read correctly,
+//! and one whose header names other columns (or that has no header, so that its first row is
+//! taken for one) is refused, naming the object, before any of its rows is read. Without declared
+//! columns, the first object's header declares them, as text.
 
 use std::io::Read;
 
-use object_store::ObjectStoreExt;
+use object_store::{GetOptions, GetRange};
 
-use crate::error::{Error, Result};
-use crate::spec::{Column, CsvOptions};
+use crate::error::Result;
+use crate::spec::CsvOptions;
 use crate::storage::{SourceObject, Store};
+use crate::values::ColumnRule;
 
 /// How much of an object is fetched to find its header line.
 const HEADER_BYTES: u64 = 64 * 1024;
 
-/// Checks that every object's header names `columns` in order (ASCII case-insensitive). Empty
-/// objects have no header and pass.
-pub async fn check(store: &Store, objects: &[SourceObject], csv: &CsvOptions, columns: &[Column]) -> Result<()> {
-    let checks = objects.iter().filter(|o| o.size > 0).map(|object| check_one(store, object, csv, columns));
-    futures::future::try_join_all(checks).await.map(|_| ())
+/// For each column, the index of the header field naming it (names compared trimmed and without
+/// regard to ASCII letter case). The header must name every column once and nothing else.
+pub fn field_of_column(header: &[String], columns: &[ColumnRule]) -> std::result::Result<Vec<usize>, String> {
+    let names: Vec<&str> = header.iter().map(|name| name.trim()).collect();
+    let declared: Vec<&str> = columns.iter().map(ColumnRule::name).collect();
+    let position = |name: &str| names.iter().position(|found| found.eq_ignore_ascii_case(name));
+    let order: Option<Vec<usize>> = declared.iter().map(|name| position(name)).collect();
+    let repeated = names.iter().enumerate().any(|(at, name)| names[..at].iter().any(|earlier| earlier.eq_ignore_ascii_case(name)));
+    match order {
+        Some(order) if names.len() == declared.len() && !repeated => Ok(order),
+        _ => Err(format!(
+            "its header {names:?} does not name the columns {declared:?} (in any order, each once); is the header missing or \
+             does the object hold other data?"
+        )),
+    }
 }
 
-async fn check_one(store: &Store, object: &SourceObject, csv: &CsvOptions, columns: &[Column]) -> Result<()> {
+/// The columns the first record of an object names, each as nullable text: the columns of a
+/// pipeline that declares none. `None` for an empty object.
+pub async fn columns_of(store: &Store, object: &SourceObject, csv: &CsvOptions) -> Result<Option<Vec<ColumnRule>>> {
     let path = &object.path;
-    let head = store.store.get_range(path, 0..object.size.min(HEADER_BYTES)).await.map_err(|e| store.error(path, e))?;
-    let gzip = object.gzip;
-    let Some(header) = first_record(&head, gzip, csv) else { return Ok(()) };
-    let matches = header.len() == columns.len()
-        && header.iter().zip(columns).all(|(found, column)| found.eq_ignore_ascii_case(&column.name));
-    if matches {
-        return Ok(());
-    }
-    let declared: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-    Err(Error::Config(format!(
-        "{} has the header {header:?} but source.schema declares {declared:?}; columns are read by position",
-        store.url_of(path)
-    )))
+    let options = GetOptions { range: Some(GetRange::Bounded(0..object.size.min(HEADER_BYTES))), ..object.read_options() };
+    let head = match store.store.get_opts(path, options).await {
+        Ok(result) => result.bytes().await.map_err(|e| store.error(path, e))?,
+        Err(e) => return Err(store.error(path, e)),
+    };
+    let names = first_record(&head, object.gzip, csv);
+    Ok(names.map(|names| names.iter().map(|name| ColumnRule::text(name.trim())).collect()))
 }
 
 /// The first CSV record of the (possibly gzip-compressed, possibly truncated) bytes.
@@ -55,7 +64,7 @@ fn first_record(bytes: &[u8], gzip: bool, csv: &CsvOptions) -> Option<Vec<String
         .from_reader(text);
     let mut record = csv::ByteRecord::new();
     match reader.read_byte_record(&mut record) {
-        Ok(true) => Some(record.iter().map(|field| String::from_utf8_lossy(field).trim().to_string()).collect()),
+        Ok(true) => Some(record.iter().map(|field| String::from_utf8_lossy(field).into_owned()).collect()),
         _ => None,
     }
 }
@@ -63,6 +72,21 @@ fn first_record(bytes: &[u8], gzip: bool, csv: &CsvOptions) -> Option<Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(text: &str) -> Vec<String> {
+        text.split(',').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn columns_are_found_by_name_in_any_order() {
+        let columns: Vec<ColumnRule> = ["id", "name", "value"].iter().map(|name| ColumnRule::text(name)).collect();
+        assert_eq!(field_of_column(&names("id,name,value"), &columns), Ok(vec![0, 1, 2]));
+        assert_eq!(field_of_column(&names(" VALUE ,id,Name"), &columns), Ok(vec![1, 2, 0]));
+        for refused in ["id,name", "id,name,value,extra", "id,name,name", "1,a,b", "id,name,valu"] {
+            let message = field_of_column(&names(refused), &columns).unwrap_err();
+            assert!(message.contains("does not name the columns"), "{refused}: {message}");
+        }
+    }
 
     #[test]
     fn the_first_record_is_read_through_bom_quotes_and_gzip() {

@@ -88,16 +88,22 @@ pub enum LayoutError {
 #[derive(Clone, Debug)]
 pub struct Layout {
     template: String,
+    segments: Vec<Segment>,
     pattern: Regex,
     hourly: bool,
 }
 
-const PLACEHOLDERS: [(&str, &str); 4] = [
-    ("year", r"(?P<year>\d{4})"),
-    ("month", r"(?P<month>\d{1,2})"),
-    ("day", r"(?P<day>\d{1,2})"),
-    ("hour", r"(?P<hour>\d{1,2})"),
-];
+/// A piece of a layout template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    /// Text that every partition's path has.
+    Literal(String),
+    /// A date part. Month, day and hour are written with two digits or, where no other
+    /// placeholder follows at once, also without the leading zero (`month=1`, as Spark writes).
+    Placeholder { name: &'static str, unpadded_too: bool },
+}
+
+const PLACEHOLDERS: [&str; 4] = ["year", "month", "day", "hour"];
 
 impl Layout {
     /// Parses a template such as `year={year}/month={month}/day={day}/`. A missing trailing slash
@@ -107,36 +113,49 @@ impl Layout {
         if !template.ends_with('/') {
             template.push('/');
         }
-        let mut pattern = String::from("^");
-        let mut seen: Vec<&str> = Vec::new();
+        let mut segments = Vec::new();
         let mut rest = template.as_str();
         while let Some(open) = rest.find(['{', '}']) {
             if rest.as_bytes()[open] == b'}' {
                 return Err(LayoutError::UnbalancedBrace { layout: template.clone() });
             }
-            pattern.push_str(&regex::escape(&rest[..open]));
+            if open > 0 {
+                segments.push(Segment::Literal(rest[..open].to_string()));
+            }
             let close = rest[open..]
                 .find('}')
                 .map(|i| open + i)
                 .ok_or_else(|| LayoutError::UnbalancedBrace { layout: template.clone() })?;
             let name = &rest[open + 1..close];
-            let (known, group) = PLACEHOLDERS
+            let seen = |known: &&str| segments.iter().any(|s| matches!(s, Segment::Placeholder { name, .. } if name == known));
+            let known = PLACEHOLDERS
                 .iter()
-                .find(|(known, _)| *known == name && !seen.contains(known))
+                .find(|known| **known == name && !seen(known))
                 .ok_or_else(|| LayoutError::BadPlaceholder { layout: template.clone(), placeholder: name.to_string() })?;
-            seen.push(known);
-            pattern.push_str(group);
             rest = &rest[close + 1..];
+            // Without text after it, a short value could not be told from the next one's digits.
+            let unpadded_too = *known != "year" && !rest.starts_with('{');
+            segments.push(Segment::Placeholder { name: known, unpadded_too });
         }
-        pattern.push_str(&regex::escape(rest));
-        pattern.push_str(r"(?P<file>[^/]+)$");
+        segments.push(Segment::Literal(rest.to_string()));
         for required in ["year", "month", "day"] {
-            if !seen.contains(&required) {
+            if !segments.iter().any(|s| matches!(s, Segment::Placeholder { name, .. } if *name == required)) {
                 return Err(LayoutError::MissingPlaceholder { layout: template, placeholder: required });
             }
         }
+        let mut pattern = String::from("^");
+        for segment in &segments {
+            match segment {
+                Segment::Literal(text) => pattern.push_str(&regex::escape(text)),
+                Segment::Placeholder { name: "year", .. } => pattern.push_str(r"(?P<year>\d{4})"),
+                Segment::Placeholder { name, unpadded_too: true } => pattern.push_str(&format!(r"(?P<{name}>\d{{1,2}})")),
+                Segment::Placeholder { name, unpadded_too: false } => pattern.push_str(&format!(r"(?P<{name}>\d{{2}})")),
+            }
+        }
+        pattern.push_str(r"(?P<file>[^/]+)$");
         let pattern = Regex::new(&pattern).expect("escaped literals and fixed groups form a valid regex");
-        Ok(Self { hourly: seen.contains(&"hour"), template, pattern })
+        let hourly = segments.iter().any(|s| matches!(s, Segment::Placeholder { name: "hour", .. }));
+        Ok(Self { template, segments, pattern, hourly })
     }
 
     /// The template, normalised to end with a slash.
@@ -176,30 +195,49 @@ impl Layout {
         key.start().map(|_| key)
     }
 
-    /// The longest directory prefix that holds every partition of the given year, month or day:
+    /// The longest directory prefixes that hold every partition of the given year, month or day:
     /// the template filled in with the values given, cut at the directory holding the first
-    /// placeholder left. `listing_prefix(2026, Some(11), None)` is `year=2026/month=11/` for the
-    /// default layout.
-    pub fn listing_prefix(&self, year: u16, month: Option<u8>, day: Option<u8>) -> String {
-        let mut filled = self.template.replace("{year}", &format!("{year:04}"));
-        if let Some(month) = month {
-            filled = filled.replace("{month}", &format!("{month:02}"));
-        }
-        if let Some(day) = day {
-            filled = filled.replace("{day}", &format!("{day:02}"));
-        }
-        let fixed = filled.find('{').map_or(filled.as_str(), |open| &filled[..open]);
-        fixed[..fixed.rfind('/').map_or(0, |slash| slash + 1)].to_string()
+    /// placeholder left — one prefix per spelling of the values (`month=01/` and `month=1/`).
+    /// `listing_prefixes(2026, Some(11), None)` is `["year=2026/month=11/"]` for the default
+    /// layout.
+    pub fn listing_prefixes(&self, year: u16, month: Option<u8>, day: Option<u8>) -> Vec<String> {
+        let values = [("year", Some(year)), ("month", month.map(u16::from)), ("day", day.map(u16::from))];
+        let value = |name: &str| values.iter().find(|(known, _)| *known == name).and_then(|(_, value)| *value);
+        let directory = |filled: String| filled[..filled.rfind('/').map_or(0, |slash| slash + 1)].to_string();
+        let mut prefixes: Vec<String> = self.spellings(value).into_iter().map(directory).collect();
+        prefixes.dedup();
+        prefixes
     }
 
-    /// The path of a partition's directory relative to the source prefix (the template filled in
-    /// with zero-padded values).
-    pub fn source_path(&self, key: &PartitionKey) -> String {
-        self.template
-            .replace("{year}", &format!("{:04}", key.year))
-            .replace("{month}", &format!("{:02}", key.month))
-            .replace("{day}", &format!("{:02}", key.day))
-            .replace("{hour}", &format!("{:02}", key.hour.unwrap_or(0)))
+    /// Every path of a partition's directory relative to the source prefix: the template filled
+    /// in with the partition's values in each spelling the layout reads, zero-padded first.
+    pub fn source_paths(&self, key: &PartitionKey) -> Vec<String> {
+        let value = |name: &str| match name {
+            "year" => Some(key.year),
+            "month" => Some(u16::from(key.month)),
+            "day" => Some(u16::from(key.day)),
+            _ => Some(u16::from(key.hour.unwrap_or(0))),
+        };
+        self.spellings(value)
+    }
+
+    /// The template filled in with `value`s up to the first placeholder without one, in every
+    /// spelling: each value below 10 of a placeholder that reads both spellings doubles them.
+    fn spellings(&self, value: impl Fn(&str) -> Option<u16>) -> Vec<String> {
+        let mut filled = vec![String::new()];
+        for segment in &self.segments {
+            let spellings = match segment {
+                Segment::Literal(text) => vec![text.clone()],
+                Segment::Placeholder { name, unpadded_too } => match value(name) {
+                    None => break,
+                    Some(year) if *name == "year" => vec![format!("{year:04}")],
+                    Some(number) if *unpadded_too && number < 10 => vec![format!("{number:02}"), number.to_string()],
+                    Some(number) => vec![format!("{number:02}")],
+                },
+            };
+            filled = filled.iter().flat_map(|start| spellings.iter().map(move |spelling| format!("{start}{spelling}"))).collect();
+        }
+        filled
     }
 }
 
@@ -214,14 +252,15 @@ mod tests {
     #[test]
     fn listing_prefixes_stop_at_the_first_directory_with_a_placeholder() {
         let daily = Layout::parse("events/year={year}/month={month}/day={day}/").unwrap();
-        assert_eq!(daily.listing_prefix(2026, Some(11), Some(4)), "events/year=2026/month=11/day=04/");
-        assert_eq!(daily.listing_prefix(2026, Some(11), None), "events/year=2026/month=11/");
-        assert_eq!(daily.listing_prefix(2026, None, None), "events/year=2026/");
+        assert_eq!(daily.listing_prefixes(2026, Some(11), Some(24)), ["events/year=2026/month=11/day=24/"]);
+        assert_eq!(daily.listing_prefixes(2026, Some(11), Some(4)), ["events/year=2026/month=11/day=04/", "events/year=2026/month=11/day=4/"]);
+        assert_eq!(daily.listing_prefixes(2026, Some(11), None), ["events/year=2026/month=11/"]);
+        assert_eq!(daily.listing_prefixes(2026, None, None), ["events/year=2026/"]);
         let hourly = Layout::parse("{year}/{month}/{day}/{hour}").unwrap();
-        assert_eq!(hourly.listing_prefix(2026, Some(1), Some(2)), "2026/01/02/");
+        assert_eq!(hourly.listing_prefixes(2026, Some(1), Some(2)), ["2026/01/02/", "2026/01/2/", "2026/1/02/", "2026/1/2/"]);
         let flat = Layout::parse("dt={year}-{month}-{day}/").unwrap();
-        assert_eq!(flat.listing_prefix(2026, Some(11), Some(24)), "dt=2026-11-24/");
-        assert_eq!(flat.listing_prefix(2026, Some(11), None), "");
+        assert_eq!(flat.listing_prefixes(2026, Some(11), Some(24)), ["dt=2026-11-24/"]);
+        assert_eq!(flat.listing_prefixes(2026, Some(11), None), [""]);
     }
 
     #[test]
@@ -255,9 +294,28 @@ mod tests {
         assert!(layout.is_hourly());
         assert_eq!(layout.partition_of("2026/11/24/07/x.csv"), Some(key(2026, 11, 24, Some(7))));
         assert_eq!(layout.partition_of("2026/11/24/24/x.csv"), None);
-        assert_eq!(layout.source_path(&key(2026, 1, 2, Some(3))), "2026/01/02/03/");
+        assert_eq!(layout.source_paths(&key(2026, 1, 2, Some(13)))[0], "2026/01/02/13/");
         let dashed = Layout::parse("dt={year}-{month}-{day}/").unwrap();
         assert_eq!(dashed.partition_of("dt=2026-11-24/x.csv"), Some(key(2026, 11, 24, None)));
+    }
+
+    /// Spark writes `month=1/day=2/`: both spellings are one partition, and both are read.
+    #[test]
+    fn unpadded_directories_are_the_same_partition_and_are_listed() {
+        let layout = Layout::parse(&crate::spec::default_layout()).unwrap();
+        let january = key(2026, 1, 2, None);
+        for path in ["year=2026/month=1/day=2/a.csv", "year=2026/month=01/day=02/b.csv", "year=2026/month=1/day=02/c.csv"] {
+            assert_eq!(layout.partition_of(path), Some(january), "{path}");
+            let directory = &path[..path.rfind('/').unwrap() + 1];
+            assert!(layout.source_paths(&january).iter().any(|listed| listed == directory), "{directory} is listed");
+        }
+        assert_eq!(layout.source_paths(&key(2026, 11, 24, None)), ["year=2026/month=11/day=24/"]);
+        // Placeholders side by side have no text between them to end a short value: two digits only.
+        let compact = Layout::parse("{year}{month}{day}/").unwrap();
+        assert_eq!(compact.partition_of("20261124/a.csv"), Some(key(2026, 11, 24, None)));
+        assert_eq!(compact.partition_of("2026112/a.csv"), Some(key(2026, 11, 2, None)), "the day ends at the slash");
+        assert_eq!(compact.partition_of("202612/a.csv"), None, "a one-digit month cannot be told from the day");
+        assert_eq!(compact.source_paths(&key(2026, 1, 2, None)), ["20260102/", "2026012/"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `eventpipe run`.
 
 pub mod badrows;
+pub mod cleanup;
 pub mod credentials;
 pub mod csv_decoder;
 pub mod csv_source;
@@ -31,6 +32,7 @@ pub mod task;
 mod test_store;
 pub mod timestamps;
 pub mod validate;
+pub mod values;
 pub mod writer;
 
 pub use error::{Error, Result};

@@ -160,6 +160,17 @@ impl Manifest {
         }
     }
 
+    /// Whether this output includes every data file of `earlier` (which has at least one): it is
+    /// `earlier` grown by increments.
+    pub fn builds_on(&self, earlier: &Manifest) -> bool {
+        !earlier.files.is_empty() && earlier.files.iter().all(|file| self.files.contains(file))
+    }
+
+    /// The files this output lists that `listing` does not hold: a committed output must have none.
+    pub fn missing_files<'a>(&'a self, listing: &crate::cleanup::Listing) -> Vec<&'a str> {
+        self.files.iter().map(|file| file.name.as_str()).filter(|name| !listing.holds(name)).collect()
+    }
+
     /// Whether this output was made from these inputs with this spec.
     pub fn matches(&self, input_fingerprint: &str, spec_hash: &str) -> bool {
         self.input_fingerprint == input_fingerprint && self.spec_hash == spec_hash
@@ -191,8 +202,9 @@ impl Manifest {
 /// succeeds only if the stored manifest is still `previous` (or, without one, if none exists), so
 /// two runs can never both believe they committed. A conditional write whose outcome is unclear —
 /// its response lost to a time-out or a 5xx, or a retry refused with 412 because the first try
-/// had in fact succeeded — is resolved by reading the manifest back: the commit is this run's
-/// exactly when the stored manifest carries this run's id.
+/// had in fact succeeded — is resolved by reading the manifest back: the commit landed when the
+/// stored manifest is this run's, or one that lists this run's files (a later increment,
+/// committed on top of it before the read).
 pub async fn commit(store: &Store, directory: &Path, manifest: &Manifest, previous: Option<&Committed>, mode: CommitMode) -> Result<()> {
     let path = directory.clone().join(MANIFEST_NAME);
     let payload = PutPayload::from(serde_json::to_vec_pretty(manifest).expect("manifests serialise"));
@@ -210,7 +222,7 @@ pub async fn commit(store: &Store, directory: &Path, manifest: &Manifest, previo
         Err(error) => error,
     };
     match read(store, directory).await {
-        Ok(Some(stored)) if stored.manifest.run_id == manifest.run_id => {
+        Ok(Some(stored)) if stored.manifest.run_id == manifest.run_id || stored.manifest.builds_on(manifest) => {
             tracing::info!(url = store.url_of(&path), %error, "the commit's response was lost; the stored manifest is this run's");
             Ok(())
         }
@@ -262,23 +274,6 @@ pub async fn check_conditional_writes(store: &Store, mode: CommitMode) -> Result
     }
     outcome?;
     CHECKED.lock().expect("not poisoned").push(url);
-    Ok(())
-}
-
-/// Deletes every data file under `directory` whose name starts with `prefix` and is not in
-/// `keep`: the files of superseded and failed runs.
-pub async fn remove_stale(store: &Store, directory: &Path, prefix: &str, keep: &[String]) -> Result<()> {
-    let relative = store.relative(directory).to_string();
-    for object in store.list(&relative).await? {
-        let Some(name) = object.location.filename() else { continue };
-        let direct_child = object.location.prefix_matches(directory) && object.location.parts().count() == directory.parts().count() + 1;
-        if direct_child && name.starts_with(prefix) && !keep.iter().any(|k| k == name) {
-            match store.store.delete(&object.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(store.error(&object.location, e)),
-            }
-        }
-    }
     Ok(())
 }
 
@@ -346,7 +341,7 @@ mod tests {
     }
 
     fn input(path: &str, etag: &str) -> InputObject {
-        InputObject { path: path.into(), size: 10, etag: Some(etag.into()) }
+        InputObject { path: path.into(), size: 10, etag: Some(etag.into()), modified: None }
     }
 
     #[test]

@@ -3,14 +3,16 @@
 //! gives over any split of the partition's objects: new objects can be converted on their own and
 //! their files added (append mode). Anything that looks at several rows at once — an aggregate, a
 //! window, a sort, a limit, a join, `DISTINCT`, `events` read twice, a subquery — needs the whole
-//! partition (full mode). Decided from DataFusion's logical plan, never from the SQL text.
+//! partition (full mode). Decided from DataFusion's logical plan, never from the SQL text, and
+//! from the scans of the partition's rows themselves ([`SourceRows`]), never from a name: a CTE
+//! or subquery the SQL calls `events` is just another step.
 
 use std::fmt;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
-use crate::engine::EVENTS_TABLE;
+use crate::engine::SourceRows;
 use crate::error::Result;
 
 /// How a pipeline's partitions are processed.
@@ -52,17 +54,13 @@ pub fn of_plan(plan: &LogicalPlan) -> Result<Mode> {
     let mut reads = 0;
     plan.apply(|node| {
         let found = match node {
-            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) => None,
-            LogicalPlan::SubqueryAlias(alias) if alias.alias.table() == EVENTS_TABLE => {
-                reads += 1;
-                // The view's own plan is the scan of the partition's objects.
-                return Ok(TreeNodeRecursion::Jump);
-            }
-            LogicalPlan::SubqueryAlias(_) => None,
-            LogicalPlan::TableScan(scan) if scan.table_name.table() == EVENTS_TABLE => {
+            // Names, of `events` or of anything else, say nothing: the scans below them do.
+            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => None,
+            LogicalPlan::TableScan(scan) if SourceRows::is_scanned_by(scan) => {
                 reads += 1;
                 scan.fetch.map(|_| "the SQL reads a limited number of rows".to_string())
             }
+            LogicalPlan::TableScan(scan) => Some(format!("the SQL reads the table {}", scan.table_name)),
             LogicalPlan::Aggregate(_) => Some("the SQL aggregates rows (GROUP BY or an aggregate function)".into()),
             LogicalPlan::Window(_) => Some("the SQL uses a window function".into()),
             LogicalPlan::Sort(_) => Some("the SQL sorts rows (ORDER BY)".into()),
@@ -117,6 +115,8 @@ mod tests {
             "SELECT id, upper(name) AS name, year FROM events WHERE value IS NOT NULL AND id > 3",
             "SELECT e.id, CASE WHEN e.value = 'on' THEN true ELSE false END AS enabled FROM events AS e",
             "WITH recent AS (SELECT * FROM events WHERE id > 0) SELECT id FROM recent",
+            "WITH events AS (SELECT id, name FROM events WHERE id > 0) SELECT * FROM events",
+            "SELECT id FROM (SELECT * FROM events) AS events",
         ] {
             assert_eq!(mode(sql).await, Mode::Append, "{sql}");
         }
@@ -135,6 +135,10 @@ mod tests {
             ("SELECT id FROM events UNION ALL SELECT id FROM events", "UNION"),
             ("SELECT id FROM events WHERE id IN (SELECT max(id) FROM events)", "subquery"),
             ("SELECT 1 AS one", "plan holds"),
+            // A name a user can write is not the source: these aggregate.
+            ("WITH events AS (SELECT id, count(*) AS n FROM events GROUP BY id) SELECT * FROM events", "aggregates"),
+            ("SELECT * FROM (SELECT id, count(*) AS n FROM events GROUP BY id) AS events", "aggregates"),
+            ("SELECT * FROM generate_series(1, 3)", "reads the table"),
         ] {
             match mode(sql).await {
                 Mode::Full { reason: found } => assert!(found.contains(reason), "{sql}: {found}"),

@@ -9,21 +9,19 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::engine::EVENTS_TABLE;
+use crate::engine::SourceRows;
 use crate::error::Result;
 
-/// Whether a query's (unoptimized) plan reads `events` exactly once and unlimited, subqueries
-/// included. `events` is a view: the planner inlines each reference to it as a subquery aliased
-/// `events` (a table scan by that name is counted too).
+/// Whether a query's (unoptimized) plan reads the partition's rows exactly once and unlimited,
+/// subqueries included: one scan of [`SourceRows`], whatever names the SQL uses.
 pub fn reads_events_once(plan: &LogicalPlan) -> Result<bool> {
     let (mut scans, mut limited) = (0, false);
     plan.apply_with_subqueries(|node| {
         match node {
-            LogicalPlan::TableScan(scan) if scan.table_name.table() == EVENTS_TABLE => {
+            LogicalPlan::TableScan(scan) if SourceRows::is_scanned_by(scan) => {
                 scans += 1;
                 limited |= scan.fetch.is_some();
             }
-            LogicalPlan::SubqueryAlias(alias) if alias.alias.table() == EVENTS_TABLE => scans += 1,
             LogicalPlan::TableScan(scan) => limited |= scan.fetch.is_some(),
             LogicalPlan::Limit(_) => limited = true,
             _ => {}
@@ -68,11 +66,13 @@ mod tests {
     async fn only_a_single_unlimited_read_of_events_counts_at_the_scans() {
         assert!(reads_once("SELECT * FROM events").await);
         assert!(reads_once("SELECT id, count(*) AS n FROM events WHERE id > 3 GROUP BY id").await);
+        assert!(reads_once("WITH events AS (SELECT id FROM events WHERE id > 3) SELECT * FROM events").await);
         for sql in [
             "SELECT * FROM events LIMIT 5",
             "SELECT a.id FROM events a JOIN events b ON a.id = b.id",
             "SELECT id FROM events UNION ALL SELECT id FROM events",
             "WITH e AS (SELECT id FROM events) SELECT id FROM e UNION ALL SELECT id FROM e",
+            "WITH events AS (SELECT id FROM events) SELECT id FROM events UNION ALL SELECT id FROM events",
         ] {
             assert!(!reads_once(sql).await, "{sql}");
         }

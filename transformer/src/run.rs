@@ -1,33 +1,40 @@
 //! One transformer run: one partition from CSV to committed Parquet.
 //!
 //! 1. The partition is listed; its input fingerprint and the spec hash identify the output.
-//! 2. If the committed manifest has both, nothing is converted. In append mode (see
-//!    [`crate::mode`]), when the committed output was made with this spec from objects that are
-//!    all still there unchanged, only the objects it lacks are converted: an increment.
-//! 3. Fast path: a strict DataFusion read of the inputs, the SQL, and Parquet out.
-//! 4. If the read fails on bad data, the inputs are checked row by row; bad rows fail the run or
-//!    are left out (and quarantined), and the clean rows go through the same fast path again.
+//! 2. If the committed manifest has both and every file it lists is there, nothing is converted.
+//!    In append mode (see [`crate::mode`]), when the committed output was made with this spec
+//!    from objects that are all still there unchanged, only the objects it lacks are converted:
+//!    an increment.
+//! 3. The run marks itself alive in the sink (see [`crate::cleanup`]), reads the inputs — each at
+//!    the version the listing saw — runs the SQL and writes Parquet.
+//! 4. If the read fails on bad data, the inputs are read again with the bad rows set apart by the
+//!    same decoder; they fail the run or are left out (and quarantined).
 //! 5. The manifest is written (the commit point; an increment's adds to the previous one, on
-//!    the condition that it is still the stored one), then every data file it does not list is
-//!    deleted — also after a skip, so files of a run killed mid-write never stay visible.
+//!    the condition that it is still the stored one), then every file no manifest lists and no
+//!    live run may still commit is deleted — also after a skip, so files of a run killed
+//!    mid-write do not stay visible.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use tokio::io::AsyncWriteExt;
 
-use crate::badrows::{self, Separated};
-use crate::engine::{CsvObject, Engine, is_gzip};
+use crate::badrows::BadRows;
+use crate::cleanup::{Listing, RunMarker};
+use crate::csv_decoder::BadRowHandling;
+use crate::engine::{Engine, is_gzip};
 use crate::error::{Error, Result};
 use crate::fingerprint::{fingerprint, spec_hash};
-use crate::header;
 use crate::manifest::{self, Manifest, ManifestColumn, ManifestFile};
 use crate::mode::Mode;
-use crate::spec::{BadRecordPolicy, Column, CsvOptions};
-use crate::storage::{Location, Opener, Retrying, SourceObject, Store};
+use crate::spec::BadRecordPolicy;
+use crate::storage::{Opener, Retrying, SourceObject, Store};
 use crate::task::{InputObject, RunRows, Summary, Task, new_run_id};
 use crate::validate::CheckedPipeline;
+use crate::values::ColumnRule;
 use crate::writer::{self, Output};
 
 /// Runs a task to completion and returns what it did.
@@ -39,6 +46,7 @@ pub async fn run(task: &Task) -> Result<Summary> {
     let opener = Opener::new(pipeline.s3.as_ref());
     let source = opener.open(&checked.source, Retrying::Patiently).await?;
     let sink = opener.open(&checked.sink, Retrying::Patiently).await?;
+    let rejected = opener.open(&checked.rejected, Retrying::Patiently).await?;
     let inputs = list_partition(&source, &checked, task).await?;
     let fingerprint = fingerprint(&inputs);
     if let Some(expected) = task.expected_fingerprint.as_deref().filter(|expected| **expected != fingerprint) {
@@ -46,11 +54,19 @@ pub async fn run(task: &Task) -> Result<Summary> {
     }
     let spec_hash = spec_hash(pipeline);
     let directory = sink.child(&task.partition.sink_path());
+    let partition = Partition { sink: &sink, rejected: &rejected, directory: &directory, rejected_directory: rejected.child(&task.partition.sink_path()) };
 
     let previous = manifest::read(&sink, &directory).await?;
+    let mut whole = task.full || task.force;
     if let Some(committed) = previous.as_ref().filter(|c| c.manifest.matches(&fingerprint, &spec_hash) && !task.force) {
-        remove_uncommitted(&sink, &directory, &committed.manifest).await?;
-        return Ok(summary(&committed.manifest, &sink, &directory, None, started));
+        let listing = Listing::sink(&sink, &directory).await?;
+        let missing = committed.manifest.missing_files(&listing);
+        if missing.is_empty() {
+            partition.remove_uncommitted(&listing, &committed.manifest).await?;
+            return Ok(summary(&committed.manifest, &sink, &directory, None, started));
+        }
+        tracing::warn!(partition = %task.partition, ?missing, "the committed manifest lists files that are gone; processing the partition again");
+        whole = true;
     }
 
     let commit_mode = pipeline.sink.commit;
@@ -58,32 +74,42 @@ pub async fn run(task: &Task) -> Result<Summary> {
     manifest::check_conditional_writes(&opener.open(&checked.sink, Retrying::Briefly).await?, commit_mode).await?;
     let increment = previous
         .as_ref()
-        .filter(|_| mode.is_append() && !task.full && !task.force)
+        .filter(|_| mode.is_append() && !whole)
         .and_then(|committed| committed.manifest.increment(&inputs, &spec_hash));
     let run_id = new_run_id();
     let to_convert = increment.as_deref().unwrap_or(&inputs);
-    let run = Run { task, mode: &mode, inputs: to_convert, run_id: &run_id, opener: &opener, source: &source, sink: &sink, directory: &directory };
-    let converted = match within_time_limit(task.engine.timeout_seconds, run.convert(&checked.rejected)).await {
-        Ok(converted) => converted,
+    let marker = RunMarker::start(&sink, &directory, &run_id).await?;
+    let run = Run { task, mode: &mode, inputs: to_convert, run_id: &run_id, source: &source, partition: &partition };
+    let committed = async {
+        let converted = within_time_limit(task.engine.timeout_seconds, run.convert()).await?;
+        let converted_manifest = run.manifest(&converted, fingerprint, spec_hash);
+        let manifest = match previous.as_ref().filter(|_| increment.is_some()) {
+            Some(committed) => committed.manifest.appended(converted_manifest),
+            None => converted_manifest,
+        };
+        marker.check_fresh()?;
+        manifest::commit(&sink, &directory, &manifest, previous.as_ref(), commit_mode).await?;
+        Ok((manifest, converted))
+    }
+    .await;
+    let (manifest, converted) = match committed {
+        Ok(committed) => committed,
         Err(error) => {
             run.discard_own_files().await?;
+            marker.finish().await;
             return Err(error);
         }
     };
-
-    let converted_manifest = run.manifest(&converted, fingerprint, spec_hash);
-    let manifest = match previous.as_ref().filter(|_| increment.is_some()) {
-        Some(committed) => committed.manifest.appended(converted_manifest),
-        None => converted_manifest,
-    };
-    if let Err(error) = manifest::commit(&sink, &directory, &manifest, previous.as_ref(), commit_mode).await {
-        run.discard_own_files().await?;
-        return Err(error);
+    let listing = Listing::sink_after_live_runs(&sink, &directory, &run_id).await?;
+    marker.finish().await;
+    let missing = manifest.missing_files(&listing);
+    if !missing.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: the committed manifest lists files that are gone ({missing:?}); the next run processes the partition again",
+            sink.url_of(&directory)
+        )));
     }
-    remove_uncommitted(&sink, &directory, &manifest).await?;
-    if let Some(rejected) = &converted.rejected {
-        manifest::remove_stale(&rejected.store, &rejected.directory, "rejected-", &manifest.committed_rejected_files()).await?;
-    }
+    partition.remove_uncommitted(&listing, &manifest).await?;
     Ok(summary(&manifest, &sink, &directory, Some(&converted), started))
 }
 
@@ -101,10 +127,11 @@ async fn within_time_limit<T>(seconds: Option<u64>, conversion: impl Future<Outp
     }
 }
 
-/// The partition's input objects as the source holds them now, those modified after the task's
-/// `settled_before` left out. A partition without objects is an error: there is nothing to commit.
+/// The partition's input objects as the source holds them now — under every spelling of its
+/// directory the layout reads — those modified after the task's `settled_before` left out. A
+/// partition without objects is an error: there is nothing to commit.
 async fn list_partition(source: &Store, checked: &CheckedPipeline, task: &Task) -> Result<Vec<InputObject>> {
-    let directory = checked.layout.source_path(&task.partition);
+    let directories = checked.layout.source_paths(&task.partition);
     let cutoff = match &task.settled_before {
         Some(text) => Some(
             chrono::DateTime::parse_from_rfc3339(text)
@@ -113,7 +140,7 @@ async fn list_partition(source: &Store, checked: &CheckedPipeline, task: &Task) 
         ),
         None => None,
     };
-    let mut found = crate::discovery::discover_below(source, &checked.layout, std::slice::from_ref(&directory)).await?;
+    let mut found = crate::discovery::discover_below(source, &checked.layout, &directories).await?;
     let partition = found.remove(&task.partition).and_then(|partition| match cutoff {
         Some(cutoff) => partition.settled(cutoff),
         None => Some(partition),
@@ -123,16 +150,28 @@ async fn list_partition(source: &Store, checked: &CheckedPipeline, task: &Task) 
         None => Err(Error::Config(format!(
             "partition {} has no input objects under {}",
             task.partition,
-            source.url_of(&source.child(&directory))
+            source.url_of(&source.child(&directories[0]))
         ))),
     }
 }
 
-/// Deletes every data file in the partition directory that the committed manifest does not list:
-/// those of superseded runs and of runs that died before committing.
-async fn remove_uncommitted(sink: &Store, directory: &Path, committed: &Manifest) -> Result<()> {
-    let keep: Vec<String> = committed.files.iter().map(|f| f.name.clone()).collect();
-    manifest::remove_stale(sink, directory, "part-", &keep).await
+/// Where a partition's output goes: its sink directory and its rejected-rows directory.
+struct Partition<'a> {
+    sink: &'a Store,
+    rejected: &'a Store,
+    directory: &'a Path,
+    rejected_directory: Path,
+}
+
+impl Partition<'_> {
+    /// Deletes the data and quarantine files that `committed` does not list and no live run may
+    /// still commit: those of superseded runs and of runs that died before committing.
+    async fn remove_uncommitted(&self, sink_listing: &Listing, committed: &Manifest) -> Result<()> {
+        let keep: Vec<String> = committed.files.iter().map(|f| f.name.clone()).collect();
+        sink_listing.remove_stale(self.sink, self.directory, "part-", &keep).await?;
+        let rejected_listing = Listing::of(self.rejected, &self.rejected_directory, sink_listing).await?;
+        rejected_listing.remove_stale(self.rejected, &self.rejected_directory, "rejected-", &committed.committed_rejected_files()).await
+    }
 }
 
 /// The output of a conversion, before it is committed.
@@ -140,14 +179,14 @@ struct Converted {
     output: Output,
     rows_read: u64,
     rows_rejected: u64,
-    rejected: Option<QuarantinedRows>,
+    /// The name of the file holding the quarantined rows, in the rejected-rows directory.
+    quarantined: Option<String>,
 }
 
-/// Where a run's quarantined rows were written.
-struct QuarantinedRows {
-    store: Store,
-    directory: Path,
-    name: String,
+/// The rows a read of the inputs saw: those the SQL saw, and the bad ones set apart.
+struct RowsRead {
+    accepted: u64,
+    bad: Option<Arc<BadRows>>,
 }
 
 struct Run<'a> {
@@ -155,146 +194,144 @@ struct Run<'a> {
     mode: &'a Mode,
     inputs: &'a [InputObject],
     run_id: &'a str,
-    opener: &'a Opener,
     source: &'a Store,
-    sink: &'a Store,
-    directory: &'a Path,
+    partition: &'a Partition<'a>,
 }
 
 impl Run<'_> {
-    /// The partition's inputs, located in the source store.
+    /// The inputs, located in the source store.
     fn source_objects(&self) -> Vec<SourceObject> {
         let compression = self.task.pipeline.source.csv.compression;
         let located = |input: &InputObject| SourceObject {
             path: self.source.child(&input.path),
             size: input.size,
             gzip: is_gzip(&input.path, compression),
+            etag: input.etag.clone(),
+            modified: input.modified.as_deref().and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok()).map(|time| time.to_utc()),
         };
         self.inputs.iter().map(located).collect()
-    }
-
-    /// The partition's inputs as DataFusion reads them.
-    fn csv_objects(&self) -> Vec<CsvObject> {
-        let readable = |object: SourceObject| CsvObject { url: self.source.url_of(&object.path), gzip: object.gzip };
-        self.source_objects().into_iter().map(readable).collect()
     }
 
     fn engine(&self) -> Result<Engine> {
         let input_bytes = self.inputs.iter().map(|input| input.size).sum();
         let engine = Engine::new(&self.task.engine, input_bytes, self.mode)?;
         engine.register_store(self.source);
-        engine.register_store(self.sink);
+        engine.register_store(self.partition.sink);
         Ok(engine)
     }
 
-    /// The declared columns, or the header's columns as strings when none are declared.
-    async fn columns(&self, engine: &Engine) -> Result<Vec<Column>> {
-        let declared = &self.task.pipeline.source.schema;
-        match self.csv_objects().first() {
-            Some(first) if declared.is_empty() => engine.header_columns(first, &self.task.pipeline.source.csv).await,
-            _ => Ok(declared.clone()),
+    /// The declared columns, or the first object's header columns as text when none are declared.
+    async fn columns(&self, objects: &[SourceObject]) -> Result<Arc<[ColumnRule]>> {
+        let source = &self.task.pipeline.source;
+        if !source.schema.is_empty() {
+            return crate::values::rules(&source.schema);
         }
-    }
-
-    /// The fast path, and the row-by-row path when the fast one fails on bad data.
-    async fn convert(&self, rejected_location: &Location) -> Result<Converted> {
-        match self.convert_fast().await {
-            Err(error) if is_data_error(&error) => {
-                self.discard_own_files().await?;
-                self.convert_row_by_row(error, rejected_location).await
+        for object in objects.iter().filter(|object| object.size > 0) {
+            if let Some(columns) = crate::header::columns_of(self.source, object, &source.csv).await? {
+                return Ok(columns.into());
             }
-            outcome => outcome,
         }
+        Err(Error::Config("source.schema is empty and no input object has a header to take the columns from".into()))
     }
 
-    async fn convert_fast(&self) -> Result<Converted> {
-        let engine = self.engine()?;
-        let columns = self.columns(&engine).await?;
-        let csv = &self.task.pipeline.source.csv;
-        if csv.header && !self.task.pipeline.source.schema.is_empty() {
-            header::check(self.source, &self.source_objects(), csv, &columns).await?;
-        }
-        let (output, rows_read) = self.transform(&engine, &self.csv_objects(), &self.task.pipeline.source.csv, &columns).await?;
-        Ok(Converted { rows_read, rows_rejected: 0, output, rejected: None })
+    /// Reads the inputs strictly; when that fails on bad data, reads them again with the bad rows
+    /// set apart, and applies the policy.
+    async fn convert(&self) -> Result<Converted> {
+        let objects = self.source_objects();
+        let columns = self.columns(&objects).await?;
+        let error = match self.transform(&objects, &columns, None).await {
+            Ok((output, rows)) => return Ok(Converted { output, rows_read: rows.accepted, rows_rejected: 0, quarantined: None }),
+            Err(error) if is_data_error(&error) => error,
+            Err(error) => return Err(header_error(error)),
+        };
+        self.discard_own_files().await?;
+        let scratch = scratch_dir(self.task)?;
+        let (output, rows) = self.transform(&objects, &columns, Some(scratch.path())).await?;
+        let Some(bad) = rows.bad.as_ref().filter(|bad| bad.count() > 0) else {
+            // Every row is well-formed: the failure was not about the input rows.
+            return Err(error);
+        };
+        let rows_rejected = bad.count();
+        let quarantined = match self.task.pipeline.bad_records.policy {
+            BadRecordPolicy::Fail => {
+                let first = bad.first().expect("a bad row was kept");
+                self.discard_own_files().await?;
+                return Err(Error::BadRecord { object: first.object, line: first.line, reason: first.reason, total: rows_rejected });
+            }
+            BadRecordPolicy::Skip => None,
+            BadRecordPolicy::Quarantine => Some(self.quarantine(bad).await?),
+        };
+        Ok(Converted { output, rows_read: rows.accepted + rows_rejected, rows_rejected, quarantined })
     }
 
-    /// Runs the SQL over the given objects and writes its output; returns it with the number of
-    /// input rows read.
-    async fn transform(&self, engine: &Engine, objects: &[CsvObject], csv: &CsvOptions, columns: &[Column]) -> Result<(Output, u64)> {
+    /// Runs the SQL over the objects and writes its output. Bad rows stop the read, or, with a
+    /// scratch directory, are set apart there. Returns the output and the rows read: counted at
+    /// the scans when the query reads `events` once and whole, else by a read of its own.
+    async fn transform(&self, objects: &[SourceObject], columns: &Arc<[ColumnRule]>, scratch: Option<&std::path::Path>) -> Result<(Output, RowsRead)> {
         let pipeline = &self.task.pipeline;
-        engine.register_csv_events(objects, csv, columns, &self.task.partition).await?;
+        let engine = self.engine()?;
+        let collector = |name: &str| -> Result<Option<Arc<BadRows>>> {
+            scratch
+                .map(|dir| BadRows::create(&dir.join(name)).map(Arc::new).map_err(|e| Error::io("creating a scratch file", e)))
+                .transpose()
+        };
+        let handling = |bad: &Option<Arc<BadRows>>| bad.clone().map_or(BadRowHandling::Refuse, BadRowHandling::Separate);
+        let csv = &pipeline.source.csv;
+        let bad = collector("bad-rows.jsonl")?;
+        engine.register_csv_events(self.source, objects, csv, columns, &self.task.partition, handling(&bad))?;
         let frame = engine.transform(&pipeline.transform.sql, &self.task.partition).await?;
         let reads_once = crate::row_count::reads_events_once(frame.logical_plan())?;
-        let output = writer::write(frame, self.sink, self.directory, self.run_id, pipeline.sink.compression, engine.writers()).await?;
-        let rows_read = match output.scanned_rows {
-            Some(rows) if reads_once => rows,
-            _ => engine.context().table(crate::engine::EVENTS_TABLE).await?.count().await? as u64,
+        let output = writer::write(frame, self.partition.sink, self.partition.directory, self.run_id, pipeline.sink.compression, engine.writers()).await?;
+        let rows = match output.scanned_rows {
+            Some(accepted) if reads_once => RowsRead { accepted, bad },
+            _ => {
+                let bad = collector("bad-rows-of-count.jsonl")?;
+                engine.register_csv_events(self.source, objects, csv, columns, &self.task.partition, handling(&bad))?;
+                let accepted = engine.context().table(crate::engine::EVENTS_TABLE).await?.count().await? as u64;
+                RowsRead { accepted, bad }
+            }
         };
-        Ok((output, rows_read))
+        Ok((output, rows))
     }
 
-    /// The slow path: separates bad rows, applies the policy, converts the clean rows.
-    async fn convert_row_by_row(&self, fast_path_error: Error, rejected_location: &Location) -> Result<Converted> {
-        let engine = self.engine()?;
-        let columns = self.columns(&engine).await?;
-        let scratch = scratch_dir(self.task)?;
-        let separated =
-            badrows::separate(self.source, &self.source_objects(), &self.task.pipeline.source.csv, &columns, scratch.path())
-                .await?;
-        let Some(first_bad) = separated.first_bad.clone() else {
-            // Every row is well-formed: the failure was not about the input rows.
-            return Err(fast_path_error);
-        };
-        let policy = self.task.pipeline.bad_records.policy;
-        if policy == BadRecordPolicy::Fail {
-            return Err(Error::BadRecord {
-                object: first_bad.object,
-                line: first_bad.line,
-                reason: first_bad.reason,
-                total: separated.rows_rejected,
-            });
-        }
-        let clean: Vec<CsvObject> = separated
-            .clean_files
-            .iter()
-            .map(|path| CsvObject { url: format!("file://{}", path.display()), gzip: false })
-            .collect();
-        let (output, rows_read) = self.transform(&engine, &clean, &CsvOptions::default(), &columns).await?;
-        let accepted = separated.rows_read - separated.rows_rejected;
-        if rows_read != accepted {
-            return Err(Error::Config(format!(
-                "the row-by-row check accepted {accepted} rows but the reader read {rows_read}: a value passes one parser and not the other"
-            )));
-        }
-        let rejected = match policy {
-            BadRecordPolicy::Quarantine => Some(self.quarantine(&separated, rejected_location).await?),
-            _ => None,
-        };
-        Ok(Converted { output, rows_read: separated.rows_read, rows_rejected: separated.rows_rejected, rejected })
-    }
-
-    /// Uploads the bad rows as JSON lines below the rejected-rows location.
-    async fn quarantine(&self, separated: &Separated, location: &Location) -> Result<QuarantinedRows> {
-        let store = self.opener.open(location, Retrying::Patiently).await?;
-        let directory = store.child(&self.task.partition.sink_path());
+    /// Uploads the bad rows as JSON lines below the rejected-rows location; returns the file's name.
+    async fn quarantine(&self, bad: &BadRows) -> Result<String> {
+        let Partition { rejected: store, rejected_directory: directory, .. } = self.partition;
         let name = format!("rejected-{}.jsonl", self.run_id);
         let path = directory.clone().join(name.as_str());
-        let mut file = tokio::fs::File::open(&separated.bad_rows_file)
-            .await
-            .map_err(|e| Error::io("reading bad rows", e))?;
-        let mut upload = BufWriter::new(std::sync::Arc::clone(&store.store), path.clone());
+        let rows = bad.finish().map_err(|e| Error::io("writing bad rows", e))?;
+        let mut file = tokio::fs::File::open(rows).await.map_err(|e| Error::io("reading bad rows", e))?;
+        let mut upload = BufWriter::new(Arc::clone(&store.store), path.clone());
         tokio::io::copy(&mut file, &mut upload).await.map_err(|e| Error::io(format!("writing {}", store.url_of(&path)), e))?;
         upload.shutdown().await.map_err(|e| Error::io(format!("writing {}", store.url_of(&path)), e))?;
-        Ok(QuarantinedRows { store, directory, name })
+        Ok(name)
     }
 
-    /// Deletes the data files this run wrote, after a failure.
+    /// Deletes the data and quarantine files this run wrote, after a failure — except those the
+    /// stored manifest lists (a commit whose response was lost may have landed and been built on).
     async fn discard_own_files(&self) -> Result<()> {
-        manifest::remove_stale(self.sink, self.directory, &writer::file_prefix(self.run_id), &[]).await
+        let Partition { sink, rejected, directory, rejected_directory } = self.partition;
+        let stored = manifest::read(sink, directory).await?.map(|committed| committed.manifest);
+        let keep: Vec<String> = stored.iter().flat_map(|m| m.files.iter().map(|f| f.name.clone()).chain(m.committed_rejected_files())).collect();
+        let own = |location: &Path, prefix: &str| {
+            location.filename().is_some_and(|name| crate::cleanup::run_of(name, prefix) == Some(self.run_id) && !keep.iter().any(|k| k == name))
+        };
+        for (store, directory, prefix) in [(sink, *directory, "part-"), (rejected, rejected_directory, "rejected-")] {
+            for object in store.list(store.relative(directory)).await? {
+                if own(&object.location, prefix) {
+                    match store.store.delete(&object.location).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(store.error(&object.location, e)),
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn manifest(&self, converted: &Converted, input_fingerprint: String, spec_hash: String) -> Manifest {
         let output = &converted.output;
+        let Partition { rejected, rejected_directory, .. } = self.partition;
         Manifest {
             run_id: self.run_id.to_string(),
             partition: self.task.partition.to_string(),
@@ -314,11 +351,8 @@ impl Run<'_> {
             rows_rejected: converted.rows_rejected,
             rows_written: output.files.iter().map(|f| f.rows).sum(),
             bytes_written: output.files.iter().map(|f| f.bytes).sum(),
-            rejected_rows_url: converted
-                .rejected
-                .as_ref()
-                .map(|r| r.store.url_of(&r.directory.clone().join(r.name.as_str()))),
-            rejected_files: converted.rejected.iter().map(|r| r.name.clone()).collect(),
+            rejected_rows_url: converted.quarantined.as_ref().map(|name| rejected.url_of(&rejected_directory.clone().join(name.as_str()))),
+            rejected_files: converted.quarantined.iter().cloned().collect(),
             increments: 1,
             schema: output
                 .schema
@@ -362,15 +396,35 @@ fn scratch_dir(task: &Task) -> Result<tempfile::TempDir> {
     .map_err(|e| Error::io("creating a scratch directory", e))
 }
 
-/// Whether a fast-path failure may come from the input rows (so the row-by-row pass can tell),
-/// rather than from storage, resources or the SQL itself.
+/// Whether a fast-path failure may come from the input rows (so that reading them again with bad
+/// rows set apart can tell), rather than from storage, resources, the SQL or a header.
 fn is_data_error(error: &Error) -> bool {
     use datafusion::error::DataFusionError as E;
     match error {
         Error::Engine(engine) => !matches!(
             engine.find_root(),
             E::ObjectStore(_) | E::IoError(_) | E::ResourcesExhausted(_) | E::NotImplemented(_) | E::Plan(_)
-        ),
+        ) && header_problem(engine).is_none(),
         _ => false,
+    }
+}
+
+/// An object whose header does not name the columns: a problem of the data's shape, not of its
+/// rows, reported as the spec's (the same inputs fail again).
+fn header_error(error: Error) -> Error {
+    match &error {
+        Error::Engine(engine) => header_problem(engine).map_or(error, Error::Config),
+        _ => error,
+    }
+}
+
+fn header_problem(error: &datafusion::error::DataFusionError) -> Option<String> {
+    use datafusion::arrow::error::ArrowError;
+    match error.find_root() {
+        datafusion::error::DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
+            ArrowError::SchemaError(message) => Some(message.clone()),
+            _ => None,
+        },
+        _ => None,
     }
 }

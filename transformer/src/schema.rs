@@ -1,14 +1,15 @@
-//! The declared columns as Arrow types: the schema the CSV reader parses with, and the projection
-//! that turns it into the typed `events` table the SQL sees.
+//! The `events` table the SQL sees — the declared columns, typed by the CSV decoder, plus the
+//! partition values — and the normalisation of the query's output types for Parquet readers.
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use datafusion::logical_expr::{Expr, cast, lit};
 
 use crate::error::{Error, Result};
 use crate::layout::PartitionKey;
 use crate::spec::{Column, ColumnType};
+use crate::values::ColumnRule;
 
 /// The Arrow type every timestamp column ends up as: microseconds, UTC. Parquet stores it as
 /// `TIMESTAMP(isAdjustedToUTC=true, MICROS)`, which Athena, Spark, DuckDB and pyarrow all read.
@@ -17,7 +18,7 @@ pub fn timestamp_type() -> DataType {
 }
 
 /// Checks the column list: names unique and non-empty, `unit`/`format` only on timestamps and
-/// never both.
+/// never both, formats that can be honoured.
 pub fn validate(columns: &[Column]) -> Result<()> {
     for (index, column) in columns.iter().enumerate() {
         let name = &column.name;
@@ -36,60 +37,41 @@ pub fn validate(columns: &[Column]) -> Result<()> {
         if column.unit.is_some() && column.format.is_some() {
             return Err(Error::Config(format!("source.schema column {name:?}: give either unit or format, not both")));
         }
+        ColumnRule::of(column)?;
     }
     Ok(())
 }
 
-/// The Arrow type the CSV reader parses a column as.
-pub fn raw_type(column: &Column) -> DataType {
-    match column.data_type {
-        ColumnType::String => DataType::Utf8,
-        ColumnType::Int64 => DataType::Int64,
-        ColumnType::Float64 => DataType::Float64,
-        ColumnType::Bool => DataType::Boolean,
-        ColumnType::Date => DataType::Date32,
-        ColumnType::Timestamp => match (column.unit, &column.format) {
-            (Some(_), _) => DataType::Int64,
-            (None, Some(_)) => DataType::Utf8,
-            (None, None) => timestamp_type(),
-        },
-    }
-}
-
-/// The schema the CSV reader parses with. Non-nullable columns are declared so, and the reader
-/// refuses empty values in them.
-pub fn raw_schema(columns: &[Column]) -> SchemaRef {
-    let fields: Vec<Field> = columns.iter().map(|c| Field::new(&c.name, raw_type(c), c.nullable)).collect();
-    Arc::new(Schema::new(fields))
-}
-
-/// The projection from the raw CSV columns to the `events` table: timestamps converted to UTC
-/// microseconds, and the partition values appended as `Int32` columns.
-pub fn events_projection(columns: &[Column], partition: &PartitionKey) -> Vec<Expr> {
-    let mut exprs: Vec<Expr> = columns.iter().map(typed_column).collect();
-    exprs.extend(partition.columns().into_iter().map(|(name, value)| lit(value).alias(name)));
+/// The projection from the decoded columns to the `events` table: the columns as decoded, and
+/// the partition values appended as `Int32` columns — but for a name a declared column has.
+pub fn events_projection(columns: &[ColumnRule], partition: &PartitionKey) -> Vec<Expr> {
+    let mut exprs: Vec<Expr> = columns.iter().map(|column| quoted_col(column.name())).collect();
+    let declared = |name: &str| columns.iter().any(|column| column.name() == name);
+    exprs.extend(partition.columns().into_iter().filter(|(name, _)| !declared(name)).map(|(name, value)| lit(value).alias(name)));
     exprs
 }
 
-fn typed_column(column: &Column) -> Expr {
-    let raw = quoted_col(&column.name);
-    let typed = match (column.data_type, column.unit, &column.format) {
-        (ColumnType::Timestamp, Some(unit), _) => crate::timestamps::epoch_expr(raw, unit, &column.name),
-        (ColumnType::Timestamp, None, Some(format)) => crate::timestamps::text_expr(raw, format, &column.name),
-        _ => return raw,
-    };
-    typed.alias(&column.name)
-}
-
-/// Normalises an output column's type for Parquet readers such as Athena: every timestamp becomes
-/// UTC microseconds (seconds would be stored as a plain integer, nanoseconds trouble Athena).
+/// An output column as Parquet readers such as Athena read it: every timestamp, nested ones
+/// included, becomes UTC microseconds (seconds would be stored as a plain integer, nanoseconds
+/// trouble Athena), and `Date64` (milliseconds, stored as a plain integer) becomes `Date32`.
 pub fn output_expr(name: &str, data_type: &DataType) -> Expr {
     let column = quoted_col(name);
+    let normalised = for_parquet(data_type);
+    if normalised == *data_type { column } else { cast(column, normalised).alias(name) }
+}
+
+/// `data_type` with its timestamps and dates, at any depth, in the types Parquet readers expect.
+fn for_parquet(data_type: &DataType) -> DataType {
+    let field = |field: &Arc<Field>| Arc::new(field.as_ref().clone().with_data_type(for_parquet(field.data_type())));
     match data_type {
-        DataType::Timestamp(unit, tz) if *unit != TimeUnit::Microsecond || tz.as_deref() != Some("UTC") => {
-            cast(column, timestamp_type()).alias(name)
-        }
-        _ => column,
+        DataType::Timestamp(..) => timestamp_type(),
+        DataType::Date64 => DataType::Date32,
+        DataType::List(item) => DataType::List(field(item)),
+        DataType::LargeList(item) => DataType::LargeList(field(item)),
+        DataType::FixedSizeList(item, size) => DataType::FixedSizeList(field(item), *size),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect::<Fields>()),
+        DataType::Map(entries, sorted) => DataType::Map(field(entries), *sorted),
+        other => other.clone(),
     }
 }
 
@@ -108,27 +90,6 @@ mod tests {
     }
 
     #[test]
-    fn raw_types_follow_the_timestamp_encoding() {
-        let mut ts = column("ts", ColumnType::Timestamp);
-        assert_eq!(raw_type(&ts), timestamp_type());
-        ts.unit = Some(TimestampUnit::Seconds);
-        assert_eq!(raw_type(&ts), DataType::Int64);
-        ts.unit = None;
-        ts.format = Some("%Y-%m-%d %H:%M:%S".into());
-        assert_eq!(raw_type(&ts), DataType::Utf8);
-        assert_eq!(raw_type(&column("d", ColumnType::Date)), DataType::Date32);
-    }
-
-    #[test]
-    fn non_nullable_columns_are_declared_so() {
-        let mut id = column("id", ColumnType::Int64);
-        id.nullable = false;
-        let schema = raw_schema(&[id, column("name", ColumnType::String)]);
-        assert!(!schema.field(0).is_nullable());
-        assert!(schema.field(1).is_nullable());
-    }
-
-    #[test]
     fn validation_names_the_column() {
         let twice = [column("id", ColumnType::Int64), column("ID", ColumnType::String)];
         assert!(validate(&twice).unwrap_err().to_string().contains("\"ID\" twice"));
@@ -140,6 +101,23 @@ mod tests {
         both.format = Some("%s".into());
         assert!(validate(&[both]).is_err());
         assert!(validate(&[column("", ColumnType::String)]).is_err());
+        let mut zone_name = column("ts", ColumnType::Timestamp);
+        zone_name.format = Some("%Y-%m-%d %H:%M %Z".into());
+        assert!(validate(&[zone_name]).unwrap_err().to_string().contains("%Z"));
         assert!(validate(&[column("id", ColumnType::Int64), column("ts", ColumnType::Timestamp)]).is_ok());
+    }
+
+    #[test]
+    fn nested_timestamps_and_dates_are_normalised_for_parquet() {
+        let nanos = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        let item = |data_type: DataType| Arc::new(Field::new("item", data_type, true));
+        assert_eq!(for_parquet(&nanos), timestamp_type());
+        assert_eq!(for_parquet(&DataType::Date64), DataType::Date32);
+        assert_eq!(for_parquet(&DataType::List(item(nanos.clone()))), DataType::List(item(timestamp_type())));
+        let structure = DataType::Struct(Fields::from(vec![Field::new("at", nanos.clone(), true), Field::new("n", DataType::Int64, true)]));
+        let expected = DataType::Struct(Fields::from(vec![Field::new("at", timestamp_type(), true), Field::new("n", DataType::Int64, true)]));
+        assert_eq!(for_parquet(&structure), expected);
+        assert_eq!(for_parquet(&DataType::Utf8), DataType::Utf8);
+        assert_eq!(output_expr("n", &DataType::Int64), quoted_col("n"));
     }
 }

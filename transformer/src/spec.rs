@@ -65,7 +65,10 @@ pub fn default_layout() -> String {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CsvOptions {
-    /// Whether the first line of every file is a header (it is skipped, not read as data).
+    /// Whether the first record of every file is a header naming its columns. Columns are then
+    /// read by name, in whatever order a file has them; a file whose header does not name the
+    /// columns (or that lacks one) is refused, naming the file. Without a header, columns are
+    /// read by position.
     #[serde(default = "default_true")]
     pub header: bool,
     /// Field separator: a single ASCII character.
@@ -80,6 +83,22 @@ pub struct CsvOptions {
     /// force it for every file.
     #[serde(default)]
     pub compression: CsvCompression,
+    /// The longest row read, in bytes, its line end left out (default 1 MiB). A longer row is a
+    /// bad row: usually a quote left open, whose field would otherwise run on to the end of the
+    /// file. Reading resumes on the line after it, and memory stays bounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024, max = 268435456))]
+    pub max_row_bytes: Option<u32>,
+}
+
+/// The longest row read when `csv.maxRowBytes` is not set.
+pub const DEFAULT_MAX_ROW_BYTES: u32 = 1024 * 1024;
+
+impl CsvOptions {
+    /// The longest row read, in bytes.
+    pub fn max_row_bytes(&self) -> usize {
+        self.max_row_bytes.unwrap_or(DEFAULT_MAX_ROW_BYTES) as usize
+    }
 }
 
 impl Default for CsvOptions {
@@ -89,6 +108,7 @@ impl Default for CsvOptions {
             delimiter: default_delimiter(),
             quote: default_quote(),
             compression: CsvCompression::default(),
+            max_row_bytes: None,
         }
     }
 }
@@ -135,8 +155,11 @@ pub struct Column {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<TimestampUnit>,
     /// For `timestamp` columns holding text: a chrono/strftime format such as
-    /// `%Y-%m-%d %H:%M:%S`, read as UTC. Without `unit` and `format`, ISO 8601 / RFC 3339 text is
-    /// expected.
+    /// `%Y-%m-%d %H:%M:%S`. The offset is the one the text gives (`%z`, `%:z`), UTC when the format
+    /// has none; fields the format lacks are at their start (`%Y-%m-%d %H` is the hour's first
+    /// second). A zone name (`%Z`) without an offset is refused: names are not converted. Without
+    /// `unit` and `format`, ISO 8601 / RFC 3339 text is expected. Instants lie in the years 1 to
+    /// 9999.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
 }
@@ -147,15 +170,16 @@ pub struct Column {
 pub enum ColumnType {
     /// UTF-8 text.
     String,
-    /// 64-bit signed integer.
+    /// 64-bit signed integer: decimal digits with an optional sign, no spaces.
     Int64,
-    /// 64-bit floating point number.
+    /// 64-bit floating point number: decimal or scientific notation (`-1.5`, `2e10`), `inf` or
+    /// `NaN`; no spaces.
     Float64,
     /// `true` or `false` (any letter case).
     Bool,
     /// Instant in time, stored as a UTC timestamp with microsecond precision.
     Timestamp,
-    /// Calendar date, `YYYY-MM-DD`.
+    /// Calendar date, exactly `YYYY-MM-DD`, in the years 1 to 9999.
     Date,
 }
 
@@ -176,6 +200,8 @@ pub struct TransformSpec {
     /// One SELECT query over the table `events`, which has the schema's columns plus the partition
     /// values (`year`, `month`, `day` and, for hourly layouts, `hour`) as integers. Output columns
     /// named after partition values are not written into the files: their values are in the path.
+    /// A CSV column with such a name is that column in `events` (the partition value is then not
+    /// there) and must be selected under another name.
     /// Statements other than a query (DDL, DML, COPY, SET, ...) are refused.
     #[serde(default = "default_sql")]
     #[schemars(length(min = 1))]
@@ -245,7 +271,8 @@ pub enum ParquetCompression {
 }
 
 /// What happens to rows that cannot be read as the declared schema (wrong number of fields, a
-/// value that does not parse, an empty non-nullable value, invalid UTF-8, an unterminated quote).
+/// value of any declared column that does not parse, an empty non-nullable value, invalid UTF-8,
+/// a quote that never closes, a row longer than `source.csv.maxRowBytes`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BadRecordsSpec {

@@ -290,6 +290,23 @@ pub struct SourceObject {
     pub size: u64,
     /// Whether it is gzip-compressed.
     pub gzip: bool,
+    /// The ETag it was listed with: every read of it asks for this version, so an object replaced
+    /// after the listing fails the read instead of being recorded under the old ETag.
+    pub etag: Option<String>,
+    /// When it was last modified, where the store listed no ETag: reads ask for the object
+    /// unmodified since.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl SourceObject {
+    /// Options that read this version of the object, or fail.
+    pub fn read_options(&self) -> object_store::GetOptions {
+        object_store::GetOptions {
+            if_match: self.etag.clone(),
+            if_unmodified_since: self.modified,
+            ..object_store::GetOptions::default()
+        }
+    }
 }
 
 /// An opened location: the object store and the prefix inside it.

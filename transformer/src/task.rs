@@ -45,9 +45,20 @@ pub struct InputObject {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
-    /// ETag, or the last-modified time where the store lists no ETag.
+    /// ETag, as the listing gave it; every read of the object asks for this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// When it was last modified (RFC 3339), for stores that list no ETag: reads then ask for
+    /// the object unmodified since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<String>,
+}
+
+impl InputObject {
+    /// What tells this version of the object from another: its ETag, or when it was modified.
+    pub fn version(&self) -> &str {
+        self.etag.as_deref().or(self.modified.as_deref()).unwrap_or("")
+    }
 }
 
 /// Resources for the query engine.

@@ -1,30 +1,123 @@
-//! One parser for timestamp values, used by both paths: the fast path calls it through two scalar
-//! functions in the typed `events` projection, the row-by-row path to judge a single value. A
-//! value is accepted by one exactly when it is accepted by the other.
+//! How timestamp text becomes an instant. One parser for every path that reads a value: the CSV
+//! decoder calls it for each value, whether the row ends up written or rejected.
 //!
-//! Accepted: instants from 0001-01-01 to 9999-12-31 (UTC). Epoch numbers are scaled with checked
-//! arithmetic, so an epoch in nanoseconds under `unit: seconds` is a bad value, not a timestamp in
-//! the year −213,373; formatted text follows chrono's `strftime` syntax, with an offset (`%z`,
-//! `%:z`) or without one (then UTC), and a format without a time of day means midnight UTC.
+//! A value is converted exactly as its column says, or it is refused:
+//! - epoch numbers (`unit`) are scaled with checked arithmetic, so an epoch in nanoseconds under
+//!   `unit: seconds` is a bad value, not a timestamp in the year −213,373;
+//! - formatted text (`format`, chrono's `strftime` syntax) is read field by field: the offset is
+//!   the one the text gives (`%z`, `%:z`, `%#z`, `%+`), UTC when the format has none; a format
+//!   without seconds, minutes or a time of day means their start (`%Y-%m-%d %H` is the hour's
+//!   first second); an offset beyond ±24 hours or a field out of its range is refused, never
+//!   replaced;
+//! - ISO 8601 / RFC 3339 text (neither `unit` nor `format`) as Arrow reads it.
+//!
+//! Every instant lies between 0001-01-01 and 9999-12-31 (UTC). A format that cannot be honoured —
+//! a zone name (`%Z`) without an offset, or one whose own output cannot be read back — is refused
+//! when the pipeline is validated.
 
-use std::sync::Arc;
+use std::fmt::Write;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime};
-use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, TimestampMicrosecondArray};
+use chrono::format::{Fixed, Item, Parsed, StrftimeItems};
+use chrono::{DateTime, FixedOffset};
+use datafusion::arrow::array::{Int64Array, TimestampMicrosecondArray};
 use datafusion::arrow::compute::kernels::aggregate::{max, min};
+use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
 use datafusion::arrow::compute::kernels::numeric::mul;
-use datafusion::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
-use datafusion::common::{ScalarValue, exec_err};
-use datafusion::error::Result as DataFusionResult;
-use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast,
-};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 
-use crate::schema::timestamp_type;
 use crate::spec::TimestampUnit;
 
 /// Microseconds of 0001-01-01T00:00:00Z and of 9999-12-31T23:59:59.999999Z.
 const RANGE_MICROS: (i64, i64) = (-62_135_596_800_000_000, 253_402_300_799_999_999);
+
+/// A checked timestamp format, parsed once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimestampFormat {
+    text: String,
+    items: Vec<Item<'static>>,
+}
+
+impl TimestampFormat {
+    /// Checks a `strftime` format: its specifiers are known, a zone name comes with an offset,
+    /// and the format reads back what it writes (so it names a whole date and, where it has a
+    /// clock, an unambiguous one: `%I` needs `%p`).
+    pub fn parse(format: &str) -> Result<Self, String> {
+        let items = StrftimeItems::new(format)
+            .parse_to_owned()
+            .map_err(|e| format!("format {format:?} is not a chrono strftime format: {e}"))?;
+        let has = |wanted: &[Fixed]| items.iter().any(|item| matches!(item, Item::Fixed(fixed) if wanted.contains(fixed)));
+        let offsets = [
+            Fixed::TimezoneOffset,
+            Fixed::TimezoneOffsetColon,
+            Fixed::TimezoneOffsetDoubleColon,
+            Fixed::TimezoneOffsetTripleColon,
+            Fixed::TimezoneOffsetZ,
+            Fixed::TimezoneOffsetColonZ,
+            Fixed::RFC3339,
+            Fixed::RFC2822,
+        ];
+        if has(&[Fixed::TimezoneName]) && !has(&offsets) {
+            return Err(format!(
+                "format {format:?} reads a zone name (%Z) but no offset: names such as PST or CET are not converted to \
+                 offsets, so the time would be misread; write the offset with %z or %:z"
+            ));
+        }
+        let checked = Self { text: format.to_string(), items };
+        // An instant with every field distinct and not at its start, so that a missing or
+        // misplaced field shows.
+        let sample: DateTime<FixedOffset> =
+            DateTime::parse_from_rfc3339("2001-02-03T16:05:06.789012+00:00").expect("a valid RFC 3339 time");
+        let mut written = String::new();
+        if write!(written, "{}", sample.format_with_items(checked.items.iter())).is_err() {
+            return Err(format!("format {format:?} has a specifier that can only read, not write (such as %#z); use %z or %:z"));
+        }
+        match checked.micros(&written) {
+            Ok(read) if checked.write(read) == written => Ok(checked),
+            Ok(read) => Err(format!(
+                "format {format:?} does not read back what it writes: {written:?} is read as {}",
+                checked.write(read)
+            )),
+            Err(reason) => Err(format!("format {format:?} cannot read back what it writes ({written:?}): {reason}")),
+        }
+    }
+
+    /// The format as written in the spec.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Microseconds since the epoch of `text`, or why it is refused.
+    pub fn micros(&self, text: &str) -> Result<i64, String> {
+        let mut parsed = Parsed::new();
+        chrono::format::parse(&mut parsed, text, self.items.iter()).map_err(|e| self.mismatch(text, &e.to_string()))?;
+        if parsed.timestamp().is_none() {
+            // A format as precise as its last field: the fields after it are at their start.
+            if parsed.hour_div_12().is_none() && parsed.hour_mod_12().is_none() {
+                parsed.set_hour(0).map_err(|e| self.mismatch(text, &e.to_string()))?;
+            }
+            if parsed.minute().is_none() {
+                parsed.set_minute(0).map_err(|e| self.mismatch(text, &e.to_string()))?;
+            }
+        }
+        let offset_seconds = parsed.offset().unwrap_or(0);
+        let offset = FixedOffset::east_opt(offset_seconds)
+            .ok_or_else(|| format!("{text:?} has the offset {offset_seconds} s, beyond ±24 hours"))?;
+        let local = parsed.to_naive_datetime_with_offset(offset_seconds).map_err(|e| self.mismatch(text, &e.to_string()))?;
+        let instant = local.and_local_timezone(offset).single().ok_or_else(|| self.mismatch(text, "no such local time"))?;
+        in_range(instant.timestamp_micros(), text)
+    }
+
+    /// `micros` written in this format, at UTC.
+    fn write(&self, micros: i64) -> String {
+        let instant = DateTime::from_timestamp_micros(micros).expect("checked range").fixed_offset();
+        instant.format_with_items(self.items.iter()).to_string()
+    }
+
+    fn mismatch(&self, text: &str, why: &str) -> String {
+        format!("{text:?} does not match the format {:?}: {why}", self.text)
+    }
+}
 
 /// Microseconds since the epoch of an epoch number in `unit`.
 pub fn from_epoch(value: i64, unit: TimestampUnit) -> Result<i64, String> {
@@ -34,15 +127,14 @@ pub fn from_epoch(value: i64, unit: TimestampUnit) -> Result<i64, String> {
         .ok_or_else(|| format!("{value} is outside the years 1 to 9999 as an epoch in {}", unit_name(unit)))
 }
 
-/// Microseconds since the epoch of `text` written in `format`.
-pub fn from_text(text: &str, format: &str) -> Result<i64, String> {
-    let micros = DateTime::parse_from_str(text, format)
-        .map(|with_offset| with_offset.timestamp_micros())
-        .or_else(|_| NaiveDateTime::parse_from_str(text, format).map(|naive| naive.and_utc().timestamp_micros()))
-        .or_else(|_| {
-            NaiveDate::parse_from_str(text, format).map(|date| date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_micros())
-        })
-        .map_err(|error| format!("{text:?} does not match the format {format:?}: {error}"))?;
+/// Microseconds since the epoch of ISO 8601 / RFC 3339 text, as Arrow's CSV reader reads it
+/// (a missing offset means UTC).
+pub fn from_iso(text: &str) -> Result<i64, String> {
+    let instant = string_to_datetime(&chrono::Utc, text).map_err(|_| format!("{text:?} is not an ISO 8601 timestamp"))?;
+    in_range(instant.timestamp_micros(), text)
+}
+
+fn in_range(micros: i64, text: &str) -> Result<i64, String> {
     if (RANGE_MICROS.0..=RANGE_MICROS.1).contains(&micros) {
         Ok(micros)
     } else {
@@ -51,17 +143,13 @@ pub fn from_text(text: &str, format: &str) -> Result<i64, String> {
 }
 
 /// [`from_epoch`] over a whole column, vectorised: a checked multiplication and a range check on
-/// the column's minimum and maximum. Only a column with a refused value goes value by value, to
-/// report the first one as [`from_epoch`] does.
-fn epochs(values: &Int64Array, unit: TimestampUnit) -> Result<TimestampMicrosecondArray, String> {
-    let scaled = mul(values, &Int64Array::new_scalar(micros_per_unit(unit))).ok().map(|micros| micros.as_primitive::<Int64Type>().clone());
-    let in_range = |micros: &Int64Array| {
-        min(micros).is_none_or(|low| low >= RANGE_MICROS.0) && max(micros).is_none_or(|high| high <= RANGE_MICROS.1)
-    };
-    match scaled {
-        Some(micros) if in_range(&micros) => Ok(micros.reinterpret_cast::<TimestampMicrosecondType>()),
-        _ => values.iter().map(|value| value.map(|v| from_epoch(v, unit)).transpose()).collect(),
-    }
+/// the column's minimum and maximum. `None` when some value is refused; [`from_epoch`] then
+/// says which and why.
+pub fn epochs(values: &Int64Array, unit: TimestampUnit) -> Option<TimestampMicrosecondArray> {
+    let micros = mul(values, &Int64Array::new_scalar(micros_per_unit(unit))).ok()?;
+    let micros = micros.as_primitive::<Int64Type>();
+    let in_range = min(micros).is_none_or(|low| low >= RANGE_MICROS.0) && max(micros).is_none_or(|high| high <= RANGE_MICROS.1);
+    in_range.then(|| micros.clone().reinterpret_cast::<TimestampMicrosecondType>())
 }
 
 fn micros_per_unit(unit: TimestampUnit) -> i64 {
@@ -78,83 +166,13 @@ fn unit_name(unit: TimestampUnit) -> &'static str {
     }
 }
 
-/// The typed timestamp of a raw epoch column (`Int64`) in `unit`.
-pub fn epoch_expr(raw: Expr, unit: TimestampUnit, column: &str) -> Expr {
-    let function = Conversion { kind: Kind::Epoch(unit), column: column.to_string(), signature: signature(DataType::Int64) };
-    ScalarUDF::new_from_impl(function).call(vec![raw])
-}
-
-/// The typed timestamp of a raw text column in `format`.
-pub fn text_expr(raw: Expr, format: &str, column: &str) -> Expr {
-    let function = Conversion {
-        kind: Kind::Text(format.to_string()),
-        column: column.to_string(),
-        signature: signature(DataType::Utf8),
-    };
-    ScalarUDF::new_from_impl(function).call(vec![cast(raw, DataType::Utf8)])
-}
-
-fn signature(input: DataType) -> Signature {
-    Signature::exact(vec![input], Volatility::Immutable)
-}
-
-/// Which parser a conversion applies.
-#[derive(Debug, PartialEq, Eq, Hash)]
-enum Kind {
-    Epoch(TimestampUnit),
-    Text(String),
-}
-
-/// A raw column to UTC microseconds, failing on the first value the parser refuses (the run then
-/// checks the input row by row, with the same parser, to name the bad rows).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Conversion {
-    kind: Kind,
-    column: String,
-    signature: Signature,
-}
-
-impl ScalarUDFImpl for Conversion {
-    fn name(&self) -> &str {
-        match self.kind {
-            Kind::Epoch(_) => "eventpipe_epoch_timestamp",
-            Kind::Text(_) => "eventpipe_text_timestamp",
-        }
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> DataFusionResult<DataType> {
-        Ok(timestamp_type())
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DataFusionResult<ColumnarValue> {
-        let [input] = args.args.as_slice() else {
-            return exec_err!("{} takes one argument", self.name());
-        };
-        let array = input.to_array(args.number_rows)?;
-        let converted: Result<TimestampMicrosecondArray, String> = match &self.kind {
-            Kind::Epoch(unit) => epochs(array.as_primitive::<Int64Type>(), *unit),
-            Kind::Text(format) => array.as_string::<i32>().iter().map(|text| text.map(|t| from_text(t, format)).transpose()).collect(),
-        };
-        match converted {
-            Ok(micros) => {
-                let typed: ArrayRef = Arc::new(micros.with_timezone("UTC"));
-                Ok(match input {
-                    ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&typed, 0)?),
-                    ColumnarValue::Array(_) => ColumnarValue::Array(typed),
-                })
-            }
-            Err(reason) => exec_err!("column {:?}: {reason}", self.column),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn format(text: &str) -> TimestampFormat {
+        TimestampFormat::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
 
     #[test]
     fn epochs_scale_with_checked_arithmetic_and_stay_in_range() {
@@ -172,17 +190,50 @@ mod tests {
         let converted = epochs(&good, TimestampUnit::Seconds).unwrap();
         let one_by_one: Vec<Option<i64>> = good.iter().map(|v| v.map(|v| from_epoch(v, TimestampUnit::Seconds).unwrap())).collect();
         assert_eq!(converted.iter().collect::<Vec<_>>(), one_by_one);
-        let bad = Int64Array::from(vec![Some(1), Some(1_795_478_400_000), Some(i64::MAX)]);
-        assert_eq!(epochs(&bad, TimestampUnit::Seconds).unwrap_err(), from_epoch(1_795_478_400_000, TimestampUnit::Seconds).unwrap_err());
-        assert!(epochs(&Int64Array::from(vec![i64::MAX]), TimestampUnit::Millis).is_err(), "overflow");
+        assert!(epochs(&Int64Array::from(vec![Some(1), Some(1_795_478_400_000)]), TimestampUnit::Seconds).is_none());
+        assert!(epochs(&Int64Array::from(vec![i64::MAX]), TimestampUnit::Millis).is_none(), "overflow");
     }
 
     #[test]
     fn text_follows_the_format_with_or_without_offset_or_time() {
-        assert_eq!(from_text("2026-11-24 03:15:00", "%Y-%m-%d %H:%M:%S"), Ok(1_795_490_100_000_000));
-        assert_eq!(from_text("2026-11-24 04:15:00 +0100", "%Y-%m-%d %H:%M:%S %z"), Ok(1_795_490_100_000_000));
-        assert_eq!(from_text("2026-11-24", "%Y-%m-%d"), Ok(1_795_478_400_000_000));
-        assert!(from_text("24/11/2026", "%Y-%m-%d").unwrap_err().contains("does not match the format"));
-        assert!(from_text("2026-11-24T03:15:00", "%Y-%m-%d %H:%M:%S").is_err());
+        assert_eq!(format("%Y-%m-%d %H:%M:%S").micros("2026-11-24 03:15:00"), Ok(1_795_490_100_000_000));
+        assert_eq!(format("%Y-%m-%d %H:%M:%S %z").micros("2026-11-24 04:15:00 +0100"), Ok(1_795_490_100_000_000));
+        assert_eq!(format("%Y-%m-%d").micros("2026-11-24"), Ok(1_795_478_400_000_000));
+        assert!(format("%Y-%m-%d").micros("24/11/2026").unwrap_err().contains("does not match the format"));
+        assert!(format("%Y-%m-%d %H:%M:%S").micros("2026-11-24T03:15:00").is_err());
+    }
+
+    /// Each way a value used to come out shifted without an error.
+    #[test]
+    fn no_value_is_read_as_another_instant() {
+        // An hour without minutes is that hour, not midnight.
+        assert_eq!(format("%Y-%m-%d %H").micros("2026-11-24 03"), Ok(1_795_489_200_000_000));
+        // An offset out of range is refused, not read as UTC.
+        let far = format("%Y-%m-%d %H:%M %z").micros("2026-11-24 03:15 +9900").unwrap_err();
+        assert!(far.contains("beyond ±24 hours") || far.contains("does not match"), "{far}");
+        // A zone name without an offset cannot be honoured: refused when the pipeline is checked.
+        let named = TimestampFormat::parse("%Y-%m-%d %H:%M:%S %Z").unwrap_err();
+        assert!(named.contains("%Z") && named.contains("%z"), "{named}");
+        // With an offset, the name is only read past.
+        assert_eq!(format("%Y-%m-%d %H:%M %z %Z").micros("2026-11-24 04:15 +0100 CET"), Ok(1_795_490_100_000_000));
+    }
+
+    #[test]
+    fn formats_that_cannot_read_back_are_refused() {
+        for (bad, why) in [("%m/%d", "cannot read back"), ("%Y-%m-%d %I:%M", "cannot read back"), ("%Q", "not a chrono strftime"), ("%Y-%m-%d %#z", "only read")] {
+            let message = TimestampFormat::parse(bad).unwrap_err();
+            assert!(message.contains(why), "{bad}: {message}");
+        }
+        for good in ["%s", "%+", "%d.%m.%Y %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%:z", "%Y%m%d", "%Y-%j"] {
+            format(good);
+        }
+    }
+
+    #[test]
+    fn iso_text_is_range_checked() {
+        assert_eq!(from_iso("2026-11-24T03:15:00Z"), Ok(1_795_490_100_000_000));
+        assert_eq!(from_iso("2026-11-24T04:15:00+01:00"), Ok(1_795_490_100_000_000));
+        assert!(from_iso("tomorrow").is_err());
+        assert!(from_iso("0000-06-01T00:00:00Z").unwrap_err().contains("outside the years 1 to 9999"));
     }
 }

@@ -331,8 +331,9 @@ async fn quarantine_policy_writes_bad_rows_with_reasons() {
     assert_eq!(summary.rows_read, summary.rows_written + summary.rows_rejected);
     assert_eq!(summary.rows_rejected, 4);
     let path = rejected.path().join(DAY.sink_path()).join(format!("rejected-{}.jsonl", summary.run_id));
-    let lines: Vec<serde_json::Value> =
+    let mut lines: Vec<serde_json::Value> =
         std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    lines.sort_by_key(|l| (l["object"].as_str().unwrap().contains("bad.csv"), l["line"].as_u64().unwrap()));
     let described: Vec<(u64, String, String)> = lines
         .iter()
         .map(|l| (l["line"].as_u64().unwrap(), l["reason"].as_str().unwrap().into(), l["text"].as_str().unwrap().into()))
@@ -488,16 +489,42 @@ async fn without_a_schema_every_header_column_is_a_string() {
     assert_eq!(table(&batches)[4], "| 2  | m    |       | x          |");
 }
 
+/// Columns are read by the header's names: an object with its columns in another order is read
+/// right, and one whose header names other columns (or that has none) is refused, naming it.
 #[tokio::test]
-async fn a_header_in_another_order_is_refused_before_reading() {
+async fn headers_are_read_by_name_and_others_refused() {
     let dirs = Dirs::new();
     write_partition(
         dirs.source.path(),
-        &[("good.csv", b"ID,Name,Value,Timestamp\n1,n,v,1\n"), ("swapped.csv", b"id,value,name,timestamp\n1,v,n,1\n")],
+        &[("good.csv", b"ID,Name,Value,Timestamp\n1,n,v,1\n"), ("swapped.csv", b"id,value,name,timestamp\n2,v2,n2,2\n")],
     );
-    let error = eventpipe_transformer::run::run(&dirs.builder().policy(BadRecordPolicy::Skip).build()).await.unwrap_err();
-    let message = error.to_string();
-    assert!(matches!(error, Error::Config(_)), "{message}");
-    assert!(message.contains("day=24/swapped.csv has the header [\"id\", \"value\", \"name\", \"timestamp\"]"), "{message}");
-    assert!(dirs.output_files().is_empty());
+    let summary = eventpipe_transformer::run::run(&dirs.builder().build()).await.unwrap();
+    assert_eq!((summary.rows_read, summary.rows_written), (2, 2));
+    let rows = dirs.query("SELECT id, name, value FROM out ORDER BY id").await;
+    assert_eq!(&rows[3..5], ["| 1  | n    | v     |", "| 2  | n2   | v2    |"]);
+
+    for (name, content) in [("other.csv", &b"id,name,value,time\n3,n,v,3\n"[..]), ("headless.csv", b"3,n,v,3\n")] {
+        let dirs = Dirs::new();
+        write_partition(dirs.source.path(), &[("good.csv", b"id,name,value,timestamp\n1,n,v,1\n"), (name, content)]);
+        let error = eventpipe_transformer::run::run(&dirs.builder().policy(BadRecordPolicy::Skip).build()).await.unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, Error::Config(_)), "{message}");
+        assert!(message.contains(&format!("day=24/{name}: its header")) && message.contains("does not name the columns"), "{message}");
+        assert!(dirs.output_files().is_empty());
+    }
+}
+
+/// Without declared columns, the first object's header declares them, and every other object is
+/// read by its own header's names.
+#[tokio::test]
+async fn without_a_schema_every_object_is_read_by_its_header() {
+    let dirs = Dirs::new();
+    write_partition(dirs.source.path(), &[("a.csv", b"id,name\n1,n\n"), ("b.csv", b"name,id\nm,2\n"), ("c.csv", b"3,o\n")]);
+    let error = eventpipe_transformer::run::run(&dirs.builder().columns(Vec::new()).build()).await.unwrap_err();
+    assert!(error.to_string().contains("day=24/c.csv: its header [\"3\", \"o\"]"), "{error}");
+    std::fs::remove_file(dirs.source.path().join(DAY.sink_path()).join("c.csv")).unwrap();
+    let summary = eventpipe_transformer::run::run(&dirs.builder().columns(Vec::new()).build()).await.unwrap();
+    assert_eq!(summary.rows_written, 2);
+    let rows = dirs.query("SELECT id, name FROM out ORDER BY id").await;
+    assert_eq!(&rows[3..5], ["| 1  | n    |", "| 2  | m    |"]);
 }

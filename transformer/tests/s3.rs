@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use eventpipe_testkit::s3::{S3Server, SECRET_KEY};
-use eventpipe_transformer::manifest::{self, Manifest};
+use eventpipe_transformer::manifest::{self, Manifest, ManifestFile};
 use eventpipe_transformer::spec::{BadRecordPolicy, CommitMode};
 use eventpipe_transformer::storage::{Location, Retrying};
 use eventpipe_transformer::{Error, run::run};
@@ -71,7 +71,7 @@ async fn converts_a_partition_in_s3_exactly_once() {
     let manifest = buckets.manifest().await;
     assert_eq!(manifest.input_fingerprint, first.input_fingerprint);
     assert_eq!(manifest.inputs.len(), 2);
-    assert!(manifest.inputs.iter().all(|input| input.etag.is_some()));
+    assert!(manifest.inputs.iter().all(|input| !input.version().is_empty()));
 
     let again = run(&buckets.builder().build()).await.unwrap();
     assert!(again.skipped);
@@ -122,16 +122,20 @@ async fn a_commit_never_overwrites_a_manifest_it_did_not_read() {
     let directory = sink.child(&DAY.sink_path());
     let committed = manifest::read(&sink, &directory).await.unwrap().unwrap();
 
+    // Each run commits files of its own.
+    let of_run = |run_id: &str| {
+        let files = vec![ManifestFile { name: format!("part-{run_id}-000.parquet"), rows: 1, bytes: 1 }];
+        Manifest { run_id: run_id.into(), files, ..committed.manifest.clone() }
+    };
     // A run that started before the first commit (it saw no manifest) loses.
-    let late = Manifest { run_id: "late".into(), ..committed.manifest.clone() };
+    let late = of_run("late");
     let error = manifest::commit(&sink, &directory, &late, None, CommitMode::Conditional).await.unwrap_err();
     assert!(matches!(error, Error::ConcurrentCommit(_)), "{error}");
     // Retrying a commit that landed (its response was lost) is recognised as done.
     manifest::commit(&sink, &directory, &committed.manifest, None, CommitMode::Conditional).await.unwrap();
 
     // Two runs that read the same manifest: the second to commit loses.
-    let first = Manifest { run_id: "first".into(), ..committed.manifest.clone() };
-    let second = Manifest { run_id: "second".into(), ..committed.manifest.clone() };
+    let (first, second) = (of_run("first"), of_run("second"));
     manifest::commit(&sink, &directory, &first, Some(&committed), CommitMode::Conditional).await.unwrap();
     let error = manifest::commit(&sink, &directory, &second, Some(&committed), CommitMode::Conditional).await.unwrap_err();
     assert!(matches!(error, Error::ConcurrentCommit(_)), "{error}");

@@ -53,19 +53,21 @@ impl Window {
         self.first <= day && day <= self.last
     }
 
-    /// The source prefixes to list, relative to the source URL, without duplicates.
+    /// The source prefixes to list, relative to the source URL, without duplicates: for values
+    /// below 10, the unpadded spelling as well (`month=9/`, as Spark writes it).
     pub fn listing_prefixes(&self, layout: &Layout) -> Vec<String> {
         let daily = self.last.since(self.first).map(|span| span.get_days()).unwrap_or(i32::MAX) < DAILY_LISTING_DAYS;
         let mut prefixes: Vec<String> = Vec::new();
         let mut day = self.first;
         while day <= self.last {
             let (year, month) = (day.year() as u16, day.month() as u8);
-            let prefix = layout.listing_prefix(year, Some(month), daily.then_some(day.day() as u8));
-            if prefix.is_empty() {
-                return vec![String::new()];
-            }
-            if !prefixes.contains(&prefix) {
-                prefixes.push(prefix);
+            for prefix in layout.listing_prefixes(year, Some(month), daily.then_some(day.day() as u8)) {
+                if prefix.is_empty() {
+                    return vec![String::new()];
+                }
+                if !prefixes.contains(&prefix) {
+                    prefixes.push(prefix);
+                }
             }
             day = match day.tomorrow() {
                 Ok(next) => next,
@@ -114,7 +116,7 @@ mod tests {
         let schedule = ScheduleSpec { start_date: Some("2026-09-30".into()), ..ScheduleSpec::default() };
         let window = Window::of(&schedule, now()).unwrap();
         let layout = Layout::parse("year={year}/month={month}/day={day}/hour={hour}/").unwrap();
-        assert_eq!(window.listing_prefixes(&layout), vec!["year=2026/month=09/", "year=2026/month=10/", "year=2026/month=11/"]);
+        assert_eq!(window.listing_prefixes(&layout), vec!["year=2026/month=09/", "year=2026/month=9/", "year=2026/month=10/", "year=2026/month=11/"]);
         let flat = Layout::parse("{day}-{month}-{year}/").unwrap();
         assert_eq!(window.listing_prefixes(&flat), vec![String::new()], "no common directory: list everything");
     }
