@@ -25,6 +25,15 @@ pub fn load(path: &Path) -> anyhow::Result<EventPipeline> {
         if api_version != expected {
             bail!("{}: apiVersion is {api_version:?}, expected {expected:?}", path.display());
         }
+        let unknown = unknown_fields(&value);
+        if !unknown.is_empty() {
+            bail!(
+                "{}: document {} has fields an EventPipeline does not have: {} (check their spelling; `kubectl explain eventpipelines.spec` lists the fields)",
+                path.display(),
+                index + 1,
+                unknown.join(", ")
+            );
+        }
         let pipeline: EventPipeline = serde_yaml::from_value(value)
             .with_context(|| format!("{}: document {} is not a valid EventPipeline", path.display(), index + 1))?;
         found.push(pipeline);
@@ -33,6 +42,46 @@ pub fn load(path: &Path) -> anyhow::Result<EventPipeline> {
         1 => Ok(found.remove(0)),
         0 => bail!("{} holds no EventPipeline", path.display()),
         n => bail!("{} holds {n} EventPipelines; keep one per file", path.display()),
+    }
+}
+
+/// The paths of the fields of a manifest that the CRD's schema does not know, as the API server's
+/// strict field validation (`kubectl apply --validate=strict`) names them: `spec.sink.format`.
+fn unknown_fields(manifest: &serde_yaml::Value) -> Vec<String> {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(EventPipeline::crd()).expect("the CRD serialises");
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let manifest = serde_json::to_value(manifest).unwrap_or_default();
+    let mut unknown = Vec::new();
+    for part in ["spec", "status"] {
+        if let Some(value) = manifest.get(part) {
+            collect_unknown(part, value, &schema["properties"][part], &mut unknown);
+        }
+    }
+    unknown
+}
+
+fn collect_unknown(path: &str, value: &serde_json::Value, schema: &serde_json::Value, unknown: &mut Vec<String>) {
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&serde_json::Value::Bool(true)) {
+        return;
+    }
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (name, field) in fields {
+                let known = schema["properties"].get(name).or_else(|| schema.get("additionalProperties").filter(|s| s.is_object()));
+                match known {
+                    Some(field_schema) => collect_unknown(&format!("{path}.{name}"), field, field_schema, unknown),
+                    None if schema.get("properties").is_some() => unknown.push(format!("{path}.{name}")),
+                    None => {}
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                collect_unknown(&format!("{path}[{index}]"), item, &schema["items"], unknown);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -66,6 +115,10 @@ mod tests {
             ("kind: Secret\n".to_string(), "holds no EventPipeline"),
             (format!("{PIPELINE}---\n{PIPELINE}"), "holds 2 EventPipelines"),
             (PIPELINE.replace("policy", "x").replace("source: {url: s3://in/}", "source: {url: s3://in/, csv: {compression: zip}}"), "not a valid"),
+            // Fields the CRD does not have are named, not dropped.
+            (PIPELINE.replace("sink: {url: s3://out/}", "sink: {url: s3://out/, format: delta, compresion: zstd}"), "spec.sink.compresion, spec.sink.format"),
+            (PIPELINE.replace("source: {url: s3://in/}", "source: {url: s3://in/, schema: [{name: id, type: int64, nullable: false, unti: seconds}]}"), "spec.source.schema[0].unti"),
+            (format!("{PIPELINE}  execution: {{nodeSelector: {{any-key: x}}, resourcez: {{}}}}\n"), "spec.execution.resourcez"),
         ];
         for (text, expected) in cases {
             let message = format!("{:#}", load(write(&text).path()).unwrap_err());
