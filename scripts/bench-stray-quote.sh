@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Memory benchmark: peak RSS of `eventpipe run` on a 2 GiB day partition (16 objects of 128 MiB,
-# Firehose's largest buffer) whose first object has an unterminated quote near its start, so the
-# rest of that object reads as one row. Both the strict read and the row-by-row pass that
-# quarantines the row must stay inside the query's memory limit plus 256 MiB.
+# Firehose's largest buffer) whose first object has an unterminated quote near its start. The
+# quoted field would run to the end of the object; the decoder gives up on it at
+# source.csv.maxRowBytes, rejects its first line and reads on. Both the strict read and the read
+# that sets the bad row apart must stay inside the query's memory limit plus 256 MiB.
 #
 # Usage: scripts/bench-stray-quote.sh [--no-build]
 #
@@ -48,7 +49,7 @@ while size < mib << 20:
     size += len(line)
     row += 1
 clean = "".join(lines)
-# Line 11 opens a quote that never closes: the rest of the object is one field.
+# Line 11 opens a quote that never closes.
 broken = clean.replace("\n10,", '\n10,"', 1)
 with open(f"{day}/part-00.csv", "w") as f:
     f.write(broken)

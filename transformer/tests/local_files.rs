@@ -8,40 +8,8 @@ use datafusion::prelude::SessionContext;
 use eventpipe_transformer::Error;
 use eventpipe_transformer::spec::BadRecordPolicy;
 use eventpipe_transformer::task::EngineSettings;
-use support::{DAY, HEADER, TaskBuilder, gzip, query_parquet, table, write_partition};
+use support::{DAY, Dirs, HEADER, TaskBuilder, gzip, query_parquet, table, write_partition};
 use tempfile::TempDir;
-
-struct Dirs {
-    source: TempDir,
-    sink: TempDir,
-}
-
-impl Dirs {
-    fn new() -> Self {
-        Self { source: TempDir::new().unwrap(), sink: TempDir::new().unwrap() }
-    }
-
-    fn builder(&self) -> TaskBuilder {
-        TaskBuilder::new(self.source.path().to_str().unwrap(), self.sink.path().to_str().unwrap())
-    }
-
-    fn output_dir(&self) -> std::path::PathBuf {
-        self.sink.path().join(DAY.sink_path())
-    }
-
-    fn output_files(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.output_dir())
-            .map(|entries| entries.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
-            .unwrap_or_default();
-        names.sort();
-        names
-    }
-
-    async fn query(&self, sql: &str) -> Vec<String> {
-        let ctx = SessionContext::new();
-        table(&query_parquet(&ctx, &format!("{}/", self.output_dir().display()), sql).await)
-    }
-}
 
 #[tokio::test]
 async fn every_valid_csv_dialect_is_read() {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::parquet::basic::{ConvertedType, LogicalType, TimeUnit};
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-use datafusion::prelude::SessionContext;
 use eventpipe_transformer::manifest::{self, Manifest, ManifestFile};
 use eventpipe_transformer::spec::{BadRecordPolicy, Column, ColumnType, CommitMode};
 use eventpipe_transformer::storage::{Location, Store};
@@ -19,48 +18,15 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions,
     PutPayload, PutResult,
 };
-use support::{DAY, TaskBuilder, query_parquet, table, write_partition};
+use support::{DAY, Dirs, write_partition};
 use tempfile::TempDir;
 
-/// A source and a sink directory.
-struct Dirs {
-    source: TempDir,
-    sink: TempDir,
-}
-
-impl Dirs {
-    fn new() -> Self {
-        Self { source: TempDir::new().unwrap(), sink: TempDir::new().unwrap() }
-    }
-
-    fn builder(&self) -> TaskBuilder {
-        TaskBuilder::new(self.source.path().to_str().unwrap(), self.sink.path().to_str().unwrap())
-    }
-
-    fn output_dir(&self) -> std::path::PathBuf {
-        self.sink.path().join(DAY.sink_path())
-    }
-
-    fn output_files(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.output_dir())
-            .map(|entries| entries.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
-            .unwrap_or_default();
-        names.sort();
-        names
-    }
-
-    async fn query(&self, sql: &str) -> Vec<String> {
-        let ctx = SessionContext::new();
-        table(&query_parquet(&ctx, &format!("{}/", self.output_dir().display()), sql).await)
-    }
-
-    /// The Parquet schema of the first data file: each leaf column's path and logical type.
-    fn parquet_leaves(&self) -> Vec<(String, Option<LogicalType>, ConvertedType)> {
-        let name = self.output_files().into_iter().find(|name| name.ends_with(".parquet")).expect("a data file");
-        let reader = SerializedFileReader::new(std::fs::File::open(self.output_dir().join(name)).unwrap()).unwrap();
-        let schema = reader.metadata().file_metadata().schema_descr_ptr();
-        schema.columns().iter().map(|c| (c.path().string(), c.logical_type_ref().cloned(), c.converted_type())).collect()
-    }
+/// The Parquet schema of a sink's first data file: each leaf column's path and logical type.
+fn parquet_leaves(dirs: &Dirs) -> Vec<(String, Option<LogicalType>, ConvertedType)> {
+    let name = dirs.output_files().into_iter().find(|name| name.ends_with(".parquet")).expect("a data file");
+    let reader = SerializedFileReader::new(std::fs::File::open(dirs.output_dir().join(name)).unwrap()).unwrap();
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    schema.columns().iter().map(|c| (c.path().string(), c.logical_type_ref().cloned(), c.converted_type())).collect()
 }
 
 fn column(name: &str, data_type: ColumnType, nullable: bool) -> Column {
@@ -301,7 +267,7 @@ async fn output_dates_and_nested_timestamps_are_written_as_readers_expect() {
     let sql = "SELECT id, arrow_cast(arrow_cast(\"timestamp\", 'Date32'), 'Date64') AS seen_on, \
                named_struct('at', arrow_cast(\"timestamp\", 'Timestamp(Nanosecond, None)')) AS nested FROM events";
     eventpipe_transformer::run::run(&dirs.builder().sql(sql).build()).await.unwrap();
-    let leaves = dirs.parquet_leaves();
+    let leaves = parquet_leaves(&dirs);
     let seen_on = leaves.iter().find(|(path, ..)| path == "seen_on").unwrap_or_else(|| panic!("{leaves:?}"));
     assert_eq!(seen_on.1, Some(LogicalType::Date), "{leaves:?}");
     let at = leaves.iter().find(|(path, ..)| path == "nested.at").unwrap_or_else(|| panic!("{leaves:?}"));

@@ -12,6 +12,7 @@ use eventpipe_transformer::spec::{
     BadRecordPolicy, Column, ColumnType, PipelineSpec, S3Settings, SinkSpec, SourceSpec, TimestampUnit, TransformSpec,
 };
 use eventpipe_transformer::task::Task;
+use tempfile::TempDir;
 
 /// The partition most tests use: 2026-11-24.
 pub const DAY: PartitionKey = PartitionKey { year: 2026, month: 11, day: 24, hour: None };
@@ -120,4 +121,44 @@ pub async fn query_parquet(ctx: &SessionContext, url: &str, sql: &str) -> Vec<Re
 /// Batches as the pretty table Arrow prints, one string per line.
 pub fn table(batches: &[RecordBatch]) -> Vec<String> {
     pretty_format_batches(batches).unwrap().to_string().lines().map(str::to_string).collect()
+}
+
+/// A source and a sink directory on local disk, for runs end to end.
+pub struct Dirs {
+    /// The source directory.
+    pub source: TempDir,
+    /// The sink directory.
+    pub sink: TempDir,
+}
+
+impl Dirs {
+    /// Two new temporary directories.
+    pub fn new() -> Self {
+        Self { source: TempDir::new().unwrap(), sink: TempDir::new().unwrap() }
+    }
+
+    /// A task converting the partition of [`DAY`] from the source to the sink.
+    pub fn builder(&self) -> TaskBuilder {
+        TaskBuilder::new(self.source.path().to_str().unwrap(), self.sink.path().to_str().unwrap())
+    }
+
+    /// The partition's directory in the sink.
+    pub fn output_dir(&self) -> std::path::PathBuf {
+        self.sink.path().join(DAY.sink_path())
+    }
+
+    /// The names in the partition's sink directory, sorted.
+    pub fn output_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.output_dir())
+            .map(|entries| entries.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// `sql` over the partition's Parquet files, registered as `out`, as table lines.
+    pub async fn query(&self, sql: &str) -> Vec<String> {
+        let ctx = SessionContext::new();
+        table(&query_parquet(&ctx, &format!("{}/", self.output_dir().display()), sql).await)
+    }
 }
