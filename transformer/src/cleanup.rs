@@ -145,8 +145,9 @@ impl Listing {
         self.files.contains_key(name)
     }
 
-    /// Deletes every file whose name starts with `prefix` (`part-` or `rejected-`), that `keep`
-    /// does not name and whose run is not alive.
+    /// Deletes every file whose name starts with `prefix` (`part-`, `rejected-`, or
+    /// [`MARKER_PREFIX`] for the markers of dead runs), that `keep` does not name and whose run is
+    /// not alive.
     pub async fn remove_stale(&self, store: &Store, directory: &Path, prefix: &str, keep: &[String]) -> Result<()> {
         for name in self.files.keys() {
             let Some(run) = run_of(name, prefix) else { continue };
@@ -163,12 +164,13 @@ impl Listing {
     }
 }
 
-/// The run id in a data file's name (`part-<run id>-<n>.parquet`) or a quarantine file's
-/// (`rejected-<run id>.jsonl`); `None` for other names.
+/// The run id in a data file's name (`part-<run id>-<n>.parquet`), a quarantine file's
+/// (`rejected-<run id>.jsonl`) or a marker's (`_running-<run id>`); `None` for other names.
 pub fn run_of<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
     let rest = name.strip_prefix(prefix)?;
     match prefix {
         "part-" => rest.rsplit_once('-').map(|(run, _)| run),
+        MARKER_PREFIX => Some(rest),
         _ => rest.strip_suffix(".jsonl"),
     }
 }
@@ -193,6 +195,7 @@ mod tests {
     fn run_ids_come_from_file_names() {
         assert_eq!(run_of("part-20261124T031500-1a2b3c4d-003.parquet", "part-"), Some("20261124T031500-1a2b3c4d"));
         assert_eq!(run_of("rejected-20261124T031500-1a2b3c4d.jsonl", "rejected-"), Some("20261124T031500-1a2b3c4d"));
+        assert_eq!(run_of("_running-20261124T031500-1a2b3c4d", MARKER_PREFIX), Some("20261124T031500-1a2b3c4d"));
         assert_eq!(run_of("_manifest.json", "part-"), None);
     }
 
@@ -220,5 +223,24 @@ mod tests {
         let listing = Listing::sink_after_live_runs(&store, &directory, "other").await.unwrap();
         listing.remove_stale(&store, &directory, "part-", &[]).await.unwrap();
         assert!(!Listing::sink(&store, &directory).await.unwrap().holds("part-live-1-000.parquet"));
+    }
+
+    /// A killed run's marker goes stale, and then it and its files are removed.
+    #[tokio::test]
+    async fn stale_markers_and_their_runs_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Location::parse(dir.path().to_str().unwrap()).unwrap().open(None, Retrying::Briefly).await.unwrap();
+        let directory = store.child("year=2026/month=11/day=24/");
+        let local = dir.path().join("year=2026/month=11/day=24");
+        std::fs::create_dir_all(&local).unwrap();
+        for name in ["_running-killed-1", "part-killed-1-000.parquet"] {
+            std::fs::write(local.join(name), "x").unwrap();
+        }
+        let killed_at = std::time::SystemTime::now() - STALE_AFTER - Duration::from_secs(1);
+        std::fs::File::options().write(true).open(local.join("_running-killed-1")).unwrap().set_modified(killed_at).unwrap();
+        let listing = Listing::sink(&store, &directory).await.unwrap();
+        listing.remove_stale(&store, &directory, "part-", &[]).await.unwrap();
+        listing.remove_stale(&store, &directory, MARKER_PREFIX, &[]).await.unwrap();
+        assert_eq!(std::fs::read_dir(&local).unwrap().count(), 0);
     }
 }

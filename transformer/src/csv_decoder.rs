@@ -659,6 +659,8 @@ struct Verdicts<'a> {
 }
 
 impl Verdicts<'_> {
+    #[cold]
+    #[inline(never)]
     fn reject(&mut self, row: usize, column: &ColumnRule, problem: &str) -> Result<(), ArrowError> {
         let reason = format!("column {:?}: {problem}", column.name());
         match self.decoder.handling {

@@ -165,10 +165,12 @@ struct Partition<'a> {
 
 impl Partition<'_> {
     /// Deletes the data and quarantine files that `committed` does not list and no live run may
-    /// still commit: those of superseded runs and of runs that died before committing.
+    /// still commit — those of superseded runs and of runs that died before committing — and the
+    /// markers of dead runs.
     async fn remove_uncommitted(&self, sink_listing: &Listing, committed: &Manifest) -> Result<()> {
         let keep: Vec<String> = committed.files.iter().map(|f| f.name.clone()).collect();
         sink_listing.remove_stale(self.sink, self.directory, "part-", &keep).await?;
+        sink_listing.remove_stale(self.sink, self.directory, crate::cleanup::MARKER_PREFIX, &[]).await?;
         let rejected_listing = Listing::of(self.rejected, &self.rejected_directory, sink_listing).await?;
         rejected_listing.remove_stale(self.rejected, &self.rejected_directory, "rejected-", &committed.committed_rejected_files()).await
     }
