@@ -96,12 +96,14 @@ pub fn schema(rules: &[ColumnRule]) -> SchemaRef {
 }
 
 /// A 64-bit integer, or why it is refused.
+#[inline]
 pub fn int64(text: &str) -> std::result::Result<i64, String> {
     parse_int64(text).ok_or_else(|| not_valid(text, "int64"))
 }
 
 /// A date as days since the Unix epoch, or why it is refused: exactly `YYYY-MM-DD`, a day
 /// that exists, in the years 1 to 9999.
+#[inline]
 pub fn date(text: &str) -> std::result::Result<i32, String> {
     let refused = || not_valid(text, "date (YYYY-MM-DD)");
     let bytes = text.as_bytes();
@@ -118,11 +120,13 @@ pub fn date(text: &str) -> std::result::Result<i32, String> {
 
 /// The number of an epoch timestamp, before it is scaled and range-checked
 /// ([`timestamps::from_epoch`]).
+#[inline]
 pub fn epoch_number(text: &str, unit: TimestampUnit) -> std::result::Result<i64, String> {
     parse_int64(text).ok_or_else(|| not_valid(text, &format!("epoch in {unit:?}").to_lowercase()))
 }
 
 /// An instant in microseconds since the Unix epoch, or why it is refused.
+#[inline]
 pub fn instant(text_kind: &TimestampText, text: &str) -> std::result::Result<i64, String> {
     match text_kind {
         TimestampText::Iso => timestamps::from_iso(text),
@@ -133,11 +137,13 @@ pub fn instant(text_kind: &TimestampText, text: &str) -> std::result::Result<i64
 
 /// A floating point value, or why it is refused: decimal or scientific notation with an
 /// optional sign (`-1.5`, `2e10`, `.5`), `inf`, `infinity` or `NaN` in any case; no spaces.
+#[inline]
 pub fn float64(text: &str) -> std::result::Result<f64, String> {
     text.parse::<f64>().map_err(|_| not_valid(text, "float64"))
 }
 
 /// A boolean: `true` or `false` in any letter case.
+#[inline]
 pub fn boolean(text: &str) -> std::result::Result<bool, String> {
     if text.eq_ignore_ascii_case("true") {
         Ok(true)
@@ -154,6 +160,7 @@ fn not_valid(text: &str, kind: &str) -> String {
 
 /// A decimal integer with an optional sign (`-12`, `+7`, `007`), in range; no spaces. Up to 18
 /// plain digits, which cannot overflow, take a shortcut.
+#[inline]
 pub fn parse_int64(text: &str) -> Option<i64> {
     let bytes = text.as_bytes();
     if (1..=18).contains(&bytes.len()) {
