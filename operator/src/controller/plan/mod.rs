@@ -1,0 +1,437 @@
+//! The planner: from what was observed (partitions in S3, the pipeline's Jobs, committed
+//! manifests, the last status, requests made through annotations) to what to do (Jobs to launch,
+//! the new status, what happened). Pure: no I/O, the time is an input, and every decision is
+//! covered by the table tests below.
+//!
+//! A partition's output is a function of its inputs (the input fingerprint) and of the data-path
+//! spec (the spec hash); a committed partition whose fingerprint or spec hash no longer matches is
+//! processed again.
+//!
+//! When is decided by the transform's mode (see [`eventpipe_transformer::mode`]). In append mode
+//! a partition's objects count once they are older than the grace period, and each Job converts
+//! those its committed output lacks. In full mode a partition is processed when it closes (see
+//! [`crate::period`]) and its newest object has settled; while it is open, only every
+//! `schedule.openRefreshSeconds` if that is set.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use eventpipe_transformer::layout::PartitionKey;
+use eventpipe_transformer::mode::Mode;
+use eventpipe_transformer::task::{Summary, shorten};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::crd::{EventPipelineSpec, EventPipelineStatus, PartitionState, PartitionStatus, Period, ProcessingMode};
+use crate::period;
+
+use super::conditions::{self, Health};
+
+mod follow;
+mod launch;
+mod status;
+
+use follow::follow_jobs;
+use launch::{Reprocess, launch, reprocess_request};
+use status::{requeue_after, summarize};
+
+/// Longest message kept on a partition.
+const MESSAGE_LIMIT: usize = 1024;
+
+/// A partition found under the source, inside the schedule's window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedPartition {
+    /// The partition.
+    pub key: PartitionKey,
+    /// Fingerprint of its input objects.
+    pub fingerprint: String,
+    /// When each of its objects was written, oldest first; a partition has at least one.
+    pub modified: Vec<Timestamp>,
+    /// Its objects that were older than the grace period when the source was listed, if any.
+    pub settled: Option<Settled>,
+}
+
+impl ObservedPartition {
+    /// When its newest object was written.
+    pub fn newest(&self) -> Option<Timestamp> {
+        self.modified.last().copied()
+    }
+
+    /// When its oldest object written after `cutoff` (or at all, without one) was written.
+    pub fn oldest_after(&self, cutoff: Option<Timestamp>) -> Option<Timestamp> {
+        self.modified.iter().find(|modified| cutoff.is_none_or(|cutoff| **modified > cutoff)).copied()
+    }
+}
+
+/// The objects of a partition older than the grace period at a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settled {
+    /// Their fingerprint.
+    pub fingerprint: String,
+    /// They were last modified at or before this time (the listing's time minus the grace period).
+    pub before: Timestamp,
+}
+
+/// A Job of this pipeline, as its labels, annotations and status describe it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedJob {
+    /// The Job's name.
+    pub name: String,
+    /// The partition it processes, as `PartitionKey` displays it.
+    pub partition: String,
+    /// The input fingerprint the operator saw when it launched the Job.
+    pub fingerprint: String,
+    /// The data-path spec hash it runs with.
+    pub spec_hash: String,
+    /// Its attempt number for this partition version, from 1.
+    pub attempt: u32,
+    /// Whether and how it finished.
+    pub outcome: JobOutcome,
+}
+
+/// Whether and how a Job finished.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobOutcome {
+    /// Not finished.
+    Running,
+    /// Finished successfully; the summary is `None` when its pod reported none.
+    Succeeded(Option<Summary>),
+    /// Failed, with the reason (the transformer's error, or why Kubernetes stopped the Job).
+    Failed(String),
+}
+
+/// Requests made on the pipeline through annotations; each value is acted on once.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Requests<'a> {
+    /// `eventpipe.dev/retry`: a new value gives failed partitions new attempts.
+    pub retry: Option<&'a str>,
+    /// `eventpipe.dev/reprocess`: a partition (`year=2026/month=11/day=24`) to process again
+    /// even though its output is committed.
+    pub reprocess: Option<&'a str>,
+}
+
+/// Everything the planner decides from.
+#[derive(Clone, Debug)]
+pub struct Observation<'a> {
+    /// The current time.
+    pub now: Timestamp,
+    /// The pipeline's name (Job names derive from it).
+    pub pipeline: &'a str,
+    /// The pipeline's UID (Job names derive from it, so a pipeline created again under the same
+    /// name never meets its predecessor's Jobs).
+    pub uid: &'a str,
+    /// The pipeline's `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The pipeline's spec.
+    pub spec: &'a EventPipelineSpec,
+    /// The hash of the spec's data path.
+    pub spec_hash: &'a str,
+    /// How the transform processes partitions.
+    pub mode: &'a Mode,
+    /// The status as last written.
+    pub previous: &'a EventPipelineStatus,
+    /// The partitions in the schedule's window, oldest first.
+    pub partitions: &'a [ObservedPartition],
+    /// Where the partitions were looked for, for the message when there are none.
+    pub looked_in: &'a str,
+    /// The pipeline's Jobs.
+    pub jobs: &'a [ObservedJob],
+    /// The committed output of partitions whose running Job is gone (see [`missing_jobs`]), as
+    /// their manifests describe it.
+    pub committed: &'a HashMap<String, Summary>,
+    /// Requests made through annotations.
+    pub requests: Requests<'a>,
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Jobs to create.
+    pub launches: Vec<Launch>,
+    /// The status to write (only when it differs from the previous one).
+    pub status: EventPipelineStatus,
+    /// What happened, for Events, metrics and logs.
+    pub happenings: Vec<Happening>,
+    /// When to look again, at the latest.
+    pub requeue_after: Duration,
+    /// Whether the next reconcile must list the source again: a Job committed other inputs than
+    /// the listing showed (an object landed while it ran).
+    pub relist: bool,
+}
+
+/// A Job to create.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    /// The Job's name.
+    pub job: String,
+    /// The partition.
+    pub partition: PartitionKey,
+    /// The input fingerprint the operator saw.
+    pub fingerprint: String,
+    /// The data-path spec hash.
+    pub spec_hash: String,
+    /// The attempt number for this partition version, from 1.
+    pub attempt: u32,
+    /// Process the partition even if its committed output matches (a reprocess request).
+    pub force: bool,
+    /// Take only the objects last modified up to this time (append mode).
+    pub settled_before: Option<Timestamp>,
+}
+
+/// Why a processed partition is processed again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outdated {
+    /// Its input objects changed.
+    Inputs,
+    /// The data-path spec changed.
+    Spec,
+    /// `eventpipe.dev/reprocess` named it.
+    Requested,
+}
+
+/// Something worth an Event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Happening {
+    /// A Job was launched.
+    Launched { partition: String, job: String, attempt: u32 },
+    /// A partition's output was committed: by its Job, or found in its manifest after its Job
+    /// was gone.
+    Succeeded { partition: String, job: String, summary: Option<Summary> },
+    /// A Job failed and the partition will be tried again.
+    AttemptFailed { partition: String, job: String, message: String, retry_at: Timestamp },
+    /// A Job failed and no attempts are left.
+    GaveUp { partition: String, job: String, message: String },
+    /// A processed partition will be processed again.
+    Outdated { partition: String, cause: Outdated },
+    /// `eventpipe.dev/retry` gave failed partitions new attempts.
+    RetryRequested { partitions: usize },
+    /// A request through an annotation could not be carried out.
+    RequestIgnored { message: String },
+    /// The API server refused to create a Job.
+    JobCreateFailed { partition: String, job: String, message: String },
+}
+
+/// Plans one reconcile of a pipeline whose spec is valid and whose source could be listed.
+pub fn plan(observation: &Observation<'_>) -> Plan {
+    let Observation { now, spec, previous, .. } = *observation;
+    let spec_changed = previous.observed_generation.is_some() && previous.observed_generation != observation.generation;
+    let retry_requested = observation.requests.retry.filter(|value| previous.last_retry_request.as_deref() != Some(*value));
+    let mut previous_entries: HashMap<&str, &PartitionStatus> =
+        previous.partitions.iter().map(|entry| (entry.partition.as_str(), entry)).collect();
+    let mut happenings = Vec::new();
+    let mut entries = Vec::with_capacity(observation.partitions.len());
+    let mut retried = 0;
+    let mut relist = false;
+    for partition in observation.partitions {
+        let key = partition.key.to_string();
+        let fingerprint = target_fingerprint(partition, observation.mode);
+        let entry = match previous_entries.remove(key.as_str()) {
+            Some(entry) => entry.clone(),
+            None => fresh_entry(&key, fingerprint, observation.spec_hash),
+        };
+        let was_running = entry.state == PartitionState::Running;
+        let mut entry = follow_jobs(entry, observation, &mut happenings);
+        // A result recorded just now is newer than the listing it would be compared with.
+        let just_finished = was_running && entry.state != PartitionState::Running;
+        relist |= just_finished && entry.state == PartitionState::Succeeded && entry.fingerprint != fingerprint;
+        if !just_finished && entry.state != PartitionState::Running {
+            let cause = if entry.spec_hash != observation.spec_hash {
+                Some(Outdated::Spec)
+            } else if entry.fingerprint != fingerprint {
+                Some(Outdated::Inputs)
+            } else {
+                None
+            };
+            if let Some(cause) = cause {
+                // In append mode new objects are the partition growing, not a change.
+                let grows = observation.mode.is_append() && cause == Outdated::Inputs;
+                if entry.state == PartitionState::Succeeded && !grows {
+                    happenings.push(Happening::Outdated { partition: key.clone(), cause });
+                }
+                let committed = (entry.committed_at.clone(), entry.increments);
+                entry = fresh_entry(&key, fingerprint, observation.spec_hash);
+                (entry.committed_at, entry.increments) = committed;
+                entry = follow_jobs(entry, observation, &mut happenings);
+            }
+        }
+        if entry.state == PartitionState::Failed && (spec_changed || retry_requested.is_some()) {
+            entry.state = PartitionState::Pending;
+            entry.failures = 0;
+            entry.message = Some(if spec_changed { "the spec changed; trying again" } else { "a retry was requested" }.into());
+            retried += 1;
+        }
+        // A valid spec has a valid time zone; a partition whose close cannot be computed counts as closed.
+        let closes_at = period::closes_at(&partition.key, &spec.schedule).unwrap_or(now);
+        entry.period = Some(if now < closes_at { Period::Open } else { Period::Closed });
+        if matches!(entry.state, PartitionState::Pending | PartitionState::Settling | PartitionState::Open) {
+            (entry.state, entry.not_before) = readiness(partition, &entry, observation, closes_at);
+        }
+        entries.push((entry, Some(partition)));
+    }
+    if retry_requested.is_some() {
+        happenings.push(Happening::RetryRequested { partitions: retried });
+    }
+    // Partitions no longer observed (out of the window, or deleted) are kept only while a Job
+    // still works on them.
+    let mut gone: Vec<_> = previous_entries.into_values().cloned().collect();
+    gone.sort_by(|a, b| a.partition.cmp(&b.partition));
+    for entry in gone {
+        let entry = follow_jobs(entry, observation, &mut happenings);
+        if entry.state == PartitionState::Running {
+            entries.push((entry, None));
+        }
+    }
+    entries.sort_by(|a, b| a.0.partition.cmp(&b.0.partition));
+
+    let reprocess = reprocess_request(&mut entries, observation, &mut happenings);
+    let launches = launch(&mut entries, observation, reprocess, &mut happenings);
+    let mut status = summarize(entries.into_iter().map(|(entry, _)| entry).collect(), &happenings, observation);
+    status.last_retry_request = observation.requests.retry.map(str::to_string).or_else(|| previous.last_retry_request.clone());
+    let reprocess_waits = matches!(reprocess, Reprocess::Waiting(_)) && !launches.iter().any(|launch| launch.force);
+    status.last_reprocess_request = if reprocess_waits {
+        previous.last_reprocess_request.clone()
+    } else {
+        observation.requests.reprocess.map(str::to_string).or_else(|| previous.last_reprocess_request.clone())
+    };
+    let requeue_after = if relist { Duration::from_secs(1) } else { requeue_after(&status, observation) };
+    Plan { launches, status, happenings, requeue_after, relist }
+}
+
+
+/// The fingerprint a partition's output should have: in append mode that of its settled
+/// objects (all of them while none has settled yet), in full mode that of all its objects.
+fn target_fingerprint<'a>(partition: &'a ObservedPartition, mode: &Mode) -> &'a str {
+    match &partition.settled {
+        Some(settled) if mode.is_append() => &settled.fingerprint,
+        _ => &partition.fingerprint,
+    }
+}
+
+/// Whether a partition that waits may run now, or what it waits for and until when: in append
+/// mode for an object to settle; in full mode for the partition to close (or, with
+/// `openRefreshSeconds`, for the next refresh) and for its newest object to settle.
+fn readiness(
+    partition: &ObservedPartition,
+    entry: &PartitionStatus,
+    observation: &Observation<'_>,
+    closes_at: Timestamp,
+) -> (PartitionState, Option<Time>) {
+    let (now, schedule) = (observation.now, &observation.spec.schedule);
+    let grace = SignedDuration::from_secs(schedule.grace_period_seconds.into());
+    let newest_settles = partition.newest().map_or(now, |newest| newest + grace);
+    let ready_at = if observation.mode.is_append() {
+        match &partition.settled {
+            Some(_) => now,
+            None => partition.oldest_after(None).map_or(now, |oldest| oldest + grace),
+        }
+    } else if now < closes_at {
+        let Some(refresh) = schedule.open_refresh_seconds else {
+            return (PartitionState::Open, Some(Time(closes_at)));
+        };
+        let refresh_due = entry.committed_at.as_ref().map_or(now, |at| at.0 + SignedDuration::from_secs(refresh.into()));
+        newest_settles.max(refresh_due)
+    } else {
+        newest_settles
+    };
+    if now < ready_at { (PartitionState::Settling, Some(Time(ready_at))) } else { (PartitionState::Pending, None) }
+}
+
+/// Plans a reconcile that cannot look at partitions (invalid spec, unreachable source): the
+/// partitions stay as they were and the conditions say what is wrong.
+pub fn plan_degraded(observation: &Observation<'_>, reason: &'static str, message: &str) -> EventPipelineStatus {
+    let previous = observation.previous;
+    let mut message = message.to_string();
+    shorten(&mut message, MESSAGE_LIMIT);
+    EventPipelineStatus {
+        observed_generation: observation.generation,
+        conditions: conditions::conditions(
+            &previous.conditions,
+            &Health::Degraded { reason, message: &message },
+            observation.generation,
+            observation.now,
+        ),
+        ..previous.clone()
+    }
+}
+
+/// The plan after the API server refused to create some of its Jobs (quota, admission webhook,
+/// RBAC): those partitions wait again as before the launch, their launch is not reported, and
+/// `Degraded` says why.
+pub fn launch_refused(mut plan: Plan, observation: &Observation<'_>, refused: &[(String, String)]) -> Plan {
+    for (job, message) in refused {
+        let Some(entry) = plan.status.partitions.iter_mut().find(|entry| entry.job.as_deref() == Some(job.as_str())) else {
+            continue;
+        };
+        let before = observation.previous.partitions.iter().find(|p| p.partition == entry.partition);
+        entry.attempts = entry.attempts.saturating_sub(1);
+        entry.job = before.and_then(|p| p.job.clone());
+        entry.state = PartitionState::Pending;
+        entry.message = Some(format!("creating Job {job} failed: {message}"));
+        plan.happenings.retain(|h| !matches!(h, Happening::Launched { job: launched, .. } if launched == job));
+        plan.happenings.push(Happening::JobCreateFailed { partition: entry.partition.clone(), job: job.clone(), message: message.clone() });
+    }
+    let is_refused = |launch: &Launch| refused.iter().any(|(job, _)| *job == launch.job);
+    // A refused reprocess stays requested, so the next try carries it out.
+    if plan.launches.iter().any(|launch| launch.force && is_refused(launch)) {
+        plan.status.last_reprocess_request = observation.previous.last_reprocess_request.clone();
+    }
+    plan.launches.retain(|launch| !is_refused(launch));
+    let requests = (plan.status.last_retry_request.take(), plan.status.last_reprocess_request.take());
+    plan.status = summarize(std::mem::take(&mut plan.status.partitions), &plan.happenings, observation);
+    (plan.status.last_retry_request, plan.status.last_reprocess_request) = requests;
+    if let Some((job, message)) = refused.first() {
+        let mut message = format!("creating Job {job} failed: {message}");
+        shorten(&mut message, MESSAGE_LIMIT);
+        plan.status.conditions = conditions::conditions(
+            &observation.previous.conditions,
+            &Health::Degraded { reason: "JobCreateFailed", message: &message },
+            observation.generation,
+            observation.now,
+        );
+    }
+    plan
+}
+
+/// Whether the planner needs a finished Job's report (its pod's termination message): true when
+/// the status has not recorded that Job's result yet.
+pub fn needs_report(previous: &EventPipelineStatus, job: &ObservedJob) -> bool {
+    if job.outcome == JobOutcome::Running {
+        return false;
+    }
+    match previous.partitions.iter().find(|entry| entry.partition == job.partition) {
+        None => true,
+        Some(entry) => {
+            entry.fingerprint == job.fingerprint
+                && entry.spec_hash == job.spec_hash
+                && (job.attempt > entry.attempts
+                    || (entry.state == PartitionState::Running && entry.job.as_deref() == Some(job.name.as_str())))
+        }
+    }
+}
+
+/// The partitions whose running Job is gone: their committed manifest tells whether the Job
+/// committed before it went (the TTL controller, a person, or an operator down for longer than
+/// the TTL).
+pub fn missing_jobs(previous: &EventPipelineStatus, jobs: &[ObservedJob]) -> Vec<String> {
+    previous
+        .partitions
+        .iter()
+        .filter(|entry| entry.state == PartitionState::Running)
+        .filter(|entry| !jobs.iter().any(|job| entry.job.as_deref() == Some(job.name.as_str())))
+        .map(|entry| entry.partition.clone())
+        .collect()
+}
+
+/// A partition seen for the first time, or whose inputs or spec changed.
+fn fresh_entry(partition: &str, fingerprint: &str, spec_hash: &str) -> PartitionStatus {
+    PartitionStatus {
+        partition: partition.to_string(),
+        fingerprint: fingerprint.to_string(),
+        spec_hash: spec_hash.to_string(),
+        state: PartitionState::Pending,
+        ..PartitionStatus::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,663 @@
+//! The planner's table tests: one scenario per decision.
+
+use super::follow::retry_backoff;
+use super::*;
+use crate::controller::job::{job_name, version};
+use crate::crd::{ExecutionSpec, ScheduleSpec};
+
+/// 2026-11-28T16:00:00Z: the partitions of the 24th and before are closed.
+const NOW: i64 = 1_795_881_600;
+const UID: &str = "0b6c1f4e-0000-4000-8000-000000000001";
+const SPEC: &str = "spec-1";
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(NOW + seconds).unwrap()
+}
+
+fn day(day: u8) -> PartitionKey {
+    PartitionKey { year: 2026, month: 11, day, hour: None }
+}
+
+/// The Job name of an attempt at a day's partition with these inputs and the spec `spec_hash`.
+fn name_with(day_of_month: u8, fingerprint: &str, spec_hash: &str, attempt: u32) -> String {
+    job_name("settings", &day(day_of_month), &version(UID, fingerprint, spec_hash), attempt)
+}
+
+fn name(day_of_month: u8, fingerprint: &str, attempt: u32) -> String {
+    name_with(day_of_month, fingerprint, SPEC, attempt)
+}
+
+/// A pipeline spec with no grace period, 2 Job slots and 3 attempts 30 s apart.
+struct Scenario {
+    spec: EventPipelineSpec,
+    spec_hash: String,
+    generation: i64,
+    previous: EventPipelineStatus,
+    partitions: Vec<ObservedPartition>,
+    jobs: Vec<ObservedJob>,
+    committed: HashMap<String, Summary>,
+    retry: Option<String>,
+    reprocess: Option<String>,
+    now: Timestamp,
+    mode: Mode,
+}
+
+impl Scenario {
+    fn new() -> Self {
+        let spec = EventPipelineSpec {
+            schedule: ScheduleSpec { grace_period_seconds: 0, poll_interval_seconds: 60, ..ScheduleSpec::default() },
+            execution: ExecutionSpec { max_concurrent_jobs: 2, max_attempts: 3, retry_backoff_seconds: 30, ..ExecutionSpec::default() },
+            ..EventPipelineSpec::default()
+        };
+        Self {
+            spec,
+            spec_hash: SPEC.into(),
+            generation: 1,
+            previous: EventPipelineStatus::default(),
+            partitions: Vec::new(),
+            jobs: Vec::new(),
+            committed: HashMap::new(),
+            retry: None,
+            reprocess: None,
+            now: at(0),
+            mode: Mode::full("the SQL aggregates rows"),
+        }
+    }
+
+    fn partition(mut self, day_of_month: u8, fingerprint: &str, landed: i64) -> Self {
+        let partition = ObservedPartition {
+            key: day(day_of_month),
+            fingerprint: fingerprint.into(),
+            modified: vec![at(landed)],
+            settled: None,
+        };
+        self.partitions.push(partition);
+        self
+    }
+
+    /// The partition of a day whose objects landed at these times (seconds from `NOW`), as
+    /// listed now: its fingerprint is `n<count>` for its first `count` objects, and those
+    /// older than the grace period are the settled ones.
+    fn growing(mut self, day_of_month: u8, landed: &[i64]) -> Self {
+        let grace = i64::from(self.spec.schedule.grace_period_seconds);
+        let before = self.now - SignedDuration::from_secs(grace);
+        let settled = landed.iter().filter(|at_| at(**at_) <= before).count();
+        let partition = ObservedPartition {
+            key: day(day_of_month),
+            fingerprint: format!("n{}", landed.len()),
+            modified: landed.iter().map(|at_| at(*at_)).collect(),
+            settled: (settled > 0).then(|| Settled { fingerprint: format!("n{settled}"), before }),
+        };
+        self.partitions.retain(|p| p.key != partition.key);
+        self.partitions.push(partition);
+        self
+    }
+
+    fn job(mut self, day_of_month: u8, fingerprint: &str, attempt: u32, outcome: JobOutcome) -> Self {
+        let spec_hash = self.spec_hash.clone();
+        self.jobs.push(ObservedJob {
+            name: name_with(day_of_month, fingerprint, &spec_hash, attempt),
+            partition: day(day_of_month).to_string(),
+            fingerprint: fingerprint.into(),
+            spec_hash,
+            attempt,
+            outcome,
+        });
+        self
+    }
+
+    fn observation(&self) -> Observation<'_> {
+        Observation {
+            now: self.now,
+            pipeline: "settings",
+            uid: UID,
+            generation: Some(self.generation),
+            spec: &self.spec,
+            spec_hash: &self.spec_hash,
+            mode: &self.mode,
+            previous: &self.previous,
+            partitions: &self.partitions,
+            looked_in: "s3://b/events/ from 2026-11-18 to 2026-11-24",
+            jobs: &self.jobs,
+            committed: &self.committed,
+            requests: Requests { retry: self.retry.as_deref(), reprocess: self.reprocess.as_deref() },
+        }
+    }
+
+    fn plan(&self) -> Plan {
+        plan(&self.observation())
+    }
+
+    /// Carries the plan's status into the next reconcile, with the launched Jobs running.
+    fn next(mut self, plan: &Plan) -> Self {
+        self.previous = plan.status.clone();
+        for launch in &plan.launches {
+            self.jobs.push(ObservedJob {
+                name: launch.job.clone(),
+                partition: launch.partition.to_string(),
+                fingerprint: launch.fingerprint.clone(),
+                spec_hash: launch.spec_hash.clone(),
+                attempt: launch.attempt,
+                outcome: JobOutcome::Running,
+            });
+        }
+        self
+    }
+
+    fn finish(mut self, job: &str, outcome: JobOutcome) -> Self {
+        self.jobs.iter_mut().find(|j| j.name == job).expect("job exists").outcome = outcome;
+        self
+    }
+
+    /// Every partition processed once, successfully, and recorded.
+    fn all_done(mut self) -> Self {
+        for _ in 0..self.partitions.len() {
+            let plan = self.plan();
+            let launches = plan.launches.clone();
+            self = self.next(&plan);
+            for launch in &launches {
+                self = self.finish(&launch.job, JobOutcome::Succeeded(Some(summary(4))));
+            }
+        }
+        let done = self.plan();
+        assert!(done.status.partitions.iter().all(|p| p.state == PartitionState::Succeeded), "{:?}", states(&done));
+        self.previous = done.status;
+        self
+    }
+}
+
+fn states(plan: &Plan) -> Vec<(String, PartitionState, u32)> {
+    plan.status.partitions.iter().map(|p| (p.partition[19..].to_string(), p.state, p.attempts)).collect()
+}
+
+fn launched(plan: &Plan) -> Vec<(u8, u32)> {
+    plan.launches.iter().map(|l| (l.partition.day, l.attempt)).collect()
+}
+
+fn condition<'a>(plan: &'a Plan, kind: &str) -> (&'a str, &'a str) {
+    let c = plan.status.conditions.iter().find(|c| c.type_ == kind).expect("condition present");
+    (c.status.as_str(), c.reason.as_str())
+}
+
+fn summary(rows: u64) -> Summary {
+    Summary { rows_read: rows, rows_written: rows / 2, bytes_written: 100, seconds: 1.23456, spec_hash: SPEC.into(), ..Summary::default() }
+}
+
+/// The summary of a Job that committed what it was launched for, its output made of
+/// `increments` runs.
+fn committed(launch: &Launch, increments: u32) -> JobOutcome {
+    JobOutcome::Succeeded(Some(Summary { input_fingerprint: launch.fingerprint.clone(), increments, ..summary(4) }))
+}
+
+/// Today's partition (the 28th), open until 2026-11-29T00:00:00Z plus the grace period.
+const TODAY: u8 = 28;
+
+fn appending() -> Scenario {
+    let mut scenario = Scenario::new();
+    scenario.mode = Mode::Append;
+    scenario.spec.schedule.grace_period_seconds = 120;
+    scenario.spec.schedule.poll_interval_seconds = 600;
+    scenario
+}
+
+#[test]
+fn a_firehose_day_in_append_mode_converts_each_object_once_it_settles() {
+    let scenario = appending().growing(TODAY, &[-600, -30]);
+    let plan = scenario.plan();
+    assert_eq!(plan.launches.len(), 1);
+    let first = plan.launches[0].clone();
+    assert_eq!((first.fingerprint.as_str(), first.settled_before), ("n1", Some(at(-120))), "only the settled object");
+    let entry = &plan.status.partitions[0];
+    assert_eq!((entry.period, plan.status.mode), (Some(Period::Open), Some(ProcessingMode::Append)));
+
+    let scenario = scenario.next(&plan).finish(&first.job, committed(&first, 1));
+    let plan = scenario.plan();
+    assert!(plan.launches.is_empty(), "the second object has not settled");
+    assert_eq!(states(&plan), vec![("day=28".into(), PartitionState::Succeeded, 1)]);
+    assert_eq!(plan.requeue_after, Duration::from_secs(90), "looked at again when it settles");
+
+    let mut scenario = scenario.next(&plan);
+    scenario.now = at(90);
+    let scenario = scenario.growing(TODAY, &[-600, -30, 80]);
+    let plan = scenario.plan();
+    let second = plan.launches[0].clone();
+    assert_eq!((second.fingerprint.as_str(), second.settled_before, second.force), ("n2", Some(at(-30)), false));
+    assert!(!plan.happenings.iter().any(|h| matches!(h, Happening::Outdated { .. })), "growing is not a change");
+    let plan = scenario.next(&plan).finish(&second.job, committed(&second, 2)).plan();
+    let entry = &plan.status.partitions[0];
+    assert_eq!((entry.state, entry.increments, entry.fingerprint.as_str()), (PartitionState::Succeeded, Some(2), "n2"));
+}
+
+#[test]
+fn a_replaced_object_in_an_append_partition_is_run_again() {
+    let scenario = appending().growing(TODAY, &[-600]);
+    let plan = scenario.plan();
+    let launch = plan.launches[0].clone();
+    let mut scenario = scenario.next(&plan).finish(&launch.job, committed(&launch, 1));
+    scenario.previous = scenario.plan().status;
+    // The object was overwritten: same count, another fingerprint. The Job sees that the
+    // committed object changed and processes the whole partition.
+    scenario.partitions[0].settled.as_mut().unwrap().fingerprint = "replaced".into();
+    let plan = scenario.plan();
+    assert_eq!(plan.launches.iter().map(|l| l.fingerprint.as_str()).collect::<Vec<_>>(), ["replaced"]);
+}
+
+#[test]
+fn an_aggregation_runs_once_when_its_day_closes() {
+    let mut scenario = Scenario::new().partition(TODAY, "a", -600);
+    scenario.spec.schedule.grace_period_seconds = 120;
+    scenario.spec.schedule.poll_interval_seconds = 3600 * 24;
+    let plan = scenario.plan();
+    assert!(plan.launches.is_empty());
+    let entry = &plan.status.partitions[0];
+    let closes = Timestamp::from_second(NOW + 8 * 3600 + 120).unwrap();
+    assert_eq!((entry.state, entry.period, entry.not_before.clone()), (PartitionState::Open, Some(Period::Open), Some(Time(closes))));
+    assert_eq!(condition(&plan, "Ready").0, "True", "waiting for the day to end is not pending work");
+    assert_eq!(plan.requeue_after, Duration::from_secs(8 * 3600 + 120), "looked at again when it closes");
+
+    // More objects while open change nothing but the fingerprint.
+    let mut scenario = scenario.next(&plan);
+    scenario.partitions[0].fingerprint = "b".into();
+    let plan = scenario.plan();
+    assert!(plan.launches.is_empty());
+    assert_eq!(plan.status.partitions[0].state, PartitionState::Open);
+
+    let mut scenario = scenario.next(&plan);
+    scenario.now = closes;
+    let plan = scenario.plan();
+    assert_eq!(launched(&plan), vec![(TODAY, 1)]);
+    assert_eq!((plan.launches[0].fingerprint.as_str(), plan.launches[0].settled_before), ("b", None));
+    assert_eq!(plan.status.partitions[0].period, Some(Period::Closed));
+}
+
+#[test]
+fn open_refresh_recomputes_an_open_aggregation_at_most_that_often() {
+    let mut scenario = Scenario::new().partition(TODAY, "a", -600);
+    scenario.spec.schedule.open_refresh_seconds = Some(3600);
+    let plan = scenario.plan();
+    let launch = plan.launches[0].clone();
+    let mut scenario = scenario.next(&plan).finish(&launch.job, committed(&launch, 1));
+    scenario.previous = scenario.plan().status;
+    scenario.partitions[0].fingerprint = "b".into();
+    let plan = scenario.plan();
+    assert!(plan.launches.is_empty());
+    let entry = &plan.status.partitions[0];
+    assert_eq!((entry.state, entry.not_before.clone()), (PartitionState::Settling, Some(Time(at(3600)))));
+    let mut scenario = scenario.next(&plan);
+    scenario.now = at(3600);
+    assert_eq!(launched(&scenario.plan()), vec![(TODAY, 1)]);
+}
+
+#[test]
+fn a_late_file_after_close_processes_the_partition_again() {
+    let scenario = Scenario::new().partition(24, "a", -7200).all_done();
+    let mut scenario = scenario;
+    scenario.partitions[0] = ObservedPartition { fingerprint: "late".into(), ..scenario.partitions[0].clone() };
+    let plan = scenario.plan();
+    assert_eq!(launched(&plan), vec![(24, 1)]);
+    assert!(plan.happenings.contains(&Happening::Outdated { partition: day(24).to_string(), cause: Outdated::Inputs }));
+}
+
+#[test]
+fn an_sql_change_to_an_aggregation_waits_for_the_open_day_to_close() {
+    let scenario = appending().growing(TODAY, &[-600]);
+    let plan = scenario.plan();
+    let launch = plan.launches[0].clone();
+    let mut scenario = scenario.next(&plan).finish(&launch.job, committed(&launch, 1));
+    scenario.previous = scenario.plan().status;
+    scenario.mode = Mode::full("the SQL aggregates rows (GROUP BY or an aggregate function)");
+    scenario.spec_hash = "spec-2".into();
+    scenario.generation = 2;
+    let plan = scenario.plan();
+    assert!(plan.launches.is_empty());
+    assert_eq!(plan.status.partitions[0].state, PartitionState::Open);
+    assert_eq!(plan.status.mode, Some(ProcessingMode::Full));
+    assert!(plan.status.mode_reason.as_deref().unwrap().contains("aggregates"));
+    assert!(plan.happenings.contains(&Happening::Outdated { partition: day(TODAY).to_string(), cause: Outdated::Spec }));
+}
+
+#[test]
+fn first_run_launches_the_oldest_partitions_up_to_the_concurrency_cap() {
+    let scenario = Scenario::new().partition(24, "c", -10).partition(22, "a", -10).partition(23, "b", -10);
+    let mut scenario = scenario;
+    scenario.partitions.sort_by_key(|p| p.key);
+    let plan = scenario.plan();
+    assert_eq!(launched(&plan), vec![(22, 1), (23, 1)]);
+    assert_eq!(
+        states(&plan),
+        vec![
+            ("day=22".into(), PartitionState::Running, 1),
+            ("day=23".into(), PartitionState::Running, 1),
+            ("day=24".into(), PartitionState::Pending, 0)
+        ]
+    );
+    assert_eq!((plan.status.pending_partitions, plan.status.running_jobs), (1, 2));
+    assert_eq!(condition(&plan, "Ready"), ("False", "Processing"));
+    assert_eq!(condition(&plan, "Progressing"), ("True", "Processing"));
+    assert_eq!(condition(&plan, "Degraded"), ("False", "AsExpected"));
+    assert_eq!(plan.launches[0].job, name(22, "a", 1));
+}
+
+#[test]
+fn a_finished_job_frees_its_slot_for_the_next_partition_and_records_the_summary() {
+    let scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10).partition(24, "c", -10);
+    let first = scenario.plan();
+    let scenario = scenario.next(&first);
+    let job = first.launches[0].job.clone();
+    let scenario = scenario.finish(&job, JobOutcome::Succeeded(Some(summary(10))));
+    let plan = scenario.plan();
+    assert_eq!(launched(&plan), vec![(24, 1)]);
+    let done = &plan.status.partitions[0];
+    assert_eq!((done.state, done.rows_read, done.rows_written, done.seconds), (PartitionState::Succeeded, Some(10), Some(5), Some(1.235)));
+    assert_eq!(plan.status.last_completed_partition.as_deref(), Some("year=2026/month=11/day=22"));
+    assert!(matches!(&plan.happenings[0], Happening::Succeeded { job: j, .. } if *j == job));
+}
+
+#[test]
+fn everything_done_is_ready_and_a_second_identical_reconcile_plans_the_same_status() {
+    let scenario = Scenario::new().partition(22, "a", -10);
+    let first = scenario.plan();
+    let scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Succeeded(Some(summary(4))));
+    let done = scenario.plan();
+    assert_eq!(condition(&done, "Ready"), ("True", "UpToDate"));
+    assert_eq!(condition(&done, "Progressing"), ("False", "UpToDate"));
+    let mut again = scenario;
+    again.previous = done.status.clone();
+    again.now = at(600);
+    let idle = again.plan();
+    assert_eq!(idle.status, done.status, "nothing new must change nothing, timestamps included");
+    assert!(idle.launches.is_empty() && idle.happenings.is_empty());
+    assert_eq!(idle.requeue_after, Duration::from_secs(60));
+}
+
+#[test]
+fn a_failed_attempt_is_retried_with_exponential_backoff_and_then_given_up() {
+    let mut scenario = Scenario::new().partition(22, "a", -10);
+    let mut plan = scenario.plan();
+    let mut retry_waits = Vec::new();
+    for attempt in 1..=3 {
+        assert_eq!(launched(&plan), vec![(22, attempt)], "attempt {attempt}");
+        let job = plan.launches[0].job.clone();
+        scenario = scenario.next(&plan).finish(&job, JobOutcome::Failed(format!("bad row {attempt}")));
+        plan = scenario.plan();
+        if attempt < 3 {
+            assert_eq!(states(&plan), vec![("day=22".into(), PartitionState::Retrying, attempt)]);
+            assert!(plan.launches.is_empty(), "no relaunch before the backoff");
+            retry_waits.push(plan.requeue_after.as_secs());
+            let due = plan.status.partitions[0].not_before.clone().unwrap().0;
+            scenario.previous = plan.status.clone();
+            scenario.now = due;
+            plan = scenario.plan();
+        }
+    }
+    assert_eq!(retry_waits, vec![30, 60]);
+    assert_eq!(states(&plan), vec![("day=22".into(), PartitionState::Failed, 3)]);
+    assert_eq!(plan.status.partitions[0].message.as_deref(), Some("bad row 3"));
+    assert!(matches!(&plan.happenings[0], Happening::GaveUp { message, .. } if message == "bad row 3"));
+    assert_eq!(plan.status.failed_partitions, 1);
+    assert_eq!(condition(&plan, "Degraded"), ("True", "PartitionsFailed"));
+    assert_eq!(condition(&plan, "Ready"), ("False", "PartitionsFailed"));
+    scenario.previous = plan.status.clone();
+    assert!(scenario.plan().launches.is_empty(), "a failed partition stays failed");
+}
+
+#[test]
+fn a_spec_change_gives_failed_partitions_new_attempts_under_new_job_names() {
+    let mut scenario = Scenario::new().partition(22, "a", -10);
+    scenario.spec.execution.max_attempts = 1;
+    let first = scenario.plan();
+    let mut scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Failed("boom".into()));
+    let failed = scenario.plan();
+    assert_eq!(states(&failed), vec![("day=22".into(), PartitionState::Failed, 1)]);
+    scenario.previous = failed.status;
+    scenario.generation = 2;
+    let plan = scenario.plan();
+    assert_eq!(launched(&plan), vec![(22, 2)]);
+    assert_ne!(plan.launches[0].job, first.launches[0].job);
+}
+
+#[test]
+fn new_inputs_after_success_are_processed_again() {
+    let scenario = Scenario::new().partition(22, "a", -10);
+    let first = scenario.plan();
+    let mut scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Succeeded(Some(summary(2))));
+    scenario.previous = scenario.plan().status;
+    scenario.partitions[0].fingerprint = "a2".into();
+    let plan = scenario.plan();
+    assert_eq!(launched(&plan), vec![(22, 1)]);
+    assert_eq!(plan.launches[0].fingerprint, "a2");
+    assert_eq!(plan.happenings[0], Happening::Outdated { partition: day(22).to_string(), cause: Outdated::Inputs });
+}
+
+#[test]
+fn new_inputs_while_running_wait_for_the_running_job() {
+    let scenario = Scenario::new().partition(22, "a", -10);
+    let first = scenario.plan();
+    let mut scenario = scenario.next(&first);
+    scenario.partitions[0].fingerprint = "a2".into();
+    let plan = scenario.plan();
+    assert!(plan.launches.is_empty());
+    assert_eq!(plan.status.partitions[0].fingerprint, "a");
+    let mut scenario = scenario.next(&plan).finish(&first.launches[0].job, JobOutcome::Succeeded(Some(summary(2))));
+    let finished = scenario.plan();
+    assert!(finished.launches.is_empty() && finished.relist, "the result is newer than the listing: list again first");
+    scenario.previous = finished.status;
+    let plan = scenario.plan();
+    assert_eq!(plan.launches.iter().map(|l| l.fingerprint.as_str()).collect::<Vec<_>>(), vec!["a2"]);
+}
+
+#[test]
+fn a_fresh_partition_settles_for_the_grace_period() {
+    let mut scenario = Scenario::new().partition(24, "c", -30);
+    scenario.spec.schedule.grace_period_seconds = 120;
+    scenario.spec.schedule.poll_interval_seconds = 600;
+    let plan = scenario.plan();
+    assert!(plan.launches.is_empty());
+    assert_eq!(states(&plan), vec![("day=24".into(), PartitionState::Settling, 0)]);
+    assert_eq!(plan.requeue_after, Duration::from_secs(90));
+    scenario.previous = plan.status;
+    scenario.now = at(90);
+    assert_eq!(launched(&scenario.plan()), vec![(24, 1)]);
+}
+
+#[test]
+fn without_partitions_the_pipeline_is_not_ready_and_says_where_it_looked() {
+    let plan = Scenario::new().plan();
+    assert_eq!(condition(&plan, "Ready"), ("False", "NoPartitions"));
+    assert_eq!(condition(&plan, "Degraded"), ("False", "AsExpected"));
+    let ready = plan.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("s3://b/events/ from 2026-11-18 to 2026-11-24"), "{}", ready.message);
+}
+
+#[test]
+fn suspend_launches_nothing_but_still_records_results() {
+    let scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10);
+    let first = Scenario { spec: EventPipelineSpec { execution: ExecutionSpec { max_concurrent_jobs: 1, ..Scenario::new().spec.execution }, ..Scenario::new().spec }, ..scenario };
+    let plan = first.plan();
+    let mut scenario = first.next(&plan).finish(&plan.launches[0].job, JobOutcome::Succeeded(None));
+    scenario.spec.suspend = true;
+    let suspended = scenario.plan();
+    assert!(suspended.launches.is_empty());
+    assert_eq!(
+        states(&suspended),
+        vec![("day=22".into(), PartitionState::Succeeded, 1), ("day=23".into(), PartitionState::Pending, 0)]
+    );
+    assert_eq!(condition(&suspended, "Ready"), ("False", "Suspended"));
+    assert_eq!(suspended.status.partitions[0].message.as_deref(), Some(&*format!("Job {} succeeded without reporting a summary", plan.launches[0].job)));
+}
+
+#[test]
+fn after_a_restart_existing_jobs_are_adopted_not_launched_again() {
+    // The status was lost (or never written) but the Jobs exist.
+    let scenario = Scenario::new()
+        .partition(22, "a", -10)
+        .partition(23, "b", -10)
+        .job(22, "a", 1, JobOutcome::Succeeded(Some(summary(8))))
+        .job(23, "b", 2, JobOutcome::Running);
+    let plan = scenario.plan();
+    assert!(plan.launches.is_empty());
+    assert_eq!(
+        states(&plan),
+        vec![("day=22".into(), PartitionState::Succeeded, 1), ("day=23".into(), PartitionState::Running, 2)]
+    );
+}
+
+#[test]
+fn a_job_that_disappears_counts_as_a_failed_attempt() {
+    let scenario = Scenario::new().partition(22, "a", -10);
+    let first = scenario.plan();
+    let mut scenario = scenario;
+    scenario.previous = first.status.clone();
+    let plan = scenario.plan();
+    assert_eq!(states(&plan), vec![("day=22".into(), PartitionState::Retrying, 1)]);
+    assert!(plan.status.partitions[0].message.as_deref().unwrap().contains("disappeared"));
+}
+
+#[test]
+fn partitions_leaving_the_window_are_dropped_once_their_jobs_finish() {
+    let scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10);
+    let first = scenario.plan();
+    let mut scenario = scenario.next(&first);
+    scenario.partitions.remove(0);
+    let plan = scenario.plan();
+    assert_eq!(states(&plan).len(), 2, "day 22 is still running");
+    let scenario = scenario.next(&plan).finish(&first.launches[0].job, JobOutcome::Succeeded(Some(summary(1))));
+    let plan = scenario.plan();
+    assert_eq!(states(&plan), vec![("day=23".into(), PartitionState::Running, 1)]);
+    assert_eq!(plan.status.last_completed_partition.as_deref(), Some("year=2026/month=11/day=22"));
+}
+
+#[test]
+fn only_unrecorded_results_need_the_pods_report() {
+    let scenario = Scenario::new().partition(22, "a", -10);
+    let first = scenario.plan();
+    let scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Succeeded(None));
+    assert!(needs_report(&scenario.previous, &scenario.jobs[0]), "running in the status, finished now");
+    let recorded = scenario.plan().status;
+    assert!(!needs_report(&recorded, &scenario.jobs[0]), "already recorded");
+    assert!(needs_report(&EventPipelineStatus::default(), &scenario.jobs[0]), "status lost");
+    let mut running = scenario.jobs[0].clone();
+    running.outcome = JobOutcome::Running;
+    assert!(!needs_report(&scenario.previous, &running));
+}
+
+#[test]
+fn backoff_doubles_and_is_capped_at_an_hour() {
+    let waits: Vec<i64> = (1..=9).map(|failures| retry_backoff(30, failures).as_secs()).collect();
+    assert_eq!(waits, vec![30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
+}
+
+#[test]
+fn a_data_path_change_reprocesses_the_window_oldest_first_under_the_cap() {
+    let mut scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10).partition(24, "c", -10).all_done();
+    scenario.generation = 2;
+    scenario.spec_hash = "spec-2".into();
+    let plan = scenario.plan();
+    assert_eq!(launched(&plan), vec![(22, 1), (23, 1)]);
+    assert_eq!(plan.launches[0].job, name_with(22, "a", "spec-2", 1));
+    assert!(plan.launches.iter().all(|l| l.spec_hash == "spec-2"));
+    let outdated: Vec<_> = plan.happenings.iter().filter(|h| matches!(h, Happening::Outdated { cause: Outdated::Spec, .. })).collect();
+    assert_eq!(outdated.len(), 3);
+    assert_eq!(states(&plan)[2], ("day=24".into(), PartitionState::Pending, 0));
+}
+
+#[test]
+fn a_change_outside_the_data_path_reprocesses_nothing() {
+    let mut scenario = Scenario::new().partition(22, "a", -10).all_done();
+    scenario.generation = 2;
+    scenario.spec.execution.max_concurrent_jobs = 5;
+    let plan = scenario.plan();
+    assert!(plan.launches.is_empty() && plan.happenings.is_empty(), "{:?}", plan.happenings);
+}
+
+#[test]
+fn a_job_gone_before_its_result_was_recorded_is_read_from_the_manifest() {
+    let scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10);
+    let first = scenario.plan();
+    let mut scenario = scenario;
+    scenario.previous = first.status.clone();
+    scenario.committed.insert(day(22).to_string(), Summary { input_fingerprint: "a".into(), ..summary(6) });
+    scenario.committed.insert(day(23).to_string(), Summary { input_fingerprint: "b".into(), spec_hash: "old".into(), ..summary(6) });
+    let plan = scenario.plan();
+    let done = &plan.status.partitions[0];
+    assert_eq!((done.state, done.rows_read, done.failures), (PartitionState::Succeeded, Some(6), 0));
+    assert!(done.message.as_deref().unwrap().contains("committed manifest"), "{:?}", done.message);
+    let lost = &plan.status.partitions[1];
+    assert_eq!((lost.state, lost.failures), (PartitionState::Retrying, 1), "a manifest of another spec does not count");
+    assert_eq!(missing_jobs(&first.status, &[]), vec![day(22).to_string(), day(23).to_string()]);
+}
+
+#[test]
+fn the_committed_fingerprint_is_recorded_and_the_listing_refreshed() {
+    let scenario = Scenario::new().partition(22, "a", -10);
+    let first = scenario.plan();
+    // An object landed after the listing; the transformer committed what it listed itself.
+    let committed = Summary { input_fingerprint: "a2".into(), ..summary(6) };
+    let mut scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Succeeded(Some(committed)));
+    let plan = scenario.plan();
+    assert!(plan.launches.is_empty(), "the old listing must not relaunch the partition");
+    assert_eq!((plan.status.partitions[0].fingerprint.as_str(), plan.relist), ("a2", true));
+    assert_eq!(plan.requeue_after, Duration::from_secs(1));
+    scenario.previous = plan.status;
+    scenario.partitions[0].fingerprint = "a2".into();
+    let relisted = scenario.plan();
+    assert!(relisted.launches.is_empty() && relisted.happenings.is_empty() && !relisted.relist);
+}
+
+#[test]
+fn a_retry_request_gives_failed_partitions_new_attempts_once() {
+    let mut scenario = Scenario::new().partition(22, "a", -10);
+    scenario.spec.execution.max_attempts = 1;
+    let first = scenario.plan();
+    let mut scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Failed("boom".into()));
+    scenario.previous = scenario.plan().status;
+    scenario.retry = Some("1".into());
+    let plan = scenario.plan();
+    assert_eq!(launched(&plan), vec![(22, 2)]);
+    assert!(plan.happenings.contains(&Happening::RetryRequested { partitions: 1 }));
+    assert_eq!(plan.status.last_retry_request.as_deref(), Some("1"));
+    let mut scenario = scenario.next(&plan).finish(&plan.launches[0].job, JobOutcome::Failed("boom again".into()));
+    let failed = scenario.plan();
+    assert_eq!(states(&failed), vec![("day=22".into(), PartitionState::Failed, 2)], "the same value is acted on once");
+    scenario.previous = failed.status;
+    assert!(scenario.plan().launches.is_empty());
+}
+
+#[test]
+fn a_reprocess_request_processes_one_committed_partition_again_with_force() {
+    let mut scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10).all_done();
+    scenario.reprocess = Some(day(23).to_string());
+    let plan = scenario.plan();
+    assert_eq!(launched(&plan), vec![(23, 2)]);
+    assert!(plan.launches[0].force);
+    assert_eq!(plan.status.last_reprocess_request.as_deref(), Some("year=2026/month=11/day=23"));
+    let refused = vec![(plan.launches[0].job.clone(), "denied by an admission webhook".to_string())];
+    let kept = launch_refused(plan.clone(), &scenario.observation(), &refused);
+    assert_eq!(kept.status.last_reprocess_request, None, "a refused reprocess is still requested");
+    let scenario = scenario.next(&plan);
+    assert!(scenario.plan().launches.is_empty(), "handled once");
+
+    let mut unknown = Scenario::new().partition(22, "a", -10).all_done();
+    unknown.reprocess = Some("year=2020/month=01/day=01".into());
+    let ignored = unknown.plan();
+    assert_eq!(condition(&ignored, "Ready"), ("True", "UpToDate"));
+    assert!(ignored.launches.is_empty());
+    assert!(matches!(&ignored.happenings[0], Happening::RequestIgnored { message } if message.contains("year=2020")));
+}
+
+#[test]
+fn a_refused_job_leaves_the_partition_waiting_and_the_pipeline_degraded() {
+    let scenario = Scenario::new().partition(22, "a", -10).partition(23, "b", -10);
+    let planned = scenario.plan();
+    let refused = vec![(planned.launches[1].job.clone(), "exceeded quota: jobs, requested: count/jobs.batch=1".to_string())];
+    let plan = launch_refused(planned, &scenario.observation(), &refused);
+    assert_eq!(launched(&plan), vec![(22, 1)]);
+    assert_eq!(states(&plan)[1], ("day=23".into(), PartitionState::Pending, 0));
+    assert_eq!((plan.status.running_jobs, plan.status.pending_partitions), (1, 1));
+    assert_eq!(condition(&plan, "Degraded"), ("True", "JobCreateFailed"));
+    assert!(plan.happenings.iter().any(|h| matches!(h, Happening::JobCreateFailed { message, .. } if message.contains("quota"))));
+    assert!(!plan.happenings.iter().any(|h| matches!(h, Happening::Launched { partition, .. } if partition.ends_with("23"))));
+    let mut again = scenario.next(&plan);
+    again.now = at(10);
+    assert_eq!(launched(&again.plan()), vec![(23, 1)], "the next reconcile tries again under the same name");
+}
