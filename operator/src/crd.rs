@@ -264,6 +264,12 @@ pub struct PartitionStatus {
     /// Jobs launched for this input version.
     #[serde(default)]
     pub attempts: u32,
+    /// The number of the latest Job launched for this partition, counting every launch whatever
+    /// its inputs or spec; the Job carries it in its label `eventpipe.dev/launch`. The operator
+    /// follows only the Job of this launch, or one of a later launch for the same inputs and spec
+    /// (created just before a restart); an older Job never decides the partition's state.
+    #[serde(default)]
+    pub launch: u32,
     /// Failed attempts since the inputs or the spec last changed; at `execution.maxAttempts` the
     /// partition is marked failed.
     #[serde(default)]

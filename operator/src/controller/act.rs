@@ -2,7 +2,7 @@
 //! when it changed. Nothing else is written.
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
@@ -11,14 +11,15 @@ use crate::metrics::{PipelineLabels, RowKind, RowLabels};
 
 use super::Context;
 use super::job;
-use super::plan::{Happening, Launch, Outdated};
+use super::plan::{Happening, Launch, Outdated, Stop};
 
 /// The field manager of the operator's status writes.
 pub const FIELD_MANAGER: &str = "eventpipe-operator";
 
 /// Creates one Job per launch and returns those the API server refused (quota, admission
 /// webhook, RBAC), with its message. A Job that already exists was launched before (by this
-/// replica before a restart, or by another one): its name is derived from what it processes.
+/// replica before a restart, or by another one): its name is derived from the partition's launch
+/// number in the status.
 pub async fn launch(ctx: &Context, pipeline: &EventPipeline, launches: &[Launch]) -> Vec<(String, String)> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
     let mut refused = Vec::new();
@@ -33,6 +34,20 @@ pub async fn launch(ctx: &Context, pipeline: &EventPipeline, launches: &[Launch]
         }
     }
     refused
+}
+
+/// Deletes the Jobs the plan stops, with their pods (foreground deletion: the Job stays, with a
+/// deletion timestamp, until its pods are gone, so that the partition launches nothing before).
+pub async fn stop(ctx: &Context, pipeline: &EventPipeline, stops: &[Stop]) -> kube::Result<()> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
+    for stop in stops {
+        match api.delete(&stop.job, &DeleteParams::foreground()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// Writes the status by server-side apply when it differs from what the pipeline carries.
@@ -98,7 +113,8 @@ fn count(ctx: &Context, labels: &PipelineLabels, happening: &Happening) {
         Happening::Outdated { .. }
         | Happening::RetryRequested { .. }
         | Happening::RequestIgnored { .. }
-        | Happening::JobCreateFailed { .. } => {}
+        | Happening::JobCreateFailed { .. }
+        | Happening::Stopped { .. } => {}
     }
 }
 
@@ -150,5 +166,6 @@ fn describe(happening: &Happening) -> (EventType, &'static str, String) {
         Happening::JobCreateFailed { partition, job, message } => {
             (EventType::Warning, "JobCreateFailed", format!("creating Job {job} for {partition} failed: {message}; retrying with backoff"))
         }
+        Happening::Stopped { partition, job, reason } => (EventType::Normal, "JobStopped", format!("Job {job} of {partition} is deleted: {reason}")),
     }
 }

@@ -32,6 +32,8 @@ pub const PIPELINE_UID_LABEL: &str = "eventpipe.dev/pipeline-uid";
 pub const PIPELINE_LABEL: &str = "eventpipe.dev/pipeline";
 /// Label with the attempt number.
 pub const ATTEMPT_LABEL: &str = "eventpipe.dev/attempt";
+/// Label with the partition's launch number (see `PartitionStatus::launch`).
+pub const LAUNCH_LABEL: &str = "eventpipe.dev/launch";
 /// Annotation with the partition (`year=YYYY/month=MM/day=DD`), which labels cannot hold.
 pub const PARTITION_ANNOTATION: &str = "eventpipe.dev/partition";
 /// Annotation with the full input fingerprint the operator saw at launch.
@@ -56,14 +58,15 @@ pub fn version(pipeline_uid: &str, fingerprint: &str, spec_hash: &str) -> String
     hex(&digest[..5])
 }
 
-/// The Job name of one attempt at one version of a partition:
-/// `<pipeline>-<yyyymmdd[hh]>-<version>-<attempt>`, at most 63 characters. A long pipeline name is
-/// cut and a hash of it added, so names stay distinct.
-pub fn job_name(pipeline: &str, partition: &PartitionKey, version: &str, attempt: u32) -> String {
+/// The Job name of one launch of a partition: `<pipeline>-<yyyymmdd[hh]>-<version>-<launch>`, at
+/// most 63 characters. A long pipeline name is cut and a hash of it added, so names stay distinct.
+/// The launch number alone makes the name unique within the partition; the version tells people
+/// which inputs and spec the Job processes.
+pub fn job_name(pipeline: &str, partition: &PartitionKey, version: &str, launch: u32) -> String {
     let hour = partition.hour.map(|h| format!("{h:02}")).unwrap_or_default();
     let version: String = version.chars().filter(char::is_ascii_alphanumeric).take(10).collect();
     let suffix = format!(
-        "-{:04}{:02}{:02}{hour}-{}-{attempt}",
+        "-{:04}{:02}{:02}{hour}-{}-{launch}",
         partition.year,
         partition.month,
         partition.day,
@@ -98,6 +101,7 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy) -> J
         ("app.kubernetes.io/name".to_string(), "eventpipe-transformer".to_string()),
         (PIPELINE_UID_LABEL.to_string(), uid),
         (ATTEMPT_LABEL.to_string(), launch.attempt.to_string()),
+        (LAUNCH_LABEL.to_string(), launch.launch.to_string()),
     ]);
     if name.len() <= MAX_NAME {
         labels.insert(PIPELINE_LABEL.to_string(), name);
@@ -298,13 +302,17 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
     } else {
         JobOutcome::Running
     };
+    let attempt = labels.get(ATTEMPT_LABEL)?.parse().ok()?;
     Some(ObservedJob {
         name: job.metadata.name.clone()?,
         partition: annotations.get(PARTITION_ANNOTATION)?.clone(),
         fingerprint: annotations.get(FINGERPRINT_ANNOTATION)?.clone(),
         spec_hash: annotations.get(SPEC_HASH_ANNOTATION).cloned().unwrap_or_default(),
-        attempt: labels.get(ATTEMPT_LABEL)?.parse().ok()?,
+        attempt,
+        // Jobs from before launch numbers carried the attempt where the launch is now.
+        launch: labels.get(LAUNCH_LABEL).and_then(|launch| launch.parse().ok()).unwrap_or(attempt),
         outcome,
+        stopping: job.metadata.deletion_timestamp.is_some(),
     })
 }
 
@@ -333,13 +341,15 @@ mod tests {
         JobPolicy { image: "eventpipe-transformer:1".into(), ..JobPolicy::default() }
     }
 
+    /// The `attempt`-th launch of the 24th, its first for other inputs four launches before.
     fn launch(attempt: u32) -> Launch {
         Launch {
-            job: job_name("settings", &day(24), &version(UID, FINGERPRINT, "spec"), attempt),
+            job: job_name("settings", &day(24), &version(UID, FINGERPRINT, "spec"), attempt + 4),
             partition: day(24),
             fingerprint: FINGERPRINT.into(),
             spec_hash: "spec".into(),
             attempt,
+            launch: attempt + 4,
             force: false,
             settled_before: None,
         }
@@ -384,7 +394,7 @@ mod tests {
         assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("EventPipeline", "settings", Some(true)));
         let labels = job.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[PIPELINE_UID_LABEL], UID);
-        assert_eq!(labels[ATTEMPT_LABEL], "2");
+        assert_eq!((labels[ATTEMPT_LABEL].as_str(), labels[LAUNCH_LABEL].as_str()), ("2", "6"));
         let spec = job.spec.as_ref().unwrap();
         assert_eq!((spec.backoff_limit, spec.ttl_seconds_after_finished), (Some(0), Some(86400)));
         let rules = &spec.pod_failure_policy.as_ref().unwrap().rules;
@@ -462,10 +472,14 @@ mod tests {
         let job = build(&pipeline("settings"), &launch(1), &policy());
         let observed = observe(&job).unwrap();
         assert_eq!(
-            (observed.name, observed.partition.as_str(), observed.fingerprint.as_str(), observed.spec_hash.as_str(), observed.attempt),
-            (launch(1).job, "year=2026/month=11/day=24", FINGERPRINT, "spec", 1)
+            (observed.name, observed.partition.as_str(), observed.fingerprint.as_str(), observed.spec_hash.as_str()),
+            (launch(1).job, "year=2026/month=11/day=24", FINGERPRINT, "spec")
         );
+        assert_eq!((observed.attempt, observed.launch, observed.stopping), (1, 5, false));
         assert_eq!(observed.outcome, JobOutcome::Running);
+        let mut before_launch_numbers = job;
+        before_launch_numbers.metadata.labels.as_mut().unwrap().remove(LAUNCH_LABEL);
+        assert_eq!(observe(&before_launch_numbers).unwrap().launch, 1, "the attempt stood where the launch is now");
     }
 
     #[test]

@@ -222,14 +222,20 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     ctx.metrics.source_listings.get_or_create(&labels_of(pipeline)).inc_by(listed.prefixes_listed as u64);
     let (partitions, looked_in) = (listed.partitions, listed.looked_in);
     let jobs = observe::jobs(&ctx.client, pipeline, &previous).await?;
-    let committed = observe::committed(&ctx.client, &ctx.caches, pipeline, &checked, &previous, &jobs).await;
-    let observation = Observation { mode: &mode, partitions: &partitions, looked_in: &looked_in, jobs: &jobs, committed: &committed, ..base };
-    let mut plan = plan::plan(&observation);
+    let first = Observation { mode: &mode, partitions: &partitions, looked_in: &looked_in, jobs: &jobs, ..base };
+    let mut plan = plan::plan(&first);
+    // The plan names the manifests it needs; with them read, it is made again.
+    let committed = observe::manifests(&ctx.client, &ctx.caches, pipeline, Some(&checked), &plan.unread_manifests).await;
+    let observation = Observation { committed: &committed, ..first };
+    if !plan.unread_manifests.is_empty() {
+        plan = plan::plan(&observation);
+    }
     let refused = act::launch(ctx, pipeline, &plan.launches).await;
     if !refused.is_empty() {
         plan = plan::launch_refused(plan, &observation, &refused);
     }
     act::write_status(ctx, pipeline, &plan.status).await?;
+    act::stop(ctx, pipeline, &plan.stops).await?;
     act::report(ctx, pipeline, &plan.happenings).await;
     record_lag(ctx, pipeline, &plan, &partitions, now);
     if plan.relist {

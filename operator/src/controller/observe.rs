@@ -7,11 +7,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use eventpipe_transformer::discovery;
+use futures::StreamExt;
 use eventpipe_transformer::fingerprint::fingerprint;
 use eventpipe_transformer::manifest;
 use eventpipe_transformer::mode::Mode;
 use eventpipe_transformer::storage::{Location, Opener, Retrying, Store};
-use eventpipe_transformer::task::Summary;
 use eventpipe_transformer::validate::{self, CheckedPipeline};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -22,10 +22,13 @@ use kube::{Client, ResourceExt};
 use crate::crd::{EventPipeline, EventPipelineStatus};
 
 use super::job::{self, CONTROLLER_UID_LABEL, PIPELINE_UID_LABEL};
-use super::plan::{ObservedJob, ObservedPartition, Settled, missing_jobs, needs_report};
+use super::plan::{Committed, ObservedJob, ObservedPartition, Settled, needs_report};
 use super::policy::JobPolicy;
 use super::report;
 use super::window::{MAX_PARTITIONS, Window};
+
+/// Manifests read at once.
+const MANIFEST_READS: usize = 16;
 
 /// Why a pipeline cannot be observed; reported on its conditions, not as a reconcile error.
 #[derive(Clone, Debug, PartialEq)]
@@ -162,40 +165,46 @@ pub async fn partitions(
     Ok(Listed { partitions, prefixes_listed: prefixes.len(), looked_in })
 }
 
-/// The committed output of each partition whose running Job is gone, from its manifest. A sink or
-/// manifest that cannot be read counts as no output: the attempt then counts as failed and is
-/// retried.
-pub async fn committed(
+/// The manifests of these partitions, as the planner asked for them. A sink that cannot be opened
+/// or a manifest that cannot be read is reported as such: the planner waits rather than count an
+/// attempt as failed.
+pub async fn manifests(
     client: &Client,
     caches: &Caches,
     pipeline: &EventPipeline,
-    checked: &CheckedPipeline,
-    previous: &EventPipelineStatus,
-    jobs: &[ObservedJob],
-) -> HashMap<String, Summary> {
-    let partitions = missing_jobs(previous, jobs);
-    let mut committed = HashMap::new();
+    checked: Option<&CheckedPipeline>,
+    partitions: &[String],
+) -> HashMap<String, Committed> {
+    let all = |committed: Committed| partitions.iter().map(|partition| (partition.clone(), committed.clone())).collect();
     if partitions.is_empty() {
-        return committed;
+        return HashMap::new();
     }
+    let Some(checked) = checked else {
+        return all(Committed::Unreadable("the spec is invalid, so the sink is unknown".into()));
+    };
     let sink = match open_store(client, caches, pipeline, &checked.sink).await {
         Ok(sink) => sink,
-        Err(error) => {
-            tracing::warn!(?error, "opening the sink to read committed manifests failed");
-            return committed;
+        Err(Blocked::InvalidSpec(error) | Blocked::SourceUnavailable(error)) => {
+            tracing::warn!(%error, "opening the sink to read committed manifests failed");
+            return all(Committed::Unreadable(error));
         }
     };
-    for partition in partitions {
-        let directory = sink.child(&format!("{partition}/"));
-        match manifest::read(&sink, &directory).await {
-            Ok(Some(found)) => {
-                committed.insert(partition, found.manifest.summary());
-            }
-            Ok(None) => {}
-            Err(error) => tracing::warn!(%error, partition, "reading a committed manifest failed"),
+    let reads = partitions.iter().cloned().map(|partition| {
+        let sink = sink.clone();
+        async move {
+            let directory = sink.child(&format!("{partition}/"));
+            let committed = match manifest::read(&sink, &directory).await {
+                Ok(Some(found)) => Committed::Output(found.manifest.summary()),
+                Ok(None) => Committed::Nothing,
+                Err(error) => {
+                    tracing::warn!(%error, partition, "reading a committed manifest failed");
+                    Committed::Unreadable(error.to_string())
+                }
+            };
+            (partition, committed)
         }
-    }
-    committed
+    });
+    futures::stream::iter(reads).buffer_unordered(MANIFEST_READS).collect().await
 }
 
 /// A store of the pipeline (source or sink), opened with its credentials Secret or the operator's

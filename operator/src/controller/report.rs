@@ -176,7 +176,9 @@ mod tests {
             fingerprint: "f".into(),
             spec_hash: "s".into(),
             attempt: 1,
+            launch: 1,
             outcome: JobOutcome::Failed(reason.into()),
+            stopping: false,
         }
     }
 

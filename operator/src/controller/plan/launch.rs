@@ -1,12 +1,14 @@
 //! Choosing what to launch: the oldest runnable partitions while Job slots are free, a requested
 //! reprocess first.
 
+use std::collections::HashSet;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::{PartitionState, PartitionStatus};
 
 use super::super::job::{job_name, version};
-use super::{Happening, Launch, Observation, ObservedPartition, Outdated};
+use super::{Happening, JobOutcome, Launch, Observation, ObservedJob, ObservedPartition, Outdated};
 
 /// Where a reprocess request stands in this reconcile.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -60,8 +62,14 @@ pub(super) fn launch(
     if observation.spec.suspend {
         return Vec::new();
     }
-    let running = entries.iter().filter(|(entry, _)| entry.state == PartitionState::Running).count();
-    let mut free = (observation.spec.execution.max_concurrent_jobs as usize).saturating_sub(running);
+    // A partition with a Job still running, its own or one being stopped, launches nothing; Jobs
+    // being stopped take their slots until they are gone.
+    let active: Vec<&ObservedJob> = observation.jobs.iter().filter(|job| job.outcome == JobOutcome::Running).collect();
+    let busy: HashSet<&str> = active.iter().map(|job| job.partition.as_str()).collect();
+    let followed: HashSet<&str> =
+        entries.iter().filter(|(entry, _)| entry.state == PartitionState::Running).filter_map(|(entry, _)| entry.job.as_deref()).collect();
+    let stopping = active.iter().filter(|job| !followed.contains(job.name.as_str())).count();
+    let mut free = (observation.spec.execution.max_concurrent_jobs as usize).saturating_sub(followed.len() + stopping);
     let forced = match reprocess {
         Reprocess::Waiting(index) => Some(index),
         _ => None,
@@ -79,12 +87,14 @@ pub(super) fn launch(
             PartitionState::Retrying => entry.not_before.as_ref().is_none_or(|at| at.0 <= observation.now),
             _ => false,
         };
-        if !due {
+        if !due || busy.contains(entry.partition.as_str()) {
             continue;
         }
         entry.attempts += 1;
+        let launched_before = observation.jobs.iter().filter(|job| job.partition == entry.partition).map(|job| job.launch);
+        entry.launch = launched_before.fold(entry.launch, u32::max) + 1;
         let version = version(observation.uid, &entry.fingerprint, &entry.spec_hash);
-        let job = job_name(observation.pipeline, &partition.key, &version, entry.attempts);
+        let job = job_name(observation.pipeline, &partition.key, &version, entry.launch);
         let settled_before = partition.settled.as_ref().filter(|_| observation.mode.is_append()).map(|settled| settled.before);
         entry.job = Some(job.clone());
         entry.state = PartitionState::Running;
@@ -97,6 +107,7 @@ pub(super) fn launch(
             fingerprint: entry.fingerprint.clone(),
             spec_hash: entry.spec_hash.clone(),
             attempt: entry.attempts,
+            launch: entry.launch,
             force: Some(index) == forced,
             settled_before,
         });

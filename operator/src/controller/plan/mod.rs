@@ -13,7 +13,7 @@
 //! [`crate::period`]) and its newest object has settled; while it is open, only every
 //! `schedule.openRefreshSeconds` if that is set.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use eventpipe_transformer::layout::PartitionKey;
@@ -22,7 +22,7 @@ use eventpipe_transformer::task::{Summary, shorten};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::crd::{EventPipelineSpec, EventPipelineStatus, PartitionState, PartitionStatus, Period, ProcessingMode};
+use crate::crd::{EventPipelineSpec, EventPipelineStatus, PartitionState, PartitionStatus, Period};
 use crate::period;
 
 use super::conditions::{self, Health};
@@ -85,8 +85,12 @@ pub struct ObservedJob {
     pub spec_hash: String,
     /// Its attempt number for this partition version, from 1.
     pub attempt: u32,
+    /// Its partition's launch number it was created under (see `PartitionStatus::launch`).
+    pub launch: u32,
     /// Whether and how it finished.
     pub outcome: JobOutcome,
+    /// Whether its deletion was asked for (its pods are still stopping).
+    pub stopping: bool,
 }
 
 /// Whether and how a Job finished.
@@ -98,6 +102,17 @@ pub enum JobOutcome {
     Succeeded(Option<Summary>),
     /// Failed, with the reason (the transformer's error, or why Kubernetes stopped the Job).
     Failed(String),
+}
+
+/// What a partition's `_manifest.json` commits, as read for this reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Committed {
+    /// The manifest commits this output.
+    Output(Summary),
+    /// There is no manifest.
+    Nothing,
+    /// The manifest could not be read (the sink is unreachable, or the spec invalid), and why.
+    Unreadable(String),
 }
 
 /// Requests made on the pipeline through annotations; each value is acted on once.
@@ -136,9 +151,8 @@ pub struct Observation<'a> {
     pub looked_in: &'a str,
     /// The pipeline's Jobs.
     pub jobs: &'a [ObservedJob],
-    /// The committed output of partitions whose running Job is gone (see [`missing_jobs`]), as
-    /// their manifests describe it.
-    pub committed: &'a HashMap<String, Summary>,
+    /// The manifests of the partitions a first plan asked for ([`Plan::unread_manifests`]).
+    pub committed: &'a HashMap<String, Committed>,
     /// Requests made through annotations.
     pub requests: Requests<'a>,
 }
@@ -148,6 +162,8 @@ pub struct Observation<'a> {
 pub struct Plan {
     /// Jobs to create.
     pub launches: Vec<Launch>,
+    /// Jobs to delete: launched for a decision that no longer holds, or failed by the operator.
+    pub stops: Vec<Stop>,
     /// The status to write (only when it differs from the previous one).
     pub status: EventPipelineStatus,
     /// What happened, for Events, metrics and logs.
@@ -157,6 +173,20 @@ pub struct Plan {
     /// Whether the next reconcile must list the source again: a Job committed other inputs than
     /// the listing showed (an object landed while it ran).
     pub relist: bool,
+    /// Partitions whose manifest this plan needs and the observation lacks: the reconcile reads
+    /// them and plans again before acting on anything.
+    pub unread_manifests: Vec<String>,
+}
+
+/// A Job to delete, with its pods.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stop {
+    /// The Job's name.
+    pub job: String,
+    /// Its partition.
+    pub partition: String,
+    /// Why it is stopped.
+    pub reason: String,
 }
 
 /// A Job to create.
@@ -172,6 +202,8 @@ pub struct Launch {
     pub spec_hash: String,
     /// The attempt number for this partition version, from 1.
     pub attempt: u32,
+    /// The partition's launch number (see `PartitionStatus::launch`).
+    pub launch: u32,
     /// Process the partition even if its committed output matches (a reprocess request).
     pub force: bool,
     /// Take only the objects last modified up to this time (append mode).
@@ -209,6 +241,16 @@ pub enum Happening {
     RequestIgnored { message: String },
     /// The API server refused to create a Job.
     JobCreateFailed { partition: String, job: String, message: String },
+    /// A Job is deleted.
+    Stopped { partition: String, job: String, reason: String },
+}
+
+/// What planning the partitions produces besides their entries.
+#[derive(Default)]
+struct Effects {
+    happenings: Vec<Happening>,
+    stops: Vec<Stop>,
+    unread: BTreeSet<String>,
 }
 
 /// Plans one reconcile of a pipeline whose spec is valid and whose source could be listed.
@@ -218,42 +260,25 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
     let retry_requested = observation.requests.retry.filter(|value| previous.last_retry_request.as_deref() != Some(*value));
     let mut previous_entries: HashMap<&str, &PartitionStatus> =
         previous.partitions.iter().map(|entry| (entry.partition.as_str(), entry)).collect();
-    let mut happenings = Vec::new();
+    let mut effects = Effects::default();
     let mut entries = Vec::with_capacity(observation.partitions.len());
     let mut retried = 0;
     let mut relist = false;
     for partition in observation.partitions {
         let key = partition.key.to_string();
         let fingerprint = target_fingerprint(partition, observation.mode);
-        let entry = match previous_entries.remove(key.as_str()) {
+        let mut entry = match previous_entries.remove(key.as_str()) {
             Some(entry) => entry.clone(),
             None => fresh_entry(&key, fingerprint, observation.spec_hash),
         };
         let was_running = entry.state == PartitionState::Running;
-        let mut entry = follow_jobs(entry, observation, &mut happenings);
+        if !was_running {
+            entry = renew_if_outdated(entry, fingerprint, observation, &mut effects);
+        }
+        let mut entry = follow_jobs(entry, observation, &mut effects);
         // A result recorded just now is newer than the listing it would be compared with.
         let just_finished = was_running && entry.state != PartitionState::Running;
         relist |= just_finished && entry.state == PartitionState::Succeeded && entry.fingerprint != fingerprint;
-        if !just_finished && entry.state != PartitionState::Running {
-            let cause = if entry.spec_hash != observation.spec_hash {
-                Some(Outdated::Spec)
-            } else if entry.fingerprint != fingerprint {
-                Some(Outdated::Inputs)
-            } else {
-                None
-            };
-            if let Some(cause) = cause {
-                // In append mode new objects are the partition growing, not a change.
-                let grows = observation.mode.is_append() && cause == Outdated::Inputs;
-                if entry.state == PartitionState::Succeeded && !grows {
-                    happenings.push(Happening::Outdated { partition: key.clone(), cause });
-                }
-                let committed = (entry.committed_at.clone(), entry.increments);
-                entry = fresh_entry(&key, fingerprint, observation.spec_hash);
-                (entry.committed_at, entry.increments) = committed;
-                entry = follow_jobs(entry, observation, &mut happenings);
-            }
-        }
         if entry.state == PartitionState::Failed && (spec_changed || retry_requested.is_some()) {
             entry.state = PartitionState::Pending;
             entry.failures = 0;
@@ -269,20 +294,25 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
         entries.push((entry, Some(partition)));
     }
     if retry_requested.is_some() {
-        happenings.push(Happening::RetryRequested { partitions: retried });
+        effects.happenings.push(Happening::RetryRequested { partitions: retried });
     }
     // Partitions no longer observed (out of the window, or deleted) are kept only while a Job
     // still works on them.
     let mut gone: Vec<_> = previous_entries.into_values().cloned().collect();
     gone.sort_by(|a, b| a.partition.cmp(&b.partition));
     for entry in gone {
-        let entry = follow_jobs(entry, observation, &mut happenings);
+        let entry = follow_jobs(entry, observation, &mut effects);
         if entry.state == PartitionState::Running {
             entries.push((entry, None));
         }
     }
     entries.sort_by(|a, b| a.0.partition.cmp(&b.0.partition));
 
+    if !effects.unread.is_empty() {
+        return Plan::reading(effects.unread, observation);
+    }
+    stop_strays(&entries, observation, &mut effects);
+    let mut happenings = effects.happenings;
     let reprocess = reprocess_request(&mut entries, observation, &mut happenings);
     let launches = launch(&mut entries, observation, reprocess, &mut happenings);
     let mut status = summarize(entries.into_iter().map(|(entry, _)| entry).collect(), &happenings, observation);
@@ -294,7 +324,58 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
         observation.requests.reprocess.map(str::to_string).or_else(|| previous.last_reprocess_request.clone())
     };
     let requeue_after = if relist { Duration::from_secs(1) } else { requeue_after(&status, observation) };
-    Plan { launches, status, happenings, requeue_after, relist }
+    Plan { launches, stops: effects.stops, status, happenings, requeue_after, relist, unread_manifests: Vec::new() }
+}
+
+impl Plan {
+    /// A plan that only asks for manifests: nothing is done before they are read.
+    fn reading(unread: BTreeSet<String>, observation: &Observation<'_>) -> Self {
+        Plan {
+            launches: Vec::new(),
+            stops: Vec::new(),
+            status: observation.previous.clone(),
+            happenings: Vec::new(),
+            requeue_after: Duration::ZERO,
+            relist: false,
+            unread_manifests: unread.into_iter().collect(),
+        }
+    }
+}
+
+/// An entry whose inputs or spec changed since it was decided starts afresh for the current ones,
+/// keeping what the partition's history needs (its launch number, its committed output).
+fn renew_if_outdated(entry: PartitionStatus, fingerprint: &str, observation: &Observation<'_>, effects: &mut Effects) -> PartitionStatus {
+    let cause = if entry.spec_hash != observation.spec_hash {
+        Outdated::Spec
+    } else if entry.fingerprint != fingerprint {
+        Outdated::Inputs
+    } else {
+        return entry;
+    };
+    // In append mode new objects are the partition growing, not a change.
+    let grows = observation.mode.is_append() && cause == Outdated::Inputs;
+    if entry.state == PartitionState::Succeeded && !grows {
+        effects.happenings.push(Happening::Outdated { partition: entry.partition.clone(), cause });
+    }
+    PartitionStatus {
+        launch: entry.launch,
+        committed_at: entry.committed_at,
+        increments: entry.increments,
+        ..fresh_entry(&entry.partition, fingerprint, observation.spec_hash)
+    }
+}
+
+/// Asks to stop every Job that still runs but is not the Job of a running entry: launched for a
+/// decision that no longer holds, it could replace the output the status records.
+fn stop_strays(entries: &[(PartitionStatus, Option<&ObservedPartition>)], observation: &Observation<'_>, effects: &mut Effects) {
+    let followed = |job: &ObservedJob| {
+        entries.iter().any(|(entry, _)| entry.state == PartitionState::Running && entry.job.as_deref() == Some(job.name.as_str()))
+    };
+    for job in observation.jobs.iter().filter(|job| job.outcome == JobOutcome::Running && !job.stopping && !followed(job)) {
+        let reason = format!("launched for inputs or a spec that {} no longer processes", job.partition);
+        effects.happenings.push(Happening::Stopped { partition: job.partition.clone(), job: job.name.clone(), reason: reason.clone() });
+        effects.stops.push(Stop { job: job.name.clone(), partition: job.partition.clone(), reason });
+    }
 }
 
 
@@ -364,6 +445,7 @@ pub fn launch_refused(mut plan: Plan, observation: &Observation<'_>, refused: &[
         };
         let before = observation.previous.partitions.iter().find(|p| p.partition == entry.partition);
         entry.attempts = entry.attempts.saturating_sub(1);
+        entry.launch = before.map_or(0, |p| p.launch);
         entry.job = before.and_then(|p| p.job.clone());
         entry.state = PartitionState::Pending;
         entry.message = Some(format!("creating Job {job} failed: {message}"));
@@ -393,7 +475,8 @@ pub fn launch_refused(mut plan: Plan, observation: &Observation<'_>, refused: &[
 }
 
 /// Whether the planner needs a finished Job's report (its pod's termination message): true when
-/// the status has not recorded that Job's result yet.
+/// the status has not recorded that Job's result yet — the entry's own running Job, or one
+/// launched after its last recorded launch.
 pub fn needs_report(previous: &EventPipelineStatus, job: &ObservedJob) -> bool {
     if job.outcome == JobOutcome::Running {
         return false;
@@ -401,25 +484,9 @@ pub fn needs_report(previous: &EventPipelineStatus, job: &ObservedJob) -> bool {
     match previous.partitions.iter().find(|entry| entry.partition == job.partition) {
         None => true,
         Some(entry) => {
-            entry.fingerprint == job.fingerprint
-                && entry.spec_hash == job.spec_hash
-                && (job.attempt > entry.attempts
-                    || (entry.state == PartitionState::Running && entry.job.as_deref() == Some(job.name.as_str())))
+            job.launch > entry.launch || (entry.state == PartitionState::Running && entry.job.as_deref() == Some(job.name.as_str()))
         }
     }
-}
-
-/// The partitions whose running Job is gone: their committed manifest tells whether the Job
-/// committed before it went (the TTL controller, a person, or an operator down for longer than
-/// the TTL).
-pub fn missing_jobs(previous: &EventPipelineStatus, jobs: &[ObservedJob]) -> Vec<String> {
-    previous
-        .partitions
-        .iter()
-        .filter(|entry| entry.state == PartitionState::Running)
-        .filter(|entry| !jobs.iter().any(|job| entry.job.as_deref() == Some(job.name.as_str())))
-        .map(|entry| entry.partition.clone())
-        .collect()
 }
 
 /// A partition seen for the first time, or whose inputs or spec changed.

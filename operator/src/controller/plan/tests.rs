@@ -3,7 +3,10 @@
 use super::follow::retry_backoff;
 use super::*;
 use crate::controller::job::{job_name, version};
-use crate::crd::{ExecutionSpec, ScheduleSpec};
+use crate::crd::{ExecutionSpec, ProcessingMode, ScheduleSpec};
+
+/// The observation of a reconcile that has read no manifest.
+static NO_MANIFESTS: std::sync::LazyLock<HashMap<String, Committed>> = std::sync::LazyLock::new(HashMap::new);
 
 /// 2026-11-28T16:00:00Z: the partitions of the 24th and before are closed.
 const NOW: i64 = 1_795_881_600;
@@ -35,7 +38,8 @@ struct Scenario {
     previous: EventPipelineStatus,
     partitions: Vec<ObservedPartition>,
     jobs: Vec<ObservedJob>,
-    committed: HashMap<String, Summary>,
+    /// What each partition's manifest commits, as the Jobs (or the test) left it.
+    sink: HashMap<String, Committed>,
     retry: Option<String>,
     reprocess: Option<String>,
     now: Timestamp,
@@ -56,7 +60,7 @@ impl Scenario {
             previous: EventPipelineStatus::default(),
             partitions: Vec::new(),
             jobs: Vec::new(),
-            committed: HashMap::new(),
+            sink: HashMap::new(),
             retry: None,
             reprocess: None,
             now: at(0),
@@ -93,19 +97,25 @@ impl Scenario {
         self
     }
 
+    /// A Job of the current spec for a day's partition, launched as the partition's `attempt`-th
+    /// launch, that ended as `outcome` (and committed, if it succeeded).
     fn job(mut self, day_of_month: u8, fingerprint: &str, attempt: u32, outcome: JobOutcome) -> Self {
         let spec_hash = self.spec_hash.clone();
+        let name = name_with(day_of_month, fingerprint, &spec_hash, attempt);
         self.jobs.push(ObservedJob {
-            name: name_with(day_of_month, fingerprint, &spec_hash, attempt),
+            name: name.clone(),
             partition: day(day_of_month).to_string(),
             fingerprint: fingerprint.into(),
             spec_hash,
             attempt,
-            outcome,
+            launch: attempt,
+            outcome: JobOutcome::Running,
+            stopping: false,
         });
-        self
+        self.finish(&name, outcome)
     }
 
+    /// The observation with no manifest read yet.
     fn observation(&self) -> Observation<'_> {
         Observation {
             now: self.now,
@@ -119,13 +129,21 @@ impl Scenario {
             partitions: &self.partitions,
             looked_in: "s3://b/events/ from 2026-11-18 to 2026-11-24",
             jobs: &self.jobs,
-            committed: &self.committed,
+            committed: &NO_MANIFESTS,
             requests: Requests { retry: self.retry.as_deref(), reprocess: self.reprocess.as_deref() },
         }
     }
 
+    /// Plans as the reconcile does: once, and again with the manifests the first plan asked for.
     fn plan(&self) -> Plan {
-        plan(&self.observation())
+        let first = plan(&self.observation());
+        if first.unread_manifests.is_empty() {
+            return first;
+        }
+        let read = first.unread_manifests.iter().map(|p| (p.clone(), self.sink.get(p).cloned().unwrap_or(Committed::Nothing))).collect();
+        let second = plan(&Observation { committed: &read, ..self.observation() });
+        assert!(second.unread_manifests.is_empty(), "one round of reads suffices: {:?}", second.unread_manifests);
+        second
     }
 
     /// Carries the plan's status into the next reconcile, with the launched Jobs running.
@@ -138,14 +156,29 @@ impl Scenario {
                 fingerprint: launch.fingerprint.clone(),
                 spec_hash: launch.spec_hash.clone(),
                 attempt: launch.attempt,
+                launch: launch.launch,
                 outcome: JobOutcome::Running,
+                stopping: false,
             });
         }
         self
     }
 
+    /// Ends a Job; a success commits to the sink what the transformer reports, by default the
+    /// inputs and spec the Job was launched for.
     fn finish(mut self, job: &str, outcome: JobOutcome) -> Self {
-        self.jobs.iter_mut().find(|j| j.name == job).expect("job exists").outcome = outcome;
+        let job = self.jobs.iter_mut().find(|j| j.name == job).expect("job exists");
+        if let JobOutcome::Succeeded(report) = &outcome {
+            let report = report.clone().unwrap_or_else(|| summary(4));
+            let manifest = Summary {
+                input_fingerprint: Some(report.input_fingerprint.clone()).filter(|f| !f.is_empty()).unwrap_or_else(|| job.fingerprint.clone()),
+                spec_hash: job.spec_hash.clone(),
+                skipped: true,
+                ..report
+            };
+            self.sink.insert(job.partition.clone(), Committed::Output(manifest));
+        }
+        job.outcome = outcome;
         self
     }
 
@@ -186,7 +219,12 @@ fn summary(rows: u64) -> Summary {
 /// The summary of a Job that committed what it was launched for, its output made of
 /// `increments` runs.
 fn committed(launch: &Launch, increments: u32) -> JobOutcome {
-    JobOutcome::Succeeded(Some(Summary { input_fingerprint: launch.fingerprint.clone(), increments, ..summary(4) }))
+    JobOutcome::Succeeded(Some(Summary {
+        input_fingerprint: launch.fingerprint.clone(),
+        spec_hash: launch.spec_hash.clone(),
+        increments,
+        ..summary(4)
+    }))
 }
 
 /// Today's partition (the 28th), open until 2026-11-29T00:00:00Z plus the grace period.
@@ -554,7 +592,7 @@ fn a_data_path_change_reprocesses_the_window_oldest_first_under_the_cap() {
     scenario.spec_hash = "spec-2".into();
     let plan = scenario.plan();
     assert_eq!(launched(&plan), vec![(22, 1), (23, 1)]);
-    assert_eq!(plan.launches[0].job, name_with(22, "a", "spec-2", 1));
+    assert_eq!(plan.launches[0].job, name_with(22, "a", "spec-2", 2), "the partition's second launch");
     assert!(plan.launches.iter().all(|l| l.spec_hash == "spec-2"));
     let outdated: Vec<_> = plan.happenings.iter().filter(|h| matches!(h, Happening::Outdated { cause: Outdated::Spec, .. })).collect();
     assert_eq!(outdated.len(), 3);
@@ -576,15 +614,14 @@ fn a_job_gone_before_its_result_was_recorded_is_read_from_the_manifest() {
     let first = scenario.plan();
     let mut scenario = scenario;
     scenario.previous = first.status.clone();
-    scenario.committed.insert(day(22).to_string(), Summary { input_fingerprint: "a".into(), ..summary(6) });
-    scenario.committed.insert(day(23).to_string(), Summary { input_fingerprint: "b".into(), spec_hash: "old".into(), ..summary(6) });
+    scenario.sink.insert(day(22).to_string(), Committed::Output(Summary { input_fingerprint: "a".into(), ..summary(6) }));
+    scenario.sink.insert(day(23).to_string(), Committed::Output(Summary { input_fingerprint: "b".into(), spec_hash: "old".into(), ..summary(6) }));
     let plan = scenario.plan();
     let done = &plan.status.partitions[0];
     assert_eq!((done.state, done.rows_read, done.failures), (PartitionState::Succeeded, Some(6), 0));
     assert!(done.message.as_deref().unwrap().contains("committed manifest"), "{:?}", done.message);
     let lost = &plan.status.partitions[1];
     assert_eq!((lost.state, lost.failures), (PartitionState::Retrying, 1), "a manifest of another spec does not count");
-    assert_eq!(missing_jobs(&first.status, &[]), vec![day(22).to_string(), day(23).to_string()]);
 }
 
 #[test]
@@ -660,4 +697,152 @@ fn a_refused_job_leaves_the_partition_waiting_and_the_pipeline_degraded() {
     let mut again = scenario.next(&plan);
     again.now = at(10);
     assert_eq!(launched(&again.plan()), vec![(23, 1)], "the next reconcile tries again under the same name");
+}
+
+/// S1 → S2 → S1: the Jobs of the first S1 run are still there (finished Jobs live for
+/// `ttlSecondsAfterFinished`), but the sink holds S2's output, so S1 must run again.
+#[test]
+fn rolling_the_spec_back_runs_the_partition_again_instead_of_adopting_the_old_job() {
+    let mut scenario = Scenario::new().partition(22, "a", -10).all_done();
+    let first_job = scenario.previous.partitions[0].job.clone().unwrap();
+    scenario.generation = 2;
+    scenario.spec_hash = "spec-2".into();
+    let second = scenario.plan();
+    let launch = second.launches[0].clone();
+    let mut scenario = scenario.next(&second).finish(&launch.job, committed(&launch, 1));
+    scenario.previous = scenario.plan().status;
+    assert_eq!((scenario.previous.partitions[0].state, scenario.previous.partitions[0].spec_hash.as_str()), (PartitionState::Succeeded, "spec-2"));
+
+    scenario.generation = 3;
+    scenario.spec_hash = SPEC.into();
+    let rolled_back = scenario.plan();
+    assert_eq!(rolled_back.launches.len(), 1, "S1 runs again: {:?}", states(&rolled_back));
+    assert_ne!(rolled_back.launches[0].job, first_job, "a new Job, not the first S1 run's");
+    assert_eq!(rolled_back.status.partitions[0].state, PartitionState::Running);
+}
+
+/// A wrongly uploaded object is deleted: the fingerprint returns to the first input set, whose
+/// Job finished long ago; the sink holds the second set's output, so the first runs again.
+#[test]
+fn deleting_an_object_again_runs_the_partition_instead_of_adopting_the_old_job() {
+    let mut scenario = Scenario::new().partition(22, "a", -10).all_done();
+    scenario.partitions[0].fingerprint = "a+wrong".into();
+    let second = scenario.plan();
+    let launch = second.launches[0].clone();
+    let mut scenario = scenario.next(&second).finish(&launch.job, committed(&launch, 1));
+    scenario.previous = scenario.plan().status;
+    scenario.partitions[0].fingerprint = "a".into();
+    let plan = scenario.plan();
+    assert_eq!(plan.launches.iter().map(|l| l.fingerprint.as_str()).collect::<Vec<_>>(), ["a"], "{:?}", states(&plan));
+}
+
+/// With one attempt, the first input set fails; an uploaded object makes a second set, which
+/// succeeds; deleting the object returns to the first set, which gets a new run rather than its
+/// old failure.
+#[test]
+fn with_one_attempt_returning_to_inputs_whose_job_failed_runs_them_again() {
+    let mut scenario = Scenario::new().partition(22, "a", -10);
+    scenario.spec.execution.max_attempts = 1;
+    let first = scenario.plan();
+    let mut scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Failed("boom".into()));
+    scenario.previous = scenario.plan().status;
+    assert_eq!(scenario.previous.partitions[0].state, PartitionState::Failed);
+    scenario.partitions[0].fingerprint = "a+fix".into();
+    let second = scenario.plan();
+    let launch = second.launches[0].clone();
+    let mut scenario = scenario.next(&second).finish(&launch.job, committed(&launch, 1));
+    scenario.previous = scenario.plan().status;
+    scenario.partitions[0].fingerprint = "a".into();
+    let plan = scenario.plan();
+    assert_eq!(launched(&plan).len(), 1, "{:?}", states(&plan));
+    assert_eq!(plan.status.partitions[0].state, PartitionState::Running);
+}
+
+/// A Job reports success, but the partition's manifest commits another spec (another writer, a
+/// restored bucket): the status must not claim the output.
+#[test]
+fn a_reported_success_the_manifest_does_not_commit_is_not_recorded() {
+    let scenario = Scenario::new().partition(22, "a", -10);
+    let first = scenario.plan();
+    let launch = first.launches[0].clone();
+    let mut scenario = scenario.next(&first).finish(&launch.job, committed(&launch, 1));
+    scenario.sink.insert(day(22).to_string(), Committed::Output(Summary { input_fingerprint: "a".into(), spec_hash: "another-spec".into(), ..summary(4) }));
+    let plan = scenario.plan();
+    assert_ne!(plan.status.partitions[0].state, PartitionState::Succeeded, "{:?}", plan.status.partitions[0]);
+}
+
+/// A Job for S2 was created, but the status write that recorded it was lost, and the spec went
+/// back to S1: the S2 Job is never adopted; it is stopped, and S1 runs once it is gone, since
+/// the S2 Job may have replaced the output.
+#[test]
+fn a_job_for_a_decision_the_status_never_recorded_is_stopped_and_the_partition_runs_again() {
+    let mut scenario = Scenario::new().partition(22, "a", -10).all_done();
+    let stray = ObservedJob {
+        name: name_with(22, "a", "spec-2", 2),
+        partition: day(22).to_string(),
+        fingerprint: "a".into(),
+        spec_hash: "spec-2".into(),
+        attempt: 1,
+        launch: 2,
+        outcome: JobOutcome::Running,
+        stopping: false,
+    };
+    scenario.jobs.push(stray.clone());
+    let plan = scenario.plan();
+    assert_eq!(plan.stops.iter().map(|s| s.job.as_str()).collect::<Vec<_>>(), [stray.name.as_str()]);
+    assert!(plan.launches.is_empty(), "nothing runs beside it");
+    assert_eq!(plan.status.partitions[0].state, PartitionState::Pending, "the output may be replaced: not claimed");
+    let mut scenario = scenario.next(&plan);
+    scenario.jobs.iter_mut().find(|j| j.name == stray.name).unwrap().stopping = true;
+    let stopping = scenario.plan();
+    assert!(stopping.stops.is_empty() && stopping.launches.is_empty(), "asked once; waits until it is gone");
+    scenario.jobs.retain(|j| j.name != stray.name);
+    let plan = scenario.plan();
+    assert_eq!(plan.launches.iter().map(|l| (l.launch, l.spec_hash.as_str())).collect::<Vec<_>>(), [(3, SPEC)]);
+}
+
+/// The same, with the S2 Job already finished: what it left in the sink decides.
+#[test]
+fn a_finished_job_for_a_decision_the_status_never_recorded_is_checked_against_the_manifest() {
+    let done = Scenario::new().partition(22, "a", -10).all_done();
+    let stray = ObservedJob {
+        name: name_with(22, "a", "spec-2", 2),
+        partition: day(22).to_string(),
+        fingerprint: "a".into(),
+        spec_hash: "spec-2".into(),
+        attempt: 1,
+        launch: 2,
+        outcome: JobOutcome::Failed("boom".into()),
+        stopping: false,
+    };
+    let mut unchanged = Scenario { jobs: [done.jobs.clone(), vec![stray.clone()]].concat(), ..Scenario::new().partition(22, "a", -10) };
+    (unchanged.previous, unchanged.sink) = (done.previous.clone(), done.sink.clone());
+    let plan = unchanged.plan();
+    let entry = &plan.status.partitions[0];
+    assert_eq!((entry.state, entry.launch), (PartitionState::Succeeded, 2), "the manifest still commits S1");
+    assert!(plan.launches.is_empty());
+
+    let mut replaced = unchanged;
+    replaced.sink.insert(day(22).to_string(), Committed::Output(Summary { input_fingerprint: "a".into(), spec_hash: "spec-2".into(), ..summary(4) }));
+    let plan = replaced.plan();
+    assert_eq!(plan.launches.iter().map(|l| l.launch).collect::<Vec<_>>(), [3], "the S2 run replaced the output: S1 runs again");
+}
+
+/// The sink cannot be read while a Job's result is recovered from its manifest: that says
+/// nothing about the attempt, which is neither failed nor succeeded until the manifest is read.
+#[test]
+fn a_sink_read_error_while_a_job_is_gone_is_not_a_failed_attempt() {
+    let scenario = Scenario::new().partition(22, "a", -10);
+    let first = scenario.plan();
+    let mut scenario = scenario;
+    scenario.previous = first.status.clone();
+    scenario.sink.insert(day(22).to_string(), Committed::Unreadable("connection refused".into()));
+    let plan = scenario.plan();
+    let entry = &plan.status.partitions[0];
+    assert_eq!((entry.state, entry.failures), (PartitionState::Running, 0), "{entry:?}");
+    assert!(entry.message.as_deref().unwrap().contains("connection refused"), "{:?}", entry.message);
+    assert!(plan.launches.is_empty());
+    scenario.previous = plan.status;
+    scenario.sink.insert(day(22).to_string(), Committed::Output(Summary { input_fingerprint: "a".into(), ..summary(6) }));
+    assert_eq!(scenario.plan().status.partitions[0].state, PartitionState::Succeeded, "read once the sink answers");
 }
