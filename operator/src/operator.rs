@@ -33,7 +33,8 @@ pub struct OperatorArgs {
     #[arg(long, env = "EVENTPIPE_TRANSFORMER_IMAGE")]
     pub transformer_image: String,
     /// Prefixes of images pipelines may name besides the transformer image (repeat the flag, or
-    /// separate with commas), e.g. `registry.example.com/data/`; none: only the transformer image.
+    /// separate with commas), e.g. `registry.example.com/data/`, matched by whole path segments;
+    /// none: only the transformer image.
     #[arg(long = "allowed-image", env = "EVENTPIPE_ALLOWED_IMAGES", value_delimiter = ',')]
     pub allowed_images: Vec<String>,
     /// Service accounts pipelines may run their Jobs as (repeat, or separate with commas); none:
