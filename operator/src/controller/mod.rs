@@ -31,7 +31,7 @@ use crate::crd::{EventPipeline, PartitionState};
 use crate::metrics::{Metrics, PipelineLabels, ReconcileResult, ResultLabels};
 
 use observe::{Blocked, Caches};
-use plan::{Observation, Plan, Requests};
+use plan::{Observation, Plan, Requests, Unavailable};
 
 /// Annotation whose new value gives failed partitions new attempts.
 pub const RETRY_ANNOTATION: &str = "eventpipe.dev/retry";
@@ -42,6 +42,12 @@ pub const REPROCESS_ANNOTATION: &str = "eventpipe.dev/reprocess";
 /// [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(5);
 const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// The wait after the `failures`-th consecutive failure: [`FIRST_RETRY`], doubled per earlier
+/// failure, at most [`MAX_RETRY`].
+fn retry_delay(failures: u32) -> Duration {
+    FIRST_RETRY.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1))).min(MAX_RETRY)
+}
 
 /// What every reconcile shares.
 pub struct Context {
@@ -76,7 +82,7 @@ impl Context {
         let mut failures = self.failures.lock().expect("not poisoned");
         let count = failures.entry(ObjectRef::from(pipeline)).or_insert(0);
         *count += 1;
-        FIRST_RETRY.saturating_mul(2u32.saturating_pow(*count - 1)).min(MAX_RETRY)
+        retry_delay(*count)
     }
 
     fn succeeded(&self, pipeline: &EventPipeline) {
@@ -180,52 +186,44 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     let uid = pipeline.uid().unwrap_or_default();
     let spec_hash = spec_hash(&pipeline.spec.pipeline);
     let annotation = |key: &str| pipeline.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str);
-    let no_committed = HashMap::new();
+    let jobs = observe::jobs(&ctx.client, pipeline, &previous).await?;
+    let checked = observe::check_spec(&ctx.caches, &ctx.job_policy, pipeline).await;
+    let listed = match &checked {
+        Ok((checked, _)) => observe::partitions(&ctx.client, &ctx.caches, pipeline, checked, now).await,
+        Err(blocked) => Err(blocked.clone()),
+    };
+    let unavailable = listed.as_ref().err().map(|blocked| match blocked {
+        Blocked::InvalidSpec(message) => Unavailable { reason: "InvalidSpec", message },
+        Blocked::SourceUnavailable(message) => Unavailable { reason: "SourceUnavailable", message },
+    });
+    let listed = listed.as_ref().ok();
+    if let Some(listed) = listed {
+        ctx.metrics.source_listings.get_or_create(&labels_of(pipeline)).inc_by(listed.prefixes_listed as u64);
+    }
     // Until the spec is checked the mode is unknown; a degraded status keeps the last one.
     let unchecked = Mode::full("the spec has not been checked yet");
-    let base = Observation {
+    let no_manifests = HashMap::new();
+    let first = Observation {
         now,
         pipeline: &name,
         uid: &uid,
         generation: pipeline.metadata.generation,
+        deleting: pipeline.metadata.deletion_timestamp.is_some(),
         spec: &pipeline.spec,
         spec_hash: &spec_hash,
-        mode: &unchecked,
+        mode: checked.as_ref().map_or(&unchecked, |(_, mode)| mode),
         previous: &previous,
-        partitions: &[],
-        looked_in: "",
-        jobs: &[],
-        committed: &no_committed,
+        partitions: listed.map_or(&[], |listed| &listed.partitions),
+        looked_in: listed.map_or("", |listed| &listed.looked_in),
+        jobs: &jobs,
+        committed: &no_manifests,
         requests: Requests { retry: annotation(RETRY_ANNOTATION), reprocess: annotation(REPROCESS_ANNOTATION) },
+        unavailable,
     };
-    let observed = async {
-        let checked = observe::check_spec(&ctx.caches, &ctx.job_policy, pipeline).await?;
-        let listed = observe::partitions(&ctx.client, &ctx.caches, pipeline, &checked.0, now).await?;
-        Ok((checked, listed))
-    };
-    let ((checked, mode), listed) = match observed.await {
-        Ok(observed) => observed,
-        Err(blocked) => {
-            let (reason, message) = match &blocked {
-                Blocked::InvalidSpec(message) => ("InvalidSpec", message),
-                Blocked::SourceUnavailable(message) => ("SourceUnavailable", message),
-            };
-            let status = plan::plan_degraded(&base, reason, message);
-            let newly = degraded_reason(&previous) != degraded_reason(&status);
-            act::write_status(ctx, pipeline, &status).await?;
-            if newly {
-                act::publish(ctx, pipeline, EventType::Warning, reason, message.clone()).await;
-            }
-            return Ok((Action::requeue(ctx.next_retry(pipeline)), false));
-        }
-    };
-    ctx.metrics.source_listings.get_or_create(&labels_of(pipeline)).inc_by(listed.prefixes_listed as u64);
-    let (partitions, looked_in) = (listed.partitions, listed.looked_in);
-    let jobs = observe::jobs(&ctx.client, pipeline, &previous).await?;
-    let first = Observation { mode: &mode, partitions: &partitions, looked_in: &looked_in, jobs: &jobs, ..base };
     let mut plan = plan::plan(&first);
     // The plan names the manifests it needs; with them read, it is made again.
-    let committed = observe::manifests(&ctx.client, &ctx.caches, pipeline, Some(&checked), &plan.unread_manifests).await;
+    let sink = checked.as_ref().ok().map(|(checked, _)| checked);
+    let committed = observe::manifests(&ctx.client, &ctx.caches, pipeline, sink, &plan.unread_manifests).await;
     let observation = Observation { committed: &committed, ..first };
     if !plan.unread_manifests.is_empty() {
         plan = plan::plan(&observation);
@@ -237,7 +235,13 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     act::write_status(ctx, pipeline, &plan.status).await?;
     act::stop(ctx, pipeline, &plan.stops).await?;
     act::report(ctx, pipeline, &plan.happenings).await;
-    record_lag(ctx, pipeline, &plan, &partitions, now);
+    if let Some(unavailable) = unavailable {
+        if degraded_reason(&previous) != degraded_reason(&plan.status) {
+            act::publish(ctx, pipeline, EventType::Warning, unavailable.reason, unavailable.message.to_string()).await;
+        }
+        return Ok((Action::requeue(ctx.next_retry(pipeline)), false));
+    }
+    record_lag(ctx, pipeline, &plan, observation.partitions, now);
     if plan.relist {
         ctx.caches.forget_listing(&uid);
     }

@@ -41,13 +41,22 @@ pub enum Blocked {
 
 /// What the operator keeps per pipeline (by UID) between reconciles: the spec check and the opened
 /// stores (their HTTP clients and credentials are reused) while the generation does not change,
-/// and the source listing for one poll interval, so that Job events and the operator's own status
-/// writes never list the source again.
+/// the source listing for one poll interval, and a failed listing until its backoff ends, so that
+/// Job events and the operator's own status writes never list the source again.
 #[derive(Default)]
 pub struct Caches {
     checks: Mutex<HashMap<String, (Option<i64>, Result<(CheckedPipeline, Mode), String>)>>,
     stores: Mutex<HashMap<(String, String), (String, Store)>>,
     listings: Mutex<HashMap<String, Listing>>,
+    failed_listings: Mutex<HashMap<String, FailedListing>>,
+}
+
+/// A listing that failed: why, how many times in a row, and until when it is not tried again.
+struct FailedListing {
+    generation: Option<i64>,
+    failures: u32,
+    until: Instant,
+    blocked: Blocked,
 }
 
 /// One listing of a pipeline's source.
@@ -69,6 +78,23 @@ impl Caches {
     /// Makes the next reconcile of a pipeline list its source again.
     pub fn forget_listing(&self, uid: &str) {
         self.listings.lock().expect("not poisoned").remove(uid);
+        self.failed_listings.lock().expect("not poisoned").remove(uid);
+    }
+
+    /// Keeps a failed listing of this generation of a pipeline until its backoff ends, and returns
+    /// that backoff: it doubles with every failure in a row.
+    fn listing_failed(&self, uid: &str, generation: Option<i64>, blocked: Blocked) -> Duration {
+        let mut failed = self.failed_listings.lock().expect("not poisoned");
+        let failures = failed.get(uid).filter(|earlier| earlier.generation == generation).map_or(0, |earlier| earlier.failures) + 1;
+        let backoff = super::retry_delay(failures);
+        failed.insert(uid.to_string(), FailedListing { generation, failures, until: Instant::now() + backoff, blocked });
+        backoff
+    }
+
+    /// The failure of the last listing of this generation of a pipeline while its backoff lasts.
+    fn kept_failure(&self, uid: &str, generation: Option<i64>) -> Option<Blocked> {
+        let failed = self.failed_listings.lock().expect("not poisoned");
+        failed.get(uid).filter(|failed| failed.generation == generation && Instant::now() < failed.until).map(|failed| failed.blocked.clone())
     }
 }
 
@@ -115,7 +141,8 @@ pub struct Listed {
 }
 
 /// Lists the partitions in the schedule's window, when the last listing is a poll interval old or
-/// the generation changed; otherwise returns the kept listing.
+/// the generation changed; otherwise returns the kept listing. A failed listing is not tried
+/// again before its backoff ends.
 pub async fn partitions(
     client: &Client,
     caches: &Caches,
@@ -126,6 +153,9 @@ pub async fn partitions(
     let uid = pipeline.uid().unwrap_or_default();
     let generation = pipeline.metadata.generation;
     let poll = Duration::from_secs(pipeline.spec.schedule.poll_interval_seconds.into());
+    if let Some(blocked) = caches.kept_failure(&uid, generation) {
+        return Err(blocked);
+    }
     if let Some(listing) = caches.listings.lock().expect("not poisoned").get(&uid)
         // A requeue after exactly one poll interval must list: allow for timer jitter.
         && listing.generation == generation
@@ -133,6 +163,24 @@ pub async fn partitions(
     {
         return Ok(Listed { partitions: listing.partitions.clone(), prefixes_listed: 0, looked_in: listing.looked_in.clone() });
     }
+    match list_window(client, caches, pipeline, checked, now).await {
+        Ok(listed) => {
+            let listing = Listing { generation, at: Instant::now(), partitions: listed.partitions.clone(), looked_in: listed.looked_in.clone() };
+            caches.listings.lock().expect("not poisoned").insert(uid.clone(), listing);
+            caches.failed_listings.lock().expect("not poisoned").remove(&uid);
+            Ok(listed)
+        }
+        Err(blocked) => {
+            if matches!(blocked, Blocked::SourceUnavailable(_)) {
+                caches.listing_failed(&uid, generation, blocked.clone());
+            }
+            Err(blocked)
+        }
+    }
+}
+
+/// Lists the source below the window's prefixes and fingerprints each partition.
+async fn list_window(client: &Client, caches: &Caches, pipeline: &EventPipeline, checked: &CheckedPipeline, now: Timestamp) -> Result<Listed, Blocked> {
     let source = open_store(client, caches, pipeline, &checked.source).await?;
     let window = Window::of(&pipeline.spec.schedule, now).map_err(Blocked::InvalidSpec)?;
     let prefixes = window.listing_prefixes(&checked.layout);
@@ -160,8 +208,6 @@ pub async fn partitions(
     let excess = partitions.len().saturating_sub(MAX_PARTITIONS);
     partitions.drain(..excess);
     let looked_in = window.describe(&checked.source.url(), &checked.layout);
-    let listing = Listing { generation, at: Instant::now(), partitions: partitions.clone(), looked_in: looked_in.clone() };
-    caches.listings.lock().expect("not poisoned").insert(uid, listing);
     Ok(Listed { partitions, prefixes_listed: prefixes.len(), looked_in })
 }
 
@@ -283,4 +329,22 @@ pub async fn jobs(client: &Client, pipeline: &EventPipeline, previous: &EventPip
         jobs.push(observed);
     }
     Ok(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_listing_is_kept_for_a_backoff_that_doubles() {
+        let caches = Caches::default();
+        let unreachable = Blocked::SourceUnavailable("listing s3://b/events/: connection refused".into());
+        assert_eq!(caches.kept_failure("uid", Some(1)), None);
+        assert_eq!(caches.listing_failed("uid", Some(1), unreachable.clone()), Duration::from_secs(5));
+        assert_eq!(caches.kept_failure("uid", Some(1)), Some(unreachable.clone()), "Job events do not list again");
+        assert_eq!(caches.listing_failed("uid", Some(1), unreachable.clone()), Duration::from_secs(10));
+        assert_eq!(caches.kept_failure("uid", Some(2)), None, "a new generation lists at once");
+        caches.forget_listing("uid");
+        assert_eq!(caches.kept_failure("uid", Some(1)), None);
+    }
 }

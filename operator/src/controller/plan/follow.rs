@@ -12,13 +12,13 @@
 
 use std::time::Duration;
 
-use eventpipe_transformer::task::{Summary, shorten};
+use eventpipe_transformer::task::Summary;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::{PartitionState, PartitionStatus};
 
-use super::{Committed, Effects, Happening, JobOutcome, MESSAGE_LIMIT, Observation, ObservedJob};
+use super::{Committed, Effects, Happening, JobOutcome, Observation, ObservedJob, limited};
 
 /// Longest wait between two failed attempts.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(3600);
@@ -142,11 +142,6 @@ fn describe(committed: &Committed) -> String {
         Committed::Nothing => "is missing".to_string(),
         Committed::Unreadable(error) => format!("could not be read: {error}"),
     }
-}
-
-fn limited(mut message: String) -> String {
-    shorten(&mut message, MESSAGE_LIMIT);
-    message
 }
 
 /// Records a success as the manifest commits it; the pod's report, when there is one, adds what

@@ -51,15 +51,15 @@ pub(super) fn reprocess_request(
     Reprocess::Waiting(index)
 }
 
-/// Launches the oldest runnable partitions while Job slots are free, unless suspended; a
-/// requested reprocess goes first.
+/// Launches the oldest runnable partitions while Job slots are free, unless suspended or being
+/// deleted; a requested reprocess goes first.
 pub(super) fn launch(
     entries: &mut [(PartitionStatus, Option<&ObservedPartition>)],
     observation: &Observation<'_>,
     reprocess: Reprocess,
     happenings: &mut Vec<Happening>,
 ) -> Vec<Launch> {
-    if observation.spec.suspend {
+    if observation.spec.suspend || observation.deleting {
         return Vec::new();
     }
     // A partition with a Job still running, its own or one being stopped, launches nothing; Jobs

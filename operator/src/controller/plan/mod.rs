@@ -137,6 +137,8 @@ pub struct Observation<'a> {
     pub uid: &'a str,
     /// The pipeline's `metadata.generation`.
     pub generation: Option<i64>,
+    /// Whether the pipeline is being deleted (it has a `deletionTimestamp`).
+    pub deleting: bool,
     /// The pipeline's spec.
     pub spec: &'a EventPipelineSpec,
     /// The hash of the spec's data path.
@@ -155,6 +157,18 @@ pub struct Observation<'a> {
     pub committed: &'a HashMap<String, Committed>,
     /// Requests made through annotations.
     pub requests: Requests<'a>,
+    /// Why the spec or the source could not be used in this reconcile, if so: the partitions are
+    /// not looked at, but their Jobs are followed.
+    pub unavailable: Option<Unavailable<'a>>,
+}
+
+/// Why a reconcile cannot look at partitions, for the `Degraded` condition.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Unavailable<'a> {
+    /// A CamelCase reason: `InvalidSpec` or `SourceUnavailable`.
+    pub reason: &'static str,
+    /// What is wrong.
+    pub message: &'a str,
 }
 
 /// What to do.
@@ -253,8 +267,11 @@ struct Effects {
     unread: BTreeSet<String>,
 }
 
-/// Plans one reconcile of a pipeline whose spec is valid and whose source could be listed.
+/// Plans one reconcile.
 pub fn plan(observation: &Observation<'_>) -> Plan {
+    if let Some(unavailable) = observation.unavailable {
+        return plan_unavailable(observation, unavailable);
+    }
     let Observation { now, spec, previous, .. } = *observation;
     let spec_changed = previous.observed_generation.is_some() && previous.observed_generation != observation.generation;
     let retry_requested = observation.requests.retry.filter(|value| previous.last_retry_request.as_deref() != Some(*value));
@@ -316,12 +333,14 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
     let reprocess = reprocess_request(&mut entries, observation, &mut happenings);
     let launches = launch(&mut entries, observation, reprocess, &mut happenings);
     let mut status = summarize(entries.into_iter().map(|(entry, _)| entry).collect(), &happenings, observation);
-    status.last_retry_request = observation.requests.retry.map(str::to_string).or_else(|| previous.last_retry_request.clone());
+    // A request is recorded while its annotation stays; removing the annotation forgets it, so
+    // that the same value asks again.
+    status.last_retry_request = observation.requests.retry.map(str::to_string);
     let reprocess_waits = matches!(reprocess, Reprocess::Waiting(_)) && !launches.iter().any(|launch| launch.force);
     status.last_reprocess_request = if reprocess_waits {
         previous.last_reprocess_request.clone()
     } else {
-        observation.requests.reprocess.map(str::to_string).or_else(|| previous.last_reprocess_request.clone())
+        observation.requests.reprocess.map(str::to_string)
     };
     let requeue_after = if relist { Duration::from_secs(1) } else { requeue_after(&status, observation) };
     Plan { launches, stops: effects.stops, status, happenings, requeue_after, relist, unread_manifests: Vec::new() }
@@ -418,21 +437,52 @@ fn readiness(
 }
 
 /// Plans a reconcile that cannot look at partitions (invalid spec, unreachable source): the
-/// partitions stay as they were and the conditions say what is wrong.
-pub fn plan_degraded(observation: &Observation<'_>, reason: &'static str, message: &str) -> EventPipelineStatus {
+/// partitions stay as they were, except that their Jobs are followed and their results recorded;
+/// nothing is launched, requests wait, and the conditions say what is wrong. The status keeps
+/// the generation its partitions were planned for, so that a spec change still gives failed
+/// partitions new attempts once the pipeline can be planned again.
+fn plan_unavailable(observation: &Observation<'_>, unavailable: Unavailable<'_>) -> Plan {
     let previous = observation.previous;
-    let mut message = message.to_string();
-    shorten(&mut message, MESSAGE_LIMIT);
-    EventPipelineStatus {
-        observed_generation: observation.generation,
-        conditions: conditions::conditions(
-            &previous.conditions,
-            &Health::Degraded { reason, message: &message },
-            observation.generation,
-            observation.now,
-        ),
-        ..previous.clone()
+    let mut effects = Effects::default();
+    let entries: Vec<(PartitionStatus, Option<&ObservedPartition>)> =
+        previous.partitions.iter().map(|entry| (follow_jobs(entry.clone(), observation, &mut effects), None)).collect();
+    if !effects.unread.is_empty() {
+        return Plan::reading(effects.unread, observation);
     }
+    stop_strays(&entries, observation, &mut effects);
+    let mut status = summarize(entries.into_iter().map(|(entry, _)| entry).collect(), &effects.happenings, observation);
+    let message = limited(unavailable.message);
+    status.conditions = conditions::conditions(
+        &previous.conditions,
+        &Health::Degraded { reason: unavailable.reason, message: &message },
+        observation.generation,
+        observation.now,
+    );
+    let status = EventPipelineStatus {
+        observed_generation: previous.observed_generation,
+        mode: previous.mode,
+        mode_reason: previous.mode_reason.clone(),
+        last_retry_request: previous.last_retry_request.clone(),
+        last_reprocess_request: previous.last_reprocess_request.clone(),
+        ..status
+    };
+    let requeue_after = requeue_after(&status, observation);
+    Plan {
+        launches: Vec::new(),
+        stops: effects.stops,
+        status,
+        happenings: effects.happenings,
+        requeue_after,
+        relist: false,
+        unread_manifests: Vec::new(),
+    }
+}
+
+/// A message cut to the length kept in the status.
+fn limited(message: impl Into<String>) -> String {
+    let mut message = message.into();
+    shorten(&mut message, MESSAGE_LIMIT);
+    message
 }
 
 /// The plan after the API server refused to create some of its Jobs (quota, admission webhook,
@@ -462,8 +512,7 @@ pub fn launch_refused(mut plan: Plan, observation: &Observation<'_>, refused: &[
     plan.status = summarize(std::mem::take(&mut plan.status.partitions), &plan.happenings, observation);
     (plan.status.last_retry_request, plan.status.last_reprocess_request) = requests;
     if let Some((job, message)) = refused.first() {
-        let mut message = format!("creating Job {job} failed: {message}");
-        shorten(&mut message, MESSAGE_LIMIT);
+        let message = limited(format!("creating Job {job} failed: {message}"));
         plan.status.conditions = conditions::conditions(
             &observation.previous.conditions,
             &Health::Degraded { reason: "JobCreateFailed", message: &message },

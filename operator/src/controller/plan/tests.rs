@@ -44,6 +44,9 @@ struct Scenario {
     reprocess: Option<String>,
     now: Timestamp,
     mode: Mode,
+    deleting: bool,
+    /// The reason the source cannot be listed, if so.
+    unavailable: Option<&'static str>,
 }
 
 impl Scenario {
@@ -65,6 +68,8 @@ impl Scenario {
             reprocess: None,
             now: at(0),
             mode: Mode::full("the SQL aggregates rows"),
+            deleting: false,
+            unavailable: None,
         }
     }
 
@@ -122,6 +127,7 @@ impl Scenario {
             pipeline: "settings",
             uid: UID,
             generation: Some(self.generation),
+            deleting: self.deleting,
             spec: &self.spec,
             spec_hash: &self.spec_hash,
             mode: &self.mode,
@@ -131,6 +137,7 @@ impl Scenario {
             jobs: &self.jobs,
             committed: &NO_MANIFESTS,
             requests: Requests { retry: self.retry.as_deref(), reprocess: self.reprocess.as_deref() },
+            unavailable: self.unavailable.map(|reason| Unavailable { reason, message: "listing s3://b/events/: timed out" }),
         }
     }
 
@@ -845,4 +852,67 @@ fn a_sink_read_error_while_a_job_is_gone_is_not_a_failed_attempt() {
     scenario.previous = plan.status;
     scenario.sink.insert(day(22).to_string(), Committed::Output(Summary { input_fingerprint: "a".into(), ..summary(6) }));
     assert_eq!(scenario.plan().status.partitions[0].state, PartitionState::Succeeded, "read once the sink answers");
+}
+
+/// `kubectl annotate evp NAME eventpipe.dev/reprocess-` and then the same value again: a second
+/// request for the same partition.
+#[test]
+fn a_reprocess_request_for_the_same_partition_works_again_after_the_annotation_was_removed() {
+    let mut scenario = Scenario::new().partition(22, "a", -10).all_done();
+    scenario.reprocess = Some(day(22).to_string());
+    let first = scenario.plan();
+    let launch = first.launches[0].clone();
+    assert!(launch.force);
+    let mut scenario = scenario.next(&first).finish(&launch.job, committed(&launch, 1));
+    scenario.previous = scenario.plan().status;
+    scenario.reprocess = None;
+    scenario.previous = scenario.plan().status;
+    scenario.reprocess = Some(day(22).to_string());
+    let again = scenario.plan();
+    assert_eq!(again.launches.iter().map(|l| l.force).collect::<Vec<_>>(), [true], "{:?}", again.happenings);
+}
+
+/// A spec change gives failed partitions new attempts; when the reconcile that sees the change
+/// cannot list the source, the next one that can must still give them.
+#[test]
+fn a_spec_changes_retry_survives_a_degraded_reconcile() {
+    let mut scenario = Scenario::new().partition(22, "a", -10);
+    scenario.spec.execution.max_attempts = 1;
+    let first = scenario.plan();
+    let mut scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Failed("boom".into()));
+    scenario.previous = scenario.plan().status;
+    scenario.generation = 2;
+    scenario.unavailable = Some("SourceUnavailable");
+    let degraded = scenario.plan();
+    assert_eq!(condition(&degraded, "Degraded"), ("True", "SourceUnavailable"));
+    assert!(degraded.launches.is_empty());
+    scenario.previous = degraded.status;
+    scenario.unavailable = None;
+    let plan = scenario.plan();
+    assert_eq!(launched(&plan), vec![(22, 2)], "{:?}", states(&plan));
+}
+
+/// The source cannot be listed, but a Job finishes meanwhile: its result is recorded all the
+/// same.
+#[test]
+fn a_job_that_finishes_while_the_source_is_unavailable_is_recorded() {
+    let scenario = Scenario::new().partition(22, "a", -10);
+    let first = scenario.plan();
+    let launch = first.launches[0].clone();
+    let mut scenario = scenario.next(&first).finish(&launch.job, committed(&launch, 1));
+    scenario.unavailable = Some("SourceUnavailable");
+    let plan = scenario.plan();
+    assert_eq!(plan.status.partitions[0].state, PartitionState::Succeeded, "{:?}", plan.status.partitions[0]);
+    assert_eq!(condition(&plan, "Degraded"), ("True", "SourceUnavailable"));
+    assert!(plan.happenings.iter().any(|h| matches!(h, Happening::Succeeded { .. })));
+}
+
+/// A pipeline with a `deletionTimestamp` (a finalizer, or foreground deletion, keeps it a while)
+/// creates no Job: its Jobs would be owned by an object on its way out.
+#[test]
+fn a_pipeline_being_deleted_launches_nothing() {
+    let mut scenario = Scenario::new().partition(22, "a", -10);
+    scenario.deleting = true;
+    let plan = scenario.plan();
+    assert!(plan.launches.is_empty(), "{:?}", plan.launches);
 }
