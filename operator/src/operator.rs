@@ -197,7 +197,7 @@ async fn run_as_leader(
     while !*leading.borrow_and_update() {
         tokio::select! {
             changed = leading.changed() => changed.context("leader election stopped")?,
-            () = shutdown.clone() => return release(leading, lease_task).await.map(|()| ExitCode::SUCCESS),
+            () = shutdown.clone() => return release(leading, lease_task, Duration::from_secs(duration)).await.map(|()| ExitCode::SUCCESS),
         }
     }
     tracing::info!(identity, "leading");
@@ -221,22 +221,32 @@ async fn run_as_leader(
             ExitCode::FAILURE
         }
     };
-    release(leading, lease_task).await?;
+    release(leading, lease_task, Duration::from_secs(duration)).await?;
     Ok(code)
 }
 
 /// Closes the leader-election channel, which makes the Lease task release the Lease (when this
-/// replica still holds it) and end.
+/// replica still holds it) and end; waits for that at most a lease duration, after which the
+/// Lease expires by itself anyway.
 async fn release(
     leading: tokio::sync::watch::Receiver<bool>,
     lease_task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+    duration: Duration,
 ) -> anyhow::Result<()> {
     drop(leading);
-    match lease_task.await.context("the Lease task")? {
-        Ok(_) => Ok(()),
-        // Releasing needs the API server, which may be what failed.
-        Err(error) => {
-            tracing::warn!(%error, "releasing the Lease failed; it expires by itself");
+    let abort = lease_task.abort_handle();
+    match tokio::time::timeout(duration, lease_task).await {
+        Ok(released) => match released.context("the Lease task")? {
+            Ok(_) => Ok(()),
+            // Releasing needs the API server, which may be what failed.
+            Err(error) => {
+                tracing::warn!(%error, "releasing the Lease failed; it expires by itself");
+                Ok(())
+            }
+        },
+        Err(_) => {
+            abort.abort();
+            tracing::warn!(seconds = duration.as_secs(), "releasing the Lease took too long; it expires by itself");
             Ok(())
         }
     }
