@@ -255,7 +255,8 @@ pub struct PartitionStatus {
     /// Hash of the data-path spec (source, transform, sink, badRecords) this state is about.
     #[serde(default)]
     pub spec_hash: String,
-    /// Where the partition is in its lifecycle.
+    /// Where the partition is in its lifecycle: `Settling`, `Open`, `Pending`, `Running`,
+    /// `Retrying`, `Succeeded` or `Failed`.
     pub state: PartitionState,
     /// `Open` until its day (or hour) has ended in the schedule's time zone, plus the grace
     /// period; `Closed` after.
@@ -314,24 +315,33 @@ pub struct PartitionStatus {
 
 /// How a pipeline's partitions are processed.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[schemars(transform = any_string)]
 pub enum ProcessingMode {
     /// The transform keeps rows one by one: new objects are converted on their own and added.
     Append,
     /// The transform needs the whole partition.
     Full,
+    /// A value written by another version of the operator; never written by this one.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Whether a partition's period has ended.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[schemars(transform = any_string)]
 pub enum Period {
     /// Its day (or hour) has not ended, or ended less than the grace period ago.
     Open,
     /// Objects arriving now are late data.
     Closed,
+    /// A value written by another version of the operator; never written by this one.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Where a partition is in its lifecycle.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+#[schemars(transform = any_string)]
 pub enum PartitionState {
     /// Found; its newest object is younger than the grace period.
     Settling,
@@ -349,6 +359,20 @@ pub enum PartitionState {
     Succeeded,
     /// Every attempt failed; see `message`.
     Failed,
+    /// A state written by another version of the operator; this one checks the partition again
+    /// and never writes it.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The schema of a status enum: any string, so that a status written by another version of the
+/// operator, which may know more values, is accepted by the API server and read by this version
+/// (as `Unknown`) instead of stopping its watch. The field's description lists the values.
+fn any_string(schema: &mut schemars::Schema) {
+    for keyword in ["enum", "oneOf", "anyOf"] {
+        schema.remove(keyword);
+    }
+    schema.insert("type".into(), "string".into());
 }
 
 /// The CustomResourceDefinition as YAML, as `crds/` holds it.

@@ -13,13 +13,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 
-use crate::controller::{self, Context, policy::JobPolicy};
+use crate::controller::{self, Watched, policy::JobPolicy};
 use crate::lease;
 use crate::crd::EventPipeline;
 use crate::metrics::Metrics;
@@ -73,6 +72,13 @@ pub struct OperatorArgs {
     pub max_concurrent_reconciles: u16,
 }
 
+/// First wait after the Kubernetes API did not answer at start-up; doubles up to
+/// [`MAX_API_RETRY`].
+const FIRST_API_RETRY: Duration = Duration::from_secs(1);
+const MAX_API_RETRY: Duration = Duration::from_secs(30);
+/// How long the start-up check waits for one answer.
+const API_ANSWER_LIMIT: Duration = Duration::from_secs(10);
+
 /// A future that resolves once, when the process is asked to stop; cloneable.
 pub type Shutdown = Shared<BoxFuture<'static, ()>>;
 
@@ -122,29 +128,29 @@ pub async fn serve_and_run(client: Client, args: OperatorArgs, shutdown: Shutdow
     let server = tokio::spawn(server::serve(listener, Arc::clone(&metrics), Arc::clone(&ready), server_shutdown));
 
     let watched = watched_apis(&client, &args.namespaces);
-    for (pipelines, _) in &watched {
-        pipelines.list(&ListParams::default().limit(1)).await.with_context(|| {
-            format!("listing EventPipelines{} (is the CRD installed and may this service account list them?)", scope_of(pipelines))
-        })?;
+    if !api_answers(&watched, shutdown.clone()).await {
+        let _ = stop_server.send(());
+        server.await.context("the HTTP server task")?.context("the HTTP server")?;
+        return Ok(ExitCode::SUCCESS);
     }
     ready.store(true, Ordering::Relaxed);
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        JobPolicy {
+    let settings = controller::Settings {
+        client: client.clone(),
+        job_policy: JobPolicy {
             image: args.transformer_image.clone(),
             allowed_images: args.allowed_images.clone(),
             allowed_service_accounts: args.allowed_service_accounts.clone(),
             pod_defaults: args.job_defaults.clone(),
         },
         metrics,
-        args.identity.clone(),
-    ));
+        instance: args.identity.clone(),
+    };
     // One controller per watched namespace: a Role there grants no list or watch across
     // namespaces, and each controller's watches need exactly its namespace's.
-    let controllers = watched.into_iter().map(|(pipelines, jobs)| {
-        controller::run(Arc::clone(&ctx), pipelines, jobs, args.max_concurrent_reconciles, shutdown.clone())
-    });
+    let controllers = watched
+        .into_iter()
+        .map(|watched| controller::run(settings.clone(), watched, args.max_concurrent_reconciles, shutdown.clone()));
     let controller = futures::future::join_all(controllers).map(drop);
     let code = if args.leader_election {
         run_as_leader(client, &args, controller, shutdown).await?
@@ -161,16 +167,52 @@ fn parse_job_defaults(json: &str) -> Result<PodSettings, String> {
     serde_json::from_str(json).map_err(|error| format!("not pod settings in the shape of execution: {error}"))
 }
 
-/// The pipeline and Job APIs of each watched namespace, or of all namespaces.
-fn watched_apis(client: &Client, namespaces: &[String]) -> Vec<(Api<EventPipeline>, Api<Job>)> {
+/// The APIs of each watched namespace, or of all namespaces.
+fn watched_apis(client: &Client, namespaces: &[String]) -> Vec<Watched> {
     if namespaces.is_empty() {
-        return vec![(Api::all(client.clone()), Api::all(client.clone()))];
+        return vec![Watched { pipelines: Api::all(client.clone()), jobs: Api::all(client.clone()), pods: Api::all(client.clone()) }];
     }
-    namespaces.iter().map(|namespace| (Api::namespaced(client.clone(), namespace), Api::namespaced(client.clone(), namespace))).collect()
+    namespaces
+        .iter()
+        .map(|namespace| Watched {
+            pipelines: Api::namespaced(client.clone(), namespace),
+            jobs: Api::namespaced(client.clone(), namespace),
+            pods: Api::namespaced(client.clone(), namespace),
+        })
+        .collect()
 }
 
-fn scope_of(pipelines: &Api<EventPipeline>) -> String {
+fn scope_of(pipelines: &Api<PartialObjectMeta<EventPipeline>>) -> String {
     pipelines.namespace().map(|namespace| format!(" in namespace {namespace}")).unwrap_or_default()
+}
+
+/// Waits until pipelines can be listed in every watched scope, retrying with backoff (an API
+/// server still starting, a CRD or Role not applied yet); false when asked to stop first. Only
+/// metadata is listed: whether each pipeline can be decoded is each reconcile's business.
+async fn api_answers(watched: &[Watched], shutdown: Shutdown) -> bool {
+    let mut wait = FIRST_API_RETRY;
+    for Watched { pipelines, .. } in watched {
+        loop {
+            let listed = tokio::time::timeout(API_ANSWER_LIMIT, pipelines.list(&ListParams::default().limit(1))).await;
+            let problem = match listed {
+                Ok(Ok(_)) => break,
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer within {} s", API_ANSWER_LIMIT.as_secs()),
+            };
+            tracing::warn!(
+                problem,
+                retry_in = ?wait,
+                "listing EventPipelines{} failed (is the API server reachable, the CRD installed, and may this service account list them?)",
+                scope_of(pipelines)
+            );
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.clone() => return false,
+            }
+            wait = (wait * 2).min(MAX_API_RETRY);
+        }
+    }
+    true
 }
 
 /// Waits for the Lease, runs the controller while holding it, and releases it on shutdown. Losing

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::ResourceQuota;
-use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use serde_json::json;
 use support::{World, condition, http_get, partition, wait_until};
 
@@ -212,5 +212,71 @@ async fn of_two_replicas_only_the_lease_holder_launches_and_the_other_takes_over
     world.wait_for_jobs(2).await?;
     drop(stop_b);
     replica_b.await?;
+    Ok(())
+}
+
+/// A status written by another version of the operator: one holds a partition state this
+/// version does not know, the other a count too large for it. Neither stops the pipelines next to
+/// them: the unknown state is checked again, the unreadable status is rebuilt from the Jobs and
+/// the sink, and the operator says so in a warning Event.
+#[tokio::test]
+async fn a_status_this_version_cannot_read_stops_no_pipeline() -> Result<()> {
+    let world = World::new("unreadable").await?;
+    world.upload(&partition(1), "a.csv", 2).await?;
+    let statuses: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(world.admin.clone(), &world.namespace, &kube::discovery::ApiResource::erase::<eventpipe::crd::EventPipeline>(&()));
+    let entry = |extra: serde_json::Value| {
+        let mut entry = json!({"partition": partition(1), "fingerprint": "f", "specHash": "s", "state": "Succeeded"});
+        support::merge(&mut entry, extra);
+        json!({"status": {"partitions": [entry]}})
+    };
+    for (name, status) in [("newer", entry(json!({"state": "Quarantined"}))), ("garbled", entry(json!({"attempts": 99_999_999_999u64})))] {
+        world.apply_pipeline(name, json!({"suspend": true})).await?;
+        statuses.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+    }
+    let (stop, operator, _) = world.start_operator();
+    world.apply_pipeline("healthy", json!({})).await?;
+    world.wait_for_jobs(1).await?;
+    for name in ["newer", "garbled"] {
+        wait_until(&format!("{name}'s status to be rewritten"), || async {
+            let status = &statuses.get(name).await?.data["status"];
+            Ok(status["partitions"][0]["state"] == "Pending" && status["partitions"][0]["attempts"] == 0)
+        })
+        .await?;
+    }
+    let events = world.events().await?;
+    let unreadable = events.iter().find(|e| e.reason.as_deref() == Some("StatusUnreadable")).context("a StatusUnreadable Event")?;
+    assert_eq!(unreadable.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("garbled"));
+    assert!(unreadable.note.as_deref().unwrap_or_default().contains("attempts"), "{:?}", unreadable.note);
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+/// The API server does not answer when the operator starts (a control-plane upgrade, a network
+/// not ready yet): the operator keeps trying, not ready, instead of exiting, and works once the
+/// API server answers.
+#[tokio::test]
+async fn the_operator_waits_for_an_api_server_that_does_not_answer_yet() -> Result<()> {
+    let world = World::new("unreachable").await?;
+    world.upload(&partition(1), "a.csv", 2).await?;
+    world.apply_pipeline("patient", json!({})).await?;
+    let relay_port = support::free_port();
+    let client = world.operator_client_at(&format!("https://127.0.0.1:{relay_port}")).await?;
+    let args = support::operator_args(&[&world.namespace], &world.namespace);
+    let port = args.listen.port();
+    let (stop, operator) = support::spawn_operator(client, args);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!operator.is_finished(), "the operator keeps trying");
+    assert_eq!(http_get(port, "/healthz").await?, "ok");
+    assert!(http_get(port, "/readyz").await.is_err(), "not ready while the API server does not answer");
+    assert!(world.job_names().await?.is_empty());
+
+    let relay = support::relay_to_api_server(relay_port).await?;
+    world.wait_for_jobs(1).await?;
+    assert_eq!(http_get(port, "/readyz").await?, "ok");
+    drop(stop);
+    operator.await??;
+    relay.abort();
     Ok(())
 }

@@ -2,7 +2,10 @@
 //! when it changed. Nothing else is written.
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
@@ -10,6 +13,7 @@ use crate::crd::{EventPipeline, EventPipelineStatus};
 use crate::metrics::{PipelineLabels, RowKind, RowLabels};
 
 use super::Context;
+use super::conditions::{self, Health};
 use super::job;
 use super::plan::{Happening, Launch, Outdated, Stop};
 
@@ -74,17 +78,35 @@ pub async fn report(ctx: &Context, pipeline: &EventPipeline, happenings: &[Happe
         count(ctx, &labels, happening);
         let (type_, reason, note) = describe(happening);
         tracing::info!(namespace = labels.namespace, pipeline = labels.pipeline, reason, note);
-        publish(ctx, pipeline, type_, reason, note).await;
+        publish(ctx, &pipeline.object_ref(&()), type_, reason, note).await;
     }
 }
 
-/// Publishes one Event about the pipeline.
-pub async fn publish(ctx: &Context, pipeline: &EventPipeline, type_: EventType, reason: &str, mut note: String) {
+/// Publishes one Event about a pipeline.
+pub async fn publish(ctx: &Context, pipeline: &ObjectReference, type_: EventType, reason: &str, mut note: String) {
     eventpipe_transformer::task::shorten(&mut note, 1024);
     let event = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
-    if let Err(error) = ctx.recorder.publish(&event, &pipeline.object_ref(&())).await {
-        tracing::warn!(%error, pipeline = pipeline.name_any(), "publishing an event failed");
+    if let Err(error) = ctx.recorder.publish(&event, pipeline).await {
+        tracing::warn!(%error, pipeline = pipeline.name, "publishing an event failed");
     }
+}
+
+/// Reports a pipeline this version cannot read: `Degraded` with reason `Unreadable` naming the
+/// field (written only when the conditions change, so that the write does not trigger another
+/// reconcile that writes again), and a warning Event when it is new.
+pub async fn report_unreadable(ctx: &Context, object: &DynamicObject, problem: &str) -> kube::Result<()> {
+    let previous: Vec<Condition> = serde_json::from_value(object.data["status"]["conditions"].clone()).unwrap_or_default();
+    let message = format!("this version of the operator cannot read the pipeline: {problem}");
+    let health = Health::Degraded { reason: "Unreadable", message: &message };
+    let conditions = conditions::conditions(&previous, &health, object.metadata.generation, Timestamp::now());
+    if conditions == previous {
+        return Ok(());
+    }
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &object.namespace().unwrap_or_default(), &ctx.pipeline_resource);
+    let patch = serde_json::json!({"status": {"conditions": conditions}});
+    api.patch_status(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    publish(ctx, &object.object_ref(&ctx.pipeline_resource), EventType::Warning, "Unreadable", message).await;
+    Ok(())
 }
 
 fn count(ctx: &Context, labels: &PipelineLabels, happening: &Happening) {

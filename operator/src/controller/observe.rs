@@ -1,30 +1,31 @@
 //! The observe step: checks the spec, lists the source's partitions inside the schedule's window
-//! (once per poll interval), reads the pipeline's Jobs with the reports of the finished ones, and
-//! the manifests of partitions whose Job is gone. Reads only.
+//! (once per poll interval), takes the pipeline's Jobs with their pods' reports from the watches'
+//! stores, and reads the manifests the planner asks for. Reads only.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventpipe_transformer::discovery;
-use futures::StreamExt;
 use eventpipe_transformer::fingerprint::fingerprint;
 use eventpipe_transformer::manifest;
 use eventpipe_transformer::mode::Mode;
 use eventpipe_transformer::storage::{Location, Opener, Retrying, Store};
 use eventpipe_transformer::validate::{self, CheckedPipeline};
+use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 
-use crate::crd::{EventPipeline, EventPipelineStatus};
+use crate::crd::{EventPipeline, EventPipelineStatus, PartitionState};
 
-use super::job::{self, CONTROLLER_UID_LABEL, PIPELINE_UID_LABEL};
-use super::plan::{Committed, ObservedJob, ObservedPartition, Settled, needs_report};
+use super::job;
+use super::plan::{Committed, ObservedJob, ObservedPartition, Settled};
 use super::policy::JobPolicy;
 use super::report;
+use super::watch::{Stores, trim_job};
 use super::window::{MAX_PARTITIONS, Window};
 
 /// Manifests read at once.
@@ -49,6 +50,8 @@ pub struct Caches {
     stores: Mutex<HashMap<(String, String), (String, Store)>>,
     listings: Mutex<HashMap<String, Listing>>,
     failed_listings: Mutex<HashMap<String, FailedListing>>,
+    /// The UID each pipeline name (namespace, name) had at its last reconcile.
+    owners: Mutex<HashMap<(String, String), String>>,
 }
 
 /// A listing that failed: why, how many times in a row, and until when it is not tried again.
@@ -70,9 +73,20 @@ struct Listing {
 impl Caches {
     /// Drops everything kept for a pipeline (it was deleted).
     pub fn forget(&self, uid: &str) {
+        self.owners.lock().expect("not poisoned").retain(|_, owner| owner != uid);
         self.checks.lock().expect("not poisoned").remove(uid);
         self.stores.lock().expect("not poisoned").retain(|(owner, _), _| owner != uid);
         self.forget_listing(uid);
+    }
+
+    /// Records that a pipeline's name belongs to this UID. When it belonged to another (the
+    /// pipeline was deleted and created again between two reconciles, so no reconcile saw it
+    /// gone), drops what was kept for that one and returns its UID.
+    pub fn note_owner(&self, namespace: &str, name: &str, uid: &str) -> Option<String> {
+        let key = (namespace.to_string(), name.to_string());
+        let replaced = self.owners.lock().expect("not poisoned").insert(key, uid.to_string()).filter(|earlier| earlier != uid)?;
+        self.forget(&replaced);
+        Some(replaced)
     }
 
     /// Makes the next reconcile of a pipeline list its source again.
@@ -310,25 +324,39 @@ fn credentials_from(secret: &Secret) -> Result<aws_credential_types::Credentials
     ))
 }
 
-/// The pipeline's Jobs; finished ones the status has not recorded yet carry what their pods
-/// report (see [`report::explain`]).
-pub async fn jobs(client: &Client, pipeline: &EventPipeline, previous: &EventPipelineStatus) -> kube::Result<Vec<ObservedJob>> {
-    let namespace = pipeline.namespace().unwrap_or_default();
-    let api: Api<Job> = Api::namespaced(client.clone(), &namespace);
-    let selector = format!("{PIPELINE_UID_LABEL}={}", pipeline.uid().unwrap_or_default());
-    let listed = api.list(&ListParams::default().labels(&selector)).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let mut jobs = Vec::with_capacity(listed.items.len());
-    for listed_job in &listed.items {
-        let Some(mut observed) = job::observe(listed_job) else { continue };
-        if needs_report(previous, &observed) {
-            let selector = format!("{CONTROLLER_UID_LABEL}={}", listed_job.uid().unwrap_or_default());
-            let job_pods = pods.list(&ListParams::default().labels(&selector)).await?;
-            report::explain(&mut observed, listed_job, &job_pods.items);
+/// The pipeline's Jobs, from the watch's store; finished ones carry what their pods report (see
+/// [`report::explain`]). A running entry's Job the store has not seen yet (the watch lags behind
+/// this operator's own creates) is read directly, so that it is never taken for gone.
+pub async fn jobs(client: &Client, stores: &Stores, pipeline: &EventPipeline, previous: &EventPipelineStatus) -> kube::Result<Vec<ObservedJob>> {
+    let uid = pipeline.uid().unwrap_or_default();
+    let mut jobs = stores.jobs_of(&uid);
+    let unseen: Vec<&str> = previous
+        .partitions
+        .iter()
+        .filter(|entry| entry.state == PartitionState::Running)
+        .filter_map(|entry| entry.job.as_deref())
+        .filter(|name| !jobs.iter().any(|job| job.metadata.name.as_deref() == Some(*name)))
+        .collect();
+    if !unseen.is_empty() {
+        let api: Api<Job> = Api::namespaced(client.clone(), &pipeline.namespace().unwrap_or_default());
+        for name in unseen {
+            if let Some(mut job) = api.get_opt(name).await? {
+                trim_job(&mut job);
+                jobs.push(Arc::new(job));
+            }
         }
-        jobs.push(observed);
     }
-    Ok(jobs)
+    let pods = stores.pods_of(&uid);
+    let no_pods = Vec::new();
+    Ok(jobs
+        .iter()
+        .filter_map(|job| {
+            let mut observed = job::observe(job)?;
+            let job_pods = job.metadata.uid.as_ref().and_then(|uid| pods.get(uid)).unwrap_or(&no_pods);
+            report::explain(&mut observed, job, job_pods);
+            Some(observed)
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -346,5 +374,17 @@ mod tests {
         assert_eq!(caches.kept_failure("uid", Some(2)), None, "a new generation lists at once");
         caches.forget_listing("uid");
         assert_eq!(caches.kept_failure("uid", Some(1)), None);
+    }
+
+    #[test]
+    fn a_pipeline_created_again_under_its_name_drops_what_was_kept_for_the_old_one() {
+        let caches = Caches::default();
+        let unreachable = Blocked::SourceUnavailable("listing s3://b/events/: connection refused".into());
+        assert_eq!(caches.note_owner("data", "settings", "old"), None);
+        caches.listing_failed("old", Some(1), unreachable);
+        assert_eq!(caches.note_owner("data", "settings", "old"), None, "the same pipeline");
+        assert_eq!(caches.note_owner("data", "other", "another"), None);
+        assert_eq!(caches.note_owner("data", "settings", "new"), Some("old".to_string()));
+        assert_eq!(caches.kept_failure("old", Some(1)), None, "nothing is kept for the old UID");
     }
 }

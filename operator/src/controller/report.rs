@@ -4,6 +4,8 @@
 //! own reason (`DeadlineExceeded`, `BackoffLimitExceeded`, `PodFailurePolicy`). Pure: the observe
 //! step lists the pods.
 
+use std::sync::Arc;
+
 use eventpipe_transformer::task::Outcome;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerState, Pod};
@@ -13,8 +15,8 @@ use super::plan::{JobOutcome, ObservedJob};
 
 /// Replaces a finished Job's outcome with what its pods report: the summary of a success, or the
 /// best explanation of a failure.
-pub fn explain(observed: &mut ObservedJob, job: &Job, pods: &[Pod]) {
-    let mut newest_first: Vec<&Pod> = pods.iter().collect();
+pub fn explain(observed: &mut ObservedJob, job: &Job, pods: &[Arc<Pod>]) {
+    let mut newest_first: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
     newest_first.sort_by_key(|pod| std::cmp::Reverse(pod.metadata.creation_timestamp.clone().map(|t| t.0)));
     let Some(pod) = newest_first.first() else { return };
     let state = transformer_state(pod);
@@ -146,8 +148,8 @@ mod tests {
             self
         }
 
-        fn build(self) -> Pod {
-            self.pod
+        fn build(self) -> Arc<Pod> {
+            Arc::new(self.pod)
         }
     }
 
@@ -182,7 +184,7 @@ mod tests {
         }
     }
 
-    fn explained(mut job: ObservedJob, pods: &[Pod]) -> JobOutcome {
+    fn explained(mut job: ObservedJob, pods: &[Arc<Pod>]) -> JobOutcome {
         explain(&mut job, &job_with_limit("256Mi"), pods);
         job.outcome
     }

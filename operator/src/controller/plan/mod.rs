@@ -285,7 +285,7 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
         let key = partition.key.to_string();
         let fingerprint = target_fingerprint(partition, observation.mode);
         let mut entry = match previous_entries.remove(key.as_str()) {
-            Some(entry) => entry.clone(),
+            Some(entry) => readable(entry),
             None => fresh_entry(&key, fingerprint, observation.spec_hash),
         };
         let was_running = entry.state == PartitionState::Running;
@@ -315,7 +315,7 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
     }
     // Partitions no longer observed (out of the window, or deleted) are kept only while a Job
     // still works on them.
-    let mut gone: Vec<_> = previous_entries.into_values().cloned().collect();
+    let mut gone: Vec<_> = previous_entries.into_values().map(readable).collect();
     gone.sort_by(|a, b| a.partition.cmp(&b.partition));
     for entry in gone {
         let entry = follow_jobs(entry, observation, &mut effects);
@@ -445,7 +445,7 @@ fn plan_unavailable(observation: &Observation<'_>, unavailable: Unavailable<'_>)
     let previous = observation.previous;
     let mut effects = Effects::default();
     let entries: Vec<(PartitionStatus, Option<&ObservedPartition>)> =
-        previous.partitions.iter().map(|entry| (follow_jobs(entry.clone(), observation, &mut effects), None)).collect();
+        previous.partitions.iter().map(|entry| (follow_jobs(readable(entry), observation, &mut effects), None)).collect();
     if !effects.unread.is_empty() {
         return Plan::reading(effects.unread, observation);
     }
@@ -523,18 +523,18 @@ pub fn launch_refused(mut plan: Plan, observation: &Observation<'_>, refused: &[
     plan
 }
 
-/// Whether the planner needs a finished Job's report (its pod's termination message): true when
-/// the status has not recorded that Job's result yet — the entry's own running Job, or one
-/// launched after its last recorded launch.
-pub fn needs_report(previous: &EventPipelineStatus, job: &ObservedJob) -> bool {
-    if job.outcome == JobOutcome::Running {
-        return false;
+/// An entry as this version can plan it: one whose state another version wrote and this one does
+/// not know starts afresh, keeping its launch number and what it committed.
+fn readable(entry: &PartitionStatus) -> PartitionStatus {
+    if entry.state != PartitionState::Unknown {
+        return entry.clone();
     }
-    match previous.partitions.iter().find(|entry| entry.partition == job.partition) {
-        None => true,
-        Some(entry) => {
-            job.launch > entry.launch || (entry.state == PartitionState::Running && entry.job.as_deref() == Some(job.name.as_str()))
-        }
+    PartitionStatus {
+        launch: entry.launch,
+        committed_at: entry.committed_at.clone(),
+        increments: entry.increments,
+        message: Some("its state was written by another version of the operator; checked again".into()),
+        ..fresh_entry(&entry.partition, &entry.fingerprint, &entry.spec_hash)
     }
 }
 

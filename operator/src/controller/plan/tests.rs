@@ -573,20 +573,6 @@ fn partitions_leaving_the_window_are_dropped_once_their_jobs_finish() {
 }
 
 #[test]
-fn only_unrecorded_results_need_the_pods_report() {
-    let scenario = Scenario::new().partition(22, "a", -10);
-    let first = scenario.plan();
-    let scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Succeeded(None));
-    assert!(needs_report(&scenario.previous, &scenario.jobs[0]), "running in the status, finished now");
-    let recorded = scenario.plan().status;
-    assert!(!needs_report(&recorded, &scenario.jobs[0]), "already recorded");
-    assert!(needs_report(&EventPipelineStatus::default(), &scenario.jobs[0]), "status lost");
-    let mut running = scenario.jobs[0].clone();
-    running.outcome = JobOutcome::Running;
-    assert!(!needs_report(&scenario.previous, &running));
-}
-
-#[test]
 fn backoff_doubles_and_is_capped_at_an_hour() {
     let waits: Vec<i64> = (1..=9).map(|failures| retry_backoff(30, failures).as_secs()).collect();
     assert_eq!(waits, vec![30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
@@ -915,4 +901,16 @@ fn a_pipeline_being_deleted_launches_nothing() {
     scenario.deleting = true;
     let plan = scenario.plan();
     assert!(plan.launches.is_empty(), "{:?}", plan.launches);
+}
+
+/// A state written by a newer version of the operator (after a rollback) is checked again.
+#[test]
+fn an_unknown_state_is_checked_again() {
+    let mut scenario = Scenario::new().partition(22, "a", -10).all_done();
+    let entry = &mut scenario.previous.partitions[0];
+    entry.state = PartitionState::Unknown;
+    let launch = entry.launch;
+    let plan = scenario.plan();
+    assert_eq!(plan.launches.iter().map(|l| l.launch).collect::<Vec<_>>(), [launch + 1], "{:?}", states(&plan));
+    assert!(plan.status.partitions.iter().all(|p| p.state != PartitionState::Unknown));
 }
