@@ -136,10 +136,26 @@ pub struct ExecutionSpec {
     #[serde(default)]
     #[schemars(range(min = 0, max = 10))]
     pub backoff_limit: i32,
-    /// Seconds a Job may run before Kubernetes stops it; counts as a failed attempt.
+    /// Seconds the transformer may run, from its pod's start; a run that takes longer stops with
+    /// an error and counts as a failed attempt. The Job's own `activeDeadlineSeconds` is this
+    /// plus `startTimeoutSeconds`, so that a slow start never cuts a run short.
     #[serde(default = "default_active_deadline_seconds")]
     #[schemars(range(min = 1))]
     pub active_deadline_seconds: i64,
+    /// Seconds a Job's pod may take to start (be scheduled, pull its image, start its
+    /// container): past it the attempt fails with the pod's waiting reason (`ErrImagePull`,
+    /// `Unschedulable`, …) and the Job is deleted. A reason beyond an ordinary start shows in the
+    /// partition's message and a `PodNotStarting` Event within a poll.
+    #[serde(default = "default_start_timeout_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub start_timeout_seconds: u32,
+    /// Disruptions (evictions, drains, preemptions) of an attempt's pods that are still there
+    /// (a node-pressure eviction leaves its pod behind) before the attempt fails. A disruption
+    /// does not use up an attempt, and the Job starts a new pod; this bound keeps a pod whose own
+    /// memory use gets it evicted from running again and again until the deadline.
+    #[serde(default = "default_max_disruptions")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_disruptions: u32,
     /// Seconds a finished Job is kept before Kubernetes deletes it; at least 60, so that the
     /// operator reads the pod's report. A result whose Job is gone is read from the partition's
     /// committed manifest.
@@ -169,6 +185,8 @@ impl Default for ExecutionSpec {
             pod: PodSettings::default(),
             backoff_limit: 0,
             active_deadline_seconds: default_active_deadline_seconds(),
+            start_timeout_seconds: default_start_timeout_seconds(),
+            max_disruptions: default_max_disruptions(),
             ttl_seconds_after_finished: default_ttl_seconds_after_finished(),
             max_concurrent_jobs: default_max_concurrent_jobs(),
             max_attempts: default_max_attempts(),
@@ -179,6 +197,14 @@ impl Default for ExecutionSpec {
 
 fn default_active_deadline_seconds() -> i64 {
     3600
+}
+
+fn default_start_timeout_seconds() -> u32 {
+    300
+}
+
+fn default_max_disruptions() -> u32 {
+    3
 }
 
 fn default_ttl_seconds_after_finished() -> i32 {

@@ -136,7 +136,8 @@ fn count(ctx: &Context, labels: &PipelineLabels, happening: &Happening) {
         | Happening::RetryRequested { .. }
         | Happening::RequestIgnored { .. }
         | Happening::JobCreateFailed { .. }
-        | Happening::Stopped { .. } => {}
+        | Happening::Stopped { .. }
+        | Happening::NotStarting { .. } => {}
     }
 }
 
@@ -189,5 +190,8 @@ fn describe(happening: &Happening) -> (EventType, &'static str, String) {
             (EventType::Warning, "JobCreateFailed", format!("creating Job {job} for {partition} failed: {message}; retrying with backoff"))
         }
         Happening::Stopped { partition, job, reason } => (EventType::Normal, "JobStopped", format!("Job {job} of {partition} is deleted: {reason}")),
+        Happening::NotStarting { partition, job, problem } => {
+            (EventType::Warning, "PodNotStarting", format!("the pod of Job {job} for {partition} has not started: {problem}"))
+        }
     }
 }

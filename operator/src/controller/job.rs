@@ -179,7 +179,9 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy) -> J
         },
         spec: Some(JobSpec {
             backoff_limit: Some(execution.backoff_limit),
-            active_deadline_seconds: Some(execution.active_deadline_seconds),
+            // The pod may take startTimeoutSeconds to start; the transformer's own limit counts
+            // from then.
+            active_deadline_seconds: Some(execution.active_deadline_seconds.saturating_add(execution.start_timeout_seconds.into())),
             ttl_seconds_after_finished: Some(execution.ttl_seconds_after_finished),
             pod_failure_policy: Some(pod_failure_policy()),
             template: PodTemplateSpec {
@@ -313,6 +315,8 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
         launch: labels.get(LAUNCH_LABEL).and_then(|launch| launch.parse().ok()).unwrap_or(attempt),
         outcome,
         stopping: job.metadata.deletion_timestamp.is_some(),
+        waiting: None,
+        disruptions: Vec::new(),
     })
 }
 
@@ -480,6 +484,22 @@ mod tests {
         let mut before_launch_numbers = job;
         before_launch_numbers.metadata.labels.as_mut().unwrap().remove(LAUNCH_LABEL);
         assert_eq!(observe(&before_launch_numbers).unwrap().launch, 1, "the attempt stood where the launch is now");
+    }
+
+    /// The transformer's own limit counts from its pod's start; the Job's deadline counts from
+    /// the Job's. A pod may take `startTimeoutSeconds` to start, so the Job's deadline leaves
+    /// room for that, and the transformer still stops (reporting why) before Kubernetes kills it.
+    #[test]
+    fn a_slow_start_does_not_cut_the_run_short() {
+        let mut pipeline = pipeline("settings");
+        pipeline.spec.execution.active_deadline_seconds = 3600;
+        pipeline.spec.execution.start_timeout_seconds = 300;
+        let job = build(&pipeline, &launch(1), &policy());
+        assert_eq!(job.spec.as_ref().unwrap().active_deadline_seconds, Some(3900));
+        let container = &job.spec.unwrap().template.spec.unwrap().containers[0];
+        let task_json = container.env.as_ref().unwrap().iter().find(|e| e.name == "EVENTPIPE_TASK").unwrap();
+        let task: Task = serde_json::from_str(task_json.value.as_deref().unwrap()).unwrap();
+        assert_eq!(task.engine.timeout_seconds, Some(3480));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod job;
 pub mod observe;
 pub mod plan;
 pub mod policy;
+pub mod progress;
 mod reconcile;
 pub mod report;
 pub mod watch;

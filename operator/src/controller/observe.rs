@@ -22,9 +22,9 @@ use kube::{Client, ResourceExt};
 use crate::crd::{EventPipeline, EventPipelineStatus, PartitionState};
 
 use super::job;
-use super::plan::{Committed, ObservedJob, ObservedPartition, Settled};
+use super::plan::{Committed, JobOutcome, ObservedJob, ObservedPartition, Settled};
 use super::policy::JobPolicy;
-use super::report;
+use super::{progress, report};
 use super::watch::{Stores, trim_job};
 use super::window::{MAX_PARTITIONS, Window};
 
@@ -353,7 +353,12 @@ pub async fn jobs(client: &Client, stores: &Stores, pipeline: &EventPipeline, pr
         .filter_map(|job| {
             let mut observed = job::observe(job)?;
             let job_pods = job.metadata.uid.as_ref().and_then(|uid| pods.get(uid)).unwrap_or(&no_pods);
-            report::explain(&mut observed, job, job_pods);
+            if observed.outcome == JobOutcome::Running {
+                observed.waiting = progress::waiting(job, job_pods);
+                observed.disruptions = progress::disruptions(job_pods);
+            } else {
+                report::explain(&mut observed, job, job_pods);
+            }
             Some(observed)
         })
         .collect())

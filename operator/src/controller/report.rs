@@ -181,6 +181,8 @@ mod tests {
             launch: 1,
             outcome: JobOutcome::Failed(reason.into()),
             stopping: false,
+            waiting: None,
+            disruptions: Vec::new(),
         }
     }
 

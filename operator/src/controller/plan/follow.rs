@@ -18,10 +18,13 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::{PartitionState, PartitionStatus};
 
-use super::{Committed, Effects, Happening, JobOutcome, Observation, ObservedJob, limited};
+use super::{Committed, Effects, Happening, JobOutcome, Observation, ObservedJob, Stop, limited};
 
 /// Longest wait between two failed attempts.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(3600);
+/// How long a Job may be without a pod before that is reported (the Job controller creates one
+/// within seconds unless something refuses it).
+const NO_POD_GRACE: SignedDuration = SignedDuration::from_secs(30);
 
 /// Brings an entry up to date with its partition's Jobs.
 pub(super) fn follow_jobs(mut entry: PartitionStatus, observation: &Observation<'_>, effects: &mut Effects) -> PartitionStatus {
@@ -39,7 +42,7 @@ pub(super) fn follow_jobs(mut entry: PartitionStatus, observation: &Observation<
     let job_name = entry.job.clone().unwrap_or_default();
     match observation.jobs.iter().find(|job| job.name == job_name) {
         Some(job) => match &job.outcome {
-            JobOutcome::Running => {}
+            JobOutcome::Running => follow_running(&mut entry, job, observation, effects),
             JobOutcome::Succeeded(report) => match manifest(&entry, observation, effects) {
                 None => {}
                 Some(Committed::Output(committed)) if committed.spec_hash == entry.spec_hash => {
@@ -76,6 +79,61 @@ pub(super) fn follow_jobs(mut entry: PartitionStatus, observation: &Observation<
         },
     }
     entry
+}
+
+/// A running Job whose pods were disrupted `execution.maxDisruptions` times, or whose pod has not
+/// started within `execution.startTimeoutSeconds`, fails its attempt and is stopped. A pod that
+/// waits for more than an ordinary start says why in the entry's message, with an Event when
+/// that is new.
+fn follow_running(entry: &mut PartitionStatus, job: &ObservedJob, observation: &Observation<'_>, effects: &mut Effects) {
+    let execution = &observation.spec.execution;
+    if let Some(last) = job.disruptions.last().filter(|_| job.disruptions.len() >= execution.max_disruptions as usize) {
+        let message = format!(
+            "Job {} was disrupted {} times, as often as execution.maxDisruptions allows (the last, {last}); \
+             a pod whose own memory use gets it evicted needs a larger memory request",
+            job.name,
+            job.disruptions.len()
+        );
+        fail_and_stop(entry, job, message, observation, effects);
+        return;
+    }
+    let not_started = not_started_prefix(&job.name);
+    let Some(waiting) = &job.waiting else {
+        if entry.message.as_deref().is_some_and(|message| message.starts_with(&not_started)) {
+            entry.message = None;
+        }
+        return;
+    };
+    let waited = observation.now.duration_since(waiting.since);
+    let timeout = SignedDuration::from_secs(execution.start_timeout_seconds.into());
+    let problem = waiting.problem.clone().or_else(|| {
+        (waiting.pod.is_none() && waited >= NO_POD_GRACE).then(|| {
+            format!("no pod was created (a ResourceQuota or an admission webhook may refuse it: kubectl describe job {})", job.name)
+        })
+    });
+    if waited >= timeout {
+        let why = problem.unwrap_or_else(|| "it was still starting".into());
+        let message = format!("{not_started} within execution.startTimeoutSeconds ({} s): {why}", execution.start_timeout_seconds);
+        fail_and_stop(entry, job, message, observation, effects);
+    } else if let Some(problem) = problem {
+        let message = limited(format!("{not_started}: {problem}; the attempt fails after {} s", execution.start_timeout_seconds));
+        if entry.message.as_ref() != Some(&message) {
+            effects.happenings.push(Happening::NotStarting { partition: entry.partition.clone(), job: job.name.clone(), problem });
+        }
+        entry.message = Some(message);
+    }
+}
+
+/// How messages about a Job's pod that has not started begin.
+fn not_started_prefix(job: &str) -> String {
+    format!("the pod of Job {job} has not started")
+}
+
+/// Fails the attempt of a Job that still runs, and stops the Job.
+fn fail_and_stop(entry: &mut PartitionStatus, job: &ObservedJob, message: String, observation: &Observation<'_>, effects: &mut Effects) {
+    let reason = format!("its attempt failed: {message}");
+    record_failure(entry, &job.name, message, observation, effects);
+    effects.stops.push(Stop { job: job.name.clone(), partition: entry.partition.clone(), reason });
 }
 
 /// A Job launched after the entry's last recorded launch: the status write that would have

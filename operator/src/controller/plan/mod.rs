@@ -91,6 +91,22 @@ pub struct ObservedJob {
     pub outcome: JobOutcome,
     /// Whether its deletion was asked for (its pods are still stopping).
     pub stopping: bool,
+    /// While it runs: whether its newest pod has not started yet.
+    pub waiting: Option<Waiting>,
+    /// While it runs: its pods that were disrupted (evicted, drained, preempted) and are still
+    /// there, oldest first, each with why.
+    pub disruptions: Vec<String>,
+}
+
+/// A running Job whose newest pod has not started.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Waiting {
+    /// Since when: the newest pod's creation, or the Job's while it has no pod.
+    pub since: Timestamp,
+    /// Why, when that is more than an ordinary start: `ErrImagePull: …`, `Unschedulable: …`.
+    pub problem: Option<String>,
+    /// The pod, once one was created.
+    pub pod: Option<String>,
 }
 
 /// Whether and how a Job finished.
@@ -257,6 +273,8 @@ pub enum Happening {
     JobCreateFailed { partition: String, job: String, message: String },
     /// A Job is deleted.
     Stopped { partition: String, job: String, reason: String },
+    /// A Job's pod has not started, for a reason beyond an ordinary start.
+    NotStarting { partition: String, job: String, problem: String },
 }
 
 /// What planning the partitions produces besides their entries.
@@ -390,7 +408,10 @@ fn stop_strays(entries: &[(PartitionStatus, Option<&ObservedPartition>)], observ
     let followed = |job: &ObservedJob| {
         entries.iter().any(|(entry, _)| entry.state == PartitionState::Running && entry.job.as_deref() == Some(job.name.as_str()))
     };
-    for job in observation.jobs.iter().filter(|job| job.outcome == JobOutcome::Running && !job.stopping && !followed(job)) {
+    let stopped = |job: &ObservedJob| effects.stops.iter().any(|stop| stop.job == job.name);
+    let strays: Vec<&ObservedJob> =
+        observation.jobs.iter().filter(|job| job.outcome == JobOutcome::Running && !job.stopping && !followed(job) && !stopped(job)).collect();
+    for job in strays {
         let reason = format!("launched for inputs or a spec that {} no longer processes", job.partition);
         effects.happenings.push(Happening::Stopped { partition: job.partition.clone(), job: job.name.clone(), reason: reason.clone() });
         effects.stops.push(Stop { job: job.name.clone(), partition: job.partition.clone(), reason });

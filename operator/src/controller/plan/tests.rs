@@ -116,6 +116,8 @@ impl Scenario {
             launch: attempt,
             outcome: JobOutcome::Running,
             stopping: false,
+            waiting: None,
+            disruptions: Vec::new(),
         });
         self.finish(&name, outcome)
     }
@@ -166,6 +168,8 @@ impl Scenario {
                 launch: launch.launch,
                 outcome: JobOutcome::Running,
                 stopping: false,
+                waiting: None,
+                disruptions: Vec::new(),
             });
         }
         self
@@ -779,6 +783,8 @@ fn a_job_for_a_decision_the_status_never_recorded_is_stopped_and_the_partition_r
         launch: 2,
         outcome: JobOutcome::Running,
         stopping: false,
+        waiting: None,
+        disruptions: Vec::new(),
     };
     scenario.jobs.push(stray.clone());
     let plan = scenario.plan();
@@ -807,6 +813,8 @@ fn a_finished_job_for_a_decision_the_status_never_recorded_is_checked_against_th
         launch: 2,
         outcome: JobOutcome::Failed("boom".into()),
         stopping: false,
+        waiting: None,
+        disruptions: Vec::new(),
     };
     let mut unchanged = Scenario { jobs: [done.jobs.clone(), vec![stray.clone()]].concat(), ..Scenario::new().partition(22, "a", -10) };
     (unchanged.previous, unchanged.sink) = (done.previous.clone(), done.sink.clone());
@@ -913,4 +921,76 @@ fn an_unknown_state_is_checked_again() {
     let plan = scenario.plan();
     assert_eq!(plan.launches.iter().map(|l| l.launch).collect::<Vec<_>>(), [launch + 1], "{:?}", states(&plan));
     assert!(plan.status.partitions.iter().all(|p| p.state != PartitionState::Unknown));
+}
+
+/// The running Job of day 22, launched at `NOW`, its pod in this state now.
+fn launched_and(waiting: Option<Waiting>, disruptions: &[&str]) -> Scenario {
+    let scenario = Scenario::new().partition(22, "a", -10);
+    let first = scenario.plan();
+    let mut scenario = scenario.next(&first);
+    scenario.jobs[0].waiting = waiting;
+    scenario.jobs[0].disruptions = disruptions.iter().map(|d| d.to_string()).collect();
+    scenario
+}
+
+/// An image that cannot be pulled: said within a poll (message and Event, once), and the attempt
+/// fails at the start timeout with that reason, its Job stopped.
+#[test]
+fn a_pod_that_cannot_pull_its_image_is_reported_and_fails_the_attempt_at_the_start_timeout() {
+    let pulling = Waiting { since: at(0), problem: Some("ErrImagePull: no such image".into()), pod: Some("p".into()) };
+    let mut scenario = launched_and(Some(pulling), &[]);
+    scenario.now = at(5);
+    let plan = scenario.plan();
+    let entry = &plan.status.partitions[0];
+    assert_eq!(entry.state, PartitionState::Running);
+    assert!(entry.message.as_deref().unwrap().contains("ErrImagePull: no such image"), "{:?}", entry.message);
+    assert!(matches!(&plan.happenings[..], [Happening::NotStarting { problem, .. }] if problem.starts_with("ErrImagePull")), "{:?}", plan.happenings);
+    scenario.previous = plan.status;
+    scenario.now = at(60);
+    assert!(scenario.plan().happenings.is_empty(), "said once");
+
+    scenario.now = at(300);
+    let plan = scenario.plan();
+    let entry = &plan.status.partitions[0];
+    assert_eq!((entry.state, entry.failures), (PartitionState::Retrying, 1));
+    let message = entry.message.as_deref().unwrap();
+    assert!(message.contains("startTimeoutSeconds (300 s)") && message.contains("ErrImagePull: no such image"), "{message}");
+    assert_eq!(plan.stops.iter().map(|s| s.job.as_str()).collect::<Vec<_>>(), [scenario.jobs[0].name.as_str()]);
+}
+
+/// A Job without any pod (a pods quota, an admission webhook): said after a short grace.
+#[test]
+fn a_job_without_a_pod_is_reported_after_a_grace() {
+    let mut scenario = launched_and(Some(Waiting { since: at(0), problem: None, pod: None }), &[]);
+    scenario.now = at(10);
+    assert!(scenario.plan().happenings.is_empty(), "a pod within seconds is ordinary");
+    scenario.now = at(40);
+    let plan = scenario.plan();
+    assert!(plan.status.partitions[0].message.as_deref().unwrap().contains("no pod was created"), "{:?}", plan.status.partitions[0].message);
+}
+
+/// Once the pod starts, the message about its waiting goes.
+#[test]
+fn a_pod_that_starts_clears_the_waiting_message() {
+    let pulling = Waiting { since: at(0), problem: Some("ImagePullBackOff".into()), pod: Some("p".into()) };
+    let mut scenario = launched_and(Some(pulling), &[]);
+    scenario.now = at(5);
+    scenario.previous = scenario.plan().status;
+    scenario.jobs[0].waiting = None;
+    assert_eq!(scenario.plan().status.partitions[0].message, None);
+}
+
+/// A pod whose own memory use gets it evicted again and again: the attempt fails after
+/// `maxDisruptions` disruptions instead of running until the deadline.
+#[test]
+fn an_attempt_whose_pods_keep_being_evicted_fails() {
+    let evicted = "pod p: The node was low on resource: memory.";
+    let scenario = launched_and(None, &[evicted, evicted]);
+    assert_eq!(scenario.plan().status.partitions[0].state, PartitionState::Running, "two disruptions are survived");
+    let scenario = launched_and(None, &[evicted, evicted, evicted]);
+    let plan = scenario.plan();
+    let entry = &plan.status.partitions[0];
+    assert_eq!((entry.state, entry.failures), (PartitionState::Retrying, 1));
+    assert!(entry.message.as_deref().unwrap().contains("disrupted 3 times"), "{:?}", entry.message);
+    assert_eq!(plan.stops.len(), 1);
 }
