@@ -280,3 +280,31 @@ async fn the_operator_waits_for_an_api_server_that_does_not_answer_yet() -> Resu
     relay.abort();
     Ok(())
 }
+
+/// A backfill launches a Job per partition within seconds: each gets an Event of its own that
+/// names its partition and Job, not one Event counting them all under the first one's text.
+#[tokio::test]
+async fn each_launch_has_an_event_naming_its_partition() -> Result<()> {
+    let world = World::new("events").await?;
+    let days: Vec<String> = (1..=3).map(partition).collect();
+    for day in &days {
+        world.upload(day, "a.csv", 2).await?;
+    }
+    let (stop, operator, _) = world.start_operator();
+    world.apply_pipeline("backfill", json!({"execution": {"maxConcurrentJobs": 3}})).await?;
+    let jobs = world.wait_for_jobs(3).await?;
+    wait_until("an Event per launch", || async {
+        Ok(world.events().await?.iter().filter(|e| e.reason.as_deref() == Some("Launched")).count() == 3)
+    })
+    .await?;
+    let launched: Vec<_> = world.events().await?.into_iter().filter(|e| e.reason.as_deref() == Some("Launched")).collect();
+    for day in &days {
+        let event = launched.iter().find(|e| e.note.as_deref().is_some_and(|note| note.contains(day.as_str()))).context(format!("the Event of {day}"))?;
+        let job = event.related.as_ref().and_then(|related| related.name.clone()).context("the Job it is about")?;
+        assert!(jobs.contains(&job) && event.note.as_deref().unwrap_or_default().contains(&job), "{event:?}");
+        assert!(event.series.is_none(), "one Event per launch: {event:?}");
+    }
+    drop(stop);
+    operator.await?;
+    Ok(())
+}

@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
 
 use crate::crd::{EventPipeline, EventPipelineStatus};
 use crate::metrics::{PipelineLabels, RowKind, RowLabels};
@@ -76,19 +77,61 @@ pub async fn report(ctx: &Context, pipeline: &EventPipeline, happenings: &[Happe
     let labels = PipelineLabels { namespace: pipeline.namespace().unwrap_or_default(), pipeline: pipeline.name_any() };
     for happening in happenings {
         count(ctx, &labels, happening);
-        let (type_, reason, note) = describe(happening);
+        let (type_, reason, about, note) = describe(happening);
         tracing::info!(namespace = labels.namespace, pipeline = labels.pipeline, reason, note);
-        publish(ctx, &pipeline.object_ref(&()), type_, reason, note).await;
+        publish(ctx, &pipeline.object_ref(&()), type_, reason, about, note).await;
     }
 }
 
+/// What an Event is about besides its pipeline. Kubernetes' event recorder merges Events with the
+/// same type, reason, action and related object into one series that keeps the first one's note;
+/// so each partition gets an action of its own, and each Job is the related object of its Events.
+#[derive(Clone, Copy, Debug)]
+pub enum About<'a> {
+    /// The pipeline as a whole.
+    Pipeline,
+    /// One partition.
+    Partition(&'a str),
+    /// One Job of a partition.
+    Job {
+        /// The partition.
+        partition: &'a str,
+        /// The Job's name.
+        name: &'a str,
+    },
+}
+
 /// Publishes one Event about a pipeline.
-pub async fn publish(ctx: &Context, pipeline: &ObjectReference, type_: EventType, reason: &str, mut note: String) {
+pub async fn publish(ctx: &Context, pipeline: &ObjectReference, type_: EventType, reason: &str, about: About<'_>, mut note: String) {
     eventpipe_transformer::task::shorten(&mut note, 1024);
-    let event = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
+    let (mut action, secondary) = match about {
+        // Notes of the pipeline's own Events differ by what went wrong: one series per note.
+        About::Pipeline => (format!("{reason} {}", short_digest(&note)), None),
+        About::Partition(partition) => (format!("{reason} {partition}"), None),
+        About::Job { partition, name } => {
+            let job = ObjectReference {
+                api_version: Some("batch/v1".into()),
+                kind: Some("Job".into()),
+                name: Some(name.to_string()),
+                namespace: pipeline.namespace.clone(),
+                ..ObjectReference::default()
+            };
+            (format!("{reason} {partition}"), Some(job))
+        }
+    };
+    eventpipe_transformer::task::shorten(&mut action, ACTION_LIMIT);
+    let event = Event { type_, reason: reason.to_string(), note: Some(note), action, secondary };
     if let Err(error) = ctx.recorder.publish(&event, pipeline).await {
         tracing::warn!(%error, pipeline = pipeline.name, "publishing an event failed");
     }
+}
+
+/// Longest `action` the Events API accepts.
+const ACTION_LIMIT: usize = 128;
+
+/// Eight hex digits of a text's SHA-256.
+fn short_digest(text: &str) -> String {
+    Sha256::digest(text.as_bytes())[..4].iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Reports a pipeline this version cannot read: `Degraded` with reason `Unreadable` naming the
@@ -105,7 +148,7 @@ pub async fn report_unreadable(ctx: &Context, object: &DynamicObject, problem: &
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &object.namespace().unwrap_or_default(), &ctx.pipeline_resource);
     let patch = serde_json::json!({"status": {"conditions": conditions}});
     api.patch_status(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    publish(ctx, &object.object_ref(&ctx.pipeline_resource), EventType::Warning, "Unreadable", message).await;
+    publish(ctx, &object.object_ref(&ctx.pipeline_resource), EventType::Warning, "Unreadable", About::Pipeline, message).await;
     Ok(())
 }
 
@@ -141,15 +184,16 @@ fn count(ctx: &Context, labels: &PipelineLabels, happening: &Happening) {
     }
 }
 
-/// The Event of a happening: type, reason and note.
-fn describe(happening: &Happening) -> (EventType, &'static str, String) {
+/// The Event of a happening: type, reason, what it is about, and note.
+fn describe(happening: &Happening) -> (EventType, &'static str, About<'_>, String) {
     match happening {
         Happening::Launched { partition, job, attempt } => {
-            (EventType::Normal, "Launched", format!("Job {job} processes {partition} (attempt {attempt})"))
+            (EventType::Normal, "Launched", About::Job { partition, name: job }, format!("Job {job} processes {partition} (attempt {attempt})"))
         }
         Happening::Succeeded { partition, job, summary: Some(s) } => (
             EventType::Normal,
             "Succeeded",
+            About::Job { partition, name: job },
             format!(
                 "{partition} committed by Job {job}: {} rows read, {} rejected, {} written, {} bytes in {:.1} s{}",
                 s.rows_read,
@@ -161,37 +205,59 @@ fn describe(happening: &Happening) -> (EventType, &'static str, String) {
             ),
         ),
         Happening::Succeeded { partition, job, summary: None } => {
-            (EventType::Normal, "Succeeded", format!("{partition} committed by Job {job} (no summary reported)"))
+            (EventType::Normal, "Succeeded", About::Job { partition, name: job }, format!("{partition} committed by Job {job} (no summary reported)"))
         }
         Happening::AttemptFailed { partition, job, message, retry_at } => (
             EventType::Warning,
             "AttemptFailed",
+            About::Job { partition, name: job },
             format!("Job {job} for {partition} failed: {message}; retrying after {retry_at}"),
         ),
         Happening::GaveUp { partition, job, message } => (
             EventType::Warning,
             "PartitionFailed",
+            About::Job { partition, name: job },
             format!("{partition} failed every attempt; the last, Job {job}: {message}"),
         ),
-        Happening::Outdated { partition, cause: Outdated::Inputs } => {
-            (EventType::Normal, "InputsChanged", format!("the inputs of {partition} changed since it was processed; processing it again"))
+        Happening::Outdated { partition, cause: Outdated::Inputs } => (
+            EventType::Normal,
+            "InputsChanged",
+            About::Partition(partition),
+            format!("the inputs of {partition} changed since it was processed; processing it again"),
+        ),
+        Happening::Outdated { partition, cause: Outdated::Spec } => (
+            EventType::Normal,
+            "SpecChanged",
+            About::Partition(partition),
+            format!("the data-path spec changed since {partition} was processed; processing it again"),
+        ),
+        Happening::Outdated { partition, cause: Outdated::Requested } => (
+            EventType::Normal,
+            "ReprocessRequested",
+            About::Partition(partition),
+            format!("{partition} is processed again, as eventpipe.dev/reprocess asks"),
+        ),
+        Happening::RetryRequested { partitions } => (
+            EventType::Normal,
+            "RetryRequested",
+            About::Pipeline,
+            format!("eventpipe.dev/retry changed: {partitions} failed partitions get new attempts"),
+        ),
+        Happening::RequestIgnored { message } => (EventType::Warning, "RequestIgnored", About::Pipeline, message.clone()),
+        Happening::JobCreateFailed { partition, job, message } => (
+            EventType::Warning,
+            "JobCreateFailed",
+            About::Job { partition, name: job },
+            format!("creating Job {job} for {partition} failed: {message}; retrying with backoff"),
+        ),
+        Happening::Stopped { partition, job, reason } => {
+            (EventType::Normal, "JobStopped", About::Job { partition, name: job }, format!("Job {job} of {partition} is deleted: {reason}"))
         }
-        Happening::Outdated { partition, cause: Outdated::Spec } => {
-            (EventType::Normal, "SpecChanged", format!("the data-path spec changed since {partition} was processed; processing it again"))
-        }
-        Happening::Outdated { partition, cause: Outdated::Requested } => {
-            (EventType::Normal, "ReprocessRequested", format!("{partition} is processed again, as eventpipe.dev/reprocess asks"))
-        }
-        Happening::RetryRequested { partitions } => {
-            (EventType::Normal, "RetryRequested", format!("eventpipe.dev/retry changed: {partitions} failed partitions get new attempts"))
-        }
-        Happening::RequestIgnored { message } => (EventType::Warning, "RequestIgnored", message.clone()),
-        Happening::JobCreateFailed { partition, job, message } => {
-            (EventType::Warning, "JobCreateFailed", format!("creating Job {job} for {partition} failed: {message}; retrying with backoff"))
-        }
-        Happening::Stopped { partition, job, reason } => (EventType::Normal, "JobStopped", format!("Job {job} of {partition} is deleted: {reason}")),
-        Happening::NotStarting { partition, job, problem } => {
-            (EventType::Warning, "PodNotStarting", format!("the pod of Job {job} for {partition} has not started: {problem}"))
-        }
+        Happening::NotStarting { partition, job, problem } => (
+            EventType::Warning,
+            "PodNotStarting",
+            About::Job { partition, name: job },
+            format!("the pod of Job {job} for {partition} has not started: {problem}"),
+        ),
     }
 }

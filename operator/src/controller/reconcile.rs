@@ -19,6 +19,7 @@ use crate::metrics::{ReconcileResult, ResultLabels};
 
 use super::observe::{self, Blocked};
 use super::plan::{self, Observation, Plan, Requests, Unavailable};
+use super::act::About;
 use super::{Context, Error, REPROCESS_ANNOTATION, RETRY_ANNOTATION, act, decode, labels_of};
 
 /// Reconciles the pipeline a watch event or a requeue names.
@@ -54,7 +55,7 @@ async fn reconcile_watched(watched: &PartialObjectMeta<EventPipeline>, ctx: &Con
             if let Some(problem) = &decoded.unreadable_status {
                 let note = format!("{problem}; the status is rebuilt from the pipeline's Jobs and its sink");
                 tracing::warn!(namespace, pipeline = name, note, "this version cannot read the pipeline's status");
-                act::publish(ctx, &decoded.pipeline.object_ref(&()), EventType::Warning, "StatusUnreadable", note).await;
+                act::publish(ctx, &decoded.pipeline.object_ref(&()), EventType::Warning, "StatusUnreadable", About::Pipeline, note).await;
             }
             let (action, planned) = reconcile_pipeline(&decoded.pipeline, ctx).await?;
             Ok((action, if planned { ReconcileResult::Ok } else { ReconcileResult::Degraded }))
@@ -128,7 +129,8 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     act::report(ctx, pipeline, &plan.happenings).await;
     if let Some(unavailable) = unavailable {
         if degraded_reason(&previous) != degraded_reason(&plan.status) {
-            act::publish(ctx, &pipeline.object_ref(&()), EventType::Warning, unavailable.reason, unavailable.message.to_string()).await;
+            let note = unavailable.message.to_string();
+            act::publish(ctx, &pipeline.object_ref(&()), EventType::Warning, unavailable.reason, About::Pipeline, note).await;
         }
         return Ok((Action::requeue(ctx.next_retry(&uid)), false));
     }
