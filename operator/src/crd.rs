@@ -71,7 +71,8 @@ pub struct ScheduleSpec {
     #[schemars(range(min = 1, max = 366))]
     pub lookback_days: u32,
     /// The first day to process, `YYYY-MM-DD` (UTC): every partition from that day until today is
-    /// considered, for backfills. At most the newest 400 partitions are tracked.
+    /// processed, for backfills, however long the window. Days that ended more than a day ago and
+    /// whose partitions are all committed are listed again only every `closedRelistSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
     pub start_date: Option<String>,
@@ -93,6 +94,12 @@ pub struct ScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 60, max = 86400))]
     pub open_refresh_seconds: Option<u32>,
+    /// Seconds between two listings of the days that ended more than a day ago and whose
+    /// partitions are all committed: a late file there is found within this time. The other days
+    /// (today, yesterday, and any with work left) are listed every poll.
+    #[serde(default = "default_closed_relist_seconds")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub closed_relist_seconds: u32,
 }
 
 impl Default for ScheduleSpec {
@@ -104,6 +111,7 @@ impl Default for ScheduleSpec {
             grace_period_seconds: default_grace_period_seconds(),
             timezone: None,
             open_refresh_seconds: None,
+            closed_relist_seconds: default_closed_relist_seconds(),
         }
     }
 }
@@ -118,6 +126,10 @@ fn default_lookback_days() -> u32 {
 
 fn default_grace_period_seconds() -> u32 {
     120
+}
+
+fn default_closed_relist_seconds() -> u32 {
+    3600
 }
 
 /// How the transformer Jobs run.
@@ -247,7 +259,16 @@ pub struct EventPipelineStatus {
     /// change.
     #[serde(default)]
     pub failed_partitions: u32,
-    /// Every partition in the schedule's window, oldest first.
+    /// Every partition in the schedule's window, by state, however many there are.
+    #[serde(default)]
+    pub partition_counts: PartitionCounts,
+    /// The oldest partition in the window whose output is not committed for its current inputs
+    /// and spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_unprocessed_partition: Option<String>,
+    /// The partitions in the schedule's window, oldest first; at most 400 of them when the window
+    /// holds more: every one running, retrying or failed, then the oldest still to process, then
+    /// the newest processed. `partitionCounts` counts them all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["partition"]))]
     pub partitions: Vec<PartitionStatus>,
@@ -267,6 +288,33 @@ pub struct EventPipelineStatus {
     /// partition to process again even though its output is committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reprocess_request: Option<String>,
+}
+
+/// The partitions of the window by state.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionCounts {
+    /// Waiting for their newest object to settle.
+    #[serde(default)]
+    pub settling: u32,
+    /// Open, waiting for their period to close.
+    #[serde(default)]
+    pub open: u32,
+    /// Ready to run, waiting for a Job slot.
+    #[serde(default)]
+    pub pending: u32,
+    /// Processed by a Job now.
+    #[serde(default)]
+    pub running: u32,
+    /// Waiting to try again after a failed attempt.
+    #[serde(default)]
+    pub retrying: u32,
+    /// Committed for their current inputs and spec.
+    #[serde(default)]
+    pub succeeded: u32,
+    /// Failed every attempt.
+    #[serde(default)]
+    pub failed: u32,
 }
 
 /// One partition: its inputs' version, its state and the result of its latest Job.

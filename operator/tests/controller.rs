@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use serde_json::json;
@@ -304,6 +305,39 @@ async fn each_launch_has_an_event_naming_its_partition() -> Result<()> {
         assert!(jobs.contains(&job) && event.note.as_deref().unwrap_or_default().contains(&job), "{event:?}");
         assert!(event.series.is_none(), "one Event per launch: {event:?}");
     }
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+/// An hourly layout over a month: 744 partitions, more than the status lists. Every one is
+/// processed, the oldest first; the status counts them all and names the oldest not processed
+/// yet, and lists no more than it can hold.
+#[tokio::test]
+async fn a_window_longer_than_the_status_is_processed_oldest_first() -> Result<()> {
+    let world = World::new("hourly").await?;
+    let hours: Vec<String> = (1..=31).flat_map(|days_ago| (0..24).map(move |hour| format!("{}/hour={hour:02}", partition(days_ago)))).collect();
+    futures::stream::iter(hours.iter().map(|hour| world.upload(hour, "a.csv", 1))).buffer_unordered(16).try_collect::<Vec<()>>().await?;
+    let (stop, operator, _) = world.start_operator();
+    let hourly = json!({
+        "source": {"layout": "year={year}/month={month}/day={day}/hour={hour}/"},
+        "schedule": {"lookbackDays": 32},
+        "execution": {"maxConcurrentJobs": 1}
+    });
+    world.apply_pipeline("hourly", hourly).await?;
+    let oldest = format!("{}/hour=00", partition(31));
+    let job = world.wait_for_jobs(1).await?.remove(0);
+    let annotations = world.jobs().get(&job).await?.metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations.get("eventpipe.dev/partition"), Some(&oldest), "the oldest partition goes first");
+    wait_until("the status to count every partition", || async {
+        let status = world.status("hourly").await?;
+        Ok(status.partition_counts.pending + status.partition_counts.running == 744)
+    })
+    .await?;
+    let status = world.status("hourly").await?;
+    assert_eq!(status.oldest_unprocessed_partition.as_deref(), Some(oldest.as_str()));
+    assert!(status.partitions.len() <= 400, "{} entries", status.partitions.len());
+    assert_eq!(condition(&status, "Ready"), Some(("False".into(), "Processing".into())));
     drop(stop);
     operator.await?;
     Ok(())

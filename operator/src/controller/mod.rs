@@ -6,6 +6,7 @@ pub mod act;
 pub mod conditions;
 pub mod decode;
 pub mod job;
+pub mod listing;
 pub mod observe;
 pub mod plan;
 pub mod policy;

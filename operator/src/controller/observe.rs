@@ -2,12 +2,9 @@
 //! (once per poll interval), takes the pipeline's Jobs with their pods' reports from the watches'
 //! stores, and reads the manifests the planner asks for. Reads only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use eventpipe_transformer::discovery;
-use eventpipe_transformer::fingerprint::fingerprint;
 use eventpipe_transformer::manifest;
 use eventpipe_transformer::mode::Mode;
 use eventpipe_transformer::storage::{Location, Opener, Retrying, Store};
@@ -22,11 +19,12 @@ use kube::{Client, ResourceExt};
 use crate::crd::{EventPipeline, EventPipelineStatus, PartitionState};
 
 use super::job;
-use super::plan::{Committed, JobOutcome, ObservedJob, ObservedPartition, Settled};
+use super::plan::{Committed, JobOutcome, ObservedJob};
 use super::policy::JobPolicy;
 use super::{progress, report};
 use super::watch::{Stores, trim_job};
-use super::window::{MAX_PARTITIONS, Window};
+use super::listing::Listings;
+use super::window::Window;
 
 /// Manifests read at once.
 const MANIFEST_READS: usize = 16;
@@ -42,32 +40,19 @@ pub enum Blocked {
 
 /// What the operator keeps per pipeline (by UID) between reconciles: the spec check and the opened
 /// stores (their HTTP clients and credentials are reused) while the generation does not change,
-/// the source listing for one poll interval, and a failed listing until its backoff ends, so that
-/// Job events and the operator's own status writes never list the source again.
+/// the source listing (see [`listing`](super::listing)), and the manifests of partitions the
+/// status does not list.
 #[derive(Default)]
 pub struct Caches {
     checks: Mutex<HashMap<String, (Option<i64>, Result<(CheckedPipeline, Mode), String>)>>,
     stores: Mutex<HashMap<(String, String), (String, Store)>>,
-    listings: Mutex<HashMap<String, Listing>>,
-    failed_listings: Mutex<HashMap<String, FailedListing>>,
+    /// What was listed of each pipeline's source.
+    pub listings: Listings,
+    /// Manifests read for partitions the status did not list, by partition; kept while it does
+    /// not list them.
+    untracked_manifests: Mutex<HashMap<String, HashMap<String, Committed>>>,
     /// The UID each pipeline name (namespace, name) had at its last reconcile.
     owners: Mutex<HashMap<(String, String), String>>,
-}
-
-/// A listing that failed: why, how many times in a row, and until when it is not tried again.
-struct FailedListing {
-    generation: Option<i64>,
-    failures: u32,
-    until: Instant,
-    blocked: Blocked,
-}
-
-/// One listing of a pipeline's source.
-struct Listing {
-    generation: Option<i64>,
-    at: Instant,
-    partitions: Vec<ObservedPartition>,
-    looked_in: String,
 }
 
 impl Caches {
@@ -76,7 +61,8 @@ impl Caches {
         self.owners.lock().expect("not poisoned").retain(|_, owner| owner != uid);
         self.checks.lock().expect("not poisoned").remove(uid);
         self.stores.lock().expect("not poisoned").retain(|(owner, _), _| owner != uid);
-        self.forget_listing(uid);
+        self.untracked_manifests.lock().expect("not poisoned").remove(uid);
+        self.listings.forget(uid);
     }
 
     /// Records that a pipeline's name belongs to this UID. When it belonged to another (the
@@ -89,26 +75,27 @@ impl Caches {
         Some(replaced)
     }
 
-    /// Makes the next reconcile of a pipeline list its source again.
-    pub fn forget_listing(&self, uid: &str) {
-        self.listings.lock().expect("not poisoned").remove(uid);
-        self.failed_listings.lock().expect("not poisoned").remove(uid);
+    /// The manifests kept for partitions `previous` does not list. Those it lists now are
+    /// forgotten: their Jobs may commit, so they are read afresh once they leave the status.
+    pub fn kept_manifests(&self, uid: &str, previous: &EventPipelineStatus) -> HashMap<String, Committed> {
+        let mut all = self.untracked_manifests.lock().expect("not poisoned");
+        let Some(kept) = all.get_mut(uid) else { return HashMap::new() };
+        let listed: HashSet<&str> = previous.partitions.iter().map(|entry| entry.partition.as_str()).collect();
+        kept.retain(|partition, _| !listed.contains(partition.as_str()));
+        kept.clone()
     }
 
-    /// Keeps a failed listing of this generation of a pipeline until its backoff ends, and returns
-    /// that backoff: it doubles with every failure in a row.
-    fn listing_failed(&self, uid: &str, generation: Option<i64>, blocked: Blocked) -> Duration {
-        let mut failed = self.failed_listings.lock().expect("not poisoned");
-        let failures = failed.get(uid).filter(|earlier| earlier.generation == generation).map_or(0, |earlier| earlier.failures) + 1;
-        let backoff = super::retry_delay(failures);
-        failed.insert(uid.to_string(), FailedListing { generation, failures, until: Instant::now() + backoff, blocked });
-        backoff
-    }
-
-    /// The failure of the last listing of this generation of a pipeline while its backoff lasts.
-    fn kept_failure(&self, uid: &str, generation: Option<i64>) -> Option<Blocked> {
-        let failed = self.failed_listings.lock().expect("not poisoned");
-        failed.get(uid).filter(|failed| failed.generation == generation && Instant::now() < failed.until).map(|failed| failed.blocked.clone())
+    /// Keeps the manifests just read for partitions `previous` does not list (not those that
+    /// could not be read).
+    pub fn keep_manifests(&self, uid: &str, previous: &EventPipelineStatus, read: &HashMap<String, Committed>) {
+        let listed: HashSet<&str> = previous.partitions.iter().map(|entry| entry.partition.as_str()).collect();
+        let mut all = self.untracked_manifests.lock().expect("not poisoned");
+        let kept = all.entry(uid.to_string()).or_default();
+        for (partition, committed) in read {
+            if !listed.contains(partition.as_str()) && !matches!(committed, Committed::Unreadable(_)) {
+                kept.insert(partition.clone(), committed.clone());
+            }
+        }
     }
 }
 
@@ -141,88 +128,6 @@ pub async fn check_spec(caches: &Caches, policy: &JobPolicy, pipeline: &EventPip
     });
     caches.checks.lock().expect("not poisoned").insert(uid, (generation, result.clone()));
     result.map_err(Blocked::InvalidSpec)
-}
-
-/// The partitions in the schedule's window, the newest [`MAX_PARTITIONS`] of them, oldest first,
-/// and how many prefixes of the source were listed for them (0 when the listing was kept).
-pub struct Listed {
-    /// The partitions.
-    pub partitions: Vec<ObservedPartition>,
-    /// Prefixes listed in S3 (each one LIST request per 1,000 objects).
-    pub prefixes_listed: usize,
-    /// Where and for which days the source was looked at, for messages.
-    pub looked_in: String,
-}
-
-/// Lists the partitions in the schedule's window, when the last listing is a poll interval old or
-/// the generation changed; otherwise returns the kept listing. A failed listing is not tried
-/// again before its backoff ends.
-pub async fn partitions(
-    client: &Client,
-    caches: &Caches,
-    pipeline: &EventPipeline,
-    checked: &CheckedPipeline,
-    now: Timestamp,
-) -> Result<Listed, Blocked> {
-    let uid = pipeline.uid().unwrap_or_default();
-    let generation = pipeline.metadata.generation;
-    let poll = Duration::from_secs(pipeline.spec.schedule.poll_interval_seconds.into());
-    if let Some(blocked) = caches.kept_failure(&uid, generation) {
-        return Err(blocked);
-    }
-    if let Some(listing) = caches.listings.lock().expect("not poisoned").get(&uid)
-        // A requeue after exactly one poll interval must list: allow for timer jitter.
-        && listing.generation == generation
-        && listing.at.elapsed() < poll.mul_f64(0.9)
-    {
-        return Ok(Listed { partitions: listing.partitions.clone(), prefixes_listed: 0, looked_in: listing.looked_in.clone() });
-    }
-    match list_window(client, caches, pipeline, checked, now).await {
-        Ok(listed) => {
-            let listing = Listing { generation, at: Instant::now(), partitions: listed.partitions.clone(), looked_in: listed.looked_in.clone() };
-            caches.listings.lock().expect("not poisoned").insert(uid.clone(), listing);
-            caches.failed_listings.lock().expect("not poisoned").remove(&uid);
-            Ok(listed)
-        }
-        Err(blocked) => {
-            if matches!(blocked, Blocked::SourceUnavailable(_)) {
-                caches.listing_failed(&uid, generation, blocked.clone());
-            }
-            Err(blocked)
-        }
-    }
-}
-
-/// Lists the source below the window's prefixes and fingerprints each partition.
-async fn list_window(client: &Client, caches: &Caches, pipeline: &EventPipeline, checked: &CheckedPipeline, now: Timestamp) -> Result<Listed, Blocked> {
-    let source = open_store(client, caches, pipeline, &checked.source).await?;
-    let window = Window::of(&pipeline.spec.schedule, now).map_err(Blocked::InvalidSpec)?;
-    let prefixes = window.listing_prefixes(&checked.layout);
-    let found = discovery::discover_below(&source, &checked.layout, &prefixes)
-        .await
-        .map_err(|e| Blocked::SourceUnavailable(format!("listing {}: {e}", checked.source.url())))?;
-    let grace = i64::from(pipeline.spec.schedule.grace_period_seconds) * 1000;
-    let settled_before = Timestamp::from_millisecond(now.as_millisecond() - grace).unwrap_or(now);
-    let cutoff = chrono::DateTime::from_timestamp_millis(settled_before.as_millisecond()).unwrap_or_default();
-    let timestamp = |at: chrono::DateTime<chrono::Utc>| Timestamp::from_millisecond(at.timestamp_millis()).unwrap_or(now);
-    let mut partitions: Vec<ObservedPartition> = found
-        .into_iter()
-        .filter(|(key, _)| window.contains(key))
-        .map(|(key, found)| {
-            let mut modified: Vec<Timestamp> = found.modified.iter().copied().map(timestamp).collect();
-            modified.sort();
-            ObservedPartition {
-                key,
-                fingerprint: fingerprint(&found.inputs),
-                modified,
-                settled: found.settled(cutoff).map(|settled| Settled { fingerprint: fingerprint(&settled.inputs), before: settled_before }),
-            }
-        })
-        .collect();
-    let excess = partitions.len().saturating_sub(MAX_PARTITIONS);
-    partitions.drain(..excess);
-    let looked_in = window.describe(&checked.source.url(), &checked.layout);
-    Ok(Listed { partitions, prefixes_listed: prefixes.len(), looked_in })
 }
 
 /// The manifests of these partitions, as the planner asked for them. A sink that cannot be opened
@@ -269,7 +174,7 @@ pub async fn manifests(
 
 /// A store of the pipeline (source or sink), opened with its credentials Secret or the operator's
 /// own identity. Reopened when the generation or the Secret changes.
-async fn open_store(client: &Client, caches: &Caches, pipeline: &EventPipeline, location: &Location) -> Result<Store, Blocked> {
+pub(super) async fn open_store(client: &Client, caches: &Caches, pipeline: &EventPipeline, location: &Location) -> Result<Store, Blocked> {
     let s3 = pipeline.spec.pipeline.s3.as_ref();
     let secret = match s3.and_then(|s3| s3.credentials_secret_ref.as_ref()) {
         Some(reference) => {
@@ -369,27 +274,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failed_listing_is_kept_for_a_backoff_that_doubles() {
-        let caches = Caches::default();
-        let unreachable = Blocked::SourceUnavailable("listing s3://b/events/: connection refused".into());
-        assert_eq!(caches.kept_failure("uid", Some(1)), None);
-        assert_eq!(caches.listing_failed("uid", Some(1), unreachable.clone()), Duration::from_secs(5));
-        assert_eq!(caches.kept_failure("uid", Some(1)), Some(unreachable.clone()), "Job events do not list again");
-        assert_eq!(caches.listing_failed("uid", Some(1), unreachable.clone()), Duration::from_secs(10));
-        assert_eq!(caches.kept_failure("uid", Some(2)), None, "a new generation lists at once");
-        caches.forget_listing("uid");
-        assert_eq!(caches.kept_failure("uid", Some(1)), None);
-    }
-
-    #[test]
     fn a_pipeline_created_again_under_its_name_drops_what_was_kept_for_the_old_one() {
         let caches = Caches::default();
         let unreachable = Blocked::SourceUnavailable("listing s3://b/events/: connection refused".into());
         assert_eq!(caches.note_owner("data", "settings", "old"), None);
-        caches.listing_failed("old", Some(1), unreachable);
+        caches.listings.failed("old", Some(1), unreachable);
         assert_eq!(caches.note_owner("data", "settings", "old"), None, "the same pipeline");
         assert_eq!(caches.note_owner("data", "other", "another"), None);
         assert_eq!(caches.note_owner("data", "settings", "new"), Some("old".to_string()));
-        assert_eq!(caches.kept_failure("old", Some(1)), None, "nothing is kept for the old UID");
+        assert_eq!(caches.listings.kept_failure("old", Some(1)), None, "nothing is kept for the old UID");
     }
 }

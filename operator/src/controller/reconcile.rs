@@ -2,7 +2,6 @@
 //! pods, the manifests the plan asks for), plan (a pure function) and act (create and stop Jobs,
 //! write the status when it changed, publish Events).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,9 +17,9 @@ use crate::crd::{EventPipeline, PartitionState};
 use crate::metrics::{ReconcileResult, ResultLabels};
 
 use super::observe::{self, Blocked};
-use super::plan::{self, Observation, Plan, Requests, Unavailable};
+use super::plan::{self, Observation, Requests, Unavailable};
 use super::act::About;
-use super::{Context, Error, REPROCESS_ANNOTATION, RETRY_ANNOTATION, act, decode, labels_of};
+use super::{Context, Error, REPROCESS_ANNOTATION, RETRY_ANNOTATION, act, decode, labels_of, listing};
 
 /// Reconciles the pipeline a watch event or a requeue names.
 pub(super) async fn reconcile(watched: Arc<PartialObjectMeta<EventPipeline>>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -81,7 +80,7 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     let jobs = observe::jobs(&ctx.client, &ctx.stores, pipeline, &previous).await?;
     let checked = observe::check_spec(&ctx.caches, &ctx.job_policy, pipeline).await;
     let listed = match &checked {
-        Ok((checked, _)) => observe::partitions(&ctx.client, &ctx.caches, pipeline, checked, now).await,
+        Ok((checked, _)) => listing::partitions(&ctx.client, &ctx.caches, pipeline, checked, now).await,
         Err(blocked) => Err(blocked.clone()),
     };
     let unavailable = listed.as_ref().err().map(|blocked| match blocked {
@@ -94,7 +93,7 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     }
     // Until the spec is checked the mode is unknown; a degraded status keeps the last one.
     let unchecked = Mode::full("the spec has not been checked yet");
-    let no_manifests = HashMap::new();
+    let kept_manifests = ctx.caches.kept_manifests(&uid, &previous);
     let first = Observation {
         now,
         pipeline: &name,
@@ -108,14 +107,17 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
         partitions: listed.map_or(&[], |listed| &listed.partitions),
         looked_in: listed.map_or("", |listed| &listed.looked_in),
         jobs: &jobs,
-        committed: &no_manifests,
+        committed: &kept_manifests,
         requests: Requests { retry: annotation(RETRY_ANNOTATION), reprocess: annotation(REPROCESS_ANNOTATION) },
         unavailable,
     };
     let mut plan = plan::plan(&first);
     // The plan names the manifests it needs; with them read, it is made again.
     let sink = checked.as_ref().ok().map(|(checked, _)| checked);
-    let committed = observe::manifests(&ctx.client, &ctx.caches, pipeline, sink, &plan.unread_manifests).await;
+    let read = observe::manifests(&ctx.client, &ctx.caches, pipeline, sink, &plan.unread_manifests).await;
+    ctx.caches.keep_manifests(&uid, &previous, &read);
+    let mut committed = kept_manifests.clone();
+    committed.extend(read);
     let observation = Observation { committed: &committed, ..first };
     if !plan.unread_manifests.is_empty() {
         plan = plan::plan(&observation);
@@ -134,9 +136,13 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
         }
         return Ok((Action::requeue(ctx.next_retry(&uid)), false));
     }
-    record_lag(ctx, pipeline, &plan, observation.partitions, now);
+    let lag = plan.oldest_uncommitted.map_or(0, |oldest| now.duration_since(oldest).as_secs().max(0));
+    ctx.metrics.lag_seconds.get_or_create(&labels_of(pipeline)).set(lag);
     if plan.relist {
-        ctx.caches.forget_listing(&uid);
+        ctx.caches.listings.forget(&uid);
+    } else {
+        let unfinished = plan.entries.iter().filter(|entry| entry.state != PartitionState::Succeeded).map(|entry| entry.partition.clone()).collect();
+        ctx.caches.listings.note_unfinished(&uid, &unfinished);
     }
     if !refused.is_empty() {
         return Ok((Action::requeue(ctx.next_retry(&uid)), false));
@@ -149,19 +155,3 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
 fn degraded_reason(status: &crate::crd::EventPipelineStatus) -> Option<(&String, &String)> {
     status.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| (&c.reason, &c.message))
 }
-
-/// Sets the lag gauge: the age of the oldest object whose rows are not committed yet — one that
-/// arrived after the cut-off of its partition's last committed run, or any object of a partition
-/// never committed.
-fn record_lag(ctx: &Context, pipeline: &EventPipeline, plan: &Plan, partitions: &[plan::ObservedPartition], now: Timestamp) {
-    let oldest_uncommitted = partitions.iter().filter_map(|partition| {
-        let entry = plan.status.partitions.iter().find(|p| p.partition == partition.key.to_string())?;
-        if entry.state == PartitionState::Succeeded && entry.fingerprint == partition.fingerprint {
-            return None;
-        }
-        partition.oldest_after(entry.committed_at.as_ref().map(|at| entry.settled_before.as_ref().unwrap_or(at).0))
-    });
-    let lag = oldest_uncommitted.min().map_or(0, |oldest| now.duration_since(oldest).as_secs().max(0));
-    ctx.metrics.lag_seconds.get_or_create(&labels_of(pipeline)).set(lag);
-}
-

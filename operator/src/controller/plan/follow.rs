@@ -207,6 +207,19 @@ fn describe(committed: &Committed) -> String {
 fn record_success(entry: &mut PartitionStatus, job_name: &str, committed: &Summary, report: Option<Summary>, now: Timestamp, effects: &mut Effects) {
     entry.state = PartitionState::Succeeded;
     entry.committed_at = Some(Time(now));
+    take_counts(entry, committed);
+    entry.seconds = report.as_ref().map(|s| (s.seconds * 1000.0).round() / 1000.0);
+    entry.message = match &report {
+        Some(report) if report.skipped => Some("the committed output already matched these inputs and this spec".into()),
+        Some(_) => None,
+        None => Some(format!("Job {job_name} succeeded without reporting a summary")),
+    };
+    effects.happenings.push(Happening::Succeeded { partition: entry.partition.clone(), job: job_name.to_string(), summary: report });
+}
+
+/// Takes the fingerprint, increments and row counts of an entry from the manifest that commits
+/// its output.
+pub(super) fn take_counts(entry: &mut PartitionStatus, committed: &Summary) {
     if committed.increments > 0 {
         entry.increments = Some(committed.increments);
     }
@@ -218,13 +231,6 @@ fn record_success(entry: &mut PartitionStatus, job_name: &str, committed: &Summa
     entry.rows_rejected = Some(committed.rows_rejected);
     entry.rows_written = Some(committed.rows_written);
     entry.bytes_written = Some(committed.bytes_written);
-    entry.seconds = report.as_ref().map(|s| (s.seconds * 1000.0).round() / 1000.0);
-    entry.message = match &report {
-        Some(report) if report.skipped => Some("the committed output already matched these inputs and this spec".into()),
-        Some(_) => None,
-        None => Some(format!("Job {job_name} succeeded without reporting a summary")),
-    };
-    effects.happenings.push(Happening::Succeeded { partition: entry.partition.clone(), job: job_name.to_string(), summary: report });
 }
 
 fn record_failure(entry: &mut PartitionStatus, job_name: &str, message: String, observation: &Observation<'_>, effects: &mut Effects) {

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::crd::{PartitionState, PartitionStatus};
 
 use super::super::job::{job_name, version};
+use super::status::{MAX_LISTED, tracked};
 use super::{Happening, JobOutcome, Launch, Observation, ObservedJob, ObservedPartition, Outdated};
 
 /// Where a reprocess request stands in this reconcile.
@@ -52,15 +53,17 @@ pub(super) fn reprocess_request(
 }
 
 /// Launches the oldest runnable partitions while Job slots are free, unless suspended or being
-/// deleted; a requested reprocess goes first.
+/// deleted; a requested reprocess goes first. Returns the launches and how many runnable
+/// partitions were held back because the status already tracks as many running, retrying and
+/// failed partitions as it lists.
 pub(super) fn launch(
     entries: &mut [(PartitionStatus, Option<&ObservedPartition>)],
     observation: &Observation<'_>,
     reprocess: Reprocess,
     happenings: &mut Vec<Happening>,
-) -> Vec<Launch> {
+) -> (Vec<Launch>, u32) {
     if observation.spec.suspend || observation.deleting {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
     // A partition with a Job still running, its own or one being stopped, launches nothing; Jobs
     // being stopped take their slots until they are gone.
@@ -70,6 +73,8 @@ pub(super) fn launch(
         entries.iter().filter(|(entry, _)| entry.state == PartitionState::Running).filter_map(|(entry, _)| entry.job.as_deref()).collect();
     let stopping = active.iter().filter(|job| !followed.contains(job.name.as_str())).count();
     let mut free = (observation.spec.execution.max_concurrent_jobs as usize).saturating_sub(followed.len() + stopping);
+    let mut room = MAX_LISTED.saturating_sub(entries.iter().filter(|(entry, _)| tracked(entry)).count());
+    let mut held = 0;
     let forced = match reprocess {
         Reprocess::Waiting(index) => Some(index),
         _ => None,
@@ -90,6 +95,12 @@ pub(super) fn launch(
         if !due || busy.contains(entry.partition.as_str()) {
             continue;
         }
+        let newly_tracked = !tracked(entry);
+        if newly_tracked && room == 0 {
+            held += 1;
+            continue;
+        }
+        room -= usize::from(newly_tracked);
         entry.attempts += 1;
         let launched_before = observation.jobs.iter().filter(|job| job.partition == entry.partition).map(|job| job.launch);
         entry.launch = launched_before.fold(entry.launch, u32::max) + 1;
@@ -113,5 +124,5 @@ pub(super) fn launch(
         });
         free -= 1;
     }
-    launches
+    (launches, held)
 }

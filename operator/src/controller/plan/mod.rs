@@ -22,18 +22,18 @@ use eventpipe_transformer::task::{Summary, shorten};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::crd::{EventPipelineSpec, EventPipelineStatus, PartitionState, PartitionStatus, Period};
+use crate::crd::{EventPipelineSpec, EventPipelineStatus, PartitionCounts, PartitionState, PartitionStatus, Period};
 use crate::period;
 
 use super::conditions::{self, Health};
 
 mod follow;
 mod launch;
-mod status;
+pub mod status;
 
 use follow::follow_jobs;
 use launch::{Reprocess, launch, reprocess_request};
-use status::{requeue_after, summarize};
+use status::{oldest_uncommitted, requeue_after, summarize};
 
 /// Longest message kept on a partition.
 const MESSAGE_LIMIT: usize = 1024;
@@ -196,6 +196,12 @@ pub struct Plan {
     pub stops: Vec<Stop>,
     /// The status to write (only when it differs from the previous one).
     pub status: EventPipelineStatus,
+    /// Every partition's entry; the status lists at most [`status::MAX_LISTED`] of them.
+    pub entries: Vec<PartitionStatus>,
+    /// Partitions that could not be launched because the status tracks as many as it can.
+    pub held: u32,
+    /// When the oldest object whose rows are not committed yet was written, for the lag metric.
+    pub oldest_uncommitted: Option<Timestamp>,
     /// What happened, for Events, metrics and logs.
     pub happenings: Vec<Happening>,
     /// When to look again, at the latest.
@@ -304,7 +310,7 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
         let fingerprint = target_fingerprint(partition, observation.mode);
         let mut entry = match previous_entries.remove(key.as_str()) {
             Some(entry) => readable(entry),
-            None => fresh_entry(&key, fingerprint, observation.spec_hash),
+            None => untracked(&key, fingerprint, observation, &mut effects),
         };
         let was_running = entry.state == PartitionState::Running;
         if !was_running {
@@ -349,8 +355,9 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
     stop_strays(&entries, observation, &mut effects);
     let mut happenings = effects.happenings;
     let reprocess = reprocess_request(&mut entries, observation, &mut happenings);
-    let launches = launch(&mut entries, observation, reprocess, &mut happenings);
-    let mut status = summarize(entries.into_iter().map(|(entry, _)| entry).collect(), &happenings, observation);
+    let (launches, held) = launch(&mut entries, observation, reprocess, &mut happenings);
+    let entries: Vec<PartitionStatus> = entries.into_iter().map(|(entry, _)| entry).collect();
+    let mut status = summarize(&entries, PartitionCounts::default(), held, &happenings, observation);
     // A request is recorded while its annotation stays; removing the annotation forgets it, so
     // that the same value asks again.
     status.last_retry_request = observation.requests.retry.map(str::to_string);
@@ -360,8 +367,19 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
     } else {
         observation.requests.reprocess.map(str::to_string)
     };
-    let requeue_after = if relist { Duration::from_secs(1) } else { requeue_after(&status, observation) };
-    Plan { launches, stops: effects.stops, status, happenings, requeue_after, relist, unread_manifests: Vec::new() }
+    let requeue_after = if relist { Duration::from_secs(1) } else { requeue_after(&entries, observation) };
+    Plan {
+        launches,
+        stops: effects.stops,
+        status,
+        oldest_uncommitted: oldest_uncommitted(&entries, observation.partitions),
+        entries,
+        held,
+        happenings,
+        requeue_after,
+        relist,
+        unread_manifests: Vec::new(),
+    }
 }
 
 impl Plan {
@@ -371,12 +389,34 @@ impl Plan {
             launches: Vec::new(),
             stops: Vec::new(),
             status: observation.previous.clone(),
+            entries: observation.previous.partitions.clone(),
+            held: 0,
+            oldest_uncommitted: None,
             happenings: Vec::new(),
             requeue_after: Duration::ZERO,
             relist: false,
             unread_manifests: unread.into_iter().collect(),
         }
     }
+}
+
+/// A partition the status does not list (new, or left out of a long window's status): its
+/// committed manifest tells whether it is processed for these inputs and this spec. Until that
+/// is read, or when it does not say so, the partition is to process.
+fn untracked(partition: &str, fingerprint: &str, observation: &Observation<'_>, effects: &mut Effects) -> PartitionStatus {
+    let mut entry = fresh_entry(partition, fingerprint, observation.spec_hash);
+    match observation.committed.get(partition) {
+        None => {
+            effects.unread.insert(partition.to_string());
+        }
+        Some(Committed::Output(committed)) if committed.input_fingerprint == fingerprint && committed.spec_hash == observation.spec_hash => {
+            entry.state = PartitionState::Succeeded;
+            follow::take_counts(&mut entry, committed);
+            entry.message = Some("the partition's committed manifest holds these inputs and this spec".into());
+        }
+        Some(_) => {}
+    }
+    entry
 }
 
 /// An entry whose inputs or spec changed since it was decided starts afresh for the current ones,
@@ -471,7 +511,9 @@ fn plan_unavailable(observation: &Observation<'_>, unavailable: Unavailable<'_>)
         return Plan::reading(effects.unread, observation);
     }
     stop_strays(&entries, observation, &mut effects);
-    let mut status = summarize(entries.into_iter().map(|(entry, _)| entry).collect(), &effects.happenings, observation);
+    let entries: Vec<PartitionStatus> = entries.into_iter().map(|(entry, _)| entry).collect();
+    // Partitions the status does not list are not looked at: they stay as they were counted.
+    let mut status = summarize(&entries, status::unlisted(previous), 0, &effects.happenings, observation);
     let message = limited(unavailable.message);
     status.conditions = conditions::conditions(
         &previous.conditions,
@@ -487,13 +529,15 @@ fn plan_unavailable(observation: &Observation<'_>, unavailable: Unavailable<'_>)
         last_reprocess_request: previous.last_reprocess_request.clone(),
         ..status
     };
-    let requeue_after = requeue_after(&status, observation);
     Plan {
         launches: Vec::new(),
         stops: effects.stops,
         status,
+        requeue_after: requeue_after(&entries, observation),
+        entries,
+        held: 0,
+        oldest_uncommitted: None,
         happenings: effects.happenings,
-        requeue_after,
         relist: false,
         unread_manifests: Vec::new(),
     }
@@ -511,7 +555,7 @@ fn limited(message: impl Into<String>) -> String {
 /// `Degraded` says why.
 pub fn launch_refused(mut plan: Plan, observation: &Observation<'_>, refused: &[(String, String)]) -> Plan {
     for (job, message) in refused {
-        let Some(entry) = plan.status.partitions.iter_mut().find(|entry| entry.job.as_deref() == Some(job.as_str())) else {
+        let Some(entry) = plan.entries.iter_mut().find(|entry| entry.job.as_deref() == Some(job.as_str())) else {
             continue;
         };
         let before = observation.previous.partitions.iter().find(|p| p.partition == entry.partition);
@@ -530,7 +574,7 @@ pub fn launch_refused(mut plan: Plan, observation: &Observation<'_>, refused: &[
     }
     plan.launches.retain(|launch| !is_refused(launch));
     let requests = (plan.status.last_retry_request.take(), plan.status.last_reprocess_request.take());
-    plan.status = summarize(std::mem::take(&mut plan.status.partitions), &plan.happenings, observation);
+    plan.status = summarize(&plan.entries, PartitionCounts::default(), plan.held, &plan.happenings, observation);
     (plan.status.last_retry_request, plan.status.last_reprocess_request) = requests;
     if let Some((job, message)) = refused.first() {
         let message = limited(format!("creating Job {job} failed: {message}"));
