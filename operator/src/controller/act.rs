@@ -57,9 +57,21 @@ pub async fn stop(ctx: &Context, pipeline: &EventPipeline, stops: &[Stop]) -> ku
 
 /// Writes the status by server-side apply when it differs from what the pipeline carries.
 pub async fn write_status(ctx: &Context, pipeline: &EventPipeline, status: &EventPipelineStatus) -> kube::Result<()> {
-    if pipeline.status.as_ref() == Some(status) {
+    match &pipeline.status {
+        Some(carried) => write_status_over(ctx, pipeline, carried, status).await,
+        None => apply_status(ctx, pipeline, status).await,
+    }
+}
+
+/// Writes the status when it differs from `written`, the one the pipeline carries now.
+pub async fn write_status_over(ctx: &Context, pipeline: &EventPipeline, written: &EventPipelineStatus, status: &EventPipelineStatus) -> kube::Result<()> {
+    if written == status {
         return Ok(());
     }
+    apply_status(ctx, pipeline, status).await
+}
+
+async fn apply_status(ctx: &Context, pipeline: &EventPipeline, status: &EventPipelineStatus) -> kube::Result<()> {
     let api: Api<EventPipeline> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": EventPipeline::api_version(&()),

@@ -234,6 +234,9 @@ fn credentials_from(secret: &Secret) -> Result<aws_credential_types::Credentials
 /// this operator's own creates) is read directly, so that it is never taken for gone.
 pub async fn jobs(client: &Client, stores: &Stores, pipeline: &EventPipeline, previous: &EventPipelineStatus) -> kube::Result<Vec<ObservedJob>> {
     let uid = pipeline.uid().unwrap_or_default();
+    // Right after a start the stores may not hold every Job yet: planning from a partial view
+    // could launch beside a Job still running.
+    stores.ready().await;
     let mut jobs = stores.jobs_of(&uid);
     let unseen: Vec<&str> = previous
         .partitions

@@ -122,11 +122,16 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     if !plan.unread_manifests.is_empty() {
         plan = plan::plan(&observation);
     }
+    // The status records each launch before its Job exists: a Job is never running while the
+    // status still claims the output it may replace. A restart in between finds the launch's
+    // Job missing, and the partition's manifest decides.
+    act::write_status(ctx, pipeline, &plan.status).await?;
     let refused = act::launch(ctx, pipeline, &plan.launches).await;
     if !refused.is_empty() {
+        let written = plan.status.clone();
         plan = plan::launch_refused(plan, &observation, &refused);
+        act::write_status_over(ctx, pipeline, &written, &plan.status).await?;
     }
-    act::write_status(ctx, pipeline, &plan.status).await?;
     act::stop(ctx, pipeline, &plan.stops).await?;
     act::report(ctx, pipeline, &plan.happenings).await;
     if let Some(unavailable) = unavailable {

@@ -30,6 +30,12 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// Waits until both watches have listed what exists (at once when they have).
+    pub async fn ready(&self) {
+        // The stores' writers live as long as the controller that reconciles.
+        let _ = futures::future::join(self.jobs.wait_until_ready(), self.pods.wait_until_ready()).await;
+    }
+
     /// The Jobs of a pipeline.
     pub fn jobs_of(&self, pipeline_uid: &str) -> Vec<Arc<Job>> {
         self.jobs.state_filter(|job| of_pipeline(job.labels(), pipeline_uid))

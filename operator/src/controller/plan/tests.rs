@@ -1,5 +1,7 @@
 //! The planner's table tests: one scenario per decision.
 
+mod model;
+
 use super::follow::retry_backoff;
 use super::*;
 use crate::controller::job::{job_name, version};
