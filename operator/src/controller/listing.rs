@@ -229,12 +229,12 @@ mod tests {
             settled: None,
         };
         let listed = listings.keep("uid", Some(1), &prefixes, vec![(october.path.clone(), vec![third.clone()]), (yesterday.path.clone(), Vec::new())]);
-        assert_eq!(listed, [third.clone()]);
+        assert_eq!(listed, std::slice::from_ref(&third));
         let (poll, relist) = (Duration::ZERO, Duration::from_secs(3600));
         let due = |generation| listings.due("uid", generation, &prefixes, today, poll, relist).into_iter().map(|p| p.path.clone()).collect::<Vec<_>>();
         assert_eq!(due(Some(1)).len(), 2, "not known to be committed yet");
         listings.note_unfinished("uid", &BTreeSet::new());
-        assert_eq!(due(Some(1)), [yesterday.path.clone()], "yesterday may still take late files: listed every poll");
+        assert_eq!(due(Some(1)), std::slice::from_ref(&yesterday.path), "yesterday may still take late files: listed every poll");
         listings.note_unfinished("uid", &BTreeSet::from([third.key.to_string()]));
         assert_eq!(due(Some(1)).len(), 2, "work left in October");
         assert_eq!(due(Some(2)).len(), 2, "a new generation lists everything");

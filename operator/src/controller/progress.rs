@@ -123,7 +123,7 @@ mod tests {
         let creating = pod("p", 20, waiting_for("ContainerCreating", ""));
         assert_eq!(waiting(&job(10), &[creating]).unwrap().problem, None);
         let running = pod("p", 20, container(ContainerState { running: Some(ContainerStateRunning::default()), ..ContainerState::default() }));
-        assert_eq!(waiting(&job(10), &[running.clone()]), None);
+        assert_eq!(waiting(&job(10), std::slice::from_ref(&running)), None);
         let replacement = pod("q", 30, waiting_for("ContainerCreating", ""));
         assert_eq!(waiting(&job(10), &[running, replacement]).unwrap().since, Timestamp::from_second(30).unwrap(), "the newest pod counts");
     }

@@ -7,6 +7,22 @@ use super::*;
 use crate::controller::job::{job_name, version};
 use crate::crd::{ExecutionSpec, ProcessingMode, ScheduleSpec};
 
+/// The Job of a launch as it is once created, running.
+fn created(launch: &Launch) -> ObservedJob {
+    ObservedJob {
+        name: launch.job.clone(),
+        partition: launch.partition.to_string(),
+        fingerprint: launch.fingerprint.clone(),
+        spec_hash: launch.spec_hash.clone(),
+        attempt: launch.attempt,
+        launch: launch.launch,
+        outcome: JobOutcome::Running,
+        stopping: false,
+        waiting: None,
+        disruptions: Vec::new(),
+    }
+}
+
 /// The observation of a reconcile that has read no manifest.
 static NO_MANIFESTS: std::sync::LazyLock<HashMap<String, Committed>> = std::sync::LazyLock::new(HashMap::new);
 
@@ -160,20 +176,7 @@ impl Scenario {
     /// Carries the plan's status into the next reconcile, with the launched Jobs running.
     fn next(mut self, plan: &Plan) -> Self {
         self.previous = plan.status.clone();
-        for launch in &plan.launches {
-            self.jobs.push(ObservedJob {
-                name: launch.job.clone(),
-                partition: launch.partition.to_string(),
-                fingerprint: launch.fingerprint.clone(),
-                spec_hash: launch.spec_hash.clone(),
-                attempt: launch.attempt,
-                launch: launch.launch,
-                outcome: JobOutcome::Running,
-                stopping: false,
-                waiting: None,
-                disruptions: Vec::new(),
-            });
-        }
+        self.jobs.extend(plan.launches.iter().map(created));
         self
     }
 

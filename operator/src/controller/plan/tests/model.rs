@@ -182,7 +182,7 @@ impl World {
                 self.retries += 1;
                 self.retry = Some(self.retries.to_string());
             }
-            Step::Wait(seconds) => self.now = self.now + SignedDuration::from_secs(seconds),
+            Step::Wait(seconds) => self.now += SignedDuration::from_secs(seconds),
         }
     }
 
@@ -255,22 +255,10 @@ impl World {
         if !completes {
             return;
         }
-        for launch in plan.launches {
-            if self.jobs.iter().any(|job| job.name == launch.job) {
-                continue;
+        for launch in &plan.launches {
+            if !self.jobs.iter().any(|job| job.name == launch.job) {
+                self.jobs.push(created(launch));
             }
-            self.jobs.push(ObservedJob {
-                name: launch.job,
-                partition: launch.partition.to_string(),
-                fingerprint: launch.fingerprint,
-                spec_hash: launch.spec_hash,
-                attempt: launch.attempt,
-                launch: launch.launch,
-                outcome: JobOutcome::Running,
-                stopping: false,
-                waiting: None,
-                disruptions: Vec::new(),
-            });
         }
         for stop in plan.stops {
             if let Some(job) = self.jobs.iter_mut().find(|job| job.name == stop.job) {
