@@ -13,6 +13,7 @@ use crate::pod_settings::PodSettings;
 /// An EventPipeline turns every date partition of CSV files under `spec.source.url` into Parquet
 /// under `spec.sink.url`, one Kubernetes Job per partition, exactly once per input version.
 #[derive(CustomResource, KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[allow(clippy::duplicated_attributes, reason = "each printcolumn names its own type_ and priority")]
 #[kube(
     group = "eventpipe.dev",
     version = "v1alpha1",

@@ -38,13 +38,16 @@ pub enum Blocked {
     SourceUnavailable(String),
 }
 
+/// A spec check and the generation it was made for.
+type SpecCheck = (Option<i64>, Result<(CheckedPipeline, Mode), String>);
+
 /// What the operator keeps per pipeline (by UID) between reconciles: the spec check and the opened
 /// stores (their HTTP clients and credentials are reused) while the generation does not change,
 /// the source listing (see [`listing`](super::listing)), and the manifests of partitions the
 /// status does not list.
 #[derive(Default)]
 pub struct Caches {
-    checks: Mutex<HashMap<String, (Option<i64>, Result<(CheckedPipeline, Mode), String>)>>,
+    checks: Mutex<HashMap<String, SpecCheck>>,
     stores: Mutex<HashMap<(String, String), (String, Store)>>,
     /// What was listed of each pipeline's source.
     pub listings: Listings,
