@@ -49,7 +49,9 @@ async fn a_refused_job_degrades_the_pipeline_and_is_retried() -> Result<()> {
     Ok(())
 }
 
-/// At rest (nothing new in S3, Jobs running), a reconcile reads and never writes.
+/// At rest (nothing new in S3, Jobs running), a reconcile reads the pipeline once per poll and
+/// never writes: the Jobs come from the watch, the S3 credentials Secret is read again only every
+/// few minutes.
 #[tokio::test]
 async fn a_quiet_pipeline_writes_nothing() -> Result<()> {
     let world = World::new("quiet").await?;
@@ -60,11 +62,11 @@ async fn a_quiet_pipeline_writes_nothing() -> Result<()> {
     wait_until("the status to record the running Job", || async { Ok(world.status("quiet").await?.running_jobs == 1) }).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (reads, writes) = (world.reads.load(Ordering::Relaxed), world.writes.load(Ordering::Relaxed));
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let (reads, writes) = (world.reads.load(Ordering::Relaxed) - reads, world.writes.load(Ordering::Relaxed) - writes);
-    eprintln!("at rest over 4 s with 1 s polls: {reads} API reads, {writes} writes");
+    eprintln!("at rest over 6 s with 1 s polls: {reads} API reads, {writes} writes");
     assert_eq!(writes, 0);
-    assert!((2..=30).contains(&reads), "{reads} reads");
+    assert!((3..=8).contains(&reads), "{reads} reads: one per poll");
     drop(stop);
     operator.await?;
     Ok(())

@@ -150,6 +150,8 @@ pub async fn partitions(client: &Client, caches: &Caches, pipeline: &EventPipeli
             Err(blocked) => {
                 if matches!(blocked, Blocked::SourceUnavailable(_)) {
                     listings.failed(&uid, generation, blocked.clone());
+                    // Rotated credentials are one cause: the next try reads the Secret again.
+                    caches.forget_stores(&uid);
                 }
                 return Err(blocked);
             }

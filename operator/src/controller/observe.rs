@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use eventpipe_transformer::manifest;
 use eventpipe_transformer::mode::Mode;
@@ -41,6 +42,19 @@ pub enum Blocked {
 /// A spec check and the generation it was made for.
 type SpecCheck = (Option<i64>, Result<(CheckedPipeline, Mode), String>);
 
+/// How long an opened store's credentials Secret is trusted before it is read again: a rotated
+/// key is taken up within this time, or at once when S3 refuses a listing.
+const CREDENTIALS_REREAD: Duration = Duration::from_secs(300);
+
+/// A store opened for a location of a pipeline, with what it was opened from.
+#[derive(Clone)]
+struct OpenedStore {
+    generation: Option<i64>,
+    secret_version: Option<String>,
+    read_at: Instant,
+    store: Store,
+}
+
 /// What the operator keeps per pipeline (by UID) between reconciles: the spec check and the opened
 /// stores (their HTTP clients and credentials are reused) while the generation does not change,
 /// the source listing (see [`listing`](super::listing)), and the manifests of partitions the
@@ -48,7 +62,7 @@ type SpecCheck = (Option<i64>, Result<(CheckedPipeline, Mode), String>);
 #[derive(Default)]
 pub struct Caches {
     checks: Mutex<HashMap<String, SpecCheck>>,
-    stores: Mutex<HashMap<(String, String), (String, Store)>>,
+    stores: Mutex<HashMap<(String, String), OpenedStore>>,
     /// What was listed of each pipeline's source.
     pub listings: Listings,
     /// Manifests read for partitions the status did not list, by partition; kept while it does
@@ -63,9 +77,14 @@ impl Caches {
     pub fn forget(&self, uid: &str) {
         self.owners.lock().expect("not poisoned").retain(|_, owner| owner != uid);
         self.checks.lock().expect("not poisoned").remove(uid);
-        self.stores.lock().expect("not poisoned").retain(|(owner, _), _| owner != uid);
+        self.forget_stores(uid);
         self.untracked_manifests.lock().expect("not poisoned").remove(uid);
         self.listings.forget(uid);
+    }
+
+    /// Drops the stores opened for a pipeline, so that its credentials Secret is read again.
+    pub fn forget_stores(&self, uid: &str) {
+        self.stores.lock().expect("not poisoned").retain(|(owner, _), _| owner != uid);
     }
 
     /// Records that a pipeline's name belongs to this UID. When it belonged to another (the
@@ -178,6 +197,14 @@ pub async fn manifests(
 /// A store of the pipeline (source or sink), opened with its credentials Secret or the operator's
 /// own identity. Reopened when the generation or the Secret changes.
 pub(super) async fn open_store(client: &Client, caches: &Caches, pipeline: &EventPipeline, location: &Location) -> Result<Store, Blocked> {
+    let key = (pipeline.uid().unwrap_or_default(), location.url());
+    let generation = pipeline.metadata.generation;
+    let kept = caches.stores.lock().expect("not poisoned").get(&key).filter(|kept| kept.generation == generation).cloned();
+    if let Some(kept) = &kept
+        && kept.read_at.elapsed() < CREDENTIALS_REREAD
+    {
+        return Ok(kept.store.clone());
+    }
     let s3 = pipeline.spec.pipeline.s3.as_ref();
     let secret = match s3.and_then(|s3| s3.credentials_secret_ref.as_ref()) {
         Some(reference) => {
@@ -189,27 +216,23 @@ pub(super) async fn open_store(client: &Client, caches: &Caches, pipeline: &Even
         }
         None => None,
     };
-    let version = format!(
-        "{:?}/{:?}",
-        pipeline.metadata.generation,
-        secret.as_ref().and_then(|s| s.metadata.resource_version.clone())
-    );
-    let key = (pipeline.uid().unwrap_or_default(), location.url());
-    if let Some((cached_version, store)) = caches.stores.lock().expect("not poisoned").get(&key)
-        && *cached_version == version
-    {
-        return Ok(store.clone());
-    }
-    let mut opener = Opener::new(s3);
-    if let Some(secret) = &secret {
-        opener = opener.with_credentials(credentials_from(secret)?);
-    }
-    let store = opener
-        // The next poll lists again: a failing listing is reported, not waited out.
-        .open(location, Retrying::Briefly)
-        .await
-        .map_err(|e| Blocked::SourceUnavailable(format!("opening {}: {e}", location.url())))?;
-    caches.stores.lock().expect("not poisoned").insert(key, (version, store.clone()));
+    let secret_version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
+    let store = match kept.filter(|kept| kept.secret_version == secret_version) {
+        Some(kept) => kept.store,
+        None => {
+            let mut opener = Opener::new(s3);
+            if let Some(secret) = &secret {
+                opener = opener.with_credentials(credentials_from(secret)?);
+            }
+            opener
+                // The next poll lists again: a failing listing is reported, not waited out.
+                .open(location, Retrying::Briefly)
+                .await
+                .map_err(|e| Blocked::SourceUnavailable(format!("opening {}: {e}", location.url())))?
+        }
+    };
+    let opened = OpenedStore { generation, secret_version, read_at: Instant::now(), store: store.clone() };
+    caches.stores.lock().expect("not poisoned").insert(key, opened);
     Ok(store)
 }
 
