@@ -260,9 +260,10 @@ fn credentials_from(secret: &Secret) -> Result<aws_credential_types::Credentials
 /// this operator's own creates) is read directly, so that it is never taken for gone.
 pub async fn jobs(client: &Client, stores: &Stores, pipeline: &EventPipeline, previous: &EventPipelineStatus) -> kube::Result<Vec<ObservedJob>> {
     let uid = pipeline.uid().unwrap_or_default();
-    // Right after a start the stores may not hold every Job yet: planning from a partial view
+    // Right after a start the store may not hold every Job yet: planning from a partial view
     // could launch beside a Job still running.
-    stores.ready().await;
+    stores.jobs_ready().await;
+    let pods_known = stores.pods_known();
     let mut jobs = stores.jobs_of(&uid);
     let unseen: Vec<&str> = previous
         .partitions
@@ -288,7 +289,8 @@ pub async fn jobs(client: &Client, stores: &Stores, pipeline: &EventPipeline, pr
             let mut observed = job::observe(job)?;
             let job_pods = job.metadata.uid.as_ref().and_then(|uid| pods.get(uid)).unwrap_or(&no_pods);
             if observed.outcome == JobOutcome::Running {
-                observed.waiting = progress::waiting(job, job_pods);
+                // Pods not listed yet must not pass for pods that never started.
+                observed.waiting = progress::waiting(job, job_pods).filter(|_| pods_known);
                 observed.disruptions = progress::disruptions(job_pods);
             } else {
                 report::explain(&mut observed, job, job_pods);

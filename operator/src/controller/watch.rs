@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -30,10 +31,16 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Waits until both watches have listed what exists (at once when they have).
-    pub async fn ready(&self) {
-        // The stores' writers live as long as the controller that reconciles.
-        let _ = futures::future::join(self.jobs.wait_until_ready(), self.pods.wait_until_ready()).await;
+    /// Waits until the Job watch has listed what exists (at once when it has).
+    pub async fn jobs_ready(&self) {
+        // The store's writer lives as long as the controller that reconciles.
+        let _ = self.jobs.wait_until_ready().await;
+    }
+
+    /// Whether the pod watch has listed what exists. Until it has (or when it cannot, for want of
+    /// permissions), a running Job's pods are unknown, not missing.
+    pub fn pods_known(&self) -> bool {
+        self.pods.wait_until_ready().now_or_never().is_some()
     }
 
     /// The Jobs of a pipeline.
