@@ -17,21 +17,20 @@ pub struct Decoded {
 }
 
 /// Decodes a pipeline; an error names the spec field that does not decode.
-pub fn pipeline(object: DynamicObject) -> Result<Decoded, String> {
-    let mut data = object.data;
-    let spec: EventPipelineSpec = field(data.get_mut("spec").map(serde_json::Value::take).unwrap_or_default(), "spec")?;
-    let (status, unreadable_status) = match data.get_mut("status").map(serde_json::Value::take) {
+pub fn pipeline(object: &DynamicObject) -> Result<Decoded, String> {
+    let spec: EventPipelineSpec = field(object.data.get("spec").unwrap_or(&serde_json::Value::Null), "spec")?;
+    let (status, unreadable_status) = match object.data.get("status") {
         None | Some(serde_json::Value::Null) => (None, None),
         Some(status) => match field::<EventPipelineStatus>(status, "status") {
             Ok(status) => (Some(status), None),
             Err(error) => (None, Some(error)),
         },
     };
-    Ok(Decoded { pipeline: EventPipeline { metadata: object.metadata, spec, status }, unreadable_status })
+    Ok(Decoded { pipeline: EventPipeline { metadata: object.metadata.clone(), spec, status }, unreadable_status })
 }
 
 /// Decodes one top-level field, naming the path of what does not decode: `status.partitions[0].attempts: …`.
-fn field<T: serde::de::DeserializeOwned>(value: serde_json::Value, name: &str) -> Result<T, String> {
+fn field<T: serde::de::DeserializeOwned>(value: &serde_json::Value, name: &str) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let at = if path == "." { name.to_string() } else { format!("{name}.{path}") };
@@ -56,7 +55,7 @@ mod tests {
     #[test]
     fn an_unreadable_status_is_dropped_and_named() {
         let status = json!({"partitions": [{"partition": "year=2026/month=11/day=24", "fingerprint": "f", "state": "Succeeded", "attempts": 99_999_999_999u64}]});
-        let decoded = pipeline(object(json!({"metadata": {"name": "p"}, "spec": spec(), "status": status}))).unwrap();
+        let decoded = pipeline(&object(json!({"metadata": {"name": "p"}, "spec": spec(), "status": status}))).unwrap();
         assert_eq!(decoded.pipeline.status, None);
         let problem = decoded.unreadable_status.unwrap();
         assert!(problem.starts_with("status.partitions[0].attempts: invalid value"), "{problem}");
@@ -65,7 +64,7 @@ mod tests {
     #[test]
     fn an_unknown_state_is_read() {
         let status = json!({"partitions": [{"partition": "year=2026/month=11/day=24", "fingerprint": "f", "state": "Quarantined"}], "mode": "Streaming"});
-        let decoded = pipeline(object(json!({"metadata": {"name": "p"}, "spec": spec(), "status": status}))).unwrap();
+        let decoded = pipeline(&object(json!({"metadata": {"name": "p"}, "spec": spec(), "status": status}))).unwrap();
         assert_eq!(decoded.unreadable_status, None);
         let status = decoded.pipeline.status.unwrap();
         assert_eq!((status.partitions[0].state, status.mode), (crate::crd::PartitionState::Unknown, Some(crate::crd::ProcessingMode::Unknown)));
@@ -75,7 +74,7 @@ mod tests {
     fn an_unreadable_spec_is_an_error_naming_the_field() {
         let mut spec = spec();
         spec["execution"] = json!({"maxAttempts": "three"});
-        let error = pipeline(object(json!({"metadata": {"name": "p"}, "spec": spec}))).unwrap_err();
+        let error = pipeline(&object(json!({"metadata": {"name": "p"}, "spec": spec}))).unwrap_err();
         assert!(error.starts_with("spec.execution.maxAttempts: invalid type"), "{error}");
     }
 }

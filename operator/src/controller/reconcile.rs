@@ -49,7 +49,7 @@ async fn reconcile_watched(watched: &PartialObjectMeta<EventPipeline>, ctx: &Con
     if let Some(replaced) = ctx.caches.note_owner(&namespace, &name, &uid) {
         ctx.forget_retries(&replaced);
     }
-    match decode::pipeline(object.clone()) {
+    match decode::pipeline(&object) {
         Ok(decoded) => {
             if let Some(problem) = &decoded.unreadable_status {
                 let note = format!("{problem}; the status is rebuilt from the pipeline's Jobs and its sink");
