@@ -1,7 +1,13 @@
 //! The planner: from what was observed (partitions in S3, the pipeline's Jobs, committed
 //! manifests, the last status, requests made through annotations) to what to do (Jobs to launch,
 //! the new status, what happened). Pure: no I/O, the time is an input, and every decision is
-//! covered by the table tests below.
+//! covered by the table tests (`tests.rs`) and the model-based test (`tests/model.rs`).
+//!
+//! It runs as observe → plan → act: when the plan needs a partition's manifest the observation
+//! lacks ([`Plan::unread_manifests`]), the reconcile reads it and plans again before acting on
+//! anything. Every launch of a partition gets the next launch number; the status records it
+//! before the Job exists, and only that launch's Job (or, after a lost status, a later one for
+//! the same inputs and spec) decides the partition's state (see `follow.rs`).
 //!
 //! A partition's output is a function of its inputs (the input fingerprint) and of the data-path
 //! spec (the spec hash); a committed partition whose fingerprint or spec hash no longer matches is
