@@ -13,6 +13,7 @@ use crate::pod_settings::PodSettings;
 /// An EventPipeline turns every date partition of CSV files under `spec.source.url` into Parquet
 /// under `spec.sink.url`, one Kubernetes Job per partition, exactly once per input version.
 #[derive(CustomResource, KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[allow(clippy::duplicated_attributes, reason = "each printcolumn names its own type_ and priority")]
 #[kube(
     group = "eventpipe.dev",
     version = "v1alpha1",
@@ -71,7 +72,8 @@ pub struct ScheduleSpec {
     #[schemars(range(min = 1, max = 366))]
     pub lookback_days: u32,
     /// The first day to process, `YYYY-MM-DD` (UTC): every partition from that day until today is
-    /// considered, for backfills. At most the newest 400 partitions are tracked.
+    /// processed, for backfills, however long the window. Days that ended more than a day ago and
+    /// whose partitions are all committed are listed again only every `closedRelistSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
     pub start_date: Option<String>,
@@ -93,6 +95,12 @@ pub struct ScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 60, max = 86400))]
     pub open_refresh_seconds: Option<u32>,
+    /// Seconds between two listings of the days that ended more than a day ago and whose
+    /// partitions are all committed: a late file there is found within this time. The other days
+    /// (today, yesterday, and any with work left) are listed every poll.
+    #[serde(default = "default_closed_relist_seconds")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub closed_relist_seconds: u32,
 }
 
 impl Default for ScheduleSpec {
@@ -104,6 +112,7 @@ impl Default for ScheduleSpec {
             grace_period_seconds: default_grace_period_seconds(),
             timezone: None,
             open_refresh_seconds: None,
+            closed_relist_seconds: default_closed_relist_seconds(),
         }
     }
 }
@@ -118,6 +127,10 @@ fn default_lookback_days() -> u32 {
 
 fn default_grace_period_seconds() -> u32 {
     120
+}
+
+fn default_closed_relist_seconds() -> u32 {
+    3600
 }
 
 /// How the transformer Jobs run.
@@ -136,10 +149,26 @@ pub struct ExecutionSpec {
     #[serde(default)]
     #[schemars(range(min = 0, max = 10))]
     pub backoff_limit: i32,
-    /// Seconds a Job may run before Kubernetes stops it; counts as a failed attempt.
+    /// Seconds the transformer may run, from its pod's start; a run that takes longer stops with
+    /// an error and counts as a failed attempt. The Job's own `activeDeadlineSeconds` is this
+    /// plus `startTimeoutSeconds`, so that a slow start never cuts a run short.
     #[serde(default = "default_active_deadline_seconds")]
     #[schemars(range(min = 1))]
     pub active_deadline_seconds: i64,
+    /// Seconds a Job's pod may take to start (be scheduled, pull its image, start its
+    /// container): past it the attempt fails with the pod's waiting reason (`ErrImagePull`,
+    /// `Unschedulable`, …) and the Job is deleted. A reason beyond an ordinary start shows in the
+    /// partition's message and a `PodNotStarting` Event within a poll.
+    #[serde(default = "default_start_timeout_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub start_timeout_seconds: u32,
+    /// Disruptions (evictions, drains, preemptions) of an attempt's pods that are still there
+    /// (a node-pressure eviction leaves its pod behind) before the attempt fails. A disruption
+    /// does not use up an attempt, and the Job starts a new pod; this bound keeps a pod whose own
+    /// memory use gets it evicted from running again and again until the deadline.
+    #[serde(default = "default_max_disruptions")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_disruptions: u32,
     /// Seconds a finished Job is kept before Kubernetes deletes it; at least 60, so that the
     /// operator reads the pod's report. A result whose Job is gone is read from the partition's
     /// committed manifest.
@@ -169,6 +198,8 @@ impl Default for ExecutionSpec {
             pod: PodSettings::default(),
             backoff_limit: 0,
             active_deadline_seconds: default_active_deadline_seconds(),
+            start_timeout_seconds: default_start_timeout_seconds(),
+            max_disruptions: default_max_disruptions(),
             ttl_seconds_after_finished: default_ttl_seconds_after_finished(),
             max_concurrent_jobs: default_max_concurrent_jobs(),
             max_attempts: default_max_attempts(),
@@ -179,6 +210,14 @@ impl Default for ExecutionSpec {
 
 fn default_active_deadline_seconds() -> i64 {
     3600
+}
+
+fn default_start_timeout_seconds() -> u32 {
+    300
+}
+
+fn default_max_disruptions() -> u32 {
+    3
 }
 
 fn default_ttl_seconds_after_finished() -> i32 {
@@ -221,7 +260,16 @@ pub struct EventPipelineStatus {
     /// change.
     #[serde(default)]
     pub failed_partitions: u32,
-    /// Every partition in the schedule's window, oldest first.
+    /// Every partition in the schedule's window, by state, however many there are.
+    #[serde(default)]
+    pub partition_counts: PartitionCounts,
+    /// The oldest partition in the window whose output is not committed for its current inputs
+    /// and spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_unprocessed_partition: Option<String>,
+    /// The partitions in the schedule's window, oldest first; at most 400 of them when the window
+    /// holds more: every one running, retrying or failed, then the oldest still to process, then
+    /// the newest processed. `partitionCounts` counts them all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["partition"]))]
     pub partitions: Vec<PartitionStatus>,
@@ -243,6 +291,33 @@ pub struct EventPipelineStatus {
     pub last_reprocess_request: Option<String>,
 }
 
+/// The partitions of the window by state.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionCounts {
+    /// Waiting for their newest object to settle.
+    #[serde(default)]
+    pub settling: u32,
+    /// Open, waiting for their period to close.
+    #[serde(default)]
+    pub open: u32,
+    /// Ready to run, waiting for a Job slot.
+    #[serde(default)]
+    pub pending: u32,
+    /// Processed by a Job now.
+    #[serde(default)]
+    pub running: u32,
+    /// Waiting to try again after a failed attempt.
+    #[serde(default)]
+    pub retrying: u32,
+    /// Committed for their current inputs and spec.
+    #[serde(default)]
+    pub succeeded: u32,
+    /// Failed every attempt.
+    #[serde(default)]
+    pub failed: u32,
+}
+
 /// One partition: its inputs' version, its state and the result of its latest Job.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -255,7 +330,8 @@ pub struct PartitionStatus {
     /// Hash of the data-path spec (source, transform, sink, badRecords) this state is about.
     #[serde(default)]
     pub spec_hash: String,
-    /// Where the partition is in its lifecycle.
+    /// Where the partition is in its lifecycle: `Settling`, `Open`, `Pending`, `Running`,
+    /// `Retrying`, `Succeeded` or `Failed`.
     pub state: PartitionState,
     /// `Open` until its day (or hour) has ended in the schedule's time zone, plus the grace
     /// period; `Closed` after.
@@ -264,6 +340,12 @@ pub struct PartitionStatus {
     /// Jobs launched for this input version.
     #[serde(default)]
     pub attempts: u32,
+    /// The number of the latest Job launched for this partition, counting every launch whatever
+    /// its inputs or spec; the Job carries it in its label `eventpipe.dev/launch`. The operator
+    /// follows only the Job of this launch, or one of a later launch for the same inputs and spec
+    /// (created just before a restart); an older Job never decides the partition's state.
+    #[serde(default)]
+    pub launch: u32,
     /// Failed attempts since the inputs or the spec last changed; at `execution.maxAttempts` the
     /// partition is marked failed.
     #[serde(default)]
@@ -308,24 +390,33 @@ pub struct PartitionStatus {
 
 /// How a pipeline's partitions are processed.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[schemars(transform = any_string)]
 pub enum ProcessingMode {
     /// The transform keeps rows one by one: new objects are converted on their own and added.
     Append,
     /// The transform needs the whole partition.
     Full,
+    /// A value written by another version of the operator; never written by this one.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Whether a partition's period has ended.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[schemars(transform = any_string)]
 pub enum Period {
     /// Its day (or hour) has not ended, or ended less than the grace period ago.
     Open,
     /// Objects arriving now are late data.
     Closed,
+    /// A value written by another version of the operator; never written by this one.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Where a partition is in its lifecycle.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+#[schemars(transform = any_string)]
 pub enum PartitionState {
     /// Found; its newest object is younger than the grace period.
     Settling,
@@ -343,6 +434,20 @@ pub enum PartitionState {
     Succeeded,
     /// Every attempt failed; see `message`.
     Failed,
+    /// A state written by another version of the operator; this one checks the partition again
+    /// and never writes it.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The schema of a status enum: any string, so that a status written by another version of the
+/// operator, which may know more values, is accepted by the API server and read by this version
+/// (as `Unknown`) instead of stopping its watch. The field's description lists the values.
+fn any_string(schema: &mut schemars::Schema) {
+    for keyword in ["enum", "oneOf", "anyOf"] {
+        schema.remove(keyword);
+    }
+    schema.insert("type".into(), "string".into());
 }
 
 /// The CustomResourceDefinition as YAML, as `crds/` holds it.

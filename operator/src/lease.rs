@@ -9,19 +9,23 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 
-/// Resolves when this replica must consider the Lease lost, with the reason.
+/// Resolves when this replica must consider the Lease lost, with the reason. Each read of the
+/// Lease may take a fifth of the lease duration: an API server that accepts the request and never
+/// answers must not keep the leader from noticing.
 pub async fn lost(leases: &Api<Lease>, name: &str, identity: &str, duration: Duration) -> String {
     let mut confirmed = Instant::now();
     let mut last_problem = String::from("no renewal seen");
+    let read_limit = duration / 5;
     loop {
         tokio::time::sleep(duration / 5).await;
-        match leases.get_opt(name).await {
-            Ok(lease) => match judge(lease.as_ref(), identity, Timestamp::now(), duration) {
+        match tokio::time::timeout(read_limit, leases.get_opt(name)).await {
+            Ok(Ok(lease)) => match judge(lease.as_ref(), identity, Timestamp::now(), duration) {
                 Verdict::Held => confirmed = Instant::now(),
                 Verdict::Taken(holder) => return format!("the Lease is held by {holder}"),
                 Verdict::Stale(problem) => last_problem = problem,
             },
-            Err(error) => last_problem = format!("reading the Lease failed: {error}"),
+            Ok(Err(error)) => last_problem = format!("reading the Lease failed: {error}"),
+            Err(_) => last_problem = format!("reading the Lease timed out after {} ms", read_limit.as_millis()),
         }
         if confirmed.elapsed() >= duration {
             return format!("the Lease was not confirmed for {} s: {last_problem}", duration.as_secs());
@@ -73,6 +77,28 @@ mod tests {
             }),
             ..Lease::default()
         }
+    }
+
+    /// An API server that accepts connections and never answers: without a time limit on each
+    /// read of the Lease, the leader would wait forever and never notice it can no longer lead.
+    #[tokio::test]
+    async fn a_lease_read_that_never_answers_counts_as_unconfirmed() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let accepting = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = silent.accept().await {
+                held.push(connection);
+            }
+        });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let leases: Api<Lease> = Api::namespaced(client, "default");
+        let duration = Duration::from_secs(2);
+        let reason = tokio::time::timeout(duration * 3, lost(&leases, "eventpipe", "a", duration)).await;
+        accepting.abort();
+        let reason = reason.expect("the leader gives up within about a lease duration");
+        assert!(reason.contains("not confirmed") && reason.contains("timed out"), "{reason}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once, at start-up")]
 enum Command {
     /// Run a pipeline manifest on this machine: every partition under the source, no cluster.
     Run(local::RunArgs),

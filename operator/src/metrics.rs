@@ -16,6 +16,8 @@ pub enum ReconcileResult {
     Degraded,
     /// A Kubernetes API call failed; retried with backoff.
     Error,
+    /// The pipeline's spec could not be decoded by this version; reported on its conditions.
+    Unreadable,
 }
 
 /// Labels of the per-reconcile counter.

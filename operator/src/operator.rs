@@ -13,13 +13,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 
-use crate::controller::{self, Context, policy::JobPolicy};
+use crate::controller::{self, Watched, policy::JobPolicy};
 use crate::lease;
 use crate::crd::EventPipeline;
 use crate::metrics::Metrics;
@@ -33,7 +32,8 @@ pub struct OperatorArgs {
     #[arg(long, env = "EVENTPIPE_TRANSFORMER_IMAGE")]
     pub transformer_image: String,
     /// Prefixes of images pipelines may name besides the transformer image (repeat the flag, or
-    /// separate with commas), e.g. `registry.example.com/data/`; none: only the transformer image.
+    /// separate with commas), e.g. `registry.example.com/data/`, matched by whole path segments;
+    /// none: only the transformer image.
     #[arg(long = "allowed-image", env = "EVENTPIPE_ALLOWED_IMAGES", value_delimiter = ',')]
     pub allowed_images: Vec<String>,
     /// Service accounts pipelines may run their Jobs as (repeat, or separate with commas); none:
@@ -71,6 +71,13 @@ pub struct OperatorArgs {
     #[arg(long, env = "EVENTPIPE_MAX_CONCURRENT_RECONCILES", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_reconciles: u16,
 }
+
+/// First wait after the Kubernetes API did not answer at start-up; doubles up to
+/// [`MAX_API_RETRY`].
+const FIRST_API_RETRY: Duration = Duration::from_secs(1);
+const MAX_API_RETRY: Duration = Duration::from_secs(30);
+/// How long the start-up check waits for one answer.
+const API_ANSWER_LIMIT: Duration = Duration::from_secs(10);
 
 /// A future that resolves once, when the process is asked to stop; cloneable.
 pub type Shutdown = Shared<BoxFuture<'static, ()>>;
@@ -121,29 +128,29 @@ pub async fn serve_and_run(client: Client, args: OperatorArgs, shutdown: Shutdow
     let server = tokio::spawn(server::serve(listener, Arc::clone(&metrics), Arc::clone(&ready), server_shutdown));
 
     let watched = watched_apis(&client, &args.namespaces);
-    for (pipelines, _) in &watched {
-        pipelines.list(&ListParams::default().limit(1)).await.with_context(|| {
-            format!("listing EventPipelines{} (is the CRD installed and may this service account list them?)", scope_of(pipelines))
-        })?;
+    if !api_answers(&watched, shutdown.clone()).await? {
+        let _ = stop_server.send(());
+        server.await.context("the HTTP server task")?.context("the HTTP server")?;
+        return Ok(ExitCode::SUCCESS);
     }
     ready.store(true, Ordering::Relaxed);
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        JobPolicy {
+    let settings = controller::Settings {
+        client: client.clone(),
+        job_policy: JobPolicy {
             image: args.transformer_image.clone(),
             allowed_images: args.allowed_images.clone(),
             allowed_service_accounts: args.allowed_service_accounts.clone(),
             pod_defaults: args.job_defaults.clone(),
         },
         metrics,
-        args.identity.clone(),
-    ));
+        instance: args.identity.clone(),
+    };
     // One controller per watched namespace: a Role there grants no list or watch across
     // namespaces, and each controller's watches need exactly its namespace's.
-    let controllers = watched.into_iter().map(|(pipelines, jobs)| {
-        controller::run(Arc::clone(&ctx), pipelines, jobs, args.max_concurrent_reconciles, shutdown.clone())
-    });
+    let controllers = watched
+        .into_iter()
+        .map(|watched| controller::run(settings.clone(), watched, args.max_concurrent_reconciles, shutdown.clone()));
     let controller = futures::future::join_all(controllers).map(drop);
     let code = if args.leader_election {
         run_as_leader(client, &args, controller, shutdown).await?
@@ -160,16 +167,59 @@ fn parse_job_defaults(json: &str) -> Result<PodSettings, String> {
     serde_json::from_str(json).map_err(|error| format!("not pod settings in the shape of execution: {error}"))
 }
 
-/// The pipeline and Job APIs of each watched namespace, or of all namespaces.
-fn watched_apis(client: &Client, namespaces: &[String]) -> Vec<(Api<EventPipeline>, Api<Job>)> {
+/// The APIs of each watched namespace, or of all namespaces.
+fn watched_apis(client: &Client, namespaces: &[String]) -> Vec<Watched> {
     if namespaces.is_empty() {
-        return vec![(Api::all(client.clone()), Api::all(client.clone()))];
+        return vec![Watched { pipelines: Api::all(client.clone()), jobs: Api::all(client.clone()), pods: Api::all(client.clone()) }];
     }
-    namespaces.iter().map(|namespace| (Api::namespaced(client.clone(), namespace), Api::namespaced(client.clone(), namespace))).collect()
+    namespaces
+        .iter()
+        .map(|namespace| Watched {
+            pipelines: Api::namespaced(client.clone(), namespace),
+            jobs: Api::namespaced(client.clone(), namespace),
+            pods: Api::namespaced(client.clone(), namespace),
+        })
+        .collect()
 }
 
-fn scope_of(pipelines: &Api<EventPipeline>) -> String {
+fn scope_of(pipelines: &Api<PartialObjectMeta<EventPipeline>>) -> String {
     pipelines.namespace().map(|namespace| format!(" in namespace {namespace}")).unwrap_or_default()
+}
+
+/// Waits until pipelines can be listed in every watched scope, retrying with backoff while the
+/// API server does not answer, answers with a server error, or does not serve the CRD yet (an API
+/// server still starting, a CRD not applied yet); false when asked to stop first. A refusal of
+/// this service account (401, 403) is an error: waiting does not grant permissions, and a
+/// restarting pod with the message says so better than a pod that is never ready. Only metadata
+/// is listed: whether each pipeline can be decoded is each reconcile's business.
+async fn api_answers(watched: &[Watched], shutdown: Shutdown) -> anyhow::Result<bool> {
+    let mut wait = FIRST_API_RETRY;
+    for Watched { pipelines, .. } in watched {
+        loop {
+            let listed = tokio::time::timeout(API_ANSWER_LIMIT, pipelines.list(&ListParams::default().limit(1))).await;
+            let problem = match listed {
+                Ok(Ok(_)) => break,
+                Ok(Err(kube::Error::Api(status))) if matches!(status.code, 401 | 403) => {
+                    return Err(kube::Error::Api(status))
+                        .with_context(|| format!("listing EventPipelines{} (may this service account list them?)", scope_of(pipelines)));
+                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer within {} s", API_ANSWER_LIMIT.as_secs()),
+            };
+            tracing::warn!(
+                problem,
+                retry_in = ?wait,
+                "listing EventPipelines{} failed (is the API server reachable and the CRD installed?)",
+                scope_of(pipelines)
+            );
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.clone() => return Ok(false),
+            }
+            wait = (wait * 2).min(MAX_API_RETRY);
+        }
+    }
+    Ok(true)
 }
 
 /// Waits for the Lease, runs the controller while holding it, and releases it on shutdown. Losing
@@ -196,7 +246,7 @@ async fn run_as_leader(
     while !*leading.borrow_and_update() {
         tokio::select! {
             changed = leading.changed() => changed.context("leader election stopped")?,
-            () = shutdown.clone() => return release(leading, lease_task).await.map(|()| ExitCode::SUCCESS),
+            () = shutdown.clone() => return release(leading, lease_task, Duration::from_secs(duration)).await.map(|()| ExitCode::SUCCESS),
         }
     }
     tracing::info!(identity, "leading");
@@ -220,22 +270,32 @@ async fn run_as_leader(
             ExitCode::FAILURE
         }
     };
-    release(leading, lease_task).await?;
+    release(leading, lease_task, Duration::from_secs(duration)).await?;
     Ok(code)
 }
 
 /// Closes the leader-election channel, which makes the Lease task release the Lease (when this
-/// replica still holds it) and end.
+/// replica still holds it) and end; waits for that at most a lease duration, after which the
+/// Lease expires by itself anyway.
 async fn release(
     leading: tokio::sync::watch::Receiver<bool>,
     lease_task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+    duration: Duration,
 ) -> anyhow::Result<()> {
     drop(leading);
-    match lease_task.await.context("the Lease task")? {
-        Ok(_) => Ok(()),
-        // Releasing needs the API server, which may be what failed.
-        Err(error) => {
-            tracing::warn!(%error, "releasing the Lease failed; it expires by itself");
+    let abort = lease_task.abort_handle();
+    match tokio::time::timeout(duration, lease_task).await {
+        Ok(released) => match released.context("the Lease task")? {
+            Ok(_) => Ok(()),
+            // Releasing needs the API server, which may be what failed.
+            Err(error) => {
+                tracing::warn!(%error, "releasing the Lease failed; it expires by itself");
+                Ok(())
+            }
+        },
+        Err(_) => {
+            abort.abort();
+            tracing::warn!(seconds = duration.as_secs(), "releasing the Lease took too long; it expires by itself");
             Ok(())
         }
     }

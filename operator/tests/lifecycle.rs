@@ -524,3 +524,29 @@ async fn deleting_the_pipeline_deletes_jobs_and_pods() -> Result<()> {
     operator.await?;
     Ok(())
 }
+
+/// An image the node cannot pull: the partition says so, with an Event, within a poll; the attempt
+/// fails at `startTimeoutSeconds` with that reason, not at the deadline, and its Job is deleted.
+#[tokio::test]
+async fn a_pod_that_cannot_pull_its_image_fails_its_attempt_at_the_start_timeout() -> Result<()> {
+    let world = World::new("imagepull").await?;
+    // A node that knows no image: every pod waits in ErrImagePull.
+    let _runner = start_runner(&world, HashMap::new()).await?;
+    let day = partition(1);
+    world.upload(&day, "a.csv", 2).await?;
+    let (stop, operator, _) = world.start_operator();
+    world.apply_pipeline("unpullable", json!({"execution": {"maxAttempts": 1, "startTimeoutSeconds": 20}})).await?;
+    let pulling = |p: &PartitionStatus| p.state == PartitionState::Running && p.message.as_deref().is_some_and(|m| m.contains("ErrImagePull"));
+    wait_for_entry(&world, "unpullable", &day, "reported as not starting", Duration::from_secs(15), pulling).await?;
+    let events = world.events().await?;
+    let event = events.iter().find(|e| e.reason.as_deref() == Some("PodNotStarting")).context("a PodNotStarting Event")?;
+    assert!(event.note.as_deref().unwrap_or_default().contains("ErrImagePull"), "{event:?}");
+
+    let failed = wait_for_state(&world, "unpullable", &day, PartitionState::Failed, Duration::from_secs(60)).await?;
+    let message = failed.message.unwrap_or_default();
+    assert!(message.contains("startTimeoutSeconds (20 s)") && message.contains("ErrImagePull"), "{message}");
+    wait_until_within("the Job to be deleted", Duration::from_secs(30), || async { Ok(world.job_names().await?.is_empty()) }).await?;
+    drop(stop);
+    operator.await?;
+    Ok(())
+}

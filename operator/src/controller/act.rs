@@ -1,45 +1,85 @@
 //! The act step: creates the planned Jobs, publishes Events, counts metrics and writes the status
 //! when it changed. Nothing else is written.
 
+use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
 
 use crate::crd::{EventPipeline, EventPipelineStatus};
 use crate::metrics::{PipelineLabels, RowKind, RowLabels};
 
 use super::Context;
+use super::conditions::{self, Health};
 use super::job;
-use super::plan::{Happening, Launch, Outdated};
+use super::plan::{Happening, Launch, Outdated, Stop};
 
 /// The field manager of the operator's status writes.
 pub const FIELD_MANAGER: &str = "eventpipe-operator";
+/// Job creations or Events one reconcile sends at once: a backfill's launches do not wait for
+/// each other's round trips.
+const REQUESTS_AT_ONCE: usize = 8;
 
 /// Creates one Job per launch and returns those the API server refused (quota, admission
 /// webhook, RBAC), with its message. A Job that already exists was launched before (by this
-/// replica before a restart, or by another one): its name is derived from what it processes.
+/// replica before a restart, or by another one): its name is derived from the partition's launch
+/// number in the status.
 pub async fn launch(ctx: &Context, pipeline: &EventPipeline, launches: &[Launch]) -> Vec<(String, String)> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
-    let mut refused = Vec::new();
-    for launch in launches {
-        match api.create(&PostParams::default(), &job::build(pipeline, launch, &ctx.job_policy)).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                tracing::info!(job = launch.job, "job exists already");
+    // Collected first: a lazy map of borrowing futures trips the compiler's Send check.
+    let creates: Vec<_> = launches.iter().map(|launch| {
+        let api = &api;
+        async move {
+            match api.create(&PostParams::default(), &job::build(pipeline, launch, &ctx.job_policy)).await {
+                Ok(_) => None,
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    tracing::info!(job = launch.job, "job exists already");
+                    None
+                }
+                Err(kube::Error::Api(status)) => Some((launch.job.clone(), format!("{} ({})", status.message, status.reason))),
+                Err(error) => Some((launch.job.clone(), error.to_string())),
             }
-            Err(kube::Error::Api(status)) => refused.push((launch.job.clone(), format!("{} ({})", status.message, status.reason))),
-            Err(error) => refused.push((launch.job.clone(), error.to_string())),
+        }
+    }).collect();
+    futures::stream::iter(creates).buffer_unordered(REQUESTS_AT_ONCE).filter_map(std::future::ready).collect().await
+}
+
+/// Deletes the Jobs the plan stops, with their pods (foreground deletion: the Job stays, with a
+/// deletion timestamp, until its pods are gone, so that the partition launches nothing before).
+pub async fn stop(ctx: &Context, pipeline: &EventPipeline, stops: &[Stop]) -> kube::Result<()> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
+    for stop in stops {
+        match api.delete(&stop.job, &DeleteParams::foreground()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error),
         }
     }
-    refused
+    Ok(())
 }
 
 /// Writes the status by server-side apply when it differs from what the pipeline carries.
 pub async fn write_status(ctx: &Context, pipeline: &EventPipeline, status: &EventPipelineStatus) -> kube::Result<()> {
-    if pipeline.status.as_ref() == Some(status) {
+    match &pipeline.status {
+        Some(carried) => write_status_over(ctx, pipeline, carried, status).await,
+        None => apply_status(ctx, pipeline, status).await,
+    }
+}
+
+/// Writes the status when it differs from `written`, the one the pipeline carries now.
+pub async fn write_status_over(ctx: &Context, pipeline: &EventPipeline, written: &EventPipelineStatus, status: &EventPipelineStatus) -> kube::Result<()> {
+    if written == status {
         return Ok(());
     }
+    apply_status(ctx, pipeline, status).await
+}
+
+async fn apply_status(ctx: &Context, pipeline: &EventPipeline, status: &EventPipelineStatus) -> kube::Result<()> {
     let api: Api<EventPipeline> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": EventPipeline::api_version(&()),
@@ -55,21 +95,86 @@ pub async fn write_status(ctx: &Context, pipeline: &EventPipeline, status: &Even
 /// written. A failed Event is logged, not retried: the status holds the same facts.
 pub async fn report(ctx: &Context, pipeline: &EventPipeline, happenings: &[Happening]) {
     let labels = PipelineLabels { namespace: pipeline.namespace().unwrap_or_default(), pipeline: pipeline.name_any() };
-    for happening in happenings {
-        count(ctx, &labels, happening);
-        let (type_, reason, note) = describe(happening);
-        tracing::info!(namespace = labels.namespace, pipeline = labels.pipeline, reason, note);
-        publish(ctx, pipeline, type_, reason, note).await;
+    let regarding = pipeline.object_ref(&());
+    let events: Vec<_> = happenings
+        .iter()
+        .map(|happening| {
+            count(ctx, &labels, happening);
+            let (type_, reason, about, note) = describe(happening);
+            tracing::info!(namespace = labels.namespace, pipeline = labels.pipeline, reason, note);
+            publish(ctx, &regarding, type_, reason, about, note)
+        })
+        .collect();
+    futures::stream::iter(events).buffer_unordered(REQUESTS_AT_ONCE).collect::<()>().await;
+}
+
+/// What an Event is about besides its pipeline. Kubernetes' event recorder merges Events with the
+/// same type, reason, action and related object into one series that keeps the first one's note;
+/// so each partition gets an action of its own, and each Job is the related object of its Events.
+#[derive(Clone, Copy, Debug)]
+pub enum About<'a> {
+    /// The pipeline as a whole.
+    Pipeline,
+    /// One partition.
+    Partition(&'a str),
+    /// One Job of a partition.
+    Job {
+        /// The partition.
+        partition: &'a str,
+        /// The Job's name.
+        name: &'a str,
+    },
+}
+
+/// Publishes one Event about a pipeline.
+pub async fn publish(ctx: &Context, pipeline: &ObjectReference, type_: EventType, reason: &str, about: About<'_>, mut note: String) {
+    eventpipe_transformer::task::shorten(&mut note, 1024);
+    let (mut action, secondary) = match about {
+        // Notes of the pipeline's own Events differ by what went wrong: one series per note.
+        About::Pipeline => (format!("{reason} {}", short_digest(&note)), None),
+        About::Partition(partition) => (format!("{reason} {partition}"), None),
+        About::Job { partition, name } => {
+            let job = ObjectReference {
+                api_version: Some("batch/v1".into()),
+                kind: Some("Job".into()),
+                name: Some(name.to_string()),
+                namespace: pipeline.namespace.clone(),
+                ..ObjectReference::default()
+            };
+            (format!("{reason} {partition}"), Some(job))
+        }
+    };
+    eventpipe_transformer::task::shorten(&mut action, ACTION_LIMIT);
+    let event = Event { type_, reason: reason.to_string(), note: Some(note), action, secondary };
+    if let Err(error) = ctx.recorder.publish(&event, pipeline).await {
+        tracing::warn!(%error, pipeline = pipeline.name, "publishing an event failed");
     }
 }
 
-/// Publishes one Event about the pipeline.
-pub async fn publish(ctx: &Context, pipeline: &EventPipeline, type_: EventType, reason: &str, mut note: String) {
-    eventpipe_transformer::task::shorten(&mut note, 1024);
-    let event = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
-    if let Err(error) = ctx.recorder.publish(&event, &pipeline.object_ref(&())).await {
-        tracing::warn!(%error, pipeline = pipeline.name_any(), "publishing an event failed");
+/// Longest `action` the Events API accepts.
+const ACTION_LIMIT: usize = 128;
+
+/// Eight hex digits of a text's SHA-256.
+fn short_digest(text: &str) -> String {
+    Sha256::digest(text.as_bytes())[..4].iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Reports a pipeline this version cannot read: `Degraded` with reason `Unreadable` naming the
+/// field (written only when the conditions change, so that the write does not trigger another
+/// reconcile that writes again), and a warning Event when it is new.
+pub async fn report_unreadable(ctx: &Context, object: &DynamicObject, problem: &str) -> kube::Result<()> {
+    let previous: Vec<Condition> = serde_json::from_value(object.data["status"]["conditions"].clone()).unwrap_or_default();
+    let message = format!("this version of the operator cannot read the pipeline: {problem}");
+    let health = Health::Degraded { reason: "Unreadable", message: &message };
+    let conditions = conditions::conditions(&previous, &health, object.metadata.generation, Timestamp::now());
+    if conditions == previous {
+        return Ok(());
     }
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &object.namespace().unwrap_or_default(), &ctx.pipeline_resource);
+    let patch = serde_json::json!({"status": {"conditions": conditions}});
+    api.patch_status(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    publish(ctx, &object.object_ref(&ctx.pipeline_resource), EventType::Warning, "Unreadable", About::Pipeline, message).await;
+    Ok(())
 }
 
 fn count(ctx: &Context, labels: &PipelineLabels, happening: &Happening) {
@@ -98,19 +203,22 @@ fn count(ctx: &Context, labels: &PipelineLabels, happening: &Happening) {
         Happening::Outdated { .. }
         | Happening::RetryRequested { .. }
         | Happening::RequestIgnored { .. }
-        | Happening::JobCreateFailed { .. } => {}
+        | Happening::JobCreateFailed { .. }
+        | Happening::Stopped { .. }
+        | Happening::NotStarting { .. } => {}
     }
 }
 
-/// The Event of a happening: type, reason and note.
-fn describe(happening: &Happening) -> (EventType, &'static str, String) {
+/// The Event of a happening: type, reason, what it is about, and note.
+fn describe(happening: &Happening) -> (EventType, &'static str, About<'_>, String) {
     match happening {
         Happening::Launched { partition, job, attempt } => {
-            (EventType::Normal, "Launched", format!("Job {job} processes {partition} (attempt {attempt})"))
+            (EventType::Normal, "Launched", About::Job { partition, name: job }, format!("Job {job} processes {partition} (attempt {attempt})"))
         }
         Happening::Succeeded { partition, job, summary: Some(s) } => (
             EventType::Normal,
             "Succeeded",
+            About::Job { partition, name: job },
             format!(
                 "{partition} committed by Job {job}: {} rows read, {} rejected, {} written, {} bytes in {:.1} s{}",
                 s.rows_read,
@@ -122,33 +230,59 @@ fn describe(happening: &Happening) -> (EventType, &'static str, String) {
             ),
         ),
         Happening::Succeeded { partition, job, summary: None } => {
-            (EventType::Normal, "Succeeded", format!("{partition} committed by Job {job} (no summary reported)"))
+            (EventType::Normal, "Succeeded", About::Job { partition, name: job }, format!("{partition} committed by Job {job} (no summary reported)"))
         }
         Happening::AttemptFailed { partition, job, message, retry_at } => (
             EventType::Warning,
             "AttemptFailed",
+            About::Job { partition, name: job },
             format!("Job {job} for {partition} failed: {message}; retrying after {retry_at}"),
         ),
         Happening::GaveUp { partition, job, message } => (
             EventType::Warning,
             "PartitionFailed",
+            About::Job { partition, name: job },
             format!("{partition} failed every attempt; the last, Job {job}: {message}"),
         ),
-        Happening::Outdated { partition, cause: Outdated::Inputs } => {
-            (EventType::Normal, "InputsChanged", format!("the inputs of {partition} changed since it was processed; processing it again"))
+        Happening::Outdated { partition, cause: Outdated::Inputs } => (
+            EventType::Normal,
+            "InputsChanged",
+            About::Partition(partition),
+            format!("the inputs of {partition} changed since it was processed; processing it again"),
+        ),
+        Happening::Outdated { partition, cause: Outdated::Spec } => (
+            EventType::Normal,
+            "SpecChanged",
+            About::Partition(partition),
+            format!("the data-path spec changed since {partition} was processed; processing it again"),
+        ),
+        Happening::Outdated { partition, cause: Outdated::Requested } => (
+            EventType::Normal,
+            "ReprocessRequested",
+            About::Partition(partition),
+            format!("{partition} is processed again, as eventpipe.dev/reprocess asks"),
+        ),
+        Happening::RetryRequested { partitions } => (
+            EventType::Normal,
+            "RetryRequested",
+            About::Pipeline,
+            format!("eventpipe.dev/retry changed: {partitions} failed partitions get new attempts"),
+        ),
+        Happening::RequestIgnored { message } => (EventType::Warning, "RequestIgnored", About::Pipeline, message.clone()),
+        Happening::JobCreateFailed { partition, job, message } => (
+            EventType::Warning,
+            "JobCreateFailed",
+            About::Job { partition, name: job },
+            format!("creating Job {job} for {partition} failed: {message}; retrying with backoff"),
+        ),
+        Happening::Stopped { partition, job, reason } => {
+            (EventType::Normal, "JobStopped", About::Job { partition, name: job }, format!("Job {job} of {partition} is deleted: {reason}"))
         }
-        Happening::Outdated { partition, cause: Outdated::Spec } => {
-            (EventType::Normal, "SpecChanged", format!("the data-path spec changed since {partition} was processed; processing it again"))
-        }
-        Happening::Outdated { partition, cause: Outdated::Requested } => {
-            (EventType::Normal, "ReprocessRequested", format!("{partition} is processed again, as eventpipe.dev/reprocess asks"))
-        }
-        Happening::RetryRequested { partitions } => {
-            (EventType::Normal, "RetryRequested", format!("eventpipe.dev/retry changed: {partitions} failed partitions get new attempts"))
-        }
-        Happening::RequestIgnored { message } => (EventType::Warning, "RequestIgnored", message.clone()),
-        Happening::JobCreateFailed { partition, job, message } => {
-            (EventType::Warning, "JobCreateFailed", format!("creating Job {job} for {partition} failed: {message}; retrying with backoff"))
-        }
+        Happening::NotStarting { partition, job, problem } => (
+            EventType::Warning,
+            "PodNotStarting",
+            About::Job { partition, name: job },
+            format!("the pod of Job {job} for {partition} has not started: {problem}"),
+        ),
     }
 }

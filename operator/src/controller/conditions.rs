@@ -16,8 +16,12 @@ pub enum Health<'a> {
     Processing { pending: u32, running: u32 },
     /// Partitions are waiting but `spec.suspend` is set.
     Suspended { pending: u32 },
-    /// Some partitions failed every attempt.
-    PartitionsFailed { count: usize, first: &'a str, message: &'a str },
+    /// Some partitions failed every attempt; `held` more wait because the status tracks as many
+    /// partitions as it can.
+    PartitionsFailed { count: usize, first: &'a str, message: &'a str, held: u32 },
+    /// Partitions wait because as many as the status can track (`tracked`) are running,
+    /// retrying or failed.
+    Held { held: u32, tracked: usize },
     /// The pipeline cannot work at all: `reason` is a CamelCase word such as `InvalidSpec`.
     Degraded { reason: &'static str, message: &'a str },
 }
@@ -74,11 +78,21 @@ fn describe(health: &Health<'_>) -> (Described, Described, Described) {
             let message = format!("spec.suspend is set; {pending} partitions are waiting");
             ((false, "Suspended", message.clone()), (false, "Suspended", message), fine)
         }
-        Health::PartitionsFailed { count, first, message } => {
-            let message = format!(
+        Health::PartitionsFailed { count, first, message, held } => {
+            let mut message = format!(
                 "{count} partitions failed every attempt; {first}: {message}. Fix the cause, then change the spec or the inputs to try again"
             );
+            if held > 0 {
+                message.push_str(&format!("; {held} more partitions wait until fewer are failed or retrying"));
+            }
             ((false, "PartitionsFailed", message.clone()), (false, "PartitionsFailed", message.clone()), (true, "PartitionsFailed", message))
+        }
+        Health::Held { held, tracked } => {
+            let message = format!(
+                "{held} partitions are not processed: {tracked} partitions are running or retrying, as many as the status tracks; \
+                 they are processed as those finish"
+            );
+            ((false, "TrackingLimit", message.clone()), (false, "TrackingLimit", message.clone()), (true, "TrackingLimit", message))
         }
         Health::Degraded { reason, message } => {
             (

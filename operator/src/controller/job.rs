@@ -32,12 +32,17 @@ pub const PIPELINE_UID_LABEL: &str = "eventpipe.dev/pipeline-uid";
 pub const PIPELINE_LABEL: &str = "eventpipe.dev/pipeline";
 /// Label with the attempt number.
 pub const ATTEMPT_LABEL: &str = "eventpipe.dev/attempt";
+/// Label with the partition's launch number (see `PartitionStatus::launch`).
+pub const LAUNCH_LABEL: &str = "eventpipe.dev/launch";
 /// Annotation with the partition (`year=YYYY/month=MM/day=DD`), which labels cannot hold.
 pub const PARTITION_ANNOTATION: &str = "eventpipe.dev/partition";
 /// Annotation with the full input fingerprint the operator saw at launch.
 pub const FINGERPRINT_ANNOTATION: &str = "eventpipe.dev/fingerprint";
 /// Annotation with the data-path spec hash.
 pub const SPEC_HASH_ANNOTATION: &str = "eventpipe.dev/spec-hash";
+/// Annotation with the transformer container's memory limit, which failure reports name (the
+/// operator keeps Jobs without their pod template).
+pub const MEMORY_LIMIT_ANNOTATION: &str = "eventpipe.dev/memory-limit";
 /// The label the Job controller puts on a Job's pods, with the Job's UID.
 pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 /// The transformer container's name.
@@ -56,14 +61,15 @@ pub fn version(pipeline_uid: &str, fingerprint: &str, spec_hash: &str) -> String
     hex(&digest[..5])
 }
 
-/// The Job name of one attempt at one version of a partition:
-/// `<pipeline>-<yyyymmdd[hh]>-<version>-<attempt>`, at most 63 characters. A long pipeline name is
-/// cut and a hash of it added, so names stay distinct.
-pub fn job_name(pipeline: &str, partition: &PartitionKey, version: &str, attempt: u32) -> String {
+/// The Job name of one launch of a partition: `<pipeline>-<yyyymmdd[hh]>-<version>-<launch>`, at
+/// most 63 characters. A long pipeline name is cut and a hash of it added, so names stay distinct.
+/// The launch number alone makes the name unique within the partition; the version tells people
+/// which inputs and spec the Job processes.
+pub fn job_name(pipeline: &str, partition: &PartitionKey, version: &str, launch: u32) -> String {
     let hour = partition.hour.map(|h| format!("{h:02}")).unwrap_or_default();
     let version: String = version.chars().filter(char::is_ascii_alphanumeric).take(10).collect();
     let suffix = format!(
-        "-{:04}{:02}{:02}{hour}-{}-{attempt}",
+        "-{:04}{:02}{:02}{hour}-{}-{launch}",
         partition.year,
         partition.month,
         partition.day,
@@ -98,6 +104,7 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy) -> J
         ("app.kubernetes.io/name".to_string(), "eventpipe-transformer".to_string()),
         (PIPELINE_UID_LABEL.to_string(), uid),
         (ATTEMPT_LABEL.to_string(), launch.attempt.to_string()),
+        (LAUNCH_LABEL.to_string(), launch.launch.to_string()),
     ]);
     if name.len() <= MAX_NAME {
         labels.insert(PIPELINE_LABEL.to_string(), name);
@@ -105,11 +112,14 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy) -> J
     // The operator's labels win: it finds its pods by them.
     let mut pod_labels = pod.pod_labels.clone().unwrap_or_default();
     pod_labels.extend(labels.clone());
-    let annotations = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (PARTITION_ANNOTATION.to_string(), launch.partition.to_string()),
         (FINGERPRINT_ANNOTATION.to_string(), launch.fingerprint.clone()),
         (SPEC_HASH_ANNOTATION.to_string(), launch.spec_hash.clone()),
     ]);
+    if let Some(limit) = resources.limits.as_ref().and_then(|limits| limits.get("memory")) {
+        annotations.insert(MEMORY_LIMIT_ANNOTATION.to_string(), limit.0.clone());
+    }
     let pod_annotations = match &pod.pod_annotations {
         Some(chosen) => chosen.clone(),
         None => DEFAULT_POD_ANNOTATIONS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -175,7 +185,9 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy) -> J
         },
         spec: Some(JobSpec {
             backoff_limit: Some(execution.backoff_limit),
-            active_deadline_seconds: Some(execution.active_deadline_seconds),
+            // The pod may take startTimeoutSeconds to start; the transformer's own limit counts
+            // from then.
+            active_deadline_seconds: Some(execution.active_deadline_seconds.saturating_add(execution.start_timeout_seconds.into())),
             ttl_seconds_after_finished: Some(execution.ttl_seconds_after_finished),
             pod_failure_policy: Some(pod_failure_policy()),
             template: PodTemplateSpec {
@@ -298,13 +310,19 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
     } else {
         JobOutcome::Running
     };
+    let attempt = labels.get(ATTEMPT_LABEL)?.parse().ok()?;
     Some(ObservedJob {
         name: job.metadata.name.clone()?,
         partition: annotations.get(PARTITION_ANNOTATION)?.clone(),
         fingerprint: annotations.get(FINGERPRINT_ANNOTATION)?.clone(),
         spec_hash: annotations.get(SPEC_HASH_ANNOTATION).cloned().unwrap_or_default(),
-        attempt: labels.get(ATTEMPT_LABEL)?.parse().ok()?,
+        attempt,
+        // Jobs from before launch numbers carried the attempt where the launch is now.
+        launch: labels.get(LAUNCH_LABEL).and_then(|launch| launch.parse().ok()).unwrap_or(attempt),
         outcome,
+        stopping: job.metadata.deletion_timestamp.is_some(),
+        waiting: None,
+        disruptions: Vec::new(),
     })
 }
 
@@ -333,13 +351,15 @@ mod tests {
         JobPolicy { image: "eventpipe-transformer:1".into(), ..JobPolicy::default() }
     }
 
+    /// The `attempt`-th launch of the 24th, its first for other inputs four launches before.
     fn launch(attempt: u32) -> Launch {
         Launch {
-            job: job_name("settings", &day(24), &version(UID, FINGERPRINT, "spec"), attempt),
+            job: job_name("settings", &day(24), &version(UID, FINGERPRINT, "spec"), attempt + 4),
             partition: day(24),
             fingerprint: FINGERPRINT.into(),
             spec_hash: "spec".into(),
             attempt,
+            launch: attempt + 4,
             force: false,
             settled_before: None,
         }
@@ -384,7 +404,7 @@ mod tests {
         assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("EventPipeline", "settings", Some(true)));
         let labels = job.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[PIPELINE_UID_LABEL], UID);
-        assert_eq!(labels[ATTEMPT_LABEL], "2");
+        assert_eq!((labels[ATTEMPT_LABEL].as_str(), labels[LAUNCH_LABEL].as_str()), ("2", "6"));
         let spec = job.spec.as_ref().unwrap();
         assert_eq!((spec.backoff_limit, spec.ttl_seconds_after_finished), (Some(0), Some(86400)));
         let rules = &spec.pod_failure_policy.as_ref().unwrap().rules;
@@ -406,6 +426,7 @@ mod tests {
         let task_json = container.env.as_ref().unwrap().iter().find(|e| e.name == "EVENTPIPE_TASK").unwrap();
         let task: Task = serde_json::from_str(task_json.value.as_deref().unwrap()).unwrap();
         assert_eq!((task.partition, task.expected_fingerprint.as_deref()), (day(24), Some(FINGERPRINT)));
+        assert_eq!(job.metadata.annotations.as_ref().unwrap()[MEMORY_LIMIT_ANNOTATION], "2Gi");
         assert_eq!(task.engine.memory_limit_mib, Some(1536));
         assert_eq!(task.engine.scratch_dir.as_deref(), Some(SCRATCH));
         assert_eq!(task.engine.timeout_seconds, Some(3480), "the default deadline is 3600 s");
@@ -462,10 +483,30 @@ mod tests {
         let job = build(&pipeline("settings"), &launch(1), &policy());
         let observed = observe(&job).unwrap();
         assert_eq!(
-            (observed.name, observed.partition.as_str(), observed.fingerprint.as_str(), observed.spec_hash.as_str(), observed.attempt),
-            (launch(1).job, "year=2026/month=11/day=24", FINGERPRINT, "spec", 1)
+            (observed.name, observed.partition.as_str(), observed.fingerprint.as_str(), observed.spec_hash.as_str()),
+            (launch(1).job, "year=2026/month=11/day=24", FINGERPRINT, "spec")
         );
+        assert_eq!((observed.attempt, observed.launch, observed.stopping), (1, 5, false));
         assert_eq!(observed.outcome, JobOutcome::Running);
+        let mut before_launch_numbers = job;
+        before_launch_numbers.metadata.labels.as_mut().unwrap().remove(LAUNCH_LABEL);
+        assert_eq!(observe(&before_launch_numbers).unwrap().launch, 1, "the attempt stood where the launch is now");
+    }
+
+    /// The transformer's own limit counts from its pod's start; the Job's deadline counts from
+    /// the Job's. A pod may take `startTimeoutSeconds` to start, so the Job's deadline leaves
+    /// room for that, and the transformer still stops (reporting why) before Kubernetes kills it.
+    #[test]
+    fn a_slow_start_does_not_cut_the_run_short() {
+        let mut pipeline = pipeline("settings");
+        pipeline.spec.execution.active_deadline_seconds = 3600;
+        pipeline.spec.execution.start_timeout_seconds = 300;
+        let job = build(&pipeline, &launch(1), &policy());
+        assert_eq!(job.spec.as_ref().unwrap().active_deadline_seconds, Some(3900));
+        let container = &job.spec.unwrap().template.spec.unwrap().containers[0];
+        let task_json = container.env.as_ref().unwrap().iter().find(|e| e.name == "EVENTPIPE_TASK").unwrap();
+        let task: Task = serde_json::from_str(task_json.value.as_deref().unwrap()).unwrap();
+        assert_eq!(task.engine.timeout_seconds, Some(3480));
     }
 
     #[test]

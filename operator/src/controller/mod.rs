@@ -1,37 +1,41 @@
 //! The EventPipeline controller. Each reconcile observes (spec check, partitions in S3, the
-//! pipeline's Jobs), plans (a pure function) and acts (create Jobs, publish Events, write the
-//! status when it changed).
+//! pipeline's Jobs), plans (a pure function) and acts (create and stop Jobs, publish Events,
+//! write the status when it changed).
 
 pub mod act;
 pub mod conditions;
+pub mod decode;
 pub mod job;
+pub mod listing;
 pub mod observe;
 pub mod plan;
 pub mod policy;
+pub mod progress;
+mod reconcile;
 pub mod report;
+pub mod s3;
+pub mod watch;
 pub mod window;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use eventpipe_transformer::fingerprint::spec_hash;
-use eventpipe_transformer::mode::Mode;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PartialObjectMeta};
+use kube::discovery::ApiResource;
 use kube::runtime::controller::{self as runtime_controller, Action};
-use kube::runtime::events::{EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 
-use crate::crd::{EventPipeline, PartitionState};
-use crate::metrics::{Metrics, PipelineLabels, ReconcileResult, ResultLabels};
+use crate::crd::EventPipeline;
+use crate::metrics::{Metrics, PipelineLabels};
 
-use observe::{Blocked, Caches};
-use plan::{Observation, Plan, Requests};
+use observe::Caches;
+use watch::Stores;
 
 /// Annotation whose new value gives failed partitions new attempts.
 pub const RETRY_ANNOTATION: &str = "eventpipe.dev/retry";
@@ -43,7 +47,37 @@ pub const REPROCESS_ANNOTATION: &str = "eventpipe.dev/reprocess";
 const FIRST_RETRY: Duration = Duration::from_secs(5);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
-/// What every reconcile shares.
+/// The wait after the `failures`-th consecutive failure: [`FIRST_RETRY`], doubled per earlier
+/// failure, at most [`MAX_RETRY`].
+fn retry_delay(failures: u32) -> Duration {
+    FIRST_RETRY.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1))).min(MAX_RETRY)
+}
+
+/// What the installation decides for every controller: the client, the policy for Jobs, the
+/// metrics and the identity Events carry.
+#[derive(Clone)]
+pub struct Settings {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// What the installation decides for every pipeline's Jobs.
+    pub job_policy: policy::JobPolicy,
+    /// The metrics, shared by every controller.
+    pub metrics: Arc<Metrics>,
+    /// The reporting instance of Events.
+    pub instance: Option<String>,
+}
+
+/// The APIs one controller watches: one namespace's, or all namespaces'.
+pub struct Watched {
+    /// EventPipelines, as metadata.
+    pub pipelines: Api<PartialObjectMeta<EventPipeline>>,
+    /// Jobs.
+    pub jobs: Api<Job>,
+    /// Pods.
+    pub pods: Api<Pod>,
+}
+
+/// What every reconcile of one controller shares.
 pub struct Context {
     /// The Kubernetes client.
     pub client: Client,
@@ -53,45 +87,54 @@ pub struct Context {
     pub job_policy: policy::JobPolicy,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// The Jobs and pods the watches keep.
+    pub stores: Stores,
+    /// The EventPipeline resource, for reading pipelines as JSON.
+    pipeline_resource: ApiResource,
     caches: Caches,
-    failures: Mutex<HashMap<ObjectRef<EventPipeline>, u32>>,
+    /// Consecutive failed reconciles, by pipeline UID.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    /// A context for a controller whose Events name `instance` as the reporting instance.
-    pub fn new(client: Client, job_policy: policy::JobPolicy, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
-        let reporter = Reporter { controller: "eventpipe-operator".into(), instance };
+    fn new(settings: Settings, stores: Stores) -> Self {
+        let reporter = Reporter { controller: "eventpipe-operator".into(), instance: settings.instance };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            job_policy,
-            metrics,
+            recorder: Recorder::new(settings.client.clone(), reporter),
+            client: settings.client,
+            job_policy: settings.job_policy,
+            metrics: settings.metrics,
+            stores,
+            pipeline_resource: ApiResource::erase::<EventPipeline>(&()),
             caches: Caches::default(),
             failures: Mutex::default(),
         }
     }
 
     /// The wait before the next try after the latest consecutive failure of this pipeline.
-    fn next_retry(&self, pipeline: &EventPipeline) -> Duration {
+    fn next_retry(&self, uid: &str) -> Duration {
         let mut failures = self.failures.lock().expect("not poisoned");
-        let count = failures.entry(ObjectRef::from(pipeline)).or_insert(0);
+        let count = failures.entry(uid.to_string()).or_insert(0);
         *count += 1;
-        FIRST_RETRY.saturating_mul(2u32.saturating_pow(*count - 1)).min(MAX_RETRY)
+        retry_delay(*count)
     }
 
-    fn succeeded(&self, pipeline: &EventPipeline) {
-        self.failures.lock().expect("not poisoned").remove(&ObjectRef::from(pipeline));
+    fn succeeded(&self, uid: &str) {
+        self.failures.lock().expect("not poisoned").remove(uid);
     }
 
-    /// Drops the caches, retry state and metrics of a pipeline that was deleted (or replaced by
-    /// a new one of the same name).
-    fn forget(&self, pipeline: &ObjectRef<EventPipeline>) {
-        if let Some(uid) = &pipeline.extra.uid {
+    /// Drops the retry state of a pipeline that no longer exists.
+    fn forget_retries(&self, uid: &str) {
+        self.failures.lock().expect("not poisoned").remove(uid);
+    }
+
+    /// Drops the caches, retry state and metrics of a pipeline that was deleted.
+    fn forget(&self, uid: Option<&str>, namespace: &str, name: &str) {
+        if let Some(uid) = uid {
             self.caches.forget(uid);
+            self.forget_retries(uid);
         }
-        self.failures.lock().expect("not poisoned").remove(pipeline);
-        let labels = PipelineLabels { namespace: pipeline.namespace.clone().unwrap_or_default(), pipeline: pipeline.name.clone() };
-        self.metrics.forget(&labels);
+        self.metrics.forget(&PipelineLabels { namespace: namespace.to_string(), pipeline: name.to_string() });
     }
 }
 
@@ -108,162 +151,52 @@ pub enum Error {
     Kube(#[from] kube::Error),
 }
 
-/// Runs the controller for pipelines visible through `pipelines` (one namespace or all) until
-/// `shutdown` resolves; reconciles in flight finish first. At most `concurrency` pipelines are
-/// reconciled at once.
-pub async fn run(
-    ctx: Arc<Context>,
-    pipelines: Api<EventPipeline>,
-    jobs: Api<Job>,
-    concurrency: u16,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let managed_jobs = watcher::Config::default().labels(&format!("{}={}", job::MANAGED_BY.0, job::MANAGED_BY.1));
+/// Runs the controller for the pipelines `watched` shows (one namespace or all) until `shutdown`
+/// resolves; reconciles in flight finish first. At most `concurrency` pipelines are reconciled at
+/// once.
+pub async fn run(settings: Settings, watched: Watched, concurrency: u16, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let (pipeline_store, pipeline_writer) = reflector::store();
+    let pipelines = watcher(watched.pipelines, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(watch::trim_pipeline)
+        .reflect(pipeline_writer)
+        .applied_objects();
+    let (jobs, job_writer) = reflector::store();
+    let job_events = watcher(watched.jobs, watch::managed()).default_backoff().modify(watch::trim_job).reflect(job_writer).touched_objects();
+    let (pods, pod_writer) = reflector::store();
+    let pod_events = watcher(watched.pods, watch::managed()).default_backoff().modify(watch::trim_pod).reflect(pod_writer).touched_objects();
+    let ctx = Arc::new(Context::new(settings, Stores { jobs, pods }));
     let forgetting = Arc::clone(&ctx);
-    Controller::new(pipelines, watcher::Config::default().any_semantic())
+    let controller = Controller::for_stream(pipelines, pipeline_store)
         .with_config(runtime_controller::Config::default().concurrency(concurrency))
-        .owns(jobs, managed_jobs)
+        .owns_stream(job_events)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| {
             match result {
                 // A deleted pipeline is no longer in the watch cache: what was kept for it goes.
                 Err(runtime_controller::Error::ObjectNotFound(deleted)) => {
-                    let mut pipeline = ObjectRef::<EventPipeline>::new(&deleted.name);
-                    pipeline.namespace = deleted.namespace.clone();
-                    pipeline.extra = deleted.extra.clone();
-                    forgetting.forget(&pipeline);
+                    forgetting.forget(deleted.extra.uid.as_deref(), deleted.namespace.as_deref().unwrap_or_default(), &deleted.name);
                 }
+                Err(runtime_controller::Error::QueueError(error)) => tracing::warn!(%error, "watching pipelines or Jobs failed; retrying"),
                 Err(error) => tracing::debug!(%error, "reconcile failed"),
                 Ok(_) => {}
             }
             std::future::ready(())
-        })
-        .await;
-}
-
-async fn reconcile(cached: Arc<EventPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    // The watch cache can lag behind this operator's own last status write; planning from that
-    // older status would record a finished Job twice. One read gives the current status.
-    let api: Api<EventPipeline> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
-    let result = match api.get_opt(&cached.name_any()).await {
-        Ok(Some(pipeline)) => {
-            if pipeline.uid() != cached.uid() {
-                ctx.forget(&ObjectRef::from(cached.as_ref()));
-            }
-            reconcile_pipeline(&pipeline, &ctx).await
+        });
+    // Pod events trigger nothing: each reconcile reads the pods of its pipeline's Jobs.
+    let pods = pod_events.for_each(|event| {
+        if let Err(error) = event {
+            tracing::warn!(%error, "watching the Jobs' pods failed; retrying");
         }
-        Ok(None) => {
-            ctx.forget(&ObjectRef::from(cached.as_ref()));
-            return Ok(Action::await_change());
-        }
-        Err(error) => Err(error.into()),
-    };
-    ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
-    let outcome = match &result {
-        Ok((_, true)) => ReconcileResult::Ok,
-        Ok((_, false)) => ReconcileResult::Degraded,
-        Err(_) => ReconcileResult::Error,
-    };
-    ctx.metrics.reconciles.get_or_create(&ResultLabels { result: outcome }).inc();
-    result.map(|(action, _)| action)
-}
-
-/// Reconciles one pipeline; the flag tells whether it could be planned and acted on (false:
-/// degraded). Events and metrics follow the status write, so a reconcile whose write failed
-/// reports nothing and the next one reports it once.
-async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(Action, bool), Error> {
-    let now = Timestamp::now();
-    let previous = pipeline.status.clone().unwrap_or_default();
-    let name = pipeline.name_any();
-    let uid = pipeline.uid().unwrap_or_default();
-    let spec_hash = spec_hash(&pipeline.spec.pipeline);
-    let annotation = |key: &str| pipeline.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str);
-    let no_committed = HashMap::new();
-    // Until the spec is checked the mode is unknown; a degraded status keeps the last one.
-    let unchecked = Mode::full("the spec has not been checked yet");
-    let base = Observation {
-        now,
-        pipeline: &name,
-        uid: &uid,
-        generation: pipeline.metadata.generation,
-        spec: &pipeline.spec,
-        spec_hash: &spec_hash,
-        mode: &unchecked,
-        previous: &previous,
-        partitions: &[],
-        looked_in: "",
-        jobs: &[],
-        committed: &no_committed,
-        requests: Requests { retry: annotation(RETRY_ANNOTATION), reprocess: annotation(REPROCESS_ANNOTATION) },
-    };
-    let observed = async {
-        let checked = observe::check_spec(&ctx.caches, &ctx.job_policy, pipeline).await?;
-        let listed = observe::partitions(&ctx.client, &ctx.caches, pipeline, &checked.0, now).await?;
-        Ok((checked, listed))
-    };
-    let ((checked, mode), listed) = match observed.await {
-        Ok(observed) => observed,
-        Err(blocked) => {
-            let (reason, message) = match &blocked {
-                Blocked::InvalidSpec(message) => ("InvalidSpec", message),
-                Blocked::SourceUnavailable(message) => ("SourceUnavailable", message),
-            };
-            let status = plan::plan_degraded(&base, reason, message);
-            let newly = degraded_reason(&previous) != degraded_reason(&status);
-            act::write_status(ctx, pipeline, &status).await?;
-            if newly {
-                act::publish(ctx, pipeline, EventType::Warning, reason, message.clone()).await;
-            }
-            return Ok((Action::requeue(ctx.next_retry(pipeline)), false));
-        }
-    };
-    ctx.metrics.source_listings.get_or_create(&labels_of(pipeline)).inc_by(listed.prefixes_listed as u64);
-    let (partitions, looked_in) = (listed.partitions, listed.looked_in);
-    let jobs = observe::jobs(&ctx.client, pipeline, &previous).await?;
-    let committed = observe::committed(&ctx.client, &ctx.caches, pipeline, &checked, &previous, &jobs).await;
-    let observation = Observation { mode: &mode, partitions: &partitions, looked_in: &looked_in, jobs: &jobs, committed: &committed, ..base };
-    let mut plan = plan::plan(&observation);
-    let refused = act::launch(ctx, pipeline, &plan.launches).await;
-    if !refused.is_empty() {
-        plan = plan::launch_refused(plan, &observation, &refused);
-    }
-    act::write_status(ctx, pipeline, &plan.status).await?;
-    act::report(ctx, pipeline, &plan.happenings).await;
-    record_lag(ctx, pipeline, &plan, &partitions, now);
-    if plan.relist {
-        ctx.caches.forget_listing(&uid);
-    }
-    if !refused.is_empty() {
-        return Ok((Action::requeue(ctx.next_retry(pipeline)), false));
-    }
-    ctx.succeeded(pipeline);
-    Ok((Action::requeue(plan.requeue_after), true))
-}
-
-/// The reason and message of a status's `Degraded` condition.
-fn degraded_reason(status: &crate::crd::EventPipelineStatus) -> Option<(&String, &String)> {
-    status.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| (&c.reason, &c.message))
-}
-
-/// Sets the lag gauge: the age of the oldest object whose rows are not committed yet — one that
-/// arrived after the cut-off of its partition's last committed run, or any object of a partition
-/// never committed.
-fn record_lag(ctx: &Context, pipeline: &EventPipeline, plan: &Plan, partitions: &[plan::ObservedPartition], now: Timestamp) {
-    let oldest_uncommitted = partitions.iter().filter_map(|partition| {
-        let entry = plan.status.partitions.iter().find(|p| p.partition == partition.key.to_string())?;
-        if entry.state == PartitionState::Succeeded && entry.fingerprint == partition.fingerprint {
-            return None;
-        }
-        partition.oldest_after(entry.committed_at.as_ref().map(|at| entry.settled_before.as_ref().unwrap_or(at).0))
+        std::future::ready(())
     });
-    let lag = oldest_uncommitted.min().map_or(0, |oldest| now.duration_since(oldest).as_secs().max(0));
-    ctx.metrics.lag_seconds.get_or_create(&labels_of(pipeline)).set(lag);
+    futures::pin_mut!(controller, pods);
+    futures::future::select(controller, pods).await;
 }
 
-fn error_policy(pipeline: Arc<EventPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
-    let wait = ctx.next_retry(&pipeline);
+fn error_policy(pipeline: Arc<PartialObjectMeta<EventPipeline>>, error: &Error, ctx: Arc<Context>) -> Action {
+    let wait = ctx.next_retry(&pipeline.uid().unwrap_or_default());
     tracing::warn!(%error, namespace = pipeline.namespace(), pipeline = pipeline.name_any(), retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }

@@ -1,31 +1,32 @@
 //! The observe step: checks the spec, lists the source's partitions inside the schedule's window
-//! (once per poll interval), reads the pipeline's Jobs with the reports of the finished ones, and
-//! the manifests of partitions whose Job is gone. Reads only.
+//! (once per poll interval), takes the pipeline's Jobs with their pods' reports from the watches'
+//! stores, and reads the manifests the planner asks for. Reads only.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
-use eventpipe_transformer::discovery;
-use eventpipe_transformer::fingerprint::fingerprint;
 use eventpipe_transformer::manifest;
 use eventpipe_transformer::mode::Mode;
-use eventpipe_transformer::storage::{Location, Opener, Retrying, Store};
-use eventpipe_transformer::task::Summary;
 use eventpipe_transformer::validate::{self, CheckedPipeline};
+use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 
-use crate::crd::{EventPipeline, EventPipelineStatus};
+use crate::crd::{EventPipeline, EventPipelineStatus, PartitionState};
 
-use super::job::{self, CONTROLLER_UID_LABEL, PIPELINE_UID_LABEL};
-use super::plan::{ObservedJob, ObservedPartition, Settled, missing_jobs, needs_report};
+use super::job;
+use super::listing::Listings;
+use super::plan::{Committed, JobOutcome, ObservedJob};
 use super::policy::JobPolicy;
-use super::report;
-use super::window::{MAX_PARTITIONS, Window};
+use super::s3::Clients;
+use super::watch::{Stores, trim_job};
+use super::window::Window;
+use super::{progress, report};
+
+/// Manifests read at once.
+const MANIFEST_READS: usize = 16;
 
 /// Why a pipeline cannot be observed; reported on its conditions, not as a reconcile error.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,36 +37,67 @@ pub enum Blocked {
     SourceUnavailable(String),
 }
 
-/// What the operator keeps per pipeline (by UID) between reconciles: the spec check and the opened
-/// stores (their HTTP clients and credentials are reused) while the generation does not change,
-/// and the source listing for one poll interval, so that Job events and the operator's own status
-/// writes never list the source again.
+/// A spec check and the generation it was made for.
+type SpecCheck = (Option<i64>, Result<(CheckedPipeline, Mode), String>);
+
+/// What the operator keeps per pipeline (by UID) between reconciles: the spec check while the
+/// generation does not change, the S3 clients (see [`s3`](super::s3)), the source listing (see
+/// [`listing`](super::listing)), and the manifests of partitions the status does not list.
 #[derive(Default)]
 pub struct Caches {
-    checks: Mutex<HashMap<String, (Option<i64>, Result<(CheckedPipeline, Mode), String>)>>,
-    stores: Mutex<HashMap<(String, String), (String, Store)>>,
-    listings: Mutex<HashMap<String, Listing>>,
-}
-
-/// One listing of a pipeline's source.
-struct Listing {
-    generation: Option<i64>,
-    at: Instant,
-    partitions: Vec<ObservedPartition>,
-    looked_in: String,
+    checks: Mutex<HashMap<String, SpecCheck>>,
+    /// The S3 clients of each pipeline's locations.
+    pub s3: Clients,
+    /// What was listed of each pipeline's source.
+    pub listings: Listings,
+    /// Manifests read for partitions the status did not list, by partition; kept while it does
+    /// not list them.
+    untracked_manifests: Mutex<HashMap<String, HashMap<String, Committed>>>,
+    /// The UID each pipeline name (namespace, name) had at its last reconcile.
+    owners: Mutex<HashMap<(String, String), String>>,
 }
 
 impl Caches {
     /// Drops everything kept for a pipeline (it was deleted).
     pub fn forget(&self, uid: &str) {
+        self.owners.lock().expect("not poisoned").retain(|_, owner| owner != uid);
         self.checks.lock().expect("not poisoned").remove(uid);
-        self.stores.lock().expect("not poisoned").retain(|(owner, _), _| owner != uid);
-        self.forget_listing(uid);
+        self.s3.forget(uid);
+        self.untracked_manifests.lock().expect("not poisoned").remove(uid);
+        self.listings.forget(uid);
     }
 
-    /// Makes the next reconcile of a pipeline list its source again.
-    pub fn forget_listing(&self, uid: &str) {
-        self.listings.lock().expect("not poisoned").remove(uid);
+    /// Records that a pipeline's name belongs to this UID. When it belonged to another (the
+    /// pipeline was deleted and created again between two reconciles, so no reconcile saw it
+    /// gone), drops what was kept for that one and returns its UID.
+    pub fn note_owner(&self, namespace: &str, name: &str, uid: &str) -> Option<String> {
+        let key = (namespace.to_string(), name.to_string());
+        let replaced = self.owners.lock().expect("not poisoned").insert(key, uid.to_string()).filter(|earlier| earlier != uid)?;
+        self.forget(&replaced);
+        Some(replaced)
+    }
+
+    /// The manifests kept for partitions `previous` does not list. Those it lists now are
+    /// forgotten: their Jobs may commit, so they are read afresh once they leave the status.
+    pub fn kept_manifests(&self, uid: &str, previous: &EventPipelineStatus) -> HashMap<String, Committed> {
+        let mut all = self.untracked_manifests.lock().expect("not poisoned");
+        let Some(kept) = all.get_mut(uid) else { return HashMap::new() };
+        let listed: HashSet<&str> = previous.partitions.iter().map(|entry| entry.partition.as_str()).collect();
+        kept.retain(|partition, _| !listed.contains(partition.as_str()));
+        kept.clone()
+    }
+
+    /// Keeps the manifests just read for partitions `previous` does not list (not those that
+    /// could not be read).
+    pub fn keep_manifests(&self, uid: &str, previous: &EventPipelineStatus, read: &HashMap<String, Committed>) {
+        let listed: HashSet<&str> = previous.partitions.iter().map(|entry| entry.partition.as_str()).collect();
+        let mut all = self.untracked_manifests.lock().expect("not poisoned");
+        let kept = all.entry(uid.to_string()).or_default();
+        for (partition, committed) in read {
+            if !listed.contains(partition.as_str()) && !matches!(committed, Committed::Unreadable(_)) {
+                kept.insert(partition.clone(), committed.clone());
+            }
+        }
     }
 }
 
@@ -100,178 +132,106 @@ pub async fn check_spec(caches: &Caches, policy: &JobPolicy, pipeline: &EventPip
     result.map_err(Blocked::InvalidSpec)
 }
 
-/// The partitions in the schedule's window, the newest [`MAX_PARTITIONS`] of them, oldest first,
-/// and how many prefixes of the source were listed for them (0 when the listing was kept).
-pub struct Listed {
-    /// The partitions.
-    pub partitions: Vec<ObservedPartition>,
-    /// Prefixes listed in S3 (each one LIST request per 1,000 objects).
-    pub prefixes_listed: usize,
-    /// Where and for which days the source was looked at, for messages.
-    pub looked_in: String,
-}
-
-/// Lists the partitions in the schedule's window, when the last listing is a poll interval old or
-/// the generation changed; otherwise returns the kept listing.
-pub async fn partitions(
+/// The manifests of these partitions, as the planner asked for them. A sink that cannot be opened
+/// or a manifest that cannot be read is reported as such: the planner waits rather than count an
+/// attempt as failed.
+pub async fn manifests(
     client: &Client,
     caches: &Caches,
     pipeline: &EventPipeline,
-    checked: &CheckedPipeline,
-    now: Timestamp,
-) -> Result<Listed, Blocked> {
-    let uid = pipeline.uid().unwrap_or_default();
-    let generation = pipeline.metadata.generation;
-    let poll = Duration::from_secs(pipeline.spec.schedule.poll_interval_seconds.into());
-    if let Some(listing) = caches.listings.lock().expect("not poisoned").get(&uid)
-        // A requeue after exactly one poll interval must list: allow for timer jitter.
-        && listing.generation == generation
-        && listing.at.elapsed() < poll.mul_f64(0.9)
-    {
-        return Ok(Listed { partitions: listing.partitions.clone(), prefixes_listed: 0, looked_in: listing.looked_in.clone() });
-    }
-    let source = open_store(client, caches, pipeline, &checked.source).await?;
-    let window = Window::of(&pipeline.spec.schedule, now).map_err(Blocked::InvalidSpec)?;
-    let prefixes = window.listing_prefixes(&checked.layout);
-    let found = discovery::discover_below(&source, &checked.layout, &prefixes)
-        .await
-        .map_err(|e| Blocked::SourceUnavailable(format!("listing {}: {e}", checked.source.url())))?;
-    let grace = i64::from(pipeline.spec.schedule.grace_period_seconds) * 1000;
-    let settled_before = Timestamp::from_millisecond(now.as_millisecond() - grace).unwrap_or(now);
-    let cutoff = chrono::DateTime::from_timestamp_millis(settled_before.as_millisecond()).unwrap_or_default();
-    let timestamp = |at: chrono::DateTime<chrono::Utc>| Timestamp::from_millisecond(at.timestamp_millis()).unwrap_or(now);
-    let mut partitions: Vec<ObservedPartition> = found
-        .into_iter()
-        .filter(|(key, _)| window.contains(key))
-        .map(|(key, found)| {
-            let mut modified: Vec<Timestamp> = found.modified.iter().copied().map(timestamp).collect();
-            modified.sort();
-            ObservedPartition {
-                key,
-                fingerprint: fingerprint(&found.inputs),
-                modified,
-                settled: found.settled(cutoff).map(|settled| Settled { fingerprint: fingerprint(&settled.inputs), before: settled_before }),
-            }
-        })
-        .collect();
-    let excess = partitions.len().saturating_sub(MAX_PARTITIONS);
-    partitions.drain(..excess);
-    let looked_in = window.describe(&checked.source.url(), &checked.layout);
-    let listing = Listing { generation, at: Instant::now(), partitions: partitions.clone(), looked_in: looked_in.clone() };
-    caches.listings.lock().expect("not poisoned").insert(uid, listing);
-    Ok(Listed { partitions, prefixes_listed: prefixes.len(), looked_in })
-}
-
-/// The committed output of each partition whose running Job is gone, from its manifest. A sink or
-/// manifest that cannot be read counts as no output: the attempt then counts as failed and is
-/// retried.
-pub async fn committed(
-    client: &Client,
-    caches: &Caches,
-    pipeline: &EventPipeline,
-    checked: &CheckedPipeline,
-    previous: &EventPipelineStatus,
-    jobs: &[ObservedJob],
-) -> HashMap<String, Summary> {
-    let partitions = missing_jobs(previous, jobs);
-    let mut committed = HashMap::new();
+    checked: Option<&CheckedPipeline>,
+    partitions: &[String],
+) -> HashMap<String, Committed> {
+    let all = |committed: Committed| partitions.iter().map(|partition| (partition.clone(), committed.clone())).collect();
     if partitions.is_empty() {
-        return committed;
+        return HashMap::new();
     }
-    let sink = match open_store(client, caches, pipeline, &checked.sink).await {
+    let Some(checked) = checked else {
+        return all(Committed::Unreadable("the spec is invalid, so the sink is unknown".into()));
+    };
+    let sink = match caches.s3.open(client, pipeline, &checked.sink).await {
         Ok(sink) => sink,
-        Err(error) => {
-            tracing::warn!(?error, "opening the sink to read committed manifests failed");
-            return committed;
+        Err(Blocked::InvalidSpec(error) | Blocked::SourceUnavailable(error)) => {
+            tracing::warn!(%error, "opening the sink to read committed manifests failed");
+            return all(Committed::Unreadable(error));
         }
     };
-    for partition in partitions {
-        let directory = sink.child(&format!("{partition}/"));
-        match manifest::read(&sink, &directory).await {
-            Ok(Some(found)) => {
-                committed.insert(partition, found.manifest.summary());
+    let reads = partitions.iter().cloned().map(|partition| {
+        let sink = sink.clone();
+        async move {
+            let directory = sink.child(&format!("{partition}/"));
+            let committed = match manifest::read(&sink, &directory).await {
+                Ok(Some(found)) => Committed::Output(found.manifest.summary()),
+                Ok(None) => Committed::Nothing,
+                Err(error) => {
+                    tracing::warn!(%error, partition, "reading a committed manifest failed");
+                    Committed::Unreadable(error.to_string())
+                }
+            };
+            (partition, committed)
+        }
+    });
+    futures::stream::iter(reads).buffer_unordered(MANIFEST_READS).collect().await
+}
+
+/// The pipeline's Jobs, from the watch's store; finished ones carry what their pods report (see
+/// [`report::explain`]). A running entry's Job the store has not seen yet (the watch lags behind
+/// this operator's own creates) is read directly, so that it is never taken for gone.
+pub async fn jobs(client: &Client, stores: &Stores, pipeline: &EventPipeline, previous: &EventPipelineStatus) -> kube::Result<Vec<ObservedJob>> {
+    let uid = pipeline.uid().unwrap_or_default();
+    // Right after a start the store may not hold every Job yet: planning from a partial view
+    // could launch beside a Job still running.
+    stores.jobs_ready().await;
+    let pods_known = stores.pods_known();
+    let mut jobs = stores.jobs_of(&uid);
+    let unseen: Vec<&str> = previous
+        .partitions
+        .iter()
+        .filter(|entry| entry.state == PartitionState::Running)
+        .filter_map(|entry| entry.job.as_deref())
+        .filter(|name| !jobs.iter().any(|job| job.metadata.name.as_deref() == Some(*name)))
+        .collect();
+    if !unseen.is_empty() {
+        let api: Api<Job> = Api::namespaced(client.clone(), &pipeline.namespace().unwrap_or_default());
+        for name in unseen {
+            if let Some(mut job) = api.get_opt(name).await? {
+                trim_job(&mut job);
+                jobs.push(Arc::new(job));
             }
-            Ok(None) => {}
-            Err(error) => tracing::warn!(%error, partition, "reading a committed manifest failed"),
         }
     }
-    committed
-}
-
-/// A store of the pipeline (source or sink), opened with its credentials Secret or the operator's
-/// own identity. Reopened when the generation or the Secret changes.
-async fn open_store(client: &Client, caches: &Caches, pipeline: &EventPipeline, location: &Location) -> Result<Store, Blocked> {
-    let s3 = pipeline.spec.pipeline.s3.as_ref();
-    let secret = match s3.and_then(|s3| s3.credentials_secret_ref.as_ref()) {
-        Some(reference) => {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &pipeline.namespace().unwrap_or_default());
-            let secret = secrets.get(&reference.name).await.map_err(|e| {
-                Blocked::SourceUnavailable(format!("reading Secret {} (s3.credentialsSecretRef): {e}", reference.name))
-            })?;
-            Some(secret)
-        }
-        None => None,
-    };
-    let version = format!(
-        "{:?}/{:?}",
-        pipeline.metadata.generation,
-        secret.as_ref().and_then(|s| s.metadata.resource_version.clone())
-    );
-    let key = (pipeline.uid().unwrap_or_default(), location.url());
-    if let Some((cached_version, store)) = caches.stores.lock().expect("not poisoned").get(&key)
-        && *cached_version == version
-    {
-        return Ok(store.clone());
-    }
-    let mut opener = Opener::new(s3);
-    if let Some(secret) = &secret {
-        opener = opener.with_credentials(credentials_from(secret)?);
-    }
-    let store = opener
-        // The next poll lists again: a failing listing is reported, not waited out.
-        .open(location, Retrying::Briefly)
-        .await
-        .map_err(|e| Blocked::SourceUnavailable(format!("opening {}: {e}", location.url())))?;
-    caches.stores.lock().expect("not poisoned").insert(key, (version, store.clone()));
-    Ok(store)
-}
-
-/// Static AWS credentials from a Secret's `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
-/// optional `AWS_SESSION_TOKEN`.
-fn credentials_from(secret: &Secret) -> Result<aws_credential_types::Credentials, Blocked> {
-    let data = secret.data.clone().unwrap_or_default();
-    let value = |key: &str| data.get(key).map(|bytes| String::from_utf8_lossy(&bytes.0).trim().to_string());
-    let required = |key: &str| {
-        value(key).filter(|v| !v.is_empty()).ok_or_else(|| {
-            Blocked::InvalidSpec(format!("Secret {} (s3.credentialsSecretRef) has no key {key}", secret.name_any()))
+    let pods = stores.pods_of(&uid);
+    let no_pods = Vec::new();
+    Ok(jobs
+        .iter()
+        .filter_map(|job| {
+            let mut observed = job::observe(job)?;
+            let job_pods = job.metadata.uid.as_ref().and_then(|uid| pods.get(uid)).unwrap_or(&no_pods);
+            if observed.outcome == JobOutcome::Running {
+                // Pods not listed yet must not pass for pods that never started.
+                observed.waiting = progress::waiting(job, job_pods).filter(|_| pods_known);
+                observed.disruptions = progress::disruptions(job_pods);
+            } else {
+                report::explain(&mut observed, job, job_pods);
+            }
+            Some(observed)
         })
-    };
-    Ok(aws_credential_types::Credentials::new(
-        required("AWS_ACCESS_KEY_ID")?,
-        required("AWS_SECRET_ACCESS_KEY")?,
-        value("AWS_SESSION_TOKEN"),
-        None,
-        "eventpipe-secret",
-    ))
+        .collect())
 }
 
-/// The pipeline's Jobs; finished ones the status has not recorded yet carry what their pods
-/// report (see [`report::explain`]).
-pub async fn jobs(client: &Client, pipeline: &EventPipeline, previous: &EventPipelineStatus) -> kube::Result<Vec<ObservedJob>> {
-    let namespace = pipeline.namespace().unwrap_or_default();
-    let api: Api<Job> = Api::namespaced(client.clone(), &namespace);
-    let selector = format!("{PIPELINE_UID_LABEL}={}", pipeline.uid().unwrap_or_default());
-    let listed = api.list(&ListParams::default().labels(&selector)).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let mut jobs = Vec::with_capacity(listed.items.len());
-    for listed_job in &listed.items {
-        let Some(mut observed) = job::observe(listed_job) else { continue };
-        if needs_report(previous, &observed) {
-            let selector = format!("{CONTROLLER_UID_LABEL}={}", listed_job.uid().unwrap_or_default());
-            let job_pods = pods.list(&ListParams::default().labels(&selector)).await?;
-            report::explain(&mut observed, listed_job, &job_pods.items);
-        }
-        jobs.push(observed);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipeline_created_again_under_its_name_drops_what_was_kept_for_the_old_one() {
+        let caches = Caches::default();
+        let unreachable = Blocked::SourceUnavailable("listing s3://b/events/: connection refused".into());
+        assert_eq!(caches.note_owner("data", "settings", "old"), None);
+        caches.listings.failed("old", Some(1), unreachable);
+        assert_eq!(caches.note_owner("data", "settings", "old"), None, "the same pipeline");
+        assert_eq!(caches.note_owner("data", "other", "another"), None);
+        assert_eq!(caches.note_owner("data", "settings", "new"), Some("old".to_string()));
+        assert_eq!(caches.listings.kept_failure("old", Some(1)), None, "nothing is kept for the old UID");
     }
-    Ok(jobs)
 }

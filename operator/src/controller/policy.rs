@@ -16,7 +16,8 @@ pub struct JobPolicy {
     /// The transformer image when a pipeline names none; always allowed.
     pub image: String,
     /// Prefixes of the other images a pipeline may name (`registry.example.com/data/`); none:
-    /// only the default image.
+    /// only the default image. A prefix matches whole path segments: `…/data` admits
+    /// `…/data/transformer:2` and `…/data:2`, not `…/data-evil/`.
     pub allowed_images: Vec<String>,
     /// The service accounts a pipeline may name; none: any in its namespace.
     pub allowed_service_accounts: Vec<String>,
@@ -30,7 +31,7 @@ impl JobPolicy {
     pub fn admit(&self, execution: &ExecutionSpec) -> Result<(), String> {
         if let Some(image) = &execution.image
             && *image != self.image
-            && !self.allowed_images.iter().any(|prefix| image.starts_with(prefix.as_str()))
+            && !self.allowed_images.iter().any(|prefix| within(image, prefix))
         {
             return Err(format!(
                 "execution.image {image:?} is not allowed here: the operator runs {:?} and images starting with {:?}; \
@@ -62,6 +63,15 @@ impl JobPolicy {
     }
 }
 
+/// Whether an image lies under an allowed prefix: the prefix ends where a path segment, the
+/// repository or the tag ends.
+fn within(image: &str, prefix: &str) -> bool {
+    match image.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with(['/', ':', '@']) || rest.is_empty() || rest.starts_with(['/', ':', '@']),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +99,18 @@ mod tests {
         assert_eq!(policy.admit(&execution(None, None)), Ok(()));
         assert_eq!(policy.admit(&execution(Some(&policy.image), None)), Ok(()));
         assert_eq!(policy.admit(&execution(Some("registry.example.com/data/transformer:2"), None)), Ok(()));
+    }
+
+    #[test]
+    fn a_prefix_admits_whole_path_segments_only() {
+        let policy = JobPolicy { allowed_images: vec!["registry.example.com/data".into()], ..policy() };
+        assert_eq!(policy.admit(&execution(Some("registry.example.com/data/transformer:2"), None)), Ok(()));
+        assert_eq!(policy.admit(&execution(Some("registry.example.com/data:2"), None)), Ok(()));
+        assert_eq!(policy.admit(&execution(Some("registry.example.com/data@sha256:0123"), None)), Ok(()));
+        assert!(policy.admit(&execution(Some("registry.example.com/data-evil/miner:1"), None)).is_err());
+        assert!(policy.admit(&execution(Some("registry.example.com/database:1"), None)).is_err());
+        let with_slash = JobPolicy { allowed_images: vec!["registry.example.com/data/".into()], ..policy };
+        assert!(with_slash.admit(&execution(Some("registry.example.com/data-evil/miner:1"), None)).is_err());
     }
 
     #[test]

@@ -4,17 +4,19 @@
 //! own reason (`DeadlineExceeded`, `BackoffLimitExceeded`, `PodFailurePolicy`). Pure: the observe
 //! step lists the pods.
 
+use std::sync::Arc;
+
 use eventpipe_transformer::task::Outcome;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerState, Pod};
 
-use super::job::CONTAINER;
+use super::job::{CONTAINER, MEMORY_LIMIT_ANNOTATION};
 use super::plan::{JobOutcome, ObservedJob};
 
 /// Replaces a finished Job's outcome with what its pods report: the summary of a success, or the
 /// best explanation of a failure.
-pub fn explain(observed: &mut ObservedJob, job: &Job, pods: &[Pod]) {
-    let mut newest_first: Vec<&Pod> = pods.iter().collect();
+pub fn explain(observed: &mut ObservedJob, job: &Job, pods: &[Arc<Pod>]) {
+    let mut newest_first: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
     newest_first.sort_by_key(|pod| std::cmp::Reverse(pod.metadata.creation_timestamp.clone().map(|t| t.0)));
     let Some(pod) = newest_first.first() else { return };
     let state = transformer_state(pod);
@@ -80,23 +82,16 @@ fn pod_detail(pod: &Pod, state: Option<&ContainerState>, memory_limit: Option<&s
     .to_string())
 }
 
-/// The transformer container's memory limit as the Job's spec gives it.
+/// The transformer container's memory limit, as the Job's annotation records it.
 fn memory_limit(job: &Job) -> Option<String> {
-    let pod = job.spec.as_ref()?.template.spec.as_ref()?;
-    let container = pod.containers.iter().find(|c| c.name == CONTAINER)?;
-    Some(container.resources.as_ref()?.limits.as_ref()?.get("memory")?.0.clone())
+    job.metadata.annotations.as_ref()?.get(MEMORY_LIMIT_ANNOTATION).cloned()
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use k8s_openapi::api::batch::v1::JobSpec;
-    use k8s_openapi::api::core::v1::{
-        Container, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodSpec, PodStatus, PodTemplateSpec,
-        ResourceRequirements,
-    };
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     use k8s_openapi::jiff::Timestamp;
 
@@ -146,27 +141,14 @@ mod tests {
             self
         }
 
-        fn build(self) -> Pod {
-            self.pod
+        fn build(self) -> Arc<Pod> {
+            Arc::new(self.pod)
         }
     }
 
     fn job_with_limit(limit: &str) -> Job {
-        let container = Container {
-            name: CONTAINER.into(),
-            resources: Some(ResourceRequirements {
-                limits: Some(BTreeMap::from([("memory".to_string(), Quantity(limit.into()))])),
-                ..ResourceRequirements::default()
-            }),
-            ..Container::default()
-        };
-        Job {
-            spec: Some(JobSpec {
-                template: PodTemplateSpec { spec: Some(PodSpec { containers: vec![container], ..PodSpec::default() }), ..PodTemplateSpec::default() },
-                ..JobSpec::default()
-            }),
-            ..Job::default()
-        }
+        let annotations = BTreeMap::from([(MEMORY_LIMIT_ANNOTATION.to_string(), limit.to_string())]);
+        Job { metadata: ObjectMeta { annotations: Some(annotations), ..ObjectMeta::default() }, ..Job::default() }
     }
 
     fn failed(reason: &str) -> ObservedJob {
@@ -176,11 +158,15 @@ mod tests {
             fingerprint: "f".into(),
             spec_hash: "s".into(),
             attempt: 1,
+            launch: 1,
             outcome: JobOutcome::Failed(reason.into()),
+            stopping: false,
+            waiting: None,
+            disruptions: Vec::new(),
         }
     }
 
-    fn explained(mut job: ObservedJob, pods: &[Pod]) -> JobOutcome {
+    fn explained(mut job: ObservedJob, pods: &[Arc<Pod>]) -> JobOutcome {
         explain(&mut job, &job_with_limit("256Mi"), pods);
         job.outcome
     }

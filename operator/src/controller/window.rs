@@ -1,6 +1,7 @@
 //! The schedule's window: which days are looked at, and which prefixes of the source must be
-//! listed to see them (one per day for short windows, one per month for long ones), so that a
-//! poll reads only as far back as the schedule says.
+//! listed to see them (one per day for the last month, one per month before), so that a poll
+//! reads only as far back as the schedule says, and a day or month whose partitions are all
+//! committed can be listed less often than the days still at work.
 
 use eventpipe_transformer::layout::{Layout, PartitionKey};
 use k8s_openapi::jiff::civil::Date;
@@ -9,11 +10,32 @@ use k8s_openapi::jiff::{Timestamp, ToSpan};
 
 use crate::crd::ScheduleSpec;
 
-/// At most this many partitions (the newest) are tracked; older ones in a longer window are
-/// ignored, which keeps the status small.
-pub const MAX_PARTITIONS: usize = 400;
-/// Windows up to this many days are listed day by day; longer ones month by month.
-const DAILY_LISTING_DAYS: i32 = 31;
+/// The last this many days of a window are listed day by day; the months before, month by month.
+const DAILY_LISTING_DAYS: i64 = 31;
+
+/// A directory of the source to list (a day's or a month's) and the last day it covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    /// The directory relative to the source URL in every spelling the layout reads, zero-padded
+    /// first (`year=2026/month=09/`, `year=2026/month=9/`, as Spark writes it); one empty path
+    /// for the whole source.
+    pub paths: Vec<String>,
+    /// The last day of the window it covers.
+    pub last_day: Date,
+}
+
+impl Prefix {
+    /// The zero-padded spelling, which names the prefix.
+    pub fn name(&self) -> &str {
+        &self.paths[0]
+    }
+
+    /// Whether every day it covers ended more than a day before `today` (so that its partitions
+    /// are closed whatever the grace period).
+    pub fn closed(&self, today: Date) -> bool {
+        self.last_day.checked_add(2.days()).is_ok_and(|after| after <= today)
+    }
+}
 
 /// The days a schedule looks at, both ends included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,21 +75,23 @@ impl Window {
         self.first <= day && day <= self.last
     }
 
-    /// The source prefixes to list, relative to the source URL, without duplicates: for values
-    /// below 10, the unpadded spelling as well (`month=9/`, as Spark writes it).
-    pub fn listing_prefixes(&self, layout: &Layout) -> Vec<String> {
-        let daily = self.last.since(self.first).map(|span| span.get_days()).unwrap_or(i32::MAX) < DAILY_LISTING_DAYS;
-        let mut prefixes: Vec<String> = Vec::new();
+    /// The source prefixes to list, oldest first, without duplicates: a month whose days all lie
+    /// more than [`DAILY_LISTING_DAYS`] before the window's last day is listed as one prefix;
+    /// later days one by one.
+    pub fn listing_prefixes(&self, layout: &Layout) -> Vec<Prefix> {
+        let daily_from = self.last.checked_sub((DAILY_LISTING_DAYS - 1).days()).unwrap_or(self.first);
+        let mut prefixes: Vec<Prefix> = Vec::new();
         let mut day = self.first;
         while day <= self.last {
             let (year, month) = (day.year() as u16, day.month() as u8);
-            for prefix in layout.listing_prefixes(year, Some(month), daily.then_some(day.day() as u8)) {
-                if prefix.is_empty() {
-                    return vec![String::new()];
-                }
-                if !prefixes.contains(&prefix) {
-                    prefixes.push(prefix);
-                }
+            let daily = day.last_of_month() >= daily_from;
+            let paths = layout.listing_prefixes(year, Some(month), daily.then_some(day.day() as u8));
+            if paths.iter().any(String::is_empty) {
+                return vec![Prefix { paths: vec![String::new()], last_day: self.last }];
+            }
+            match prefixes.last_mut() {
+                Some(last) if last.paths == paths => last.last_day = day,
+                _ => prefixes.push(Prefix { paths, last_day: day }),
             }
             day = match day.tomorrow() {
                 Ok(next) => next,
@@ -98,7 +122,7 @@ mod tests {
         assert!(!window.contains(&key(11, 21)) && !window.contains(&key(11, 25)));
         let layout = Layout::parse("raw/year={year}/month={month}/day={day}/").unwrap();
         assert_eq!(
-            window.listing_prefixes(&layout),
+            names(&window.listing_prefixes(&layout)),
             vec!["raw/year=2026/month=11/day=22/", "raw/year=2026/month=11/day=23/", "raw/year=2026/month=11/day=24/"]
         );
     }
@@ -112,13 +136,26 @@ mod tests {
     }
 
     #[test]
-    fn long_windows_are_listed_by_month() {
-        let schedule = ScheduleSpec { start_date: Some("2026-09-30".into()), ..ScheduleSpec::default() };
+    fn the_last_month_is_listed_by_day_and_older_months_by_month() {
+        let schedule = ScheduleSpec { start_date: Some("2026-08-30".into()), ..ScheduleSpec::default() };
         let window = Window::of(&schedule, now()).unwrap();
         let layout = Layout::parse("year={year}/month={month}/day={day}/hour={hour}/").unwrap();
-        assert_eq!(window.listing_prefixes(&layout), vec!["year=2026/month=09/", "year=2026/month=9/", "year=2026/month=10/", "year=2026/month=11/"]);
+        let prefixes = window.listing_prefixes(&layout);
+        let months = &prefixes[..2];
+        assert_eq!(names(months), ["year=2026/month=08/", "year=2026/month=09/"]);
+        assert_eq!(months[1].paths, ["year=2026/month=09/", "year=2026/month=9/"], "both spellings of a month, listed together");
+        assert_eq!(months.iter().map(|p| p.last_day.to_string()).collect::<Vec<_>>(), ["2026-08-31", "2026-09-30"]);
+        assert_eq!(prefixes[2].paths, ["year=2026/month=10/day=01/", "year=2026/month=10/day=1/"], "October holds a day of the last 31: listed by day");
+        assert_eq!(prefixes.len(), 2 + 31 + 24);
+        let today = now().to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC).date();
+        assert!(months[1].closed(today) && prefixes[prefixes.len() - 3].closed(today), "ended more than a day ago");
+        assert!(!prefixes[prefixes.len() - 2].closed(today), "yesterday may still take late files within the grace period");
         let flat = Layout::parse("{day}-{month}-{year}/").unwrap();
-        assert_eq!(window.listing_prefixes(&flat), vec![String::new()], "no common directory: list everything");
+        assert_eq!(names(&window.listing_prefixes(&flat)), [""], "no common directory: list everything");
+    }
+
+    fn names(prefixes: &[Prefix]) -> Vec<&str> {
+        prefixes.iter().map(Prefix::name).collect()
     }
 
     #[test]

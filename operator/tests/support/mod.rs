@@ -145,8 +145,28 @@ impl World {
     }
 
     pub async fn event_reasons(&self) -> Result<Vec<String>> {
+        Ok(self.events().await?.into_iter().filter_map(|e| e.reason).collect())
+    }
+
+    /// The Events of the namespace.
+    pub async fn events(&self) -> Result<Vec<Event>> {
         let events: Api<Event> = Api::namespaced(self.admin.clone(), &self.namespace);
-        Ok(events.list(&ListParams::default()).await?.items.into_iter().filter_map(|e| e.reason).collect())
+        Ok(events.list(&ListParams::default()).await?.items)
+    }
+}
+
+impl World {
+    /// A client of the operator's ServiceAccount that reaches the API server at `url` (a relay).
+    pub async fn operator_client_at(&self, url: &str) -> Result<Client> {
+        let env = KubeEnv::get().await?;
+        let mut config = env.admin_config();
+        config.cluster_url = url.parse()?;
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(env.service_account_token(&self.namespace, "eventpipe-operator").await?.into()),
+            ..Default::default()
+        };
+        config.default_namespace = self.namespace.clone();
+        Ok(Client::try_from(config)?)
     }
 }
 
@@ -226,6 +246,23 @@ pub fn spawn_operator(client: Client, args: OperatorArgs) -> (tokio::sync::onesh
     .boxed()
     .shared();
     (stop, tokio::spawn(eventpipe::operator::serve_and_run(client, args, shutdown)))
+}
+
+/// Relays connections from 127.0.0.1:`port` to the test API server until aborted.
+pub async fn relay_to_api_server(port: u16) -> Result<tokio::task::JoinHandle<()>> {
+    let url = KubeEnv::get().await?.admin_config().cluster_url;
+    let target = url.authority().context("the API server's address")?.to_string();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    Ok(tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    }))
 }
 
 pub fn free_port() -> u16 {

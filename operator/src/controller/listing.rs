@@ -1,0 +1,245 @@
+//! Listing a pipeline's source: the window's prefixes (a day's or a month's directory, see
+//! [`Window::listing_prefixes`]), each kept between reconciles. A prefix with work left, or one
+//! that covers today or yesterday, is listed again every poll interval; one whose days ended more
+//! than a day ago and whose partitions are all committed only every `closedRelistSeconds`, so that
+//! a long window costs what its recent days cost. Job events and the operator's own status writes
+//! never list: they reuse what was kept. A failed listing is kept too, for a backoff that doubles.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use eventpipe_transformer::discovery;
+use eventpipe_transformer::fingerprint::fingerprint;
+use eventpipe_transformer::validate::CheckedPipeline;
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::civil::Date;
+use kube::{Client, ResourceExt};
+
+use crate::crd::EventPipeline;
+
+use super::observe::{Blocked, Caches};
+use super::plan::{ObservedPartition, Settled};
+use super::window::{Prefix, Window};
+
+/// The partitions in the schedule's window, oldest first.
+pub struct Listed {
+    /// The partitions.
+    pub partitions: Vec<ObservedPartition>,
+    /// Prefixes listed in S3 now (each one LIST request per 1,000 objects).
+    pub prefixes_listed: usize,
+    /// Where and for which days the source was looked at, for messages.
+    pub looked_in: String,
+}
+
+/// What was listed of each pipeline's source, by pipeline UID.
+#[derive(Default)]
+pub struct Listings {
+    kept: Mutex<HashMap<String, Listing>>,
+    failed: Mutex<HashMap<String, FailedListing>>,
+}
+
+/// What was listed of one pipeline's source, by prefix.
+struct Listing {
+    generation: Option<i64>,
+    prefixes: HashMap<String, PrefixListing>,
+}
+
+/// One prefix's listing: when, what it held, and whether those partitions were all committed at
+/// the last plan.
+struct PrefixListing {
+    at: Instant,
+    partitions: Vec<ObservedPartition>,
+    settled: bool,
+}
+
+/// A listing that failed: why, how many times in a row, and until when it is not tried again.
+struct FailedListing {
+    generation: Option<i64>,
+    failures: u32,
+    until: Instant,
+    blocked: Blocked,
+}
+
+impl Listings {
+    /// Drops what was listed for a pipeline, so that its next reconcile lists every prefix.
+    pub fn forget(&self, uid: &str) {
+        self.kept.lock().expect("not poisoned").remove(uid);
+        self.failed.lock().expect("not poisoned").remove(uid);
+    }
+
+    /// Notes which partitions the last plan left unfinished (not committed for their current
+    /// inputs and spec): a closed prefix without any is listed only every `closedRelistSeconds`.
+    pub fn note_unfinished(&self, uid: &str, unfinished: &BTreeSet<String>) {
+        if let Some(listing) = self.kept.lock().expect("not poisoned").get_mut(uid) {
+            for prefix in listing.prefixes.values_mut() {
+                prefix.settled = prefix.partitions.iter().all(|partition| !unfinished.contains(&partition.key.to_string()));
+            }
+        }
+    }
+
+    /// Keeps a failed listing of this generation of a pipeline until its backoff ends, and
+    /// returns that backoff: it doubles with every failure in a row.
+    pub(super) fn failed(&self, uid: &str, generation: Option<i64>, blocked: Blocked) -> Duration {
+        let mut failed = self.failed.lock().expect("not poisoned");
+        let failures = failed.get(uid).filter(|earlier| earlier.generation == generation).map_or(0, |earlier| earlier.failures) + 1;
+        let backoff = super::retry_delay(failures);
+        failed.insert(uid.to_string(), FailedListing { generation, failures, until: Instant::now() + backoff, blocked });
+        backoff
+    }
+
+    /// The failure of the last listing of this generation of a pipeline while its backoff lasts.
+    pub(super) fn kept_failure(&self, uid: &str, generation: Option<i64>) -> Option<Blocked> {
+        let failed = self.failed.lock().expect("not poisoned");
+        failed.get(uid).filter(|failed| failed.generation == generation && Instant::now() < failed.until).map(|failed| failed.blocked.clone())
+    }
+
+    /// The prefixes whose kept listing is too old, or missing.
+    fn due<'a>(&self, uid: &str, generation: Option<i64>, prefixes: &'a [Prefix], today: Date, poll: Duration, closed_relist: Duration) -> Vec<&'a Prefix> {
+        let kept = self.kept.lock().expect("not poisoned");
+        let listing = kept.get(uid).filter(|listing| listing.generation == generation);
+        prefixes
+            .iter()
+            .filter(|prefix| {
+                let Some(kept) = listing.and_then(|listing| listing.prefixes.get(prefix.name())) else { return true };
+                let every = if kept.settled && prefix.closed(today) { closed_relist } else { poll };
+                // A requeue after exactly one interval must list: allow for timer jitter.
+                kept.at.elapsed() >= every.mul_f64(0.9)
+            })
+            .collect()
+    }
+
+    /// Keeps what was just listed, drops prefixes that left the window, and returns the window's
+    /// partitions, oldest first.
+    fn keep(&self, uid: &str, generation: Option<i64>, prefixes: &[Prefix], listed: Vec<(String, Vec<ObservedPartition>)>) -> Vec<ObservedPartition> {
+        let mut kept = self.kept.lock().expect("not poisoned");
+        let listing = kept.entry(uid.to_string()).or_insert_with(|| Listing { generation, prefixes: HashMap::new() });
+        if listing.generation != generation {
+            *listing = Listing { generation, prefixes: HashMap::new() };
+        }
+        for (path, partitions) in listed {
+            listing.prefixes.insert(path, PrefixListing { at: Instant::now(), partitions, settled: false });
+        }
+        listing.prefixes.retain(|name, _| prefixes.iter().any(|prefix| prefix.name() == name));
+        let mut partitions: Vec<ObservedPartition> = listing.prefixes.values().flat_map(|prefix| prefix.partitions.iter().cloned()).collect();
+        partitions.sort_by_key(|partition| partition.key);
+        partitions
+    }
+}
+
+/// Lists the prefixes of the schedule's window that are due (see the module doc) and returns every
+/// partition of the window. A failed listing is not tried again before its backoff ends.
+pub async fn partitions(client: &Client, caches: &Caches, pipeline: &EventPipeline, checked: &CheckedPipeline, now: Timestamp) -> Result<Listed, Blocked> {
+    let uid = pipeline.uid().unwrap_or_default();
+    let generation = pipeline.metadata.generation;
+    let listings = &caches.listings;
+    if let Some(blocked) = listings.kept_failure(&uid, generation) {
+        return Err(blocked);
+    }
+    let schedule = &pipeline.spec.schedule;
+    let window = Window::of(schedule, now).map_err(Blocked::InvalidSpec)?;
+    let prefixes = window.listing_prefixes(&checked.layout);
+    let poll = Duration::from_secs(schedule.poll_interval_seconds.into());
+    let closed_relist = Duration::from_secs(schedule.closed_relist_seconds.into());
+    let due = listings.due(&uid, generation, &prefixes, window.last, poll, closed_relist);
+    let listed = if due.is_empty() {
+        Vec::new()
+    } else {
+        match list(client, caches, pipeline, checked, &due, now).await {
+            Ok(listed) => listed,
+            Err(blocked) => {
+                if matches!(blocked, Blocked::SourceUnavailable(_)) {
+                    listings.failed(&uid, generation, blocked.clone());
+                    // Rotated credentials are one cause: the next try reads the Secret again.
+                    caches.s3.forget(&uid);
+                }
+                return Err(blocked);
+            }
+        }
+    };
+    let partitions = listings.keep(&uid, generation, &prefixes, listed).into_iter().filter(|partition| window.contains(&partition.key)).collect();
+    Ok(Listed { partitions, prefixes_listed: due.len(), looked_in: window.describe(&checked.source.url(), &checked.layout) })
+}
+
+/// Lists each of these prefixes and fingerprints the partitions below it.
+async fn list(
+    client: &Client,
+    caches: &Caches,
+    pipeline: &EventPipeline,
+    checked: &CheckedPipeline,
+    prefixes: &[&Prefix],
+    now: Timestamp,
+) -> Result<Vec<(String, Vec<ObservedPartition>)>, Blocked> {
+    let source = caches.s3.open(client, pipeline, &checked.source).await?;
+    let grace = i64::from(pipeline.spec.schedule.grace_period_seconds) * 1000;
+    let settled_before = Timestamp::from_millisecond(now.as_millisecond() - grace).unwrap_or(now);
+    let cutoff = chrono::DateTime::from_timestamp_millis(settled_before.as_millisecond()).unwrap_or_default();
+    let timestamp = |at: chrono::DateTime<chrono::Utc>| Timestamp::from_millisecond(at.timestamp_millis()).unwrap_or(now);
+    let mut listed = Vec::with_capacity(prefixes.len());
+    for prefix in prefixes {
+        // Every spelling of a directory at once: a partition written in both is one partition.
+        let found = discovery::discover_below(&source, &checked.layout, &prefix.paths)
+            .await
+            .map_err(|e| Blocked::SourceUnavailable(format!("listing {}: {e}", checked.source.url())))?;
+        let partitions = found
+            .into_iter()
+            .map(|(key, found)| {
+                let mut modified: Vec<Timestamp> = found.modified.iter().copied().map(timestamp).collect();
+                modified.sort();
+                ObservedPartition {
+                    key,
+                    fingerprint: fingerprint(&found.inputs),
+                    modified,
+                    settled: found.settled(cutoff).map(|settled| Settled { fingerprint: fingerprint(&settled.inputs), before: settled_before }),
+                }
+            })
+            .collect();
+        listed.push((prefix.name().to_string(), partitions));
+    }
+    Ok(listed)
+}
+
+#[cfg(test)]
+mod tests {
+    use eventpipe_transformer::layout::PartitionKey;
+
+    use super::*;
+
+    #[test]
+    fn a_failed_listing_is_kept_for_a_backoff_that_doubles() {
+        let listings = Listings::default();
+        let unreachable = Blocked::SourceUnavailable("listing s3://b/events/: connection refused".into());
+        assert_eq!(listings.kept_failure("uid", Some(1)), None);
+        assert_eq!(listings.failed("uid", Some(1), unreachable.clone()), Duration::from_secs(5));
+        assert_eq!(listings.kept_failure("uid", Some(1)), Some(unreachable.clone()), "Job events do not list again");
+        assert_eq!(listings.failed("uid", Some(1), unreachable.clone()), Duration::from_secs(10));
+        assert_eq!(listings.kept_failure("uid", Some(2)), None, "a new generation lists at once");
+        listings.forget("uid");
+        assert_eq!(listings.kept_failure("uid", Some(1)), None);
+    }
+
+    #[test]
+    fn a_closed_prefix_whose_partitions_are_committed_is_listed_less_often() {
+        let listings = Listings::default();
+        let today: Date = "2026-11-24".parse().unwrap();
+        let october = Prefix { paths: vec!["year=2026/month=10/".into()], last_day: "2026-10-31".parse().unwrap() };
+        let yesterday = Prefix { paths: vec!["year=2026/month=11/day=23/".into()], last_day: "2026-11-23".parse().unwrap() };
+        let prefixes = [october.clone(), yesterday.clone()];
+        let third = ObservedPartition {
+            key: PartitionKey { year: 2026, month: 10, day: 3, hour: None },
+            fingerprint: "f".into(),
+            modified: Vec::new(),
+            settled: None,
+        };
+        let listed = listings.keep("uid", Some(1), &prefixes, vec![(october.name().to_string(), vec![third.clone()]), (yesterday.name().to_string(), Vec::new())]);
+        assert_eq!(listed, std::slice::from_ref(&third));
+        let (poll, relist) = (Duration::ZERO, Duration::from_secs(3600));
+        let due = |generation| listings.due("uid", generation, &prefixes, today, poll, relist).into_iter().map(|p| p.name().to_string()).collect::<Vec<_>>();
+        assert_eq!(due(Some(1)).len(), 2, "not known to be committed yet");
+        listings.note_unfinished("uid", &BTreeSet::new());
+        assert_eq!(due(Some(1)), [yesterday.name()], "yesterday may still take late files: listed every poll");
+        listings.note_unfinished("uid", &BTreeSet::from([third.key.to_string()]));
+        assert_eq!(due(Some(1)).len(), 2, "work left in October");
+        assert_eq!(due(Some(2)).len(), 2, "a new generation lists everything");
+    }
+}
