@@ -522,10 +522,8 @@ impl CsvDecoder {
         }
         let problem = if fields != width {
             Some(format!("{fields} fields, expected {width}"))
-        } else if let Some(field) = record_fields.clone().position(|field| std::str::from_utf8(field).is_err()) {
-            Some(self.invalid_utf8(field))
         } else {
-            None
+            record_fields.clone().position(|field| std::str::from_utf8(field).is_err()).map(|field| self.invalid_utf8(field))
         };
         let (line, raw) = record.start();
         if let Some(problem) = problem {

@@ -180,6 +180,15 @@ impl Scenario {
         self
     }
 
+    /// The first planned launch run and committed, and the status that records it carried over.
+    fn first_launch_committed(self) -> Self {
+        let plan = self.plan();
+        let launch = plan.launches[0].clone();
+        let mut scenario = self.next(&plan).finish(&launch.job, committed(&launch, 1));
+        scenario.previous = scenario.plan().status;
+        scenario
+    }
+
     /// Ends a Job; a success commits to the sink what the transformer reports, by default the
     /// inputs and spec the Job was launched for.
     fn finish(mut self, job: &str, outcome: JobOutcome) -> Self {
@@ -284,11 +293,7 @@ fn a_firehose_day_in_append_mode_converts_each_object_once_it_settles() {
 
 #[test]
 fn a_replaced_object_in_an_append_partition_is_run_again() {
-    let scenario = appending().growing(TODAY, &[-600]);
-    let plan = scenario.plan();
-    let launch = plan.launches[0].clone();
-    let mut scenario = scenario.next(&plan).finish(&launch.job, committed(&launch, 1));
-    scenario.previous = scenario.plan().status;
+    let mut scenario = appending().growing(TODAY, &[-600]).first_launch_committed();
     // The object was overwritten: same count, another fingerprint. The Job sees that the
     // committed object changed and processes the whole partition.
     scenario.partitions[0].settled.as_mut().unwrap().fingerprint = "replaced".into();
@@ -328,10 +333,7 @@ fn an_aggregation_runs_once_when_its_day_closes() {
 fn open_refresh_recomputes_an_open_aggregation_at_most_that_often() {
     let mut scenario = Scenario::new().partition(TODAY, "a", -600);
     scenario.spec.schedule.open_refresh_seconds = Some(3600);
-    let plan = scenario.plan();
-    let launch = plan.launches[0].clone();
-    let mut scenario = scenario.next(&plan).finish(&launch.job, committed(&launch, 1));
-    scenario.previous = scenario.plan().status;
+    let mut scenario = scenario.first_launch_committed();
     scenario.partitions[0].fingerprint = "b".into();
     let plan = scenario.plan();
     assert!(plan.launches.is_empty());
@@ -354,11 +356,7 @@ fn a_late_file_after_close_processes_the_partition_again() {
 
 #[test]
 fn an_sql_change_to_an_aggregation_waits_for_the_open_day_to_close() {
-    let scenario = appending().growing(TODAY, &[-600]);
-    let plan = scenario.plan();
-    let launch = plan.launches[0].clone();
-    let mut scenario = scenario.next(&plan).finish(&launch.job, committed(&launch, 1));
-    scenario.previous = scenario.plan().status;
+    let mut scenario = appending().growing(TODAY, &[-600]).first_launch_committed();
     scenario.mode = Mode::full("the SQL aggregates rows (GROUP BY or an aggregate function)");
     scenario.spec_hash = "spec-2".into();
     scenario.generation = 2;
@@ -715,10 +713,7 @@ fn rolling_the_spec_back_runs_the_partition_again_instead_of_adopting_the_old_jo
     let first_job = scenario.previous.partitions[0].job.clone().unwrap();
     scenario.generation = 2;
     scenario.spec_hash = "spec-2".into();
-    let second = scenario.plan();
-    let launch = second.launches[0].clone();
-    let mut scenario = scenario.next(&second).finish(&launch.job, committed(&launch, 1));
-    scenario.previous = scenario.plan().status;
+    let mut scenario = scenario.first_launch_committed();
     assert_eq!((scenario.previous.partitions[0].state, scenario.previous.partitions[0].spec_hash.as_str()), (PartitionState::Succeeded, "spec-2"));
 
     scenario.generation = 3;
@@ -735,10 +730,7 @@ fn rolling_the_spec_back_runs_the_partition_again_instead_of_adopting_the_old_jo
 fn deleting_an_object_again_runs_the_partition_instead_of_adopting_the_old_job() {
     let mut scenario = Scenario::new().partition(22, "a", -10).all_done();
     scenario.partitions[0].fingerprint = "a+wrong".into();
-    let second = scenario.plan();
-    let launch = second.launches[0].clone();
-    let mut scenario = scenario.next(&second).finish(&launch.job, committed(&launch, 1));
-    scenario.previous = scenario.plan().status;
+    let mut scenario = scenario.first_launch_committed();
     scenario.partitions[0].fingerprint = "a".into();
     let plan = scenario.plan();
     assert_eq!(plan.launches.iter().map(|l| l.fingerprint.as_str()).collect::<Vec<_>>(), ["a"], "{:?}", states(&plan));
@@ -756,10 +748,7 @@ fn with_one_attempt_returning_to_inputs_whose_job_failed_runs_them_again() {
     scenario.previous = scenario.plan().status;
     assert_eq!(scenario.previous.partitions[0].state, PartitionState::Failed);
     scenario.partitions[0].fingerprint = "a+fix".into();
-    let second = scenario.plan();
-    let launch = second.launches[0].clone();
-    let mut scenario = scenario.next(&second).finish(&launch.job, committed(&launch, 1));
-    scenario.previous = scenario.plan().status;
+    let mut scenario = scenario.first_launch_committed();
     scenario.partitions[0].fingerprint = "a".into();
     let plan = scenario.plan();
     assert_eq!(launched(&plan).len(), 1, "{:?}", states(&plan));
