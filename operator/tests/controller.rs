@@ -27,14 +27,17 @@ async fn a_refused_job_degrades_the_pipeline_and_is_retried() -> Result<()> {
     quotas.create(&PostParams::default(), &quota).await?;
     let (stop, operator, _) = world.start_operator();
     world.apply_pipeline("capped", json!({})).await?;
-    wait_until("JobCreateFailed", || async {
-        Ok(condition(&world.status("capped").await?, "Degraded") == Some(("True".into(), "JobCreateFailed".into())))
+    // Each try records its launch before creating the Job (the partition shows Running for
+    // that moment, `Degraded` stays JobCreateFailed); between tries it waits, Pending.
+    wait_until("JobCreateFailed with the partition waiting", || async {
+        let status = world.status("capped").await?;
+        let refused = condition(&status, "Degraded") == Some(("True".into(), "JobCreateFailed".into()));
+        Ok(refused && (status.running_jobs, status.pending_partitions) == (0, 1))
     })
     .await?;
     let status = world.status("capped").await?;
     let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
     assert!(degraded.message.contains("quota"), "{}", degraded.message);
-    assert_eq!((status.running_jobs, status.pending_partitions), (0, 1));
     assert!(world.event_reasons().await?.iter().any(|r| r == "JobCreateFailed"));
     assert!(world.job_names().await?.is_empty());
 
