@@ -347,3 +347,31 @@ async fn a_window_longer_than_the_status_is_processed_oldest_first() -> Result<(
     operator.await?;
     Ok(())
 }
+
+/// Spark writes `day=4` where the layout says `day={day}`: objects under `day=04/` and `day=4/`
+/// are one partition, with one Job and one status entry whose fingerprint covers both, however
+/// often the source is listed again.
+#[tokio::test]
+async fn a_partition_in_both_spellings_is_one_partition() -> Result<()> {
+    use chrono::Datelike;
+    let world = World::new("spellings").await?;
+    let days_ago = (1..=31).find(|days| (chrono::Utc::now().date_naive() - chrono::Duration::days(*days)).day() < 10).context("a day below 10")?;
+    let padded = partition(days_ago);
+    let unpadded = padded.replace("/day=0", "/day=");
+    world.upload(&padded, "a.csv", 2).await?;
+    world.upload(&unpadded, "b.csv", 3).await?;
+    let (stop, operator, _) = world.start_operator();
+    world.apply_pipeline("spelled", json!({"schedule": {"lookbackDays": 32}})).await?;
+    let jobs = world.wait_for_jobs(1).await?;
+    // Listed again every poll (1 s): a second reading of the partition would change its inputs.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(world.job_names().await?, jobs, "one Job, launched once");
+    let status = world.status("spelled").await?;
+    let entries: Vec<_> = status.partitions.iter().map(|p| (p.partition.as_str(), p.fingerprint.as_str())).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].0, padded);
+    assert!(!world.event_reasons().await?.iter().any(|reason| reason == "InputsChanged"));
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
