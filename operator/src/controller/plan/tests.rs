@@ -180,13 +180,18 @@ impl Scenario {
         self
     }
 
-    /// The first planned launch run and committed, and the status that records it carried over.
-    fn first_launch_committed(self) -> Self {
+    /// The first planned launch run to `outcome`, and the status that records it carried over.
+    fn first_launch_ends(self, outcome: impl FnOnce(&Launch) -> JobOutcome) -> Self {
         let plan = self.plan();
         let launch = plan.launches[0].clone();
-        let mut scenario = self.next(&plan).finish(&launch.job, committed(&launch, 1));
+        let mut scenario = self.next(&plan).finish(&launch.job, outcome(&launch));
         scenario.previous = scenario.plan().status;
         scenario
+    }
+
+    /// The first planned launch run and committed, and the status that records it carried over.
+    fn first_launch_committed(self) -> Self {
+        self.first_launch_ends(|launch| committed(launch, 1))
     }
 
     /// Ends a Job; a success commits to the sink what the transformer reports, by default the
@@ -645,9 +650,7 @@ fn the_committed_fingerprint_is_recorded_and_the_listing_refreshed() {
 fn a_retry_request_gives_failed_partitions_new_attempts_once() {
     let mut scenario = Scenario::new().partition(22, "a", -10);
     scenario.spec.execution.max_attempts = 1;
-    let first = scenario.plan();
-    let mut scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Failed("boom".into()));
-    scenario.previous = scenario.plan().status;
+    let mut scenario = scenario.first_launch_ends(|_| JobOutcome::Failed("boom".into()));
     scenario.retry = Some("1".into());
     let plan = scenario.plan();
     assert_eq!(launched(&plan), vec![(22, 2)]);
@@ -743,9 +746,7 @@ fn deleting_an_object_again_runs_the_partition_instead_of_adopting_the_old_job()
 fn with_one_attempt_returning_to_inputs_whose_job_failed_runs_them_again() {
     let mut scenario = Scenario::new().partition(22, "a", -10);
     scenario.spec.execution.max_attempts = 1;
-    let first = scenario.plan();
-    let mut scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Failed("boom".into()));
-    scenario.previous = scenario.plan().status;
+    let mut scenario = scenario.first_launch_ends(|_| JobOutcome::Failed("boom".into()));
     assert_eq!(scenario.previous.partitions[0].state, PartitionState::Failed);
     scenario.partitions[0].fingerprint = "a+fix".into();
     let mut scenario = scenario.first_launch_committed();
@@ -872,9 +873,7 @@ fn a_reprocess_request_for_the_same_partition_works_again_after_the_annotation_w
 fn a_spec_changes_retry_survives_a_degraded_reconcile() {
     let mut scenario = Scenario::new().partition(22, "a", -10);
     scenario.spec.execution.max_attempts = 1;
-    let first = scenario.plan();
-    let mut scenario = scenario.next(&first).finish(&first.launches[0].job, JobOutcome::Failed("boom".into()));
-    scenario.previous = scenario.plan().status;
+    let mut scenario = scenario.first_launch_ends(|_| JobOutcome::Failed("boom".into()));
     scenario.generation = 2;
     scenario.unavailable = Some("SourceUnavailable");
     let degraded = scenario.plan();
