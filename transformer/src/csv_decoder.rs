@@ -578,7 +578,13 @@ impl CsvDecoder {
                     return Ok(None);
                 }
                 ReadRecordResult::InputEmpty if !record.is_blank() => {
-                    return self.read_again_after_first_line("a quoted field opened on this line never closes".into(), false);
+                    let reason = "a quoted field opened on this line never closes";
+                    // Not a bad row: the line after it is no header either.
+                    if self.header_pending {
+                        let (line, _) = record.start();
+                        return Err(ArrowError::SchemaError(format!("{}: line {line}: the header: {reason}", self.object)));
+                    }
+                    return self.read_again_after_first_line(reason.into(), false);
                 }
                 ReadRecordResult::InputEmpty | ReadRecordResult::End => {
                     self.record.clear(self.line);
@@ -1135,6 +1141,22 @@ pub(crate) mod tests {
         // Without a line end after it, the open quote is the last line's.
         let (good, bad) = separate(&options, b"1,a,b\n2,c,\"d", &[]).await;
         assert_eq!((good.unwrap().num_rows(), bad[0].line), (1, 2));
+    }
+
+    /// A header whose quote never closes stops the object whether bad rows are refused or set
+    /// apart: setting its first line apart would take the next line for the header (found by
+    /// the decoder's fuzz target).
+    #[tokio::test]
+    async fn a_header_whose_quote_never_closes_stops_the_object_either_way() {
+        let options = options(events_columns(), true, 1024);
+        let input = b"\"\nid,name,value,timestamp\n1,a,b,100\n";
+        let refused = same_whatever_the_cuts(&options, input).await.unwrap_err();
+        assert!(refused.contains("test.csv: line 1: the header: a quoted field opened on this line never closes"), "{refused}");
+        let dir = tempfile::tempdir().unwrap();
+        let bad = Arc::new(BadRows::create(&dir.path().join("bad.jsonl")).unwrap());
+        let separated = decode_with(&options, input, &[], BadRowHandling::Separate(Arc::clone(&bad))).await;
+        assert_eq!(separated.unwrap_err(), refused);
+        assert_eq!(bad.count(), 0);
     }
 
     /// A row may not grow past maxRowBytes: a quote left open in a large object costs that much
