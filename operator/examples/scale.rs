@@ -45,6 +45,9 @@ async fn main() -> Result<()> {
     let mut operator = tokio::process::Command::new(&binary)
         .args(["operator", "--transformer-image", "example/transformer:scale", "--listen", &listen])
         .args(["--namespace", &namespace])
+        // The pipelines name no Secret: the operator lists with its own keys (from the environment).
+        .args(["--s3-identity", "operator"])
+        .args(["--s3-allowances", &serde_json::json!({"*": {"endpoints": [s3.endpoint()]}}).to_string()])
         .env("KUBECONFIG", env.kubeconfig_path())
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)

@@ -5,6 +5,7 @@
 pub mod athena;
 pub mod controller;
 pub mod crd;
+pub mod enforced;
 pub mod lease;
 pub mod local;
 pub mod manifest_file;

@@ -18,11 +18,13 @@ use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 
+use crate::controller::allowances::S3Allowances;
+use crate::controller::identity::{IdentityMode, IdentitySettings};
 use crate::controller::{self, Watched, policy::JobPolicy};
+use crate::enforced::JobDefaults;
 use crate::lease;
 use crate::crd::EventPipeline;
 use crate::metrics::Metrics;
-use crate::pod_settings::PodSettings;
 use crate::server;
 
 /// Options of `eventpipe operator`.
@@ -41,9 +43,32 @@ pub struct OperatorArgs {
     #[arg(long = "allowed-service-account", env = "EVENTPIPE_ALLOWED_SERVICE_ACCOUNTS", value_delimiter = ',')]
     pub allowed_service_accounts: Vec<String>,
     /// Pod settings for what pipelines leave out of `execution`, as JSON in the shape of
-    /// `execution` (`{"priorityClassName": "batch", "imagePullSecrets": [{"name": "registry"}]}`).
+    /// `execution` (`{"priorityClassName": "batch", "imagePullSecrets": [{"name": "registry"}]}`),
+    /// with those pipelines may not change under `enforced` (`{"enforced": {"nodeSelector": …,
+    /// "tolerations": …, "priorityClassName": …, "podAnnotations": …, "podLabels": …,
+    /// "pipelinesMayAdd": {…}}}`).
     #[arg(long, env = "EVENTPIPE_JOB_DEFAULTS", default_value = "{}", value_parser = parse_job_defaults)]
-    pub job_defaults: PodSettings,
+    pub job_defaults: JobDefaults,
+    /// Whose AWS identity reads pipelines' S3 locations when they name no credentials Secret:
+    /// `pipeline` (the role of the pipeline's ServiceAccount, by IRSA or EKS Pod Identity; the
+    /// operator's own role needs no S3 access) or `operator` (its own). Default: `pipeline` when
+    /// namespaces are given, `operator` for a cluster-wide installation.
+    #[arg(long, env = "EVENTPIPE_S3_IDENTITY", value_enum)]
+    pub s3_identity: Option<IdentityMode>,
+    /// STS endpoint for IRSA token exchanges, e.g. a VPC endpoint; also given to IRSA Jobs as
+    /// `AWS_ENDPOINT_URL_STS`. AWS's regional endpoint when absent.
+    #[arg(long, env = "EVENTPIPE_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
+    /// The EKS cluster's name: pipelines whose ServiceAccount has no IRSA role use its EKS Pod
+    /// Identity association. Pod Identity is off when absent.
+    #[arg(long, env = "EVENTPIPE_POD_IDENTITY_CLUSTER")]
+    pub pod_identity_cluster: Option<String>,
+    /// What each namespace's pipelines may reach in S3, as JSON:
+    /// `{"team-a": {"sources": ["s3://team-a-raw/*"], "sinks": […], "rejected": […],
+    /// "endpoints": ["https://minio.data:9000"]}, "*": {…}}`. A namespace without an entry uses
+    /// `*`'s; globs left out allow any location; endpoints left out allow AWS's only.
+    #[arg(long, env = "EVENTPIPE_S3_ALLOWANCES", default_value = "{}", value_parser = S3Allowances::parse)]
+    pub s3_allowances: S3Allowances,
     /// Watch pipelines in these namespaces only (repeat the flag, or separate with commas); all
     /// namespaces when none is given.
     #[arg(long = "namespace", env = "EVENTPIPE_WATCH_NAMESPACES", value_delimiter = ',')]
@@ -141,8 +166,15 @@ pub async fn serve_and_run(client: Client, args: OperatorArgs, shutdown: Shutdow
             image: args.transformer_image.clone(),
             allowed_images: args.allowed_images.clone(),
             allowed_service_accounts: args.allowed_service_accounts.clone(),
-            pod_defaults: args.job_defaults.clone(),
+            pod_defaults: args.job_defaults.defaults.clone(),
+            enforced: args.job_defaults.enforced.clone(),
         },
+        identity: IdentitySettings {
+            mode: args.s3_identity.unwrap_or(if args.namespaces.is_empty() { IdentityMode::Operator } else { IdentityMode::Pipeline }),
+            sts_endpoint: args.sts_endpoint.clone(),
+            pod_identity_cluster: args.pod_identity_cluster.clone(),
+        },
+        s3_allowances: args.s3_allowances.clone(),
         metrics,
         instance: args.identity.clone(),
     };
@@ -163,8 +195,8 @@ pub async fn serve_and_run(client: Client, args: OperatorArgs, shutdown: Shutdow
     Ok(code)
 }
 
-fn parse_job_defaults(json: &str) -> Result<PodSettings, String> {
-    serde_json::from_str(json).map_err(|error| format!("not pod settings in the shape of execution: {error}"))
+fn parse_job_defaults(json: &str) -> Result<JobDefaults, String> {
+    serde_json::from_str(json).map_err(|error| format!("not pod settings in the shape of execution (with `enforced`): {error}"))
 }
 
 /// The APIs of each watched namespace, or of all namespaces.

@@ -15,6 +15,8 @@ const DEFAULT_CPU_REQUEST: &str = "1";
 const DEFAULT_MEMORY: &str = "2Gi";
 /// The scratch volume's size when neither a pipeline nor the installation gives one.
 const DEFAULT_SCRATCH_SIZE: &str = "10Gi";
+/// The pod annotations when neither a pipeline nor the installation gives any.
+const DEFAULT_POD_ANNOTATIONS: [(&str, &str); 1] = [("karpenter.sh/do-not-disrupt", "true")];
 
 /// Pod settings of the transformer Jobs. Each field left out is taken from the defaults the
 /// operator was installed with (chart value `jobDefaults`).
@@ -104,6 +106,14 @@ impl PodSettings {
             pod_annotations: either(&self.pod_annotations, &defaults.pod_annotations),
             pod_labels: either(&self.pod_labels, &defaults.pod_labels),
             scratch_size: either(&self.scratch_size, &defaults.scratch_size),
+        }
+    }
+
+    /// The pods' annotations: the ones given (`{}` included), or the built-in ones.
+    pub fn pod_annotations(&self) -> BTreeMap<String, String> {
+        match &self.pod_annotations {
+            Some(chosen) => chosen.clone(),
+            None => DEFAULT_POD_ANNOTATIONS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
 

@@ -92,15 +92,25 @@ def rbac(objects, args):
         places = [("ClusterRole", {})]
         names = [r["metadata"]["name"] for r in operator_cluster_roles]
         expect(all(args.release_namespace in n for n in names), f"ClusterRole names {names} lack the release namespace")
+    # Acting as each pipeline (the default of a namespaced installation) adds the rules of
+    # pipeline-identity.yaml where the operator watches; acting as itself adds nothing.
+    rule_sets = [("operator.yaml", wanted)]
+    identity = rules_file("pipeline-identity.yaml")
+    if namespaces:
+        rule_sets.append(("pipeline-identity.yaml", identity))
+    else:
+        extra = [r["metadata"]["name"] for r in find(objects, "ClusterRole") + find(objects, "Role") if r["rules"] == identity]
+        expect(not extra, f"a cluster-wide installation acting as itself may create tokens: {extra}")
     for kind, where in places:
-        roles = [r for r in find(objects, kind, **where) if r["rules"] == wanted]
-        expect(len(roles) == 1, f"expected one {kind} {where} with the rules of operator.yaml, found {len(roles)}")
-        bindings = [
-            b for b in find(objects, kind + "Binding", **where)
-            if b["roleRef"]["name"] == roles[0]["metadata"]["name"]
-        ]
-        expect(len(bindings) == 1, f"expected one {kind}Binding to {roles[0]['metadata']['name']} {where}")
-        check_binding(bindings[0], roles[0], sa, args.release_namespace)
+        for file, rules in rule_sets:
+            roles = [r for r in find(objects, kind, **where) if r["rules"] == rules]
+            expect(len(roles) == 1, f"expected one {kind} {where} with the rules of {file}, found {len(roles)}")
+            bindings = [
+                b for b in find(objects, kind + "Binding", **where)
+                if b["roleRef"]["name"] == roles[0]["metadata"]["name"]
+            ]
+            expect(len(bindings) == 1, f"expected one {kind}Binding to {roles[0]['metadata']['name']} {where}")
+            check_binding(bindings[0], roles[0], sa, args.release_namespace)
     for role, verbs in [("edit", {"create", "update", "patch", "delete"}), ("view", {"get", "list", "watch"})]:
         label = f"rbac.authorization.k8s.io/aggregate-to-{role}"
         aggregated = [r for r in find(objects, "ClusterRole") if r["metadata"]["labels"].get(label) == "true"]
@@ -149,6 +159,8 @@ def deployment(objects, args):
     namespaces = [f for f in flags if f.startswith("--namespace")]
     wanted = [f"--namespace={n}" for n in args.watch_namespace.split(",") if n]
     expect(namespaces == wanted, f"namespace flags {namespaces}, expected {wanted}")
+    identity = "pipeline" if wanted else "operator"
+    expect(f"--s3-identity={identity}" in flags, f"--s3-identity={identity} not in {flags}")
     env = {e["name"]: e for e in c.get("env", [])}
     for name, field in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")]:
         ref = env.get(name, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")

@@ -6,6 +6,7 @@ use std::path::{Component, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_credential_types::provider::SharedCredentialsProvider;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::{Path, PathPart};
@@ -97,7 +98,7 @@ impl Location {
 #[derive(Debug)]
 pub struct Opener {
     settings: S3Settings,
-    credentials: Option<aws_credential_types::Credentials>,
+    credentials: Option<SharedCredentialsProvider>,
     aws: OnceCell<AwsContext>,
 }
 
@@ -124,8 +125,9 @@ impl Opener {
         Self { settings: s3.cloned().unwrap_or_default(), credentials: None, aws: OnceCell::new() }
     }
 
-    /// Uses these credentials instead of the AWS credential chain.
-    pub fn with_credentials(mut self, credentials: aws_credential_types::Credentials) -> Self {
+    /// Uses these credentials instead of the AWS credential chain (static keys, or a provider
+    /// that fetches expiring ones: they are cached until shortly before they expire).
+    pub fn with_credentials(mut self, credentials: SharedCredentialsProvider) -> Self {
         self.credentials = Some(credentials);
         self
     }

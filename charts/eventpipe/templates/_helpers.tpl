@@ -65,6 +65,25 @@ chart's appVersion). */}}
 {{- $defaults | toJson }}
 {{- end }}
 
+{{/* The service accounts pipelines may name: allowedServiceAccounts, or the chart-made Jobs'
+ServiceAccount alone when the chart makes one; as a JSON list (empty: any). */}}
+{{- define "eventpipe.allowedServiceAccounts" -}}
+{{- if .Values.allowedServiceAccounts }}
+{{- .Values.allowedServiceAccounts | toJson }}
+{{- else if .Values.jobServiceAccount.create }}
+{{- list (include "eventpipe.jobServiceAccountName" .) | toJson }}
+{{- else }}
+{{- list | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* Whose identity reads pipelines' S3 locations: s3Identity.mode, or pipeline for a namespaced
+installation and operator for a cluster-wide one. */}}
+{{- define "eventpipe.s3IdentityMode" -}}
+{{- $namespaces := include "eventpipe.watchNamespaces" . | fromJsonArray }}
+{{- .Values.s3Identity.mode | default (ternary "pipeline" "operator" (gt (len $namespaces) 0)) }}
+{{- end }}
+
 {{/* The watched namespaces as a JSON list; empty for all namespaces. */}}
 {{- define "eventpipe.watchNamespaces" -}}
 {{- $namespaces := .Values.watchNamespaces }}

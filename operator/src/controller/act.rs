@@ -17,6 +17,7 @@ use crate::metrics::{PipelineLabels, RowKind, RowLabels};
 use super::Context;
 use super::conditions::{self, Health};
 use super::job;
+use super::observe::Blocked;
 use super::plan::{Happening, Launch, Outdated, Stop};
 
 /// The field manager of the operator's status writes.
@@ -30,12 +31,23 @@ const REQUESTS_AT_ONCE: usize = 8;
 /// replica before a restart, or by another one): its name is derived from the partition's launch
 /// number in the status.
 pub async fn launch(ctx: &Context, pipeline: &EventPipeline, launches: &[Launch]) -> Vec<(String, String)> {
+    if launches.is_empty() {
+        return Vec::new();
+    }
+    // The Jobs run with the identity the operator listed with.
+    let web_identity = match ctx.caches.s3.identity(&ctx.client, pipeline).await {
+        Ok(identity) => identity.for_jobs(ctx.caches.s3.exchanges().settings()),
+        Err(Blocked::InvalidSpec(error) | Blocked::SourceUnavailable(error)) => {
+            return launches.iter().map(|launch| (launch.job.clone(), error.clone())).collect();
+        }
+    };
+    let web_identity = web_identity.as_ref();
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
     // Collected first: a lazy map of borrowing futures trips the compiler's Send check.
     let creates: Vec<_> = launches.iter().map(|launch| {
         let api = &api;
         async move {
-            match api.create(&PostParams::default(), &job::build(pipeline, launch, &ctx.job_policy)).await {
+            match api.create(&PostParams::default(), &job::build(pipeline, launch, &ctx.job_policy, web_identity)).await {
                 Ok(_) => None,
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     tracing::info!(job = launch.job, "job exists already");

@@ -12,7 +12,8 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
+    PodTemplateSpec, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::EventPipeline;
 
+use super::identity::JobWebIdentity;
 use super::plan::{JobOutcome, Launch, ObservedJob};
 use super::policy::JobPolicy;
 
@@ -47,8 +49,12 @@ pub const MEMORY_LIMIT_ANNOTATION: &str = "eventpipe.dev/memory-limit";
 pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 /// The transformer container's name.
 pub const CONTAINER: &str = "transformer";
-/// The pod annotations when `execution.podAnnotations` is absent.
-pub const DEFAULT_POD_ANNOTATIONS: [(&str, &str); 1] = [("karpenter.sh/do-not-disrupt", "true")];
+
+/// Where IRSA's token is mounted, as the EKS webhook mounts it.
+const WEB_IDENTITY_VOLUME: &str = "aws-iam-token";
+const WEB_IDENTITY_DIR: &str = "/var/run/secrets/eks.amazonaws.com/serviceaccount";
+const WEB_IDENTITY_TOKEN: &str = "token";
+const WEB_IDENTITY_TOKEN_SECONDS: i64 = 86_400;
 
 const MAX_NAME: usize = 63;
 const SCRATCH: &str = "/scratch";
@@ -90,9 +96,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The Job for a launch: owned by the pipeline, labelled for lookup, hardened, with the task in
-/// its environment. The task names the partition, never its objects, so the Job's size does not
-/// grow with the partition.
-pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy) -> Job {
+/// its environment and, for IRSA, the role the operator used. The task names the partition, never
+/// its objects, so the Job's size does not grow with the partition.
+pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy, web_identity: Option<&JobWebIdentity>) -> Job {
     let spec = &pipeline.spec;
     let execution = &spec.execution;
     let pod = policy.pod(execution);
@@ -120,10 +126,7 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy) -> J
     if let Some(limit) = resources.limits.as_ref().and_then(|limits| limits.get("memory")) {
         annotations.insert(MEMORY_LIMIT_ANNOTATION.to_string(), limit.0.clone());
     }
-    let pod_annotations = match &pod.pod_annotations {
-        Some(chosen) => chosen.clone(),
-        None => DEFAULT_POD_ANNOTATIONS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-    };
+    let pod_annotations = pod.pod_annotations();
     let task = Task {
         partition: launch.partition,
         expected_fingerprint: Some(launch.fingerprint.clone()),
@@ -139,19 +142,36 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy) -> J
         settled_before: launch.settled_before.map(|at| at.to_string()),
     };
     let credentials = spec.pipeline.s3.as_ref().and_then(|s3| s3.credentials_secret_ref.as_ref());
+    let mut env = vec![
+        EnvVar {
+            name: "EVENTPIPE_TASK".to_string(),
+            value: Some(serde_json::to_string(&task).expect("tasks serialise")),
+            ..EnvVar::default()
+        },
+        EnvVar { name: "RUST_LOG".to_string(), value: Some("warn".to_string()), ..EnvVar::default() },
+    ];
+    let mut volume_mounts = vec![VolumeMount { name: "scratch".to_string(), mount_path: SCRATCH.to_string(), ..VolumeMount::default() }];
+    let mut volumes = vec![Volume {
+        name: "scratch".to_string(),
+        empty_dir: Some(EmptyDirVolumeSource { size_limit: Some(pod.scratch_size()), ..EmptyDirVolumeSource::default() }),
+        ..Volume::default()
+    }];
+    if let Some(web_identity) = web_identity {
+        env.extend(web_identity_env(web_identity));
+        volume_mounts.push(VolumeMount {
+            name: WEB_IDENTITY_VOLUME.to_string(),
+            mount_path: WEB_IDENTITY_DIR.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(web_identity_volume(web_identity));
+    }
     let container = Container {
         name: CONTAINER.to_string(),
         image: Some(policy.image(execution)),
         image_pull_policy: pod.image_pull_policy.map(|policy| format!("{policy:?}")),
         command: Some(vec!["eventpipe-transformer".to_string()]),
-        env: Some(vec![
-            EnvVar {
-                name: "EVENTPIPE_TASK".to_string(),
-                value: Some(serde_json::to_string(&task).expect("tasks serialise")),
-                ..EnvVar::default()
-            },
-            EnvVar { name: "RUST_LOG".to_string(), value: Some("warn".to_string()), ..EnvVar::default() },
-        ]),
+        env: Some(env),
         env_from: credentials.map(|secret| {
             vec![EnvFromSource {
                 secret_ref: Some(SecretEnvSource { name: secret.name.clone(), optional: Some(false) }),
@@ -166,11 +186,7 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy) -> J
             capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), ..Capabilities::default() }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "scratch".to_string(),
-            mount_path: SCRATCH.to_string(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(volume_mounts),
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Container::default()
     };
@@ -214,17 +230,46 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy) -> J
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "scratch".to_string(),
-                        empty_dir: Some(EmptyDirVolumeSource { size_limit: Some(pod.scratch_size()), ..EmptyDirVolumeSource::default() }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..PodSpec::default()
                 }),
             },
             ..JobSpec::default()
         }),
         status: None,
+    }
+}
+
+/// The IRSA environment, named as the EKS Pod Identity webhook names it.
+fn web_identity_env(web_identity: &JobWebIdentity) -> Vec<EnvVar> {
+    let var = |name: &str, value: &str| EnvVar { name: name.to_string(), value: Some(value.to_string()), ..EnvVar::default() };
+    let mut env = vec![
+        var("AWS_ROLE_ARN", &web_identity.role_arn),
+        var("AWS_WEB_IDENTITY_TOKEN_FILE", &format!("{WEB_IDENTITY_DIR}/{WEB_IDENTITY_TOKEN}")),
+        var("AWS_STS_REGIONAL_ENDPOINTS", "regional"),
+    ];
+    if let Some(endpoint) = &web_identity.sts_endpoint {
+        env.push(var("AWS_ENDPOINT_URL_STS", endpoint));
+    }
+    env
+}
+
+/// The ServiceAccount token for STS, renewed by the kubelet.
+fn web_identity_volume(web_identity: &JobWebIdentity) -> Volume {
+    Volume {
+        name: WEB_IDENTITY_VOLUME.to_string(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(web_identity.audience.to_string()),
+                    expiration_seconds: Some(WEB_IDENTITY_TOKEN_SECONDS),
+                    path: WEB_IDENTITY_TOKEN.to_string(),
+                }),
+                ..VolumeProjection::default()
+            }]),
+            ..ProjectedVolumeSource::default()
+        }),
+        ..Volume::default()
     }
 }
 
@@ -398,7 +443,7 @@ mod tests {
             limits: BTreeMap::from([("memory".to_string(), Quantity("2Gi".into()))]),
             ..ContainerResources::default()
         });
-        let job = build(&pipeline, &launch(2), &policy());
+        let job = build(&pipeline, &launch(2), &policy(), None);
         assert_eq!(job.metadata.name, Some(launch(2).job));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("EventPipeline", "settings", Some(true)));
@@ -436,7 +481,7 @@ mod tests {
     fn pod_annotations_replace_the_default() {
         let mut pipeline = pipeline("settings");
         pipeline.spec.execution.pod.pod_annotations = Some(BTreeMap::new());
-        let job = build(&pipeline, &launch(1), &policy());
+        let job = build(&pipeline, &launch(1), &policy(), None);
         assert_eq!(job.spec.unwrap().template.metadata.unwrap().annotations, None);
     }
 
@@ -452,7 +497,7 @@ mod tests {
             scratch_size: Some(Quantity("40Gi".into())),
             ..PodSettings::default()
         };
-        let job = build(&pipeline, &launch(3), &JobPolicy { pod_defaults: defaults, ..policy() });
+        let job = build(&pipeline, &launch(3), &JobPolicy { pod_defaults: defaults, ..policy() }, None);
         let template = job.spec.unwrap().template;
         let labels = template.metadata.unwrap().labels.unwrap();
         assert_eq!((labels["team"].as_str(), labels[ATTEMPT_LABEL].as_str()), ("data", "3"), "the pipeline's labels, the operator's last");
@@ -473,14 +518,14 @@ mod tests {
     fn the_jobs_size_does_not_depend_on_the_partitions_objects() {
         let mut pipeline = pipeline("settings");
         pipeline.spec.pipeline.transform.sql = format!("SELECT * FROM events WHERE name <> '{}'", "x".repeat(2000));
-        let job = build(&pipeline, &launch(1), &policy());
+        let job = build(&pipeline, &launch(1), &policy(), None);
         let size = serde_json::to_vec(&job).unwrap().len();
         assert!(size < 8 * 1024, "{size} bytes");
     }
 
     #[test]
     fn a_built_job_reads_back_as_the_launch() {
-        let job = build(&pipeline("settings"), &launch(1), &policy());
+        let job = build(&pipeline("settings"), &launch(1), &policy(), None);
         let observed = observe(&job).unwrap();
         assert_eq!(
             (observed.name, observed.partition.as_str(), observed.fingerprint.as_str(), observed.spec_hash.as_str()),
@@ -501,12 +546,36 @@ mod tests {
         let mut pipeline = pipeline("settings");
         pipeline.spec.execution.active_deadline_seconds = 3600;
         pipeline.spec.execution.start_timeout_seconds = 300;
-        let job = build(&pipeline, &launch(1), &policy());
+        let job = build(&pipeline, &launch(1), &policy(), None);
         assert_eq!(job.spec.as_ref().unwrap().active_deadline_seconds, Some(3900));
         let container = &job.spec.unwrap().template.spec.unwrap().containers[0];
         let task_json = container.env.as_ref().unwrap().iter().find(|e| e.name == "EVENTPIPE_TASK").unwrap();
         let task: Task = serde_json::from_str(task_json.value.as_deref().unwrap()).unwrap();
         assert_eq!(task.engine.timeout_seconds, Some(3480));
+    }
+
+    /// With IRSA the Job carries the role the operator used, as the EKS webhook would add it.
+    #[test]
+    fn an_irsa_job_gets_the_role_and_a_token_for_sts() {
+        let identity = JobWebIdentity {
+            role_arn: "arn:aws:iam::123456789012:role/team-a".into(),
+            sts_endpoint: Some("https://sts.vpce.example".into()),
+            audience: "sts.amazonaws.com",
+        };
+        let job = build(&pipeline("settings"), &launch(1), &policy(), Some(&identity));
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let env: BTreeMap<String, String> =
+            pod.containers[0].env.clone().unwrap().into_iter().map(|e| (e.name, e.value.unwrap_or_default())).collect();
+        assert_eq!(env["AWS_ROLE_ARN"], identity.role_arn);
+        assert_eq!(env["AWS_WEB_IDENTITY_TOKEN_FILE"], "/var/run/secrets/eks.amazonaws.com/serviceaccount/token");
+        assert_eq!(env["AWS_ENDPOINT_URL_STS"], "https://sts.vpce.example");
+        let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "aws-iam-token").unwrap();
+        let projection = volume.projected.unwrap().sources.unwrap()[0].service_account_token.clone().unwrap();
+        assert_eq!(projection.audience.as_deref(), Some("sts.amazonaws.com"));
+        let mount = pod.containers[0].volume_mounts.clone().unwrap().into_iter().find(|m| m.name == "aws-iam-token").unwrap();
+        assert_eq!(mount.read_only, Some(true));
+        let plain = build(&pipeline("settings"), &launch(1), &policy(), None).spec.unwrap().template.spec.unwrap();
+        assert!(!plain.containers[0].env.clone().unwrap().iter().any(|e| e.name.starts_with("AWS_")));
     }
 
     #[test]

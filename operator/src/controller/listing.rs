@@ -180,7 +180,7 @@ async fn list(
         // Every spelling of a directory at once: a partition written in both is one partition.
         let found = discovery::discover_below(&source, &checked.layout, &prefix.paths)
             .await
-            .map_err(|e| Blocked::SourceUnavailable(format!("listing {}: {e}", checked.source.url())))?;
+            .map_err(|e| Blocked::SourceUnavailable(format!("listing {}: {}", checked.source.url(), super::s3::describe(pipeline, e))))?;
         let partitions = found
             .into_iter()
             .map(|(key, found)| {

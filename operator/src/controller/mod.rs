@@ -3,8 +3,10 @@
 //! write the status when it changed).
 
 pub mod act;
+pub mod allowances;
 pub mod conditions;
 pub mod decode;
+pub mod identity;
 pub mod job;
 pub mod listing;
 pub mod observe;
@@ -61,6 +63,10 @@ pub struct Settings {
     pub client: Client,
     /// What the installation decides for every pipeline's Jobs.
     pub job_policy: policy::JobPolicy,
+    /// Whose identity pipelines' S3 requests use.
+    pub identity: identity::IdentitySettings,
+    /// What each namespace's pipelines may reach in S3.
+    pub s3_allowances: allowances::S3Allowances,
     /// The metrics, shared by every controller.
     pub metrics: Arc<Metrics>,
     /// The reporting instance of Events.
@@ -85,6 +91,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// What the installation decides for every pipeline's Jobs.
     pub job_policy: policy::JobPolicy,
+    /// What each namespace's pipelines may reach in S3.
+    pub s3_allowances: allowances::S3Allowances,
     /// The metrics.
     pub metrics: Arc<Metrics>,
     /// The Jobs and pods the watches keep.
@@ -102,11 +110,12 @@ impl Context {
         Self {
             recorder: Recorder::new(settings.client.clone(), reporter),
             client: settings.client,
+            caches: Caches::new(s3::Clients::new(identity::Exchanges::new(settings.identity), settings.job_policy.clone())),
             job_policy: settings.job_policy,
+            s3_allowances: settings.s3_allowances,
             metrics: settings.metrics,
             stores,
             pipeline_resource: ApiResource::erase::<EventPipeline>(&()),
-            caches: Caches::default(),
             failures: Mutex::default(),
         }
     }

@@ -16,6 +16,7 @@ use kube::{Client, ResourceExt};
 
 use crate::crd::{EventPipeline, EventPipelineStatus, PartitionState};
 
+use super::allowances::S3Allowances;
 use super::job;
 use super::listing::Listings;
 use super::plan::{Committed, JobOutcome, ObservedJob};
@@ -58,6 +59,11 @@ pub struct Caches {
 }
 
 impl Caches {
+    /// Caches whose S3 clients are opened by `s3`.
+    pub fn new(s3: Clients) -> Self {
+        Self { s3, ..Self::default() }
+    }
+
     /// Drops everything kept for a pipeline (it was deleted).
     pub fn forget(&self, uid: &str) {
         self.owners.lock().expect("not poisoned").retain(|_, owner| owner != uid);
@@ -102,8 +108,9 @@ impl Caches {
 }
 
 /// Checks the spec as the transformer will read it, planning the SQL against the declared columns,
-/// and against what the installation allows.
-pub async fn check_spec(caches: &Caches, policy: &JobPolicy, pipeline: &EventPipeline) -> Result<(CheckedPipeline, Mode), Blocked> {
+/// and against what the installation allows its Jobs and its namespace's S3 reach. Sends no
+/// request: a pipeline refused here never makes the operator reach S3.
+pub async fn check_spec(caches: &Caches, policy: &JobPolicy, reach: &S3Allowances, pipeline: &EventPipeline) -> Result<(CheckedPipeline, Mode), Blocked> {
     let uid = pipeline.uid().unwrap_or_default();
     let generation = pipeline.metadata.generation;
     if let Some((checked_generation, result)) = caches.checks.lock().expect("not poisoned").get(&uid)
@@ -126,6 +133,7 @@ pub async fn check_spec(caches: &Caches, policy: &JobPolicy, pipeline: &EventPip
         if !matches!(checked.source, eventpipe_transformer::storage::Location::S3 { .. }) {
             return Err(format!("source.url must be an s3:// URL in a cluster, not {}", spec.pipeline.source.url));
         }
+        reach.admit(pipeline, &checked)?;
         Ok((checked, mode))
     });
     caches.checks.lock().expect("not poisoned").insert(uid, (generation, result.clone()));
@@ -165,7 +173,7 @@ pub async fn manifests(
                 Ok(None) => Committed::Nothing,
                 Err(error) => {
                     tracing::warn!(%error, partition, "reading a committed manifest failed");
-                    Committed::Unreadable(error.to_string())
+                    Committed::Unreadable(super::s3::describe(pipeline, error))
                 }
             };
             (partition, committed)

@@ -1,13 +1,14 @@
 //! What the operator's installation decides for the Jobs of every pipeline: the default image,
-//! the images and service accounts a pipeline may name, and the pod settings a pipeline's
-//! `execution` overrides (chart values `transformerImage`, `allowedImages`,
+//! the images and service accounts a pipeline may name, the pod settings a pipeline's
+//! `execution` overrides and those it may not (chart values `transformerImage`, `allowedImages`,
 //! `allowedServiceAccounts` and `jobDefaults`).
 //!
 //! Whoever may create an EventPipeline in a namespace makes the operator create Jobs there, so
 //! a pipeline is trusted as far as someone who may create Jobs in its namespace — except for the
-//! image and the service account, which the installation can restrict.
+//! image, the service account and the enforced pod settings, which the installation decides.
 
 use crate::crd::ExecutionSpec;
+use crate::enforced::EnforcedPodSettings;
 use crate::pod_settings::PodSettings;
 
 /// The installation's decisions for every pipeline's Jobs.
@@ -23,6 +24,8 @@ pub struct JobPolicy {
     pub allowed_service_accounts: Vec<String>,
     /// Pod settings for the fields a pipeline leaves out.
     pub pod_defaults: PodSettings,
+    /// Pod settings every Job gets, whatever its pipeline says.
+    pub enforced: EnforcedPodSettings,
 }
 
 impl JobPolicy {
@@ -49,7 +52,7 @@ impl JobPolicy {
                 self.allowed_service_accounts
             ));
         }
-        Ok(())
+        self.enforced.admit(&execution.pod)
     }
 
     /// The image a pipeline's Jobs run.
@@ -57,9 +60,10 @@ impl JobPolicy {
         execution.image.clone().unwrap_or_else(|| self.image.clone())
     }
 
-    /// A pipeline's pod settings, the installation's defaults filling what it leaves out.
+    /// A pipeline's pod settings: the installation's defaults fill what it leaves out, and the
+    /// enforced settings are put in.
     pub fn pod(&self, execution: &ExecutionSpec) -> PodSettings {
-        execution.pod.or(&self.pod_defaults)
+        self.enforced.apply(execution.pod.or(&self.pod_defaults))
     }
 }
 
@@ -82,6 +86,7 @@ mod tests {
             allowed_images: vec!["registry.example.com/data/".into()],
             allowed_service_accounts: vec!["eventpipe-jobs".into()],
             pod_defaults: PodSettings { service_account_name: Some("eventpipe-jobs".into()), ..PodSettings::default() },
+            enforced: EnforcedPodSettings::default(),
         }
     }
 

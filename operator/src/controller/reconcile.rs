@@ -78,7 +78,7 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     let spec_hash = spec_hash(&pipeline.spec.pipeline);
     let annotation = |key: &str| pipeline.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str);
     let jobs = observe::jobs(&ctx.client, &ctx.stores, pipeline, &previous).await?;
-    let checked = observe::check_spec(&ctx.caches, &ctx.job_policy, pipeline).await;
+    let checked = observe::check_spec(&ctx.caches, &ctx.job_policy, &ctx.s3_allowances, pipeline).await;
     let listed = match &checked {
         Ok((checked, _)) => listing::partitions(&ctx.client, &ctx.caches, pipeline, checked, now).await,
         Err(blocked) => Err(blocked.clone()),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use eventpipe::crd::{EventPipeline, EventPipelineStatus, PartitionState};
+use eventpipe::controller::allowances::S3Allowances;
 use eventpipe::operator::{OperatorArgs, Shutdown};
 use eventpipe_testkit::kube_env::KubeEnv;
 use eventpipe_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
@@ -219,13 +220,18 @@ fn counting_client(env: &KubeEnv, namespace: &str, token: String) -> Result<(Cli
 }
 
 /// The operator's options for a test: watching `namespaces`, its Lease in `lease_namespace`, its
-/// HTTP server on a free port.
+/// HTTP server on a free port, pipelines of any namespace allowed to use the test S3 server.
 pub fn operator_args(namespaces: &[&str], lease_namespace: &str) -> OperatorArgs {
+    let endpoint = S3Server::get().expect("the test S3 server").endpoint();
     OperatorArgs {
         transformer_image: "registry.example/eventpipe-transformer:test".into(),
         allowed_images: Vec::new(),
         allowed_service_accounts: Vec::new(),
         job_defaults: Default::default(),
+        s3_identity: None,
+        sts_endpoint: None,
+        pod_identity_cluster: None,
+        s3_allowances: S3Allowances::parse(&json!({"*": {"endpoints": [endpoint]}}).to_string()).expect("allowances parse"),
         namespaces: namespaces.iter().map(|namespace| namespace.to_string()).collect(),
         listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
         leader_election: false,

@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# A SeaweedFS S3 server with IAM policies and STS AssumeRoleWithWebIdentity, for the tests that
+# check what each identity may touch: the operator's own static credentials, and per-team roles
+# that a Job assumes with its ServiceAccount token -- the test kube-apiserver's token issuer is
+# trusted as an OIDC provider, the way AWS IAM trusts an EKS cluster's OIDC issuer.
+#
+#   scripts/seaweedfs.sh install                       build `weed` into the cache (first run only)
+#   scripts/seaweedfs.sh bin                           print the binary's path
+#   scripts/seaweedfs.sh run DIR S3_CONFIG IAM_CONFIG  run in the foreground (see below)
+#
+# Environment:
+#   EVENTPIPE_CACHE              cache root (default ~/.cache/eventpipe); the binary is cached as
+#                                $EVENTPIPE_CACHE/seaweedfs/<version>/weed
+#   EVENTPIPE_SEAWEEDFS          use this `weed` binary instead of the cached one
+#   EVENTPIPE_SEAWEEDFS_PORT     S3 port for `run` (default: a free one)
+#   EVENTPIPE_GOCACHE            keep Go's build cache here (default: a temporary one, deleted;
+#                                a cold build takes ~5 min on 2 CPUs, ~1.8 GB of build cache)
+#
+# `run DIR S3_CONFIG IAM_CONFIG` starts `weed server` (master + volume + filer + S3 gateway in one
+# process, on 127.0.0.1 only, 8 free ports) with its data in DIR/data and its log in
+# DIR/logs/weed.log, prints `ready http://127.0.0.1:<s3 port>` on stdout once the S3 port answers
+# and the volume server has registered, then runs until its stdin reaches EOF, the server exits,
+# or it gets SIGTERM/SIGINT; it then kills the server (SIGKILL: its graceful shutdown takes more
+# than 15 s and the data is throwaway). The server has a parent-death signal (setpriv --pdeathsig
+# KILL), so it dies even if this script is killed with SIGKILL. DIR is kept; delete it yourself.
+#
+# S3_CONFIG (-s3.config) holds the static identities:
+#   {"identities": [{"name": "admin", "credentials": [{"accessKey": "...", "secretKey": "..."}],
+#                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+#                   {"name": "operator", "credentials": [...], "actions": []}]}
+# IAM_CONFIG (-s3.iam.config) switches on the "advanced IAM" mode (policy engine + STS):
+#   {"sts": {"tokenDuration": "1h", "maxSessionLength": "12h", "issuer": "seaweedfs-sts",
+#            "signingKey": "<base64 of >= 32 random bytes: it is a []byte in Go>"},
+#    "providers": [{"name": "kube", "type": "oidc", "enabled": true, "config": {
+#        "issuer": "https://127.0.0.1:<apiserver port>",       (exactly the tokens' `iss`)
+#        "clientIds": ["sts.amazonaws.com"],                    (accepted `aud` values)
+#        "jwksUri": "https://127.0.0.1:<port>/openid/v1/jwks",  (optional: found by discovery)
+#        "tlsCaCert": "/absolute/path/pki/ca.crt"}}],           (must be absolute)
+#    "policy": {"defaultEffect": "Deny", "storeType": "memory"},
+#    "roles": [{"roleName": "team-a", "roleArn": "arn:aws:iam::111122223333:role/team-a",
+#               "attachedPolicies": ["team-a-buckets"],
+#               "trustPolicy": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+#                   "Principal": {"Federated": "kube"},          (provider name, or the issuer URL)
+#                   "Action": ["sts:AssumeRoleWithWebIdentity"],
+#                   "Condition": {"StringEquals": {
+#                       "oidc:sub": "system:serviceaccount:team-a:eventpipe-jobs"}}}]}}],
+#    "policies": [{"name": "team-a-buckets", "document": {"Version": "2012-10-17", "Statement": [
+#        {"Effect": "Allow", "Action": ["s3:*"],
+#         "Resource": ["arn:aws:s3:::team-a-*", "arn:aws:s3:::team-a-*/*"]}]}}]}
+# The kube-apiserver must let SeaweedFS read its JWKS anonymously: bind the ClusterRole
+# system:service-account-issuer-discovery to the Group system:unauthenticated. The JWKS is fetched
+# on the first AssumeRoleWithWebIdentity and cached for an hour (`jwksCacheTTLSeconds`), refetched
+# at once when a token names an unknown `kid`.
+#
+# STS is served on the S3 port itself: POST / with a form body (or query string)
+#   Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=...&RoleSessionName=...
+#   &WebIdentityToken=<jwt>[&DurationSeconds=900..43200]
+# unsigned, as AWS SDKs send it (point the STS client's endpoint at the S3 URL, any region). The
+# answer is AWS's XML: AccessKeyId (ASIA...), SecretAccessKey, SessionToken (a JWT signed with
+# sts.signingKey; stateless, so it survives a restart with the same key), Expiration.
+#
+# What was verified (weed 4.53 at SEAWEEDFS_VERSION below, boto3 1.44, kube-apiserver v1.37):
+# - STS checks the web identity token's ES256/RS256 signature against the issuer's JWKS (a token
+#   re-signed by another key, with an unknown kid, with alg "none", or with a tampered payload is
+#   refused), `exp` (required; expired tokens -> ExpiredTokenException), `nbf`, `iss` (must equal
+#   the provider's issuer exactly; the provider is picked by `iss`, unknown issuers are refused),
+#   `aud` (must be one of clientIds; a token for another audience -> InvalidParameterValue), then
+#   the role's trust policy (`oidc:sub` = the token's sub; other claims as `oidc:<claim>`; a
+#   team-a token for role team-b -> AccessDenied 403). A missing role -> AccessDenied.
+# - S3 requests signed with the session credentials (SigV4 + X-Amz-Security-Token, as boto3 and
+#   object_store send them) are allowed exactly what the role's policies allow: team-a gets
+#   List/Get/Put/Delete/multipart/CopyObject/CreateBucket on team-a-*, and AccessDenied (403) on
+#   team-b-* (also as a CopyObject source); ListBuckets shows only its own buckets. The session
+#   key without its token, with another session's token, or with a wrong secret -> 403.
+# - A static identity with "actions": [] gets AccessDenied on every bucket (ListBuckets: empty);
+#   anonymous requests get AccessDenied. Static identities keep their legacy "actions" grants.
+# - ListObjectsV2 prefix/delimiter/start-after/continuation, GET If-Match (412 when stale),
+#   If-None-Match (304), Range, PUT If-None-Match: * (412 when the key exists), PUT If-Match
+#   (412 when stale), DELETE, DeleteObjects, multipart upload/complete/abort all work.
+# - Not checked by SeaweedFS: the session's own expiry was not tested (DurationSeconds >= 900 s);
+#   no token revocation (a ServiceAccount deleted after AssumeRole keeps its session); STS does
+#   not enforce AWS's `<issuer-host>:sub` / `:aud` condition keys -- use `oidc:sub`, `oidc:aud`
+#   (`oidc:aud` is set only when `aud` is a string; Kubernetes sends a list).
+#
+# Request log: every S3/STS request is logged by `-vmodule=stats=2` (weed/s3api/stats.go) to
+# DIR/logs/weed.log as
+#   I1205 02:40:01.123456 stats.go:42 "<identity or ->" GET "/team-a-raw/in/seed.txt" 200 1.2ms
+# (the identity is the static identity's name, or the assumed role's session for STS credentials;
+# "-" when the request was refused before authentication), so a test can assert that no request
+# reached the server. -v=N would make every component verbose instead.
+#
+# Pitfalls handled here:
+# - `weed server` defaults to 8 volume slots and each bucket is a collection that grows 7 volumes
+#   on its first write, so the third bucket's writes fail with InternalError: volume growth is set
+#   to 1 (WEED_MASTER_VOLUME_GROWTH_COPY_1=1) and -volume.max to 500 (volumes are not preallocated).
+# - Telemetry to telemetry.seaweedfs.com is on by default: -master.telemetry=false. The Iceberg
+#   (8181) and Lance (9101) side ports are off. gRPC ports default to HTTP port + 10000: all eight
+#   ports are chosen here. It also creates /tmp/seaweedfs-{master,volume,filer,s3}-grpc-<port>.sock
+#   and /tmp/seaweedfs-{filer,s3}-<port>.sock, which are removed on exit.
+# - It reads security.toml/master.toml/filer.toml from the working directory (DIR here),
+#   ~/.seaweedfs, /usr/local/etc/seaweedfs and /etc/seaweedfs, and WEED_* environment variables.
+# - Start-up takes ~2.5 s (the filer starts 1 s and the S3 gateway 2 s after the master); the
+#   server uses ~150-220 MB RSS; an empty data dir is a few hundred KB.
+#
+# Why SeaweedFS: of the S3 servers that build offline here it is the one with both per-identity
+# IAM policies and AssumeRoleWithWebIdentity against an arbitrary OIDC issuer (s3s-fs, used by
+# scripts/s3-server.sh, has one static key and no policies). Only this pseudo-version is served
+# by the local Go proxy; `go install` refuses it because its go.mod has replace directives, so it
+# is built through a throwaway module that repeats the one that matters (go-bip39).
+set -euo pipefail
+
+SEAWEEDFS_MODULE="github.com/seaweedfs/seaweedfs"
+SEAWEEDFS_VERSION="v0.0.0-20261109003541-7506e5f91cd6"
+
+CACHE="${EVENTPIPE_CACHE:-$HOME/.cache/eventpipe}"
+CACHED="$CACHE/seaweedfs/$SEAWEEDFS_VERSION/weed"
+SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+
+log() { printf 'seaweedfs: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+weed_bin() { printf '%s\n' "${EVENTPIPE_SEAWEEDFS:-$CACHED}"; }
+
+# ---------------------------------------------------------------------------------------------
+# install
+# ---------------------------------------------------------------------------------------------
+
+TMP_DIRS=()
+cleanup_tmp() { ((${#TMP_DIRS[@]} == 0)) || rm -rf "${TMP_DIRS[@]}"; }
+
+# Serialise concurrent installs (two CI jobs, or a test run racing a manual install).
+with_install_lock() {
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.install.lock"
+  flock 9
+  "$@"
+  flock -u 9
+}
+
+install_weed() {
+  if [[ -x "$CACHED" ]]; then
+    log "weed $SEAWEEDFS_VERSION: cached ($CACHED)"
+    return
+  fi
+  command -v go >/dev/null || die "Go is needed to build SeaweedFS (https://go.dev/dl/)"
+  local start work
+  start="$(now)"
+  work="$(mktemp -d "${TMPDIR:-/tmp}/eventpipe-seaweedfs-build.XXXXXX")"
+  TMP_DIRS+=("$work")
+  log "building weed from $SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION (cold: ~5 minutes)"
+  # A private build cache (~1.8 GB) that goes away with $work unless EVENTPIPE_GOCACHE is set.
+  # CGO is left at Go's default, so a build cache filled by a plain `go build` is reused.
+  export GOCACHE="${EVENTPIPE_GOCACHE:-$work/gocache}"
+  export GOTOOLCHAIN=local GOWORK=off GOFLAGS="-buildvcs=false -mod=mod"
+  (
+    cd "$work"
+    # SeaweedFS's go.mod replaces github.com/tyler-smith/go-bip39 (whose upstream repository is
+    # gone) by cosmos/go-bip39; replace directives of dependencies are ignored, so repeat it.
+    printf 'module eventpipe.local/seaweedfs-build\n\ngo 1.26\n\nreplace github.com/tyler-smith/go-bip39 => github.com/cosmos/go-bip39 v1.0.0\n' >go.mod
+    go get "$SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION" >get.log 2>&1 ||
+      { cat get.log >&2; exit 1; }
+    go build -ldflags "-s -w" -o "$work/weed" "$SEAWEEDFS_MODULE/weed"
+  ) || die "building weed failed"
+  mkdir -p "$(dirname "$CACHED")"
+  mv -f "$work/weed" "$CACHED.tmp"
+  mv -f "$CACHED.tmp" "$CACHED"
+  log "weed $SEAWEEDFS_VERSION ($(du -h "$CACHED" | cut -f1)) built in $(elapsed "$start") s: $CACHED"
+}
+
+cmd_install() {
+  trap cleanup_tmp EXIT
+  with_install_lock install_weed
+}
+
+# ---------------------------------------------------------------------------------------------
+# run
+# ---------------------------------------------------------------------------------------------
+
+free_ports() { # N -> N distinct free TCP ports on 127.0.0.1, space separated
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+WEED_PID=""
+SOCKETS=()
+stop_server() {
+  if [[ -n "$WEED_PID" ]]; then
+    kill -KILL "$WEED_PID" 2>/dev/null || true
+    wait "$WEED_PID" 2>/dev/null || true
+    WEED_PID=""
+  fi
+  ((${#SOCKETS[@]} == 0)) || rm -f "${SOCKETS[@]}"
+  SOCKETS=()
+}
+
+# Start `weed server` with its state in DIR; on success sets S3_URL.
+start_server() { # DIR S3_CONFIG IAM_CONFIG
+  local dir="$1" s3_config="$2" iam_config="$3" weed mp mg vp vg fp fg sp sg
+  weed="$(weed_bin)"
+  [[ -x "$weed" ]] || die "weed not found at $weed; run 'scripts/seaweedfs.sh install'"
+  read -r mp mg vp vg fp fg sp sg <<<"$(free_ports 8)"
+  sp="${EVENTPIPE_SEAWEEDFS_PORT:-$sp}"
+  rm -rf "$dir/data"
+  mkdir -p "$dir/data" "$dir/logs"
+  SOCKETS=(/tmp/seaweedfs-master-grpc-"$mg".sock /tmp/seaweedfs-volume-grpc-"$vg".sock
+    /tmp/seaweedfs-filer-grpc-"$fg".sock /tmp/seaweedfs-s3-grpc-"$sg".sock
+    /tmp/seaweedfs-filer-"$fp".sock /tmp/seaweedfs-s3-"$sp".sock)
+  local -a cmd=("$weed" -logtostderr -vmodule=stats=2 server
+    -ip 127.0.0.1 -ip.bind 127.0.0.1 -dir "$dir/data"
+    -master.port "$mp" -master.port.grpc "$mg" -master.telemetry=false
+    -master.volumeSizeLimitMB 1024
+    -volume.port "$vp" -volume.port.grpc "$vg" -volume.max 500 -volume.preStopSeconds 0
+    -filer -filer.port "$fp" -filer.port.grpc "$fg"
+    -s3 -s3.port "$sp" -s3.port.grpc "$sg" -s3.port.iceberg 0 -s3.port.lance 0
+    -s3.config "$s3_config" -s3.iam.config "$iam_config")
+  (
+    cd "$dir"
+    export WEED_MASTER_VOLUME_GROWTH_COPY_1=1
+    if command -v setpriv >/dev/null; then
+      exec setpriv --pdeathsig KILL -- "${cmd[@]}" >"$dir/logs/weed.log" 2>&1 </dev/null
+    else
+      exec "${cmd[@]}" >"$dir/logs/weed.log" 2>&1 </dev/null
+    fi
+  ) &
+  WEED_PID=$!
+  echo "$WEED_PID" >"$dir/weed.pid"
+  # Ready = the S3 port answers and the volume server has registered with the master (before
+  # that, the first write into a bucket fails).
+  local deadline=$((SECONDS + 60)) url="http://127.0.0.1:$sp"
+  until curl -fsS -o /dev/null "$url/status" 2>/dev/null &&
+    curl -fsS "http://127.0.0.1:$mp/dir/status" 2>/dev/null | grep -q '"Max":[1-9]'; do
+    if ! kill -0 "$WEED_PID" 2>/dev/null; then
+      log "weed exited during start-up; last lines of $dir/logs/weed.log:"
+      tail -n 15 "$dir/logs/weed.log" >&2 || true
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      log "weed not ready after 60 s; last lines of $dir/logs/weed.log:"
+      tail -n 15 "$dir/logs/weed.log" >&2 || true
+      return 1
+    fi
+    sleep 0.1
+  done
+  printf 's3=%s master=%s volume=%s filer=%s grpc=%s,%s,%s,%s\n' \
+    "$sp" "$mp" "$vp" "$fp" "$mg" "$vg" "$fg" "$sg" >"$dir/ports"
+  S3_URL="$url"
+}
+
+cmd_run() { # DIR S3_CONFIG IAM_CONFIG
+  (($# == 3)) || die "usage: seaweedfs.sh run DIR S3_CONFIG IAM_CONFIG"
+  local dir="$1" s3_config iam_config start attempt
+  [[ -f "$2" ]] || die "S3 config $2 not found"
+  [[ -f "$3" ]] || die "IAM config $3 not found"
+  s3_config="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
+  iam_config="$(cd "$(dirname "$3")" && pwd)/$(basename "$3")"
+  start="$(now)"
+  mkdir -p "$dir"
+  dir="$(cd "$dir" && pwd)"
+  trap 'stop_server; rm -f "$dir/weed.pid"' EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
+  trap 'exit 129' HUP
+  for attempt in 1 2; do
+    if start_server "$dir" "$s3_config" "$iam_config"; then break; fi
+    stop_server
+    # A fixed EVENTPIPE_SEAWEEDFS_PORT that is taken will not free itself.
+    ((attempt < 2)) && [[ -z "${EVENTPIPE_SEAWEEDFS_PORT:-}" ]] ||
+      die "SeaweedFS did not start (log: $dir/logs/weed.log)"
+    log "retrying start-up"
+  done
+  log "ready in $(elapsed "$start") s: $S3_URL ($(cat "$dir/ports"); log: $dir/logs/weed.log)"
+  printf 'ready %s\n' "$S3_URL"
+  # Explicit redirect: a background job's stdin would otherwise be /dev/null.
+  cat <&0 >/dev/null &
+  local watcher=$!
+  wait -n "$watcher" "$WEED_PID" || true
+  if kill -0 "$watcher" 2>/dev/null; then
+    kill "$watcher" 2>/dev/null || true
+    log "weed exited; last lines of $dir/logs/weed.log:"
+    tail -n 15 "$dir/logs/weed.log" >&2 || true
+    exit 1
+  fi
+}
+
+usage() {
+  sed -n '2,/^set -euo/p' "$SELF" | sed -e '$d' -e 's/^# \{0,1\}//'
+}
+
+main() {
+  local cmd="${1:-}"
+  (($#)) && shift
+  case "$cmd" in
+    install) cmd_install ;;
+    bin) weed_bin ;;
+    run) cmd_run "$@" ;;
+    -h | --help | help) usage ;;
+    *)
+      usage >&2
+      exit 2
+      ;;
+  esac
+}
+
+main "$@"
