@@ -47,7 +47,9 @@ for tool in docker kind kubectl aws curl python3; do
 done
 helm=$(scripts/helm.sh)
 py=$(scripts/python-venv.sh tests/requirements.txt)
-values=(--set image.tag="$TAG" --set transformerImage.tag="$TAG")
+# The demo pipeline's S3 is LocalStack's endpoint, which the installation must allow.
+values=(--set image.tag="$TAG" --set transformerImage.tag="$TAG"
+  --set-json 's3Allowances={"*":{"endpoints":["http://localstack.eventpipe-demo.svc:4566"]}}')
 if [[ -n ${EVENTPIPE_E2E_VALUES:-} ]]; then values+=(-f "$EVENTPIPE_E2E_VALUES"); fi
 
 created=0

@@ -14,15 +14,17 @@
 #   EVENTPIPE_SEAWEEDFS          use this `weed` binary instead of the cached one
 #   EVENTPIPE_SEAWEEDFS_PORT     S3 port for `run` (default: a free one)
 #   EVENTPIPE_GOCACHE            keep Go's build cache here (default: a temporary one, deleted;
-#                                a cold build takes ~5 min on 2 CPUs, ~1.8 GB of build cache)
+#                                a cold build takes ~5 min on 2 CPUs and ~1.8 GB of build cache,
+#                                a warm one 10 s)
 #
-# `run DIR S3_CONFIG IAM_CONFIG` starts `weed server` (master + volume + filer + S3 gateway in one
-# process, on 127.0.0.1 only, 8 free ports) with its data in DIR/data and its log in
-# DIR/logs/weed.log, prints `ready http://127.0.0.1:<s3 port>` on stdout once the S3 port answers
-# and the volume server has registered, then runs until its stdin reaches EOF, the server exits,
-# or it gets SIGTERM/SIGINT; it then kills the server (SIGKILL: its graceful shutdown takes more
-# than 15 s and the data is throwaway). The server has a parent-death signal (setpriv --pdeathsig
-# KILL), so it dies even if this script is killed with SIGKILL. DIR is kept; delete it yourself.
+# `run DIR S3_CONFIG IAM_CONFIG` starts `weed mini` (master, volume server, filer, S3 gateway and
+# an admin server with its maintenance worker, in one process, on 127.0.0.1 only, on 10 free
+# ports) with its data in DIR/data (emptied first) and its log in DIR/logs/weed.log, prints
+# `ready http://127.0.0.1:<s3 port>` on stdout once S3 requests can succeed (~4.7 s), then runs
+# until its stdin reaches EOF, the server exits, or it gets SIGTERM/SIGINT. It then kills the server
+# with SIGKILL (its graceful shutdown takes over 5 s, and the data is throwaway). The server has a
+# parent-death signal (setpriv --pdeathsig KILL), so it dies even if this script is killed with
+# SIGKILL. DIR/ports lists the ports; DIR itself is kept.
 #
 # S3_CONFIG (-s3.config) holds the static identities:
 #   {"identities": [{"name": "admin", "credentials": [{"accessKey": "...", "secretKey": "..."}],
@@ -30,83 +32,93 @@
 #                   {"name": "operator", "credentials": [...], "actions": []}]}
 # IAM_CONFIG (-s3.iam.config) switches on the "advanced IAM" mode (policy engine + STS):
 #   {"sts": {"tokenDuration": "1h", "maxSessionLength": "12h", "issuer": "seaweedfs-sts",
-#            "signingKey": "<base64 of >= 32 random bytes: it is a []byte in Go>"},
+#            "signingKey": "<base64 of 32 random bytes: a []byte in Go; at least 16>"},
 #    "providers": [{"name": "kube", "type": "oidc", "enabled": true, "config": {
 #        "issuer": "https://127.0.0.1:<apiserver port>",       (exactly the tokens' `iss`)
 #        "clientIds": ["sts.amazonaws.com"],                    (accepted `aud` values)
 #        "jwksUri": "https://127.0.0.1:<port>/openid/v1/jwks",  (optional: found by discovery)
-#        "tlsCaCert": "/absolute/path/pki/ca.crt"}}],           (must be absolute)
+#        "tlsCaCert": "/absolute/path/pki/ca.crt"}}],           (must be an absolute path)
 #    "policy": {"defaultEffect": "Deny", "storeType": "memory"},
 #    "roles": [{"roleName": "team-a", "roleArn": "arn:aws:iam::111122223333:role/team-a",
 #               "attachedPolicies": ["team-a-buckets"],
 #               "trustPolicy": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-#                   "Principal": {"Federated": "kube"},          (provider name, or the issuer URL)
+#                   "Principal": {"Federated": "kube"},          (provider name or issuer URL)
 #                   "Action": ["sts:AssumeRoleWithWebIdentity"],
 #                   "Condition": {"StringEquals": {
 #                       "oidc:sub": "system:serviceaccount:team-a:eventpipe-jobs"}}}]}}],
 #    "policies": [{"name": "team-a-buckets", "document": {"Version": "2012-10-17", "Statement": [
 #        {"Effect": "Allow", "Action": ["s3:*"],
 #         "Resource": ["arn:aws:s3:::team-a-*", "arn:aws:s3:::team-a-*/*"]}]}}]}
-# The kube-apiserver must let SeaweedFS read its JWKS anonymously: bind the ClusterRole
-# system:service-account-issuer-discovery to the Group system:unauthenticated. The JWKS is fetched
-# on the first AssumeRoleWithWebIdentity and cached for an hour (`jwksCacheTTLSeconds`), refetched
-# at once when a token names an unknown `kid`.
+# The kube-apiserver must serve its JWKS anonymously (by default only ServiceAccounts may read
+# it; anonymous gets 403): bind the ClusterRole system:service-account-issuer-discovery to the
+# Group system:unauthenticated. SeaweedFS fetches the JWKS on the first AssumeRoleWithWebIdentity
+# and caches it for an hour (`jwksCacheTTLSeconds`), refetching at once for an unknown `kid`.
+# Without `tlsCaCert` the fetch fails ("x509: certificate signed by unknown authority").
 #
 # STS is served on the S3 port itself: POST / with a form body (or query string)
 #   Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=...&RoleSessionName=...
 #   &WebIdentityToken=<jwt>[&DurationSeconds=900..43200]
 # unsigned, as AWS SDKs send it (point the STS client's endpoint at the S3 URL, any region). The
 # answer is AWS's XML: AccessKeyId (ASIA...), SecretAccessKey, SessionToken (a JWT signed with
-# sts.signingKey; stateless, so it survives a restart with the same key), Expiration.
+# sts.signingKey), Expiration; errors are AWS STS <ErrorResponse>s.
 #
-# What was verified (weed 4.53 at SEAWEEDFS_VERSION below, boto3 1.44, kube-apiserver v1.37):
-# - STS checks the web identity token's ES256/RS256 signature against the issuer's JWKS (a token
-#   re-signed by another key, with an unknown kid, with alg "none", or with a tampered payload is
-#   refused), `exp` (required; expired tokens -> ExpiredTokenException), `nbf`, `iss` (must equal
-#   the provider's issuer exactly; the provider is picked by `iss`, unknown issuers are refused),
-#   `aud` (must be one of clientIds; a token for another audience -> InvalidParameterValue), then
-#   the role's trust policy (`oidc:sub` = the token's sub; other claims as `oidc:<claim>`; a
-#   team-a token for role team-b -> AccessDenied 403). A missing role -> AccessDenied.
+# Verified (weed 4.53 at SEAWEEDFS_VERSION below, boto3 1.44, kube-apiserver v1.37, ES256 keys):
+# - STS checks the web identity token's signature against the issuer's JWKS (a token signed by
+#   another key, with an unknown kid, with alg "none", or with a modified payload is refused),
+#   `exp` (required: a token without one is refused; expired -> ExpiredTokenException 400),
+#   `nbf`, `iss` (picks the provider; an issuer without one -> AccessDenied), `aud` (one of
+#   clientIds, else InvalidParameterValue 400), then the role's trust policy (`oidc:sub` is the
+#   token's sub, other claims are `oidc:<claim>`; a team-a token for role team-b -> AccessDenied
+#   403). An unknown role -> AccessDenied 403.
 # - S3 requests signed with the session credentials (SigV4 + X-Amz-Security-Token, as boto3 and
-#   object_store send them) are allowed exactly what the role's policies allow: team-a gets
-#   List/Get/Put/Delete/multipart/CopyObject/CreateBucket on team-a-*, and AccessDenied (403) on
-#   team-b-* (also as a CopyObject source); ListBuckets shows only its own buckets. The session
-#   key without its token, with another session's token, or with a wrong secret -> 403.
-# - A static identity with "actions": [] gets AccessDenied on every bucket (ListBuckets: empty);
-#   anonymous requests get AccessDenied. Static identities keep their legacy "actions" grants.
-# - ListObjectsV2 prefix/delimiter/start-after/continuation, GET If-Match (412 when stale),
-#   If-None-Match (304), Range, PUT If-None-Match: * (412 when the key exists), PUT If-Match
-#   (412 when stale), DELETE, DeleteObjects, multipart upload/complete/abort all work.
-# - Not checked by SeaweedFS: the session's own expiry was not tested (DurationSeconds >= 900 s);
-#   no token revocation (a ServiceAccount deleted after AssumeRole keeps its session); STS does
-#   not enforce AWS's `<issuer-host>:sub` / `:aud` condition keys -- use `oidc:sub`, `oidc:aud`
-#   (`oidc:aud` is set only when `aud` is a string; Kubernetes sends a list).
+#   object_store send them) may do exactly what the role's policies allow: team-a gets ListObjectsV2
+#   (prefix, delimiter, start-after, continuation), GET (If-Match: 412 when stale; If-None-Match:
+#   304; Range), HEAD, PUT (If-None-Match: * -> 412 when the key exists; If-Match -> 412 when
+#   stale), DELETE, DeleteObjects, CopyObject, multipart create/upload/complete/abort and
+#   CreateBucket on team-a-*, and AccessDenied (403) on team-b-* (also as a CopyObject source);
+#   ListBuckets lists only team-a-*. The session key without its token, with another session's
+#   token, or with a wrong secret -> 403. Once the session expires -> InvalidAccessKeyId 403.
+# - A static identity with "actions": [] gets AccessDenied (403) on every bucket and an empty
+#   ListBuckets; anonymous requests get AccessDenied. Static identities keep their "actions".
+# - Not verified: whether anything ends a session early (e.g. deleting the ServiceAccount); AWS's
+#   `<issuer-host>:sub`/`:aud` condition keys do not exist here -- use `oidc:sub`; `oidc:aud` is
+#   only set when `aud` is a string, and Kubernetes sends a list.
 #
-# Request log: every S3/STS request is logged by `-vmodule=stats=2` (weed/s3api/stats.go) to
+# Request log: `-vmodule=stats=2` logs every S3 and STS request (weed/s3api/stats.go) in
 # DIR/logs/weed.log as
-#   I1205 02:40:01.123456 stats.go:42 "<identity or ->" GET "/team-a-raw/in/seed.txt" 200 1.2ms
-# (the identity is the static identity's name, or the assumed role's session for STS credentials;
-# "-" when the request was refused before authentication), so a test can assert that no request
-# reached the server. -v=N would make every component verbose instead.
+#   I1205 02:40:23.796987 stats.go:42 "admin" PUT "/team-a-raw/in/seed.txt" 200 205.194312ms
+#   I1205 02:36:36.265538 stats.go:42 "-" POST "/" 200 3.161168ms           (an STS call)
+#   I1205 02:36:36.311308 stats.go:42 "30992fc6c6aa0c8f8aa65de1ab1bd82a" GET "/team-b-raw" 403 4.8ms
+# (the static identity's name; an opaque per-session id for session credentials; "-" when
+# unauthenticated), so a test can assert that no request reached the server. mini itself sends
+# one `"-" GET "/" 403` while starting, before `ready`; nothing else follows unprompted.
 #
 # Pitfalls handled here:
-# - `weed server` defaults to 8 volume slots and each bucket is a collection that grows 7 volumes
-#   on its first write, so the third bucket's writes fail with InternalError: volume growth is set
-#   to 1 (WEED_MASTER_VOLUME_GROWTH_COPY_1=1) and -volume.max to 500 (volumes are not preallocated).
-# - Telemetry to telemetry.seaweedfs.com is on by default: -master.telemetry=false. The Iceberg
-#   (8181) and Lance (9101) side ports are off. gRPC ports default to HTTP port + 10000: all eight
-#   ports are chosen here. It also creates /tmp/seaweedfs-{master,volume,filer,s3}-grpc-<port>.sock
-#   and /tmp/seaweedfs-{filer,s3}-<port>.sock, which are removed on exit.
+# - `weed server` (master + volume + filer + S3 without the admin) would do too, but is ready only
+#   after 8-10 s: its filer waits for other filers before it registers, and S3 object writes need
+#   the filer's lock ring (until then a PUT hangs for seconds and may fail). mini skips that wait.
+#   `ready` is printed only once the S3 gateway has logged the lock ring, for the same reason.
+# - Each bucket is a volume collection; mini sizes its volume slots from the free disk space (15
+#   here), so the 16th bucket with an object would fail with InternalError: -volume.max 500
+#   (volumes are not preallocated). (`weed server` defaults to 8 slots and 7 volumes per bucket.)
+# - Telemetry to telemetry.seaweedfs.com is on by default: -master.telemetry=false. WebDAV, the
+#   admin UI, the Iceberg (8181) and Lance (9101) ports and the admin's fixed legacy port (23646)
+#   are off; gRPC ports default to HTTP port + 10000, so all ports are given explicitly (mini
+#   exits when a port given on the command line is taken; the start is then retried once).
+# - It creates /tmp/seaweedfs-{master,volume,filer,s3,admin}-grpc-<port>.sock and
+#   /tmp/seaweedfs-{filer,s3}-<port>.sock (paths fixed in the code), removed here on exit (not
+#   when this script is SIGKILLed).
 # - It reads security.toml/master.toml/filer.toml from the working directory (DIR here),
-#   ~/.seaweedfs, /usr/local/etc/seaweedfs and /etc/seaweedfs, and WEED_* environment variables.
-# - Start-up takes ~2.5 s (the filer starts 1 s and the S3 gateway 2 s after the master); the
-#   server uses ~150-220 MB RSS; an empty data dir is a few hundred KB.
+#   ~/.seaweedfs, /usr/local/etc/seaweedfs and /etc/seaweedfs, and WEED_* environment variables;
+#   mini writes DIR/data/mini.options and dev SSE-S3 keys into DIR/data.
+# - Resources: ~160 MB RSS idle, ~230 MB after a few MB of traffic; ~1% CPU idle; an empty data
+#   dir is ~450 KB.
 #
-# Why SeaweedFS: of the S3 servers that build offline here it is the one with both per-identity
-# IAM policies and AssumeRoleWithWebIdentity against an arbitrary OIDC issuer (s3s-fs, used by
-# scripts/s3-server.sh, has one static key and no policies). Only this pseudo-version is served
-# by the local Go proxy; `go install` refuses it because its go.mod has replace directives, so it
-# is built through a throwaway module that repeats the one that matters (go-bip39).
+# Why SeaweedFS: it implements per-identity IAM policies and AssumeRoleWithWebIdentity against an
+# arbitrary OIDC issuer (s3s-fs, used by scripts/s3-server.sh, has one static key and no policies).
+# Only this pseudo-version is served by the local Go proxy; `go install` refuses it because its
+# go.mod has replace directives, so it is built through a throwaway module that repeats the one
+# that matters (github.com/tyler-smith/go-bip39 => github.com/cosmos/go-bip39).
 set -euo pipefail
 
 SEAWEEDFS_MODULE="github.com/seaweedfs/seaweedfs"
@@ -201,45 +213,57 @@ stop_server() {
   SOCKETS=()
 }
 
-# Start `weed server` with its state in DIR; on success sets S3_URL.
+# Start `weed mini` with its state in DIR; on success sets S3_URL.
 start_server() { # DIR S3_CONFIG IAM_CONFIG
-  local dir="$1" s3_config="$2" iam_config="$3" weed mp mg vp vg fp fg sp sg
+  local dir="$1" s3_config="$2" iam_config="$3" weed mp mg vp vg fp fg sp sg ap ag
   weed="$(weed_bin)"
   [[ -x "$weed" ]] || die "weed not found at $weed; run 'scripts/seaweedfs.sh install'"
-  read -r mp mg vp vg fp fg sp sg <<<"$(free_ports 8)"
+  read -r mp mg vp vg fp fg sp sg ap ag <<<"$(free_ports 10)"
   sp="${EVENTPIPE_SEAWEEDFS_PORT:-$sp}"
   rm -rf "$dir/data"
   mkdir -p "$dir/data" "$dir/logs"
+  : >"$dir/logs/weed.log"
   SOCKETS=(/tmp/seaweedfs-master-grpc-"$mg".sock /tmp/seaweedfs-volume-grpc-"$vg".sock
     /tmp/seaweedfs-filer-grpc-"$fg".sock /tmp/seaweedfs-s3-grpc-"$sg".sock
-    /tmp/seaweedfs-filer-"$fp".sock /tmp/seaweedfs-s3-"$sp".sock)
-  local -a cmd=("$weed" -logtostderr -vmodule=stats=2 server
+    /tmp/seaweedfs-admin-grpc-"$ag".sock /tmp/seaweedfs-filer-"$fp".sock /tmp/seaweedfs-s3-"$sp".sock)
+  # -logtostderr: the log goes to DIR/logs/weed.log (else glog writes files in $TMPDIR).
+  # -vmodule=stats=2: one line per S3/STS request (weed/s3api/stats.go), nothing else verbose.
+  # -volume.max 500: mini sizes the volume slots from the free disk space (15 here), and every
+  # bucket that holds an object takes one; volumes are not preallocated.
+  # -admin.port.legacy 0: no fixed port (23646) beside the admin's own.
+  local -a cmd=("$weed" -logtostderr -vmodule=stats=2 mini
     -ip 127.0.0.1 -ip.bind 127.0.0.1 -dir "$dir/data"
     -master.port "$mp" -master.port.grpc "$mg" -master.telemetry=false
     -master.volumeSizeLimitMB 1024
-    -volume.port "$vp" -volume.port.grpc "$vg" -volume.max 500 -volume.preStopSeconds 0
-    -filer -filer.port "$fp" -filer.port.grpc "$fg"
-    -s3 -s3.port "$sp" -s3.port.grpc "$sg" -s3.port.iceberg 0 -s3.port.lance 0
-    -s3.config "$s3_config" -s3.iam.config "$iam_config")
+    -volume.port "$vp" -volume.port.grpc "$vg" -volume.max 500
+    -filer.port "$fp" -filer.port.grpc "$fg"
+    -s3.port "$sp" -s3.port.grpc "$sg" -s3.port.iceberg 0 -s3.port.lance 0
+    -s3.config "$s3_config" -s3.iam.config "$iam_config"
+    -webdav=false -admin.ui=false -admin.port "$ap" -admin.port.grpc "$ag" -admin.port.legacy 0)
   (
     cd "$dir"
-    export WEED_MASTER_VOLUME_GROWTH_COPY_1=1
     if command -v setpriv >/dev/null; then
-      exec setpriv --pdeathsig KILL -- "${cmd[@]}" >"$dir/logs/weed.log" 2>&1 </dev/null
+      exec setpriv --pdeathsig KILL -- "${cmd[@]}" >>"$dir/logs/weed.log" 2>&1 </dev/null
     else
-      exec "${cmd[@]}" >"$dir/logs/weed.log" 2>&1 </dev/null
+      exec "${cmd[@]}" >>"$dir/logs/weed.log" 2>&1 </dev/null
     fi
   ) &
   WEED_PID=$!
   echo "$WEED_PID" >"$dir/weed.pid"
-  # Ready = the S3 port answers and the volume server has registered with the master (before
-  # that, the first write into a bucket fails).
+  # Ready = the S3 port answers, the volume server has registered with the master, and the S3
+  # gateway has received the filer lock ring: object writes take a per-key lock on the filer, and
+  # until the filer has registered with the master there is no lock server (a PUT then hangs for
+  # seconds and may fail). Nothing but this log line shows the ring.
   local deadline=$((SECONDS + 60)) url="http://127.0.0.1:$sp"
   until curl -fsS -o /dev/null "$url/status" 2>/dev/null &&
-    curl -fsS "http://127.0.0.1:$mp/dir/status" 2>/dev/null | grep -q '"Max":[1-9]'; do
+    curl -fsS "http://127.0.0.1:$mp/dir/status" 2>/dev/null | grep -q '"Max":[1-9]' &&
+    grep -q "LockRing: s3@127.0.0.1:$sg received ring update" "$dir/logs/weed.log"; do
     if ! kill -0 "$WEED_PID" 2>/dev/null; then
+      # E.g. a port taken between free_ports and the bind: mini exits when a port given on the
+      # command line is taken (it only moves ports it chose itself).
       log "weed exited during start-up; last lines of $dir/logs/weed.log:"
       tail -n 15 "$dir/logs/weed.log" >&2 || true
+      ! grep -q '^F.*fail to load config file' "$dir/logs/weed.log" || die "bad S3 config $s3_config"
       return 1
     fi
     if ((SECONDS >= deadline)); then
@@ -249,8 +273,17 @@ start_server() { # DIR S3_CONFIG IAM_CONFIG
     fi
     sleep 0.1
   done
-  printf 's3=%s master=%s volume=%s filer=%s grpc=%s,%s,%s,%s\n' \
-    "$sp" "$mp" "$vp" "$fp" "$mg" "$vg" "$fg" "$sg" >"$dir/ports"
+  # SeaweedFS only logs the parts of IAM_CONFIG it rejects and runs on without them (without STS
+  # at all when the file does not parse). The IAM config is loaded before the S3 port opens.
+  # (A bad S3_CONFIG is fatal: weed exits.)
+  local rejected
+  rejected="$(grep -E 'Failed to (load IAM configuration|create provider|register provider|create policy|load role|create role)|Skipping provider|Validation failed for provider' "$dir/logs/weed.log" || true)"
+  if [[ -n "$rejected" ]]; then
+    printf '%s\n' "$rejected" >&2
+    die "SeaweedFS rejected (part of) $iam_config (see above)"
+  fi
+  printf 's3=%s master=%s volume=%s filer=%s admin=%s grpc=%s,%s,%s,%s,%s\n' \
+    "$sp" "$mp" "$vp" "$fp" "$ap" "$mg" "$vg" "$fg" "$sg" "$ag" >"$dir/ports"
   S3_URL="$url"
 }
 
@@ -264,7 +297,8 @@ cmd_run() { # DIR S3_CONFIG IAM_CONFIG
   start="$(now)"
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
-  trap 'stop_server; rm -f "$dir/weed.pid"' EXIT
+  # shellcheck disable=SC2064
+  trap "stop_server; rm -f '$dir/weed.pid'" EXIT
   trap 'exit 143' TERM
   trap 'exit 130' INT
   trap 'exit 129' HUP

@@ -66,7 +66,8 @@ pub struct OperatorArgs {
     /// What each namespace's pipelines may reach in S3, as JSON:
     /// `{"team-a": {"sources": ["s3://team-a-raw/*"], "sinks": […], "rejected": […],
     /// "endpoints": ["https://minio.data:9000"]}, "*": {…}}`. A namespace without an entry uses
-    /// `*`'s; globs left out allow any location; endpoints left out allow AWS's only.
+    /// `*`'s; globs left out allow any location (`rejected`: the `sinks` globs); endpoints left
+    /// out allow AWS's only.
     #[arg(long, env = "EVENTPIPE_S3_ALLOWANCES", default_value = "{}", value_parser = S3Allowances::parse)]
     pub s3_allowances: S3Allowances,
     /// Watch pipelines in these namespaces only (repeat the flag, or separate with commas); all

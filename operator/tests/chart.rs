@@ -15,6 +15,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::Resource;
 use serde_json::json;
+use eventpipe::controller::allowances::S3Allowances;
+use eventpipe::controller::identity::IdentityMode;
 use eventpipe::operator::OperatorArgs;
 use serde::Deserialize;
 use support::{World, helm, helm_output, operator_args, spawn_operator, wait_until};
@@ -140,8 +142,14 @@ fn the_operator_parses_the_arguments_the_chart_renders() -> Result<()> {
     assert_eq!(args.namespaces, ["data"]);
     assert_eq!(args.allowed_images, ["registry.example.com/data/"]);
     assert_eq!(args.allowed_service_accounts, ["eventpipe-jobs"]);
-    let defaults = args.job_defaults;
+    let defaults = args.job_defaults.defaults;
     assert_eq!((defaults.priority_class_name.as_deref(), defaults.service_account_name.as_deref()), (Some("batch-low"), Some("eventpipe-jobs")));
     assert_eq!(defaults.container_resources().limits.context("limits")?["memory"].0, "4Gi");
+    let enforced = args.job_defaults.enforced;
+    assert_eq!((enforced.node_selector["pool"].as_str(), enforced.tolerations.len()), ("batch", 1));
+    assert_eq!(enforced.pipelines_may_add.node_selector_keys.as_deref(), Some(&["topology.kubernetes.io/zone".to_string()][..]));
+    assert_eq!(args.s3_identity, Some(IdentityMode::Pipeline));
+    assert_eq!((args.sts_endpoint.as_deref(), args.pod_identity_cluster.as_deref()), (Some("https://sts.eu-west-1.amazonaws.com"), Some("data-platform")));
+    assert_eq!(args.s3_allowances, S3Allowances::parse(r#"{"data": {"sources": ["s3://data-raw/*"], "sinks": ["s3://data-lake/*"], "rejected": ["s3://data-lake/*"]}}"#).unwrap());
     Ok(())
 }

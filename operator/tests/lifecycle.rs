@@ -198,7 +198,9 @@ async fn install_chart(world: &World, replicas: u32) -> Result<PodRunner> {
         "watchNamespaces={{{}}},replicaCount={replicas},image.tag=test,transformerImage.tag=test,logFormat=text,crds.enabled=false",
         world.namespace
     );
-    helm(&["install", "eventpipe", "charts/eventpipe", "--namespace", &world.namespace, "--set", &values])?;
+    // The pipelines name the test S3 server as their endpoint, which the installation must allow.
+    let allowances = format!("s3Allowances={}", json!({"*": {"endpoints": [S3Server::get()?.endpoint()]}}));
+    helm(&["install", "eventpipe", "charts/eventpipe", "--namespace", &world.namespace, "--set", &values, "--set-json", &allowances])?;
     let deployments: Api<Deployment> = Api::namespaced(world.admin.clone(), &world.namespace);
     wait_until_within("the operator Deployment to be available", JOB_TIMEOUT, || async {
         let status = deployments.get("eventpipe").await?.status.unwrap_or_default();

@@ -28,8 +28,8 @@ pub struct Reach {
     /// Globs of `sink.url`. Absent: any.
     #[serde(default)]
     pub sinks: Option<Vec<String>>,
-    /// Globs of `badRecords.url` (the rejected rows' location, by default under the sink).
-    /// Absent: any.
+    /// Globs of `badRecords.url` (the rejected rows' location; by default the sink's URL with
+    /// `-rejected` appended). Absent: those of `sinks`, as rejected rows are written output too.
     #[serde(default)]
     pub rejected: Option<Vec<String>>,
     /// S3 endpoints pipelines may name in `s3.endpoint`, exactly (`https://minio.data:9000`);
@@ -38,10 +38,17 @@ pub struct Reach {
     pub endpoints: Vec<String>,
 }
 
-/// Every namespace's [`Reach`], parsed from the chart value's JSON.
+/// Every namespace's [`Reach`], parsed from the chart value's JSON; equal when written alike.
 #[derive(Clone, Debug, Default)]
 pub struct S3Allowances {
+    written: BTreeMap<String, Reach>,
     by_namespace: BTreeMap<String, Compiled>,
+}
+
+impl PartialEq for S3Allowances {
+    fn eq(&self, other: &Self) -> bool {
+        self.written == other.written
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -58,7 +65,7 @@ impl S3Allowances {
         let written: BTreeMap<String, Reach> =
             serde_json::from_str(json).map_err(|e| format!("not a map of namespaces to {{sources, sinks, rejected, endpoints}}: {e}"))?;
         let mut by_namespace = BTreeMap::new();
-        for (namespace, reach) in written {
+        for (namespace, reach) in written.clone() {
             let globs = |field: &str, list: Option<Vec<String>>| -> Result<Option<Vec<GlobMatcher>>, String> {
                 list.map(|globs| {
                     globs
@@ -70,13 +77,13 @@ impl S3Allowances {
             };
             let compiled = Compiled {
                 sources: globs("sources", reach.sources)?,
-                sinks: globs("sinks", reach.sinks)?,
-                rejected: globs("rejected", reach.rejected)?,
+                sinks: globs("sinks", reach.sinks.clone())?,
+                rejected: globs("rejected", reach.rejected.or(reach.sinks))?,
                 endpoints: reach.endpoints.iter().map(|endpoint| normalised(endpoint)).collect(),
             };
             by_namespace.insert(namespace, compiled);
         }
-        Ok(Self { by_namespace })
+        Ok(Self { written, by_namespace })
     }
 
     /// Refuses a pipeline whose endpoint or locations its namespace may not reach, naming the
@@ -183,8 +190,14 @@ mod tests {
         assert!(error.contains("s3Allowances.\"team-a\".sources"), "{error}");
         let (p, checked) = pipeline("team-a", "s3://team-a-raw/events/", "s3://team-a-raw-but-not/x/", None);
         assert!(allowances().admit(&p, &checked).unwrap_err().contains("sink.url"));
-        // The rejected rows default to a location under the sink, which the sink's glob covers;
-        // a list for them is checked like the others.
+        // Without a list of their own, rejected rows may go where sinks may.
+        let (p, checked) = pipeline("team-a", "s3://team-a-raw/events/", "s3://team-a-lake/settings/", None);
+        let mut elsewhere = p.clone();
+        elsewhere.spec.pipeline.bad_records.url = Some("s3://team-b-lake/rows/".into());
+        let elsewhere_checked = eventpipe_transformer::validate::check(&elsewhere.spec.pipeline).unwrap();
+        assert_eq!(allowances().admit(&p, &checked), Ok(()));
+        assert!(allowances().admit(&elsewhere, &elsewhere_checked).unwrap_err().contains("s3Allowances.\"team-a\".rejected"));
+        // A list for them is checked like the others.
         let strict = S3Allowances::parse(&json!({"team-a": {"rejected": ["s3://team-a-lake/_rejected/*"]}}).to_string()).unwrap();
         let (p, checked) = pipeline("team-a", "s3://team-a-raw/events/", "s3://team-a-lake/settings/", None);
         assert!(strict.admit(&p, &checked).unwrap_err().contains("badRecords.url"));

@@ -344,6 +344,111 @@ fn credentials_from(secret: &Secret) -> Result<Credentials, Blocked> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    impl Exchanges {
+        /// Exchanges whose STS and EKS Auth clients use `config` (an endpoint that answers
+        /// with recorded responses).
+        fn against(settings: IdentitySettings, config: &aws_config::SdkConfig) -> Self {
+            Self {
+                settings,
+                sts: Arc::new(OnceCell::new_with(Some(aws_sdk_sts::Client::new(config)))),
+                eks: Arc::new(OnceCell::new_with(Some(aws_sdk_eksauth::Client::new(config)))),
+            }
+        }
+    }
+
+    /// Answers one HTTP request with `body` and returns the request as received.
+    async fn answer_once(listener: tokio::net::TcpListener, content_type: &'static str, body: &'static str) -> String {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let read = stream.read(&mut buffer).await.unwrap();
+            request.extend_from_slice(&buffer[..read]);
+            let text = String::from_utf8_lossy(&request).to_string();
+            if let Some((head, sent)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|n| n.trim().parse::<usize>().unwrap()))
+                    .unwrap_or(0);
+                if sent.len() >= length {
+                    break;
+                }
+            }
+        }
+        let response = format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        stream.write_all(response.as_bytes()).await.unwrap();
+        String::from_utf8(request).unwrap()
+    }
+
+    async fn recorded(content_type: &'static str, body: &'static str) -> (aws_config::SdkConfig, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("eu-west-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new("AKIDOPERATOR", "operator-secret", None, None, "test")))
+            .build();
+        (config, tokio::spawn(answer_once(listener, content_type, body)))
+    }
+
+    /// A response of STS `AssumeRoleWithWebIdentity`, as AWS documents it.
+    const STS_ANSWER: &str = r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <SubjectFromWebIdentityToken>system:serviceaccount:team-a:eventpipe-jobs</SubjectFromWebIdentityToken>
+    <Audience>sts.amazonaws.com</Audience>
+    <AssumedRoleUser>
+      <Arn>arn:aws:sts::111122223333:assumed-role/team-a/eventpipe.team-a.settings</Arn>
+      <AssumedRoleId>AROACLKWSDQRAOEXAMPLE:eventpipe.team-a.settings</AssumedRoleId>
+    </AssumedRoleUser>
+    <Credentials>
+      <SessionToken>IQoJb3JpZ2luX2VjEXAMPLE</SessionToken>
+      <SecretAccessKey>wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY</SecretAccessKey>
+      <Expiration>2026-12-05T04:00:00Z</Expiration>
+      <AccessKeyId>ASIAIOSFODNN7EXAMPLE</AccessKeyId>
+    </Credentials>
+    <Provider>arn:aws:iam::111122223333:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE</Provider>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata><RequestId>ad4156e9-bce1-11e2-82e6-6b6efEXAMPLE</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>"#;
+
+    /// A response of EKS Auth `AssumeRoleForPodIdentity`, as AWS documents it.
+    const EKS_AUTH_ANSWER: &str = r#"{"subject": {"namespace": "team-a", "serviceAccount": "eventpipe-jobs"},
+  "audience": "pods.eks.amazonaws.com",
+  "podIdentityAssociation": {"associationArn": "arn:aws:eks:eu-west-1:111122223333:podidentityassociation/data-platform/a-abcdefghijklmnop1", "associationId": "a-abcdefghijklmnop1"},
+  "assumedRoleUser": {"arn": "arn:aws:sts::111122223333:assumed-role/team-a/eks-data-platf-eventpipe-a1b2c3", "assumeRoleId": "AROACLKWSDQRAOEXAMPLE:eks-data-platf-eventpipe-a1b2c3"},
+  "credentials": {"sessionToken": "IQoJb3JpZ2luX2VjEXAMPLE", "secretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "accessKeyId": "ASIAIOSFODNN7EXAMPLE", "expiration": 1796443200}}"#;
+
+    #[tokio::test]
+    async fn a_web_identity_token_is_exchanged_unsigned_for_the_roles_credentials() {
+        let (config, server) = recorded("text/xml", STS_ANSWER).await;
+        let exchanges = Exchanges::against(IdentitySettings::default(), &config);
+        let role = "arn:aws:iam::111122223333:role/team-a";
+        let credentials = exchanges.assume_role_with_web_identity(role, "eventpipe.team-a.settings", "header.payload.signature").await.unwrap();
+        assert_eq!((credentials.access_key_id(), credentials.session_token()), ("ASIAIOSFODNN7EXAMPLE", Some("IQoJb3JpZ2luX2VjEXAMPLE")));
+        assert_eq!(credentials.expiry(), Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_443_200)));
+        let request = server.await.unwrap();
+        assert!(request.starts_with("POST / "), "{request}");
+        assert!(request.contains("Action=AssumeRoleWithWebIdentity"), "{request}");
+        assert!(request.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A111122223333%3Arole%2Fteam-a"), "{request}");
+        assert!(request.contains("WebIdentityToken=header.payload.signature"), "{request}");
+        assert!(!request.to_ascii_lowercase().contains("authorization:"), "the token is the proof; the operator's keys are not sent: {request}");
+    }
+
+    #[tokio::test]
+    async fn a_pod_identity_token_is_exchanged_with_eks_auth_signed_by_the_operator() {
+        let (config, server) = recorded("application/json", EKS_AUTH_ANSWER).await;
+        let settings = IdentitySettings { pod_identity_cluster: Some("data-platform".into()), ..IdentitySettings::default() };
+        let credentials = Exchanges::against(settings, &config).assume_role_for_pod_identity("header.payload.signature").await.unwrap();
+        assert_eq!((credentials.access_key_id(), credentials.secret_access_key()), ("ASIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"));
+        assert_eq!(credentials.expiry(), Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_443_200)));
+        let request = server.await.unwrap();
+        assert!(request.starts_with("POST /clusters/data-platform/assume-role-for-pod-identity "), "{request}");
+        assert!(request.contains(r#""token":"header.payload.signature""#), "{request}");
+        assert!(request.to_ascii_lowercase().contains("authorization: aws4-hmac-sha256 credential=akidoperator/"), "{request}");
+    }
 
     #[test]
     fn session_names_keep_to_stss_characters_and_length() {

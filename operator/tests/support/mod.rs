@@ -47,7 +47,7 @@ impl World {
         let namespace = env.namespace(name).await?;
         let bucket = s3.bucket(name).await?;
         let admin = env.client()?;
-        bind_chart_rules(&admin, &namespace).await?;
+        bind_chart_rules(&admin, &namespace, &namespace).await?;
         let token = env.service_account_token(&namespace, "eventpipe-operator").await?;
         let (operator, reads, writes) = counting_client(env, &namespace, token)?;
         let secret = Secret {
@@ -171,13 +171,17 @@ impl World {
     }
 }
 
-/// A ClusterRole with the chart's rules (the operator's and leader election's), bound in
-/// `namespace` to ServiceAccount eventpipe-operator.
-async fn bind_chart_rules(admin: &Client, namespace: &str) -> Result<()> {
+/// A ClusterRole with the rules the chart grants a namespaced installation (the operator's, acting as
+/// each pipeline, and leader election's), bound in `namespace` to ServiceAccount
+/// eventpipe-operator of `operator_namespace`.
+pub async fn bind_chart_rules(admin: &Client, namespace: &str, operator_namespace: &str) -> Result<()> {
     let rbac = eventpipe_testkit::kube_env::workspace_root().join("charts/eventpipe/files/rbac");
-    let mut rules: Vec<PolicyRule> = serde_yaml::from_str(&std::fs::read_to_string(rbac.join("operator.yaml"))?)?;
-    let lease_rules: Vec<PolicyRule> = serde_yaml::from_str(&std::fs::read_to_string(rbac.join("leader-election.yaml"))?)?;
-    rules.extend(lease_rules);
+    // What a namespaced installation grants: it acts on S3 as each pipeline.
+    let mut rules = Vec::new();
+    for file in ["operator.yaml", "pipeline-identity.yaml", "leader-election.yaml"] {
+        let file_rules: Vec<PolicyRule> = serde_yaml::from_str(&std::fs::read_to_string(rbac.join(file))?)?;
+        rules.extend(file_rules);
+    }
     let role_name = format!("eventpipe-operator-{namespace}");
     let role = ClusterRole {
         metadata: ObjectMeta { name: Some(role_name.clone()), ..ObjectMeta::default() },
@@ -191,7 +195,7 @@ async fn bind_chart_rules(admin: &Client, namespace: &str) -> Result<()> {
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
             name: "eventpipe-operator".into(),
-            namespace: Some(namespace.into()),
+            namespace: Some(operator_namespace.into()),
             ..Subject::default()
         }]),
     };

@@ -154,6 +154,16 @@ impl KubeEnv {
         &self.kubeconfig_path
     }
 
+    /// The CA certificate (PEM) of the API server's serving certificate, which also signs its
+    /// ServiceAccount tokens' issuer URL; only for the control plane this harness started.
+    pub fn ca_cert_path(&self) -> Result<PathBuf> {
+        let path = self.kubeconfig_path.parent().context("the kubeconfig's directory")?.join("pki/ca.crt");
+        if !path.exists() {
+            bail!("{} is missing: the API server was not started by scripts/testenv.sh", path.display());
+        }
+        Ok(path)
+    }
+
     /// Names of the CustomResourceDefinitions installed from `crds/*.yaml`.
     pub fn crds(&self) -> &[String] {
         &self.crds
