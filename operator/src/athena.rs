@@ -10,8 +10,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use datafusion::arrow::datatypes::{DataType, Field};
 use eventpipe_transformer::spec::ParquetCompression;
-use eventpipe_transformer::storage::Location;
-use eventpipe_transformer::{engine, validate};
+use eventpipe_transformer::store::Location;
+use eventpipe_transformer::{query::engine, validate};
 
 /// Arguments of `eventpipe athena-ddl`.
 #[derive(Args)]

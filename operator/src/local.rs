@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use eventpipe_transformer::task::{EngineSettings, Summary, Task};
-use eventpipe_transformer::fingerprint::fingerprint;
-use eventpipe_transformer::storage::Retrying;
-use eventpipe_transformer::{discovery, run, validate};
+use eventpipe_transformer::commit::fingerprint::fingerprint;
+use eventpipe_transformer::store::Retrying;
+use eventpipe_transformer::{store::discovery, run, validate};
 use serde::Serialize;
 
 /// Arguments of `eventpipe run`.

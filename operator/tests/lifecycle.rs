@@ -15,7 +15,7 @@ use eventpipe::crd::{PartitionState, PartitionStatus, Period, ProcessingMode};
 use eventpipe_testkit::kube_env::KubeEnv;
 use eventpipe_testkit::pod_runner::{Image, PodRunner, RunnerConfig};
 use eventpipe_testkit::s3::S3Server;
-use eventpipe_transformer::manifest::Manifest;
+use eventpipe_transformer::commit::manifest::Manifest;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;

@@ -5,34 +5,18 @@
 //! The same library backs the Kubernetes Job binary `eventpipe-transformer` and the local runner
 //! `eventpipe run`.
 
-pub mod badrows;
-pub mod cleanup;
-pub mod credentials;
-pub mod csv_decoder;
-pub mod csv_source;
-pub mod discovery;
-pub mod engine;
+// What a partition passes through, in order: the spec and its task, where its objects are
+// (`store`), how they are read (`csv`), what the transform makes of them (`query`), how the
+// output is committed (`commit`); `run` is the protocol over them all.
+pub mod commit;
+pub mod csv;
 pub mod error;
-pub mod fingerprint;
-pub mod header;
-pub mod latest_map;
 pub mod layout;
-pub mod manifest;
-pub mod mode;
-pub mod resuming;
-pub mod row_count;
+pub mod query;
 pub mod run;
-pub mod sandbox;
-pub mod schema;
-pub mod single_phase;
 pub mod spec;
-pub mod storage;
+pub mod store;
 pub mod task;
-#[cfg(test)]
-mod test_store;
-pub mod timestamps;
 pub mod validate;
-pub mod values;
-pub mod writer;
 
 pub use error::{Error, Result};

@@ -2,10 +2,10 @@
 //!
 //! 1. The partition is listed; its input fingerprint and the spec hash identify the output.
 //! 2. If the committed manifest has both and every file it lists is there, nothing is converted.
-//!    In append mode (see [`crate::mode`]), when the committed output was made with this spec
+//!    In append mode (see [`crate::query::mode`]), when the committed output was made with this spec
 //!    from objects that are all still there unchanged, only the objects it lacks are converted:
 //!    an increment.
-//! 3. The run marks itself alive in the sink (see [`crate::cleanup`]), reads the inputs — each at
+//! 3. The run marks itself alive in the sink (see [`crate::commit::cleanup`]), reads the inputs — each at
 //!    the version the listing saw — runs the SQL and writes Parquet.
 //! 4. If the read fails on bad data, the inputs are read again with the bad rows set apart by the
 //!    same decoder; they fail the run or are left out (and quarantined).
@@ -22,20 +22,20 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use tokio::io::AsyncWriteExt;
 
-use crate::badrows::BadRows;
-use crate::cleanup::{Listing, RunMarker};
-use crate::csv_decoder::BadRowHandling;
-use crate::engine::{Engine, is_gzip};
+use crate::csv::bad_rows::BadRows;
+use crate::commit::cleanup::{Listing, RunMarker};
+use crate::csv::decoder::BadRowHandling;
+use crate::query::engine::{Engine, is_gzip};
 use crate::error::{Error, Result};
-use crate::fingerprint::{fingerprint, spec_hash};
-use crate::manifest::{self, Manifest, ManifestColumn, ManifestFile};
-use crate::mode::Mode;
+use crate::commit::fingerprint::{fingerprint, spec_hash};
+use crate::commit::manifest::{self, Manifest, ManifestColumn, ManifestFile};
+use crate::query::mode::Mode;
 use crate::spec::BadRecordPolicy;
-use crate::storage::{Opener, Retrying, SourceObject, Store};
+use crate::store::{Opener, Retrying, SourceObject, Store};
 use crate::task::{InputObject, RunRows, Summary, Task, new_run_id};
 use crate::validate::CheckedPipeline;
-use crate::values::ColumnRule;
-use crate::writer::{self, Output};
+use crate::csv::values::ColumnRule;
+use crate::commit::writer::{self, Output};
 
 /// Runs a task to completion and returns what it did.
 pub async fn run(task: &Task) -> Result<Summary> {
@@ -140,7 +140,7 @@ async fn list_partition(source: &Store, checked: &CheckedPipeline, task: &Task) 
         ),
         None => None,
     };
-    let mut found = crate::discovery::discover_below(source, &checked.layout, &directories).await?;
+    let mut found = crate::store::discovery::discover_below(source, &checked.layout, &directories).await?;
     let partition = found.remove(&task.partition).and_then(|partition| match cutoff {
         Some(cutoff) => partition.settled(cutoff),
         None => Some(partition),
@@ -170,7 +170,7 @@ impl Partition<'_> {
     async fn remove_uncommitted(&self, sink_listing: &Listing, committed: &Manifest) -> Result<()> {
         let keep: Vec<String> = committed.files.iter().map(|f| f.name.clone()).collect();
         sink_listing.remove_stale(self.sink, self.directory, "part-", &keep).await?;
-        sink_listing.remove_stale(self.sink, self.directory, crate::cleanup::MARKER_PREFIX, &[]).await?;
+        sink_listing.remove_stale(self.sink, self.directory, crate::commit::cleanup::MARKER_PREFIX, &[]).await?;
         let rejected_listing = Listing::of(self.rejected, &self.rejected_directory, sink_listing).await?;
         rejected_listing.remove_stale(self.rejected, &self.rejected_directory, "rejected-", &committed.committed_rejected_files()).await
     }
@@ -226,10 +226,10 @@ impl Run<'_> {
     async fn columns(&self, objects: &[SourceObject]) -> Result<Arc<[ColumnRule]>> {
         let source = &self.task.pipeline.source;
         if !source.schema.is_empty() {
-            return crate::values::rules(&source.schema);
+            return crate::csv::values::rules(&source.schema);
         }
         for object in objects.iter().filter(|object| object.size > 0) {
-            if let Some(columns) = crate::header::columns_of(self.source, object, &source.csv).await? {
+            if let Some(columns) = crate::csv::header::columns_of(self.source, object, &source.csv).await? {
                 return Ok(columns.into());
             }
         }
@@ -282,14 +282,14 @@ impl Run<'_> {
         let bad = collector("bad-rows.jsonl")?;
         engine.register_csv_events(self.source, objects, csv, columns, &self.task.partition, handling(&bad))?;
         let frame = engine.transform(&pipeline.transform.sql, &self.task.partition).await?;
-        let reads_once = crate::row_count::reads_events_once(frame.logical_plan())?;
+        let reads_once = crate::query::row_count::reads_events_once(frame.logical_plan())?;
         let output = writer::write(frame, self.partition.sink, self.partition.directory, self.run_id, pipeline.sink.compression, engine.writers()).await?;
         let rows = match output.scanned_rows {
             Some(accepted) if reads_once => RowsRead { accepted, bad },
             _ => {
                 let bad = collector("bad-rows-of-count.jsonl")?;
                 engine.register_csv_events(self.source, objects, csv, columns, &self.task.partition, handling(&bad))?;
-                let accepted = engine.context().table(crate::engine::EVENTS_TABLE).await?.count().await? as u64;
+                let accepted = engine.context().table(crate::query::engine::EVENTS_TABLE).await?.count().await? as u64;
                 RowsRead { accepted, bad }
             }
         };
@@ -316,7 +316,7 @@ impl Run<'_> {
         let stored = manifest::read(sink, directory).await?.map(|committed| committed.manifest);
         let keep: Vec<String> = stored.iter().flat_map(|m| m.files.iter().map(|f| f.name.clone()).chain(m.committed_rejected_files())).collect();
         let own = |location: &Path, prefix: &str| {
-            location.filename().is_some_and(|name| crate::cleanup::run_of(name, prefix) == Some(self.run_id) && !keep.iter().any(|k| k == name))
+            location.filename().is_some_and(|name| crate::commit::cleanup::run_of(name, prefix) == Some(self.run_id) && !keep.iter().any(|k| k == name))
         };
         for (store, directory, prefix) in [(sink, *directory, "part-"), (rejected, rejected_directory, "rejected-")] {
             for object in store.list(store.relative(directory)).await? {

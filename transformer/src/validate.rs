@@ -5,9 +5,9 @@
 
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::mode::Mode;
+use crate::query::mode::Mode;
 use crate::spec::{BadRecordPolicy, PipelineSpec};
-use crate::storage::Location;
+use crate::store::Location;
 
 /// A pipeline's data path, parsed.
 #[derive(Clone, Debug)]
@@ -26,7 +26,7 @@ pub struct CheckedPipeline {
 /// is looked up.
 pub fn check(spec: &PipelineSpec) -> Result<CheckedPipeline> {
     let layout = Layout::parse(&spec.source.layout).map_err(|e| Error::Config(format!("source.layout: {e}")))?;
-    crate::schema::validate(&spec.source.schema)?;
+    crate::query::schema::validate(&spec.source.schema)?;
     for (field, value) in [("delimiter", &spec.source.csv.delimiter), ("quote", &spec.source.csv.quote)] {
         if value.len() != 1 || !value.is_ascii() {
             return Err(Error::Config(format!("source.csv.{field} must be one ASCII character, not {value:?}")));
@@ -48,7 +48,7 @@ pub fn check(spec: &PipelineSpec) -> Result<CheckedPipeline> {
         apart((rejected_field, &rejected), ("sink.url", &sink))?;
         apart((rejected_field, &rejected), ("source.url", &source))?;
     }
-    crate::sandbox::check(&spec.transform.sql)?;
+    crate::query::sandbox::check(&spec.transform.sql)?;
     Ok(CheckedPipeline { layout, source, sink, rejected })
 }
 
@@ -78,11 +78,11 @@ fn apart((field, location): (&str, &Location), (other_field, other): (&str, &Loc
 /// `layout` is the parsed source layout, as [`check`] returns it.
 pub async fn check_sql(spec: &PipelineSpec, layout: &Layout) -> Result<Mode> {
     if spec.source.schema.is_empty() {
-        crate::sandbox::check(&spec.transform.sql)?;
+        crate::query::sandbox::check(&spec.transform.sql)?;
         return Ok(Mode::full("source.schema is empty, so the SQL is planned only once the data is read"));
     }
-    let frame = crate::engine::plan_sql(&spec.transform.sql, &spec.source.schema, &layout.sample_partition()).await?;
-    crate::mode::of_plan(frame.logical_plan())
+    let frame = crate::query::engine::plan_sql(&spec.transform.sql, &spec.source.schema, &layout.sample_partition()).await?;
+    crate::query::mode::of_plan(frame.logical_plan())
 }
 
 /// The sink location with `-rejected` appended to its last path segment (`s3://out/settings/` →

@@ -10,8 +10,8 @@ mod support;
 
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use eventpipe_transformer::manifest::Manifest;
-use eventpipe_transformer::mode::Mode;
+use eventpipe_transformer::commit::manifest::Manifest;
+use eventpipe_transformer::query::mode::Mode;
 use support::{DAY, TaskBuilder, write_partition};
 use tempfile::TempDir;
 

@@ -14,8 +14,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef
 use datafusion::datasource::MemTable;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
-use eventpipe_transformer::engine::Engine;
-use eventpipe_transformer::mode::Mode;
+use eventpipe_transformer::query::engine::Engine;
+use eventpipe_transformer::query::mode::Mode;
 use eventpipe_transformer::task::EngineSettings;
 
 /// One input row.

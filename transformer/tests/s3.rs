@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use eventpipe_testkit::s3::{S3Server, SECRET_KEY};
-use eventpipe_transformer::manifest::{self, Manifest, ManifestFile};
+use eventpipe_transformer::commit::manifest::{self, Manifest, ManifestFile};
 use eventpipe_transformer::spec::{BadRecordPolicy, CommitMode};
-use eventpipe_transformer::storage::{Location, Retrying};
+use eventpipe_transformer::store::{Location, Retrying};
 use eventpipe_transformer::{Error, run::run};
 use support::{DAY, TaskBuilder, gzip};
 
@@ -153,7 +153,7 @@ async fn a_missing_bucket_is_named() {
     };
     let source = Location::parse("s3://no-such-bucket/raw/").unwrap().open(Some(&settings), Retrying::Briefly).await.unwrap();
     let layout = eventpipe_transformer::layout::Layout::parse(PARTITION.replace("2026", "{year}").replace("=11", "={month}").replace("=24", "={day}").as_str()).unwrap();
-    let message = eventpipe_transformer::discovery::discover(&source, &layout).await.unwrap_err().to_string();
+    let message = eventpipe_transformer::store::discovery::discover(&source, &layout).await.unwrap_err().to_string();
     assert!(message.starts_with("s3://no-such-bucket/raw: "), "{message}");
     assert!(message.contains("NoSuchBucket"), "{message}");
 }

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, FixedOffset, Utc};
 use eventpipe_transformer::spec::TimestampUnit;
-use eventpipe_transformer::timestamps::{TimestampFormat, from_epoch, from_iso};
+use eventpipe_transformer::csv::timestamps::{TimestampFormat, from_epoch, from_iso};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use eventpipe_transformer::storage::Location;
+use eventpipe_transformer::store::Location;
 use eventpipe_transformer::validate::CheckedPipeline;
 use globset::{Glob, GlobMatcher};
 use serde::Deserialize;

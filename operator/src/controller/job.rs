@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use eventpipe_transformer::error::ExitClass;
-use eventpipe_transformer::layout::PartitionKey;
 use eventpipe_transformer::task::{EngineSettings, Task};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
@@ -18,7 +17,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use sha2::{Digest, Sha256};
 
 use crate::crd::EventPipeline;
 
@@ -59,41 +57,6 @@ const WEB_IDENTITY_TOKEN_SECONDS: i64 = 86_400;
 const MAX_NAME: usize = 63;
 const SCRATCH: &str = "/scratch";
 
-/// The version of a partition's output a Job makes: a short hash of the pipeline's UID, the input
-/// fingerprint and the spec hash. A pipeline created again under the same name, new inputs and a
-/// new spec each give new Job names.
-pub fn version(pipeline_uid: &str, fingerprint: &str, spec_hash: &str) -> String {
-    let digest = Sha256::digest(format!("{pipeline_uid}\n{fingerprint}\n{spec_hash}").as_bytes());
-    hex(&digest[..5])
-}
-
-/// The Job name of one launch of a partition: `<pipeline>-<yyyymmdd[hh]>-<version>-<launch>`, at
-/// most 63 characters. A long pipeline name is cut and a hash of it added, so names stay distinct.
-/// The launch number alone makes the name unique within the partition; the version tells people
-/// which inputs and spec the Job processes.
-pub fn job_name(pipeline: &str, partition: &PartitionKey, version: &str, launch: u32) -> String {
-    let hour = partition.hour.map(|h| format!("{h:02}")).unwrap_or_default();
-    let version: String = version.chars().filter(char::is_ascii_alphanumeric).take(10).collect();
-    let suffix = format!(
-        "-{:04}{:02}{:02}{hour}-{}-{launch}",
-        partition.year,
-        partition.month,
-        partition.day,
-        version.to_ascii_lowercase()
-    );
-    let room = MAX_NAME - suffix.len();
-    let prefix = if pipeline.len() <= room {
-        pipeline.to_string()
-    } else {
-        let hash = hex(&Sha256::digest(pipeline.as_bytes())[..3]);
-        format!("{}-{hash}", pipeline[..room - hash.len() - 1].trim_end_matches(['-', '.']))
-    };
-    format!("{prefix}{suffix}")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The Job for a launch: owned by the pipeline, labelled for lookup, hardened, with the task in
 /// its environment and, for IRSA, the role the operator used. The task names the partition, never
@@ -374,7 +337,9 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::plan::naming::{job_name, version};
     use crate::crd::EventPipelineSpec;
+    use eventpipe_transformer::layout::PartitionKey;
     use eventpipe_transformer::spec::{S3Settings, SecretReference};
     use crate::pod_settings::{ContainerResources, PodSettings};
 
@@ -408,28 +373,6 @@ mod tests {
             force: false,
             settled_before: None,
         }
-    }
-
-    #[test]
-    fn names_are_deterministic_short_and_distinct() {
-        assert_eq!(job_name("settings", &day(24), "9f86d081884c7d65", 1), "settings-20261124-9f86d08188-1");
-        let hourly = PartitionKey { hour: Some(3), ..day(24) };
-        assert_eq!(job_name("s", &hourly, "ab", 2), "s-2026112403-ab-2");
-        let long_a = format!("{}-a", "x".repeat(60));
-        let long_b = format!("{}-b", "x".repeat(60));
-        let (a, b) = (job_name(&long_a, &day(1), "ff", 1), job_name(&long_b, &day(1), "ff", 1));
-        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
-        assert_ne!(a, b);
-        assert_eq!(a, job_name(&long_a, &day(1), "ff", 1));
-    }
-
-    #[test]
-    fn a_new_pipeline_new_inputs_or_a_new_spec_give_a_new_version() {
-        let base = version(UID, "f", "s");
-        assert_eq!(base.len(), 10);
-        assert_eq!(base, version(UID, "f", "s"));
-        let others = [version("another-uid", "f", "s"), version(UID, "g", "s"), version(UID, "f", "t")];
-        assert!(others.iter().all(|other| *other != base), "{base} {others:?}");
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use eventpipe_transformer::discovery;
-use eventpipe_transformer::fingerprint::fingerprint;
+use eventpipe_transformer::store::discovery;
+use eventpipe_transformer::commit::fingerprint::fingerprint;
 use eventpipe_transformer::validate::CheckedPipeline;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::jiff::civil::Date;

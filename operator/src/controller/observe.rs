@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use eventpipe_transformer::manifest;
-use eventpipe_transformer::mode::Mode;
+use eventpipe_transformer::commit::manifest;
+use eventpipe_transformer::query::mode::Mode;
 use eventpipe_transformer::validate::{self, CheckedPipeline};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -130,7 +130,7 @@ pub async fn check_spec(caches: &Caches, policy: &JobPolicy, reach: &S3Allowance
         Window::of(&spec.schedule, Timestamp::now())?;
         crate::period::time_zone(&spec.schedule)?;
         policy.admit(&spec.execution)?;
-        if !matches!(checked.source, eventpipe_transformer::storage::Location::S3 { .. }) {
+        if !matches!(checked.source, eventpipe_transformer::store::Location::S3 { .. }) {
             return Err(format!("source.url must be an s3:// URL in a cluster, not {}", spec.pipeline.source.url));
         }
         reach.admit(pipeline, &checked)?;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use eventpipe_transformer::fingerprint::spec_hash;
-use eventpipe_transformer::mode::Mode;
+use eventpipe_transformer::commit::fingerprint::spec_hash;
+use eventpipe_transformer::query::mode::Mode;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, PartialObjectMeta};
 use kube::runtime::controller::Action;

@@ -11,7 +11,7 @@ use std::fmt::Display;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use eventpipe_transformer::storage::{Location, Opener, Retrying, Store};
+use eventpipe_transformer::store::{Location, Opener, Retrying, Store};
 use kube::{Client, ResourceExt};
 use object_store::path::Path;
 

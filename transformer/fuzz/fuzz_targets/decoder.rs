@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion_datasource::decoder::{DecoderDeserializer, deserialize_stream};
-use eventpipe_transformer::badrows::BadRows;
-use eventpipe_transformer::csv_decoder::{BadRowHandling, CsvDecoder, CsvDialect, DecoderOptions};
+use eventpipe_transformer::csv::bad_rows::BadRows;
+use eventpipe_transformer::csv::decoder::{BadRowHandling, CsvDecoder, DecoderOptions};
+use eventpipe_transformer::csv::dialect::CsvDialect;
 use eventpipe_transformer::spec::{Column, ColumnType, TimestampUnit};
 use futures::TryStreamExt;
 use libfuzzer_sys::fuzz_target;
@@ -29,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     // The first bytes choose the dialect, the batch size and where the input is cut.
     let [flags, batch, cut_a, cut_b, rest @ ..] = data else { return };
     let options = DecoderOptions {
-        columns: eventpipe_transformer::values::rules(&columns()).unwrap(),
+        columns: eventpipe_transformer::csv::values::rules(&columns()).unwrap(),
         projection: vec![0, 1, 2, 3],
         batch_size: usize::from(*batch % 8) + 1,
         dialect: CsvDialect { has_header: flags & 1 == 1, delimiter: b',', quote: b'"', max_row_bytes: 64 + usize::from(flags >> 1) * 8 },

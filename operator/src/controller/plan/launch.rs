@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::{PartitionState, PartitionStatus};
 
-use super::super::job::{job_name, version};
+use super::naming::{job_name, version};
 use super::status::{MAX_LISTED, tracked};
 use super::{Happening, JobOutcome, Launch, Observation, ObservedJob, ObservedPartition, Outdated};
 

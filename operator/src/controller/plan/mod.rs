@@ -13,7 +13,7 @@
 //! spec (the spec hash); a committed partition whose fingerprint or spec hash no longer matches is
 //! processed again.
 //!
-//! When is decided by the transform's mode (see [`eventpipe_transformer::mode`]). In append mode
+//! When is decided by the transform's mode (see [`eventpipe_transformer::query::mode`]). In append mode
 //! a partition's objects count once they are older than the grace period, and each Job converts
 //! those its committed output lacks. In full mode a partition is processed when it closes (see
 //! [`crate::period`]) and its newest object has settled; while it is open, only every
@@ -23,175 +23,34 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use eventpipe_transformer::layout::PartitionKey;
-use eventpipe_transformer::mode::Mode;
 use eventpipe_transformer::task::{Summary, shorten};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{EventPipelineSpec, EventPipelineStatus, PartitionCounts, PartitionState, PartitionStatus, Period};
+use crate::crd::{EventPipelineStatus, PartitionCounts, PartitionState, PartitionStatus, Period};
 use crate::period;
 
-use super::conditions::{self, Health};
 
 mod follow;
 mod launch;
+pub mod naming;
+mod observation;
+mod outdated;
+mod readiness;
 pub mod status;
+mod unavailable;
+
+pub use observation::{Committed, JobOutcome, Observation, ObservedJob, ObservedPartition, Requests, Settled, Unavailable, Waiting};
+pub use unavailable::{before_launches, launch_refused};
 
 use follow::follow_jobs;
 use launch::{Reprocess, launch, reprocess_request};
+use outdated::{renew_if_outdated, stop_strays, untracked};
+use readiness::{readiness, target_fingerprint};
 use status::{oldest_uncommitted, requeue_after, summarize};
+use unavailable::{plan_unavailable, readable};
 
 /// Longest message kept on a partition.
 const MESSAGE_LIMIT: usize = 1024;
-
-/// A partition found under the source, inside the schedule's window.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ObservedPartition {
-    /// The partition.
-    pub key: PartitionKey,
-    /// Fingerprint of its input objects.
-    pub fingerprint: String,
-    /// When each of its objects was written, oldest first; a partition has at least one.
-    pub modified: Vec<Timestamp>,
-    /// Its objects that were older than the grace period when the source was listed, if any.
-    pub settled: Option<Settled>,
-}
-
-impl ObservedPartition {
-    /// When its newest object was written.
-    pub fn newest(&self) -> Option<Timestamp> {
-        self.modified.last().copied()
-    }
-
-    /// When its oldest object written after `cutoff` (or at all, without one) was written.
-    pub fn oldest_after(&self, cutoff: Option<Timestamp>) -> Option<Timestamp> {
-        self.modified.iter().find(|modified| cutoff.is_none_or(|cutoff| **modified > cutoff)).copied()
-    }
-}
-
-/// The objects of a partition older than the grace period at a listing.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Settled {
-    /// Their fingerprint.
-    pub fingerprint: String,
-    /// They were last modified at or before this time (the listing's time minus the grace period).
-    pub before: Timestamp,
-}
-
-/// A Job of this pipeline, as its labels, annotations and status describe it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ObservedJob {
-    /// The Job's name.
-    pub name: String,
-    /// The partition it processes, as `PartitionKey` displays it.
-    pub partition: String,
-    /// The input fingerprint the operator saw when it launched the Job.
-    pub fingerprint: String,
-    /// The data-path spec hash it runs with.
-    pub spec_hash: String,
-    /// Its attempt number for this partition version, from 1.
-    pub attempt: u32,
-    /// Its partition's launch number it was created under (see `PartitionStatus::launch`).
-    pub launch: u32,
-    /// Whether and how it finished.
-    pub outcome: JobOutcome,
-    /// Whether its deletion was asked for (its pods are still stopping).
-    pub stopping: bool,
-    /// While it runs: whether its newest pod has not started yet.
-    pub waiting: Option<Waiting>,
-    /// While it runs: its pods that were disrupted (evicted, drained, preempted) and are still
-    /// there, oldest first, each with why.
-    pub disruptions: Vec<String>,
-}
-
-/// A running Job whose newest pod has not started.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Waiting {
-    /// Since when: the newest pod's creation, or the Job's while it has no pod.
-    pub since: Timestamp,
-    /// Why, when that is more than an ordinary start: `ErrImagePull: …`, `Unschedulable: …`.
-    pub problem: Option<String>,
-    /// The pod, once one was created.
-    pub pod: Option<String>,
-}
-
-/// Whether and how a Job finished.
-#[derive(Clone, Debug, PartialEq)]
-pub enum JobOutcome {
-    /// Not finished.
-    Running,
-    /// Finished successfully; the summary is `None` when its pod reported none.
-    Succeeded(Option<Summary>),
-    /// Failed, with the reason (the transformer's error, or why Kubernetes stopped the Job).
-    Failed(String),
-}
-
-/// What a partition's `_manifest.json` commits, as read for this reconcile.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Committed {
-    /// The manifest commits this output.
-    Output(Summary),
-    /// There is no manifest.
-    Nothing,
-    /// The manifest could not be read (the sink is unreachable, or the spec invalid), and why.
-    Unreadable(String),
-}
-
-/// Requests made on the pipeline through annotations; each value is acted on once.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Requests<'a> {
-    /// `eventpipe.dev/retry`: a new value gives failed partitions new attempts.
-    pub retry: Option<&'a str>,
-    /// `eventpipe.dev/reprocess`: a partition (`year=2026/month=11/day=24`) to process again
-    /// even though its output is committed.
-    pub reprocess: Option<&'a str>,
-}
-
-/// Everything the planner decides from.
-#[derive(Clone, Debug)]
-pub struct Observation<'a> {
-    /// The current time.
-    pub now: Timestamp,
-    /// The pipeline's name (Job names derive from it).
-    pub pipeline: &'a str,
-    /// The pipeline's UID (Job names derive from it, so a pipeline created again under the same
-    /// name never meets its predecessor's Jobs).
-    pub uid: &'a str,
-    /// The pipeline's `metadata.generation`.
-    pub generation: Option<i64>,
-    /// Whether the pipeline is being deleted (it has a `deletionTimestamp`).
-    pub deleting: bool,
-    /// The pipeline's spec.
-    pub spec: &'a EventPipelineSpec,
-    /// The hash of the spec's data path.
-    pub spec_hash: &'a str,
-    /// How the transform processes partitions.
-    pub mode: &'a Mode,
-    /// The status as last written.
-    pub previous: &'a EventPipelineStatus,
-    /// The partitions in the schedule's window, oldest first.
-    pub partitions: &'a [ObservedPartition],
-    /// Where the partitions were looked for, for the message when there are none.
-    pub looked_in: &'a str,
-    /// The pipeline's Jobs.
-    pub jobs: &'a [ObservedJob],
-    /// The manifests of the partitions a first plan asked for ([`Plan::unread_manifests`]).
-    pub committed: &'a HashMap<String, Committed>,
-    /// Requests made through annotations.
-    pub requests: Requests<'a>,
-    /// Why the spec or the source could not be used in this reconcile, if so: the partitions are
-    /// not looked at, but their Jobs are followed.
-    pub unavailable: Option<Unavailable<'a>>,
-}
-
-/// Why a reconcile cannot look at partitions, for the `Degraded` condition.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Unavailable<'a> {
-    /// A CamelCase reason: `InvalidSpec` or `SourceUnavailable`.
-    pub reason: &'static str,
-    /// What is wrong.
-    pub message: &'a str,
-}
 
 /// What to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -406,221 +265,11 @@ impl Plan {
     }
 }
 
-/// A partition the status does not list (new, or left out of a long window's status): its
-/// committed manifest tells whether it is processed for these inputs and this spec. Until that
-/// is read, or when it does not say so, the partition is to process.
-fn untracked(partition: &str, fingerprint: &str, observation: &Observation<'_>, effects: &mut Effects) -> PartitionStatus {
-    let mut entry = fresh_entry(partition, fingerprint, observation.spec_hash);
-    match observation.committed.get(partition) {
-        None => {
-            effects.unread.insert(partition.to_string());
-        }
-        Some(Committed::Output(committed)) if committed.input_fingerprint == fingerprint && committed.spec_hash == observation.spec_hash => {
-            entry.state = PartitionState::Succeeded;
-            follow::take_counts(&mut entry, committed);
-            entry.message = Some("the partition's committed manifest holds these inputs and this spec".into());
-        }
-        Some(_) => {}
-    }
-    entry
-}
-
-/// An entry whose inputs or spec changed since it was decided starts afresh for the current ones,
-/// keeping what the partition's history needs (its launch number, its committed output).
-fn renew_if_outdated(entry: PartitionStatus, fingerprint: &str, observation: &Observation<'_>, effects: &mut Effects) -> PartitionStatus {
-    let cause = if entry.spec_hash != observation.spec_hash {
-        Outdated::Spec
-    } else if entry.fingerprint != fingerprint {
-        Outdated::Inputs
-    } else {
-        return entry;
-    };
-    // In append mode new objects are the partition growing, not a change.
-    let grows = observation.mode.is_append() && cause == Outdated::Inputs;
-    if entry.state == PartitionState::Succeeded && !grows {
-        effects.happenings.push(Happening::Outdated { partition: entry.partition.clone(), cause });
-    }
-    PartitionStatus {
-        launch: entry.launch,
-        committed_at: entry.committed_at,
-        increments: entry.increments,
-        ..fresh_entry(&entry.partition, fingerprint, observation.spec_hash)
-    }
-}
-
-/// Asks to stop every Job that still runs but is not the Job of a running entry: launched for a
-/// decision that no longer holds, it could replace the output the status records.
-fn stop_strays(entries: &[(PartitionStatus, Option<&ObservedPartition>)], observation: &Observation<'_>, effects: &mut Effects) {
-    let followed = |job: &ObservedJob| {
-        entries.iter().any(|(entry, _)| entry.state == PartitionState::Running && entry.job.as_deref() == Some(job.name.as_str()))
-    };
-    let stopped = |job: &ObservedJob| effects.stops.iter().any(|stop| stop.job == job.name);
-    let strays: Vec<&ObservedJob> =
-        observation.jobs.iter().filter(|job| job.outcome == JobOutcome::Running && !job.stopping && !followed(job) && !stopped(job)).collect();
-    for job in strays {
-        let reason = format!("launched for inputs or a spec that {} no longer processes", job.partition);
-        effects.happenings.push(Happening::Stopped { partition: job.partition.clone(), job: job.name.clone(), reason: reason.clone() });
-        effects.stops.push(Stop { job: job.name.clone(), partition: job.partition.clone(), reason });
-    }
-}
-
-
-/// The fingerprint a partition's output should have: in append mode that of its settled
-/// objects (all of them while none has settled yet), in full mode that of all its objects.
-fn target_fingerprint<'a>(partition: &'a ObservedPartition, mode: &Mode) -> &'a str {
-    match &partition.settled {
-        Some(settled) if mode.is_append() => &settled.fingerprint,
-        _ => &partition.fingerprint,
-    }
-}
-
-/// Whether a partition that waits may run now, or what it waits for and until when: in append
-/// mode for an object to settle; in full mode for the partition to close (or, with
-/// `openRefreshSeconds`, for the next refresh) and for its newest object to settle.
-fn readiness(
-    partition: &ObservedPartition,
-    entry: &PartitionStatus,
-    observation: &Observation<'_>,
-    closes_at: Timestamp,
-) -> (PartitionState, Option<Time>) {
-    let (now, schedule) = (observation.now, &observation.spec.schedule);
-    let grace = SignedDuration::from_secs(schedule.grace_period_seconds.into());
-    let newest_settles = partition.newest().map_or(now, |newest| newest + grace);
-    let ready_at = if observation.mode.is_append() {
-        match &partition.settled {
-            Some(_) => now,
-            None => partition.oldest_after(None).map_or(now, |oldest| oldest + grace),
-        }
-    } else if now < closes_at {
-        let Some(refresh) = schedule.open_refresh_seconds else {
-            return (PartitionState::Open, Some(Time(closes_at)));
-        };
-        let refresh_due = entry.committed_at.as_ref().map_or(now, |at| at.0 + SignedDuration::from_secs(refresh.into()));
-        newest_settles.max(refresh_due)
-    } else {
-        newest_settles
-    };
-    if now < ready_at { (PartitionState::Settling, Some(Time(ready_at))) } else { (PartitionState::Pending, None) }
-}
-
-/// Plans a reconcile that cannot look at partitions (invalid spec, unreachable source): the
-/// partitions stay as they were, except that their Jobs are followed and their results recorded;
-/// nothing is launched, requests wait, and the conditions say what is wrong. The status keeps
-/// the generation its partitions were planned for, so that a spec change still gives failed
-/// partitions new attempts once the pipeline can be planned again.
-fn plan_unavailable(observation: &Observation<'_>, unavailable: Unavailable<'_>) -> Plan {
-    let previous = observation.previous;
-    let mut effects = Effects::default();
-    let entries: Vec<(PartitionStatus, Option<&ObservedPartition>)> =
-        previous.partitions.iter().map(|entry| (follow_jobs(readable(entry), observation, &mut effects), None)).collect();
-    if !effects.unread.is_empty() {
-        return Plan::reading(effects.unread, observation);
-    }
-    stop_strays(&entries, observation, &mut effects);
-    let entries: Vec<PartitionStatus> = entries.into_iter().map(|(entry, _)| entry).collect();
-    // Partitions the status does not list are not looked at: they stay as they were counted.
-    let mut status = summarize(&entries, status::unlisted(previous), 0, &effects.happenings, observation);
-    let message = limited(unavailable.message);
-    status.conditions = conditions::conditions(
-        &previous.conditions,
-        &Health::Degraded { reason: unavailable.reason, message: &message },
-        observation.generation,
-        observation.now,
-    );
-    let status = EventPipelineStatus {
-        observed_generation: previous.observed_generation,
-        mode: previous.mode,
-        mode_reason: previous.mode_reason.clone(),
-        last_retry_request: previous.last_retry_request.clone(),
-        last_reprocess_request: previous.last_reprocess_request.clone(),
-        ..status
-    };
-    Plan {
-        launches: Vec::new(),
-        stops: effects.stops,
-        status,
-        requeue_after: requeue_after(&entries, observation),
-        entries,
-        held: 0,
-        oldest_uncommitted: None,
-        happenings: effects.happenings,
-        relist: false,
-        unread_manifests: Vec::new(),
-    }
-}
-
 /// A message cut to the length kept in the status.
 fn limited(message: impl Into<String>) -> String {
     let mut message = message.into();
     shorten(&mut message, MESSAGE_LIMIT);
     message
-}
-
-/// The plan after the API server refused to create some of its Jobs (quota, admission webhook,
-/// RBAC): those partitions wait again as before the launch, their launch is not reported, and
-/// `Degraded` says why.
-pub fn launch_refused(mut plan: Plan, observation: &Observation<'_>, refused: &[(String, String)]) -> Plan {
-    for (job, message) in refused {
-        let Some(entry) = plan.entries.iter_mut().find(|entry| entry.job.as_deref() == Some(job.as_str())) else {
-            continue;
-        };
-        let before = observation.previous.partitions.iter().find(|p| p.partition == entry.partition);
-        entry.attempts = entry.attempts.saturating_sub(1);
-        entry.launch = before.map_or(0, |p| p.launch);
-        entry.job = before.and_then(|p| p.job.clone());
-        entry.state = PartitionState::Pending;
-        entry.message = Some(format!("creating Job {job} failed: {message}"));
-        plan.happenings.retain(|h| !matches!(h, Happening::Launched { job: launched, .. } if launched == job));
-        plan.happenings.push(Happening::JobCreateFailed { partition: entry.partition.clone(), job: job.clone(), message: message.clone() });
-    }
-    let is_refused = |launch: &Launch| refused.iter().any(|(job, _)| *job == launch.job);
-    // A refused reprocess stays requested, so the next try carries it out.
-    if plan.launches.iter().any(|launch| launch.force && is_refused(launch)) {
-        plan.status.last_reprocess_request = observation.previous.last_reprocess_request.clone();
-    }
-    plan.launches.retain(|launch| !is_refused(launch));
-    let requests = (plan.status.last_retry_request.take(), plan.status.last_reprocess_request.take());
-    plan.status = summarize(&plan.entries, PartitionCounts::default(), plan.held, &plan.happenings, observation);
-    (plan.status.last_retry_request, plan.status.last_reprocess_request) = requests;
-    if let Some((job, message)) = refused.first() {
-        let message = limited(format!("creating Job {job} failed: {message}"));
-        plan.status.conditions = conditions::conditions(
-            &observation.previous.conditions,
-            &Health::Degraded { reason: "JobCreateFailed", message: &message },
-            observation.generation,
-            observation.now,
-        );
-    }
-    plan
-}
-
-/// The status to write before the plan's Jobs are created. While the API server refused the last
-/// launches, `Degraded` stays `JobCreateFailed` until a Job is created: the next try's status
-/// never says, for the moment its creates take, that nothing is wrong.
-pub fn before_launches(plan: &Plan, previous: &EventPipelineStatus) -> EventPipelineStatus {
-    let mut status = plan.status.clone();
-    let refused_before = previous.conditions.iter().find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "JobCreateFailed");
-    if let Some(refused_before) = refused_before.filter(|_| !plan.launches.is_empty()) {
-        for condition in status.conditions.iter_mut().filter(|c| c.type_ == "Degraded") {
-            *condition = refused_before.clone();
-        }
-    }
-    status
-}
-
-/// An entry as this version can plan it: one whose state another version wrote and this one does
-/// not know starts afresh, keeping its launch number and what it committed.
-fn readable(entry: &PartitionStatus) -> PartitionStatus {
-    if entry.state != PartitionState::Unknown {
-        return entry.clone();
-    }
-    PartitionStatus {
-        launch: entry.launch,
-        committed_at: entry.committed_at.clone(),
-        increments: entry.increments,
-        message: Some("its state was written by another version of the operator; checked again".into()),
-        ..fresh_entry(&entry.partition, &entry.fingerprint, &entry.spec_hash)
-    }
 }
 
 /// A partition seen for the first time, or whose inputs or spec changed.

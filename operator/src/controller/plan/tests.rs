@@ -2,10 +2,14 @@
 
 mod model;
 
+use eventpipe_transformer::query::mode::Mode;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::SignedDuration;
+
 use super::follow::retry_backoff;
+use super::naming::{job_name, version};
 use super::*;
-use crate::controller::job::{job_name, version};
-use crate::crd::{ExecutionSpec, ProcessingMode, ScheduleSpec};
+use crate::crd::{EventPipelineSpec, ExecutionSpec, ProcessingMode, ScheduleSpec};
 
 /// The Job of a launch as it is once created, running.
 fn created(launch: &Launch) -> ObservedJob {

@@ -100,8 +100,9 @@ mod semantics {
     use sha2::{Digest, Sha256};
 
     use super::DATA_PATH_SEMANTICS;
-    use crate::csv_decoder::tests::decode_with;
-    use crate::csv_decoder::{BadRowHandling, CsvDialect, DecoderOptions};
+    use crate::csv::decoder::tests::decode_with;
+    use crate::csv::decoder::{BadRowHandling, DecoderOptions};
+    use crate::csv::dialect::CsvDialect;
     use crate::spec::{Column, ColumnType, TimestampUnit};
 
     /// The semantics version and the digest of the corpus it reads.
@@ -136,7 +137,7 @@ mod semantics {
     ];
 
     fn corpus_reading() -> String {
-        let rules = crate::values::rules(&columns()).unwrap();
+        let rules = crate::csv::values::rules(&columns()).unwrap();
         let mut reading = String::new();
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         for input in CORPUS {
@@ -147,7 +148,7 @@ mod semantics {
                 dialect: CsvDialect { has_header: true, delimiter: b',', quote: b'"', max_row_bytes: 1 << 20 },
             };
             let dir = tempfile::tempdir().unwrap();
-            let bad = Arc::new(crate::badrows::BadRows::create(&dir.path().join("bad.jsonl")).unwrap());
+            let bad = Arc::new(crate::csv::bad_rows::BadRows::create(&dir.path().join("bad.jsonl")).unwrap());
             let good = runtime.block_on(decode_with(&options, input, &[], BadRowHandling::Separate(Arc::clone(&bad)))).unwrap();
             if let Some(batch) = good {
                 reading.push_str(&pretty_format_batches(&[batch]).unwrap().to_string());
@@ -155,7 +156,7 @@ mod semantics {
             let mut lines: Vec<u64> = std::fs::read_to_string(bad.finish().unwrap())
                 .unwrap()
                 .lines()
-                .map(|line| serde_json::from_str::<crate::badrows::BadRow>(line).unwrap().line)
+                .map(|line| serde_json::from_str::<crate::csv::bad_rows::BadRow>(line).unwrap().line)
                 .collect();
             lines.sort();
             reading.push_str(&format!("\nbad lines {lines:?}\n"));
@@ -163,7 +164,7 @@ mod semantics {
         let nanos = DataType::Timestamp(TimeUnit::Nanosecond, None);
         let nested = DataType::List(Arc::new(Field::new("item", nanos.clone(), true)));
         for output in [nanos, DataType::Date64, nested, DataType::Utf8] {
-            reading.push_str(&format!("{output} -> {}\n", crate::schema::output_expr("x", &output)));
+            reading.push_str(&format!("{output} -> {}\n", crate::query::schema::output_expr("x", &output)));
         }
         reading
     }

@@ -26,7 +26,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 
 use crate::error::{Error, Result};
-use crate::storage::Store;
+use crate::store::Store;
 
 /// The name prefix of run markers.
 pub const MARKER_PREFIX: &str = "_running-";
@@ -189,7 +189,7 @@ async fn direct_children(store: &Store, directory: &Path) -> Result<HashMap<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Location, Retrying};
+    use crate::store::{Location, Retrying};
 
     #[test]
     fn run_ids_come_from_file_names() {

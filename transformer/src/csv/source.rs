@@ -29,9 +29,10 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetResultPayload, ObjectMeta, ObjectStore};
 
-use crate::csv_decoder::{BadRowHandling, CsvDecoder, CsvDialect, DecoderOptions};
-use crate::storage::SourceObject;
-use crate::values::ColumnRule;
+use crate::csv::decoder::{BadRowHandling, CsvDecoder, DecoderOptions};
+use crate::csv::dialect::CsvDialect;
+use crate::store::SourceObject;
+use crate::csv::values::ColumnRule;
 
 /// Bytes read at a time from a local file.
 const LOCAL_READ_BYTES: usize = 256 * 1024;
@@ -239,7 +240,7 @@ mod tests {
     use datafusion::prelude::SessionContext;
 
     use super::*;
-    use crate::csv_decoder::tests::events_columns;
+    use crate::csv::decoder::tests::events_columns;
 
     /// Runs `sql` over one object, read at the version `etag` names (any without one).
     async fn query(path: &std::path::Path, gzip: bool, etag: Option<String>, sql: &str) -> datafusion::error::Result<RecordBatch> {
@@ -249,7 +250,7 @@ mod tests {
         let format = EventsCsvFormat::new(dialect, Arc::clone(&columns), vec![(object, path.display().to_string())], BadRowHandling::Refuse);
         let url = ListingTableUrl::parse(format!("file://{}", path.display())).unwrap();
         let options = ListingOptions::new(Arc::new(format)).with_file_extension("");
-        let schema = crate::values::schema(&columns);
+        let schema = crate::csv::values::schema(&columns);
         let table = ListingTable::try_new(ListingTableConfig::new(url).with_listing_options(options).with_schema(schema)).unwrap();
         let ctx = SessionContext::new();
         ctx.register_table("events", Arc::new(table)).unwrap();

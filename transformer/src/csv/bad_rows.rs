@@ -1,5 +1,5 @@
 //! Bad rows: rows that are not rows of the declared columns. The CSV decoder finds them (see
-//! [`crate::csv_decoder`]); this module keeps them — as JSON lines in a scratch file, with their
+//! [`crate::csv::decoder`]); this module keeps them — as JSON lines in a scratch file, with their
 //! object, line, reason and text — for the policy to act on: fail naming the first, count them,
 //! or upload them to the rejected-rows location.
 
@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::csv_decoder::CsvDialect;
+use crate::csv::dialect::CsvDialect;
 
 /// A row that cannot be read as the declared columns.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -33,10 +33,10 @@ use datafusion::arrow::compute::filter;
 use datafusion::arrow::datatypes::{ArrowPrimitiveType, Date32Type, Int64Type, SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::error::ArrowError;
 
-use crate::badrows::{BadRow, BadRows, row_text, line_text};
-use crate::spec::CsvOptions;
-use crate::timestamps;
-use crate::values::{self, ColumnRule, TimestampText, ValueKind};
+use crate::csv::bad_rows::{BadRow, BadRows, row_text, line_text};
+use crate::csv::dialect::CsvDialect;
+use crate::csv::timestamps;
+use crate::csv::values::{self, ColumnRule, TimestampText, ValueKind};
 
 /// The CSV dialect and the columns to decode.
 #[derive(Clone, Debug)]
@@ -49,32 +49,6 @@ pub struct DecoderOptions {
     pub batch_size: usize,
     /// How the object is written.
     pub dialect: CsvDialect,
-}
-
-/// How CSV objects are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CsvDialect {
-    /// Whether each object starts with a header record naming its columns.
-    pub has_header: bool,
-    /// Field delimiter.
-    pub delimiter: u8,
-    /// Quote character.
-    pub quote: u8,
-    /// The longest row read, in bytes; a longer one is bad.
-    pub max_row_bytes: usize,
-}
-
-impl From<&CsvOptions> for CsvDialect {
-    /// The dialect of a pipeline's CSV options, whose delimiter and quote are single ASCII
-    /// characters (checked when the spec is validated).
-    fn from(csv: &CsvOptions) -> Self {
-        Self {
-            has_header: csv.header,
-            delimiter: csv.delimiter.as_bytes()[0],
-            quote: csv.quote.as_bytes()[0],
-            max_row_bytes: csv.max_row_bytes(),
-        }
-    }
 }
 
 /// What happens to a row that is not a row of the declared columns.
@@ -515,7 +489,7 @@ impl CsvDecoder {
         });
         if std::mem::take(&mut self.header_pending) {
             let header: Vec<String> = record_fields.map(|field| String::from_utf8_lossy(field).into_owned()).collect();
-            self.field_of_column = crate::header::field_of_column(&header, &self.options.columns)
+            self.field_of_column = crate::csv::header::field_of_column(&header, &self.options.columns)
                 .map_err(|problem| ArrowError::SchemaError(format!("{}: {problem}", self.object)))?;
             self.record.clear(self.line);
             return Ok(());
@@ -1256,11 +1230,5 @@ pub(crate) mod tests {
         assert_eq!(bad[2].reason, "column \"id\": empty value in a non-nullable column");
         assert_eq!(bad[3].reason, "column \"value\": invalid UTF-8");
         assert!(bad[5].reason.contains("never closes"), "{}", bad[5].reason);
-    }
-
-    #[test]
-    fn a_dialect_follows_the_csv_options() {
-        let dialect = CsvDialect::from(&CsvOptions { delimiter: ";".into(), max_row_bytes: Some(2048), ..CsvOptions::default() });
-        assert_eq!(dialect, CsvDialect { has_header: true, delimiter: b';', quote: b'"', max_row_bytes: 2048 });
     }
 }

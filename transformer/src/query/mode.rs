@@ -12,7 +12,7 @@ use std::fmt;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
-use crate::engine::SourceRows;
+use crate::query::source_rows::SourceRows;
 use crate::error::Result;
 
 /// How a pipeline's partitions are processed.
@@ -97,7 +97,7 @@ fn has_subquery(expr: &Expr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::plan_sql;
+    use crate::query::engine::plan_sql;
     use crate::layout::PartitionKey;
     use crate::spec::{Column, ColumnType};
 

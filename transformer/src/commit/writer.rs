@@ -21,7 +21,7 @@ use object_store::path::Path;
 
 use crate::error::{Error, Result};
 use crate::spec::ParquetCompression;
-use crate::storage::Store;
+use crate::store::Store;
 
 /// One Parquet file written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub struct Output {
     /// Files written, in name order.
     pub files: Vec<WrittenFile>,
     /// Rows the data-file scans produced, when every leaf of the plan was a full scan (see
-    /// [`crate::row_count::scanned_rows`]).
+    /// [`crate::query::row_count::scanned_rows`]).
     pub scanned_rows: Option<u64>,
     /// Bytes the query spilled to disk to stay within its memory limit.
     pub spilled_bytes: u64,
@@ -82,7 +82,7 @@ pub async fn write(
         files.extend(written?);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    let scanned_rows = crate::row_count::scanned_rows(plan.as_ref());
+    let scanned_rows = crate::query::row_count::scanned_rows(plan.as_ref());
     let spilled_bytes = sum_metric(plan.as_ref(), &|node| node.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0));
     Ok(Output { files, scanned_rows, spilled_bytes, schema })
 }
@@ -307,8 +307,8 @@ mod tests {
     use object_store::{MultipartUpload, ObjectStore, PutMultipartOptions, PutPayload, PutResult, UploadPart};
 
     use super::*;
-    use crate::storage::Location;
-    use crate::test_store::{Misbehaving, Misbehaviour};
+    use crate::store::Location;
+    use crate::store::test_store::{Misbehaving, Misbehaviour};
 
     /// Records the multipart uploads aborted.
     #[derive(Debug, Default)]

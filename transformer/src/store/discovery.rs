@@ -8,7 +8,7 @@ use object_store::ObjectMeta;
 
 use crate::error::{Error, Result};
 use crate::layout::{Layout, PartitionKey};
-use crate::storage::{Location, Store};
+use crate::store::{Location, Store};
 use crate::task::InputObject;
 
 /// The partitions found, oldest first.

@@ -24,9 +24,15 @@ use datafusion::arrow::compute::kernels::aggregate::{max, min};
 use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
 use datafusion::arrow::compute::kernels::numeric::mul;
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
 
 use crate::spec::TimestampUnit;
+
+/// The Arrow type every timestamp column ends up as: microseconds, UTC. Parquet stores it as
+/// `TIMESTAMP(isAdjustedToUTC=true, MICROS)`, which Athena, Spark, DuckDB and pyarrow all read.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
 
 /// Microseconds of 0001-01-01T00:00:00Z and of 9999-12-31T23:59:59.999999Z.
 const RANGE_MICROS: (i64, i64) = (-62_135_596_800_000_000, 253_402_300_799_999_999);

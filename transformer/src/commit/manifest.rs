@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::spec::CommitMode;
 use crate::task::InputObject;
-use crate::storage::{Location, Store};
+use crate::store::{Location, Store};
 
 /// The manifest's file name inside a partition directory.
 pub const MANIFEST_NAME: &str = "_manifest.json";
@@ -131,7 +131,7 @@ impl Manifest {
         let mut inputs = self.inputs.clone();
         inputs.extend(increment.inputs);
         inputs.sort();
-        let input_fingerprint = crate::fingerprint::fingerprint(&inputs);
+        let input_fingerprint = crate::commit::fingerprint::fingerprint(&inputs);
         let mut files = self.files.clone();
         files.extend(increment.files);
         let mut rejected_files = self.committed_rejected_files();
@@ -167,7 +167,7 @@ impl Manifest {
     }
 
     /// The files this output lists that `listing` does not hold: a committed output must have none.
-    pub fn missing_files<'a>(&'a self, listing: &crate::cleanup::Listing) -> Vec<&'a str> {
+    pub fn missing_files<'a>(&'a self, listing: &crate::commit::cleanup::Listing) -> Vec<&'a str> {
         self.files.iter().map(|file| file.name.as_str()).filter(|name| !listing.holds(name)).collect()
     }
 
@@ -286,7 +286,7 @@ mod tests {
     use object_store::{ObjectStore, PutResult};
 
     use super::*;
-    use crate::test_store::{Misbehaving, Misbehaviour};
+    use crate::store::test_store::{Misbehaving, Misbehaviour};
 
     /// How a test store misbehaves on writes.
     #[derive(Debug, Clone, Copy, PartialEq)]
@@ -378,7 +378,7 @@ mod tests {
             ..manifest("run-2")
         };
         let grown = committed.appended(increment);
-        let both = crate::fingerprint::fingerprint(&[input("a.csv", "1"), input("b.csv", "1")]);
+        let both = crate::commit::fingerprint::fingerprint(&[input("a.csv", "1"), input("b.csv", "1")]);
         assert_eq!((grown.run_id.as_str(), grown.input_fingerprint.as_str(), grown.increments), ("run-2", both.as_str(), 2));
         assert_eq!(grown.inputs, vec![input("a.csv", "1"), input("b.csv", "1")]);
         assert_eq!(grown.files.len(), 2);

@@ -10,8 +10,8 @@ use object_store::{GetOptions, GetRange};
 
 use crate::error::Result;
 use crate::spec::CsvOptions;
-use crate::storage::{SourceObject, Store};
-use crate::values::ColumnRule;
+use crate::store::{SourceObject, Store};
+use crate::csv::values::ColumnRule;
 
 /// How much of an object is fetched to find its header line.
 const HEADER_BYTES: u64 = 64 * 1024;

@@ -1,6 +1,13 @@
-//! Object locations (`s3://bucket/prefix/` or a local directory) and the object stores behind them.
-//! Local files and S3 go through the same `object_store` interface, so every code path above this
-//! module is the same for both.
+//! Object locations (`s3://bucket/prefix/` or a local directory) and the object stores behind them,
+//! with the AWS credential chain, reads that resume where they stopped, and the discovery of a
+//! source's partitions and objects. Local files and S3 go through the same `object_store`
+//! interface, so every code path above this module is the same for both.
+
+pub mod credentials;
+pub mod discovery;
+pub mod resuming;
+#[cfg(test)]
+pub(crate) mod test_store;
 
 use std::path::{Component, PathBuf};
 use std::sync::Arc;
@@ -15,10 +22,10 @@ use object_store::{ClientOptions, ObjectMeta, ObjectStore, RetryConfig};
 use tokio::sync::OnceCell;
 use url::Url;
 
-use crate::credentials::AwsChainCredentials;
 use crate::error::{Error, Result};
-use crate::resuming::ResumingStore;
 use crate::spec::S3Settings;
+use credentials::AwsChainCredentials;
+use resuming::ResumingStore;
 
 /// A parsed location: an S3 bucket and key prefix, or a local directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -338,7 +345,7 @@ impl Store {
 
     /// The URL of an object in this store with its key verbatim (`s3://bucket/a b#1.csv`), as
     /// people read it and as messages and quarantined rows name the object. It is not
-    /// percent-encoded: hand it to DataFusion through [`crate::engine::CsvObject`], which encodes it.
+    /// percent-encoded: the query engine encodes it before DataFusion reads the object.
     pub fn url_of(&self, path: &Path) -> String {
         match &self.location {
             Location::S3 { bucket, .. } => format!("s3://{bucket}/{path}"),

@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::{Error, Result};
 use crate::spec::{Column, ColumnType, TimestampUnit};
-use crate::timestamps::{self, TimestampFormat};
+use crate::csv::timestamps::{self, TimestampFormat};
 
 /// One declared column: its field in the `events` table and the rule for its values.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,7 +68,7 @@ impl ColumnRule {
                     ),
                     (None, None) => TimestampText::Iso,
                 };
-                (crate::schema::timestamp_type(), ValueKind::Timestamp(text))
+                (crate::csv::timestamps::timestamp_type(), ValueKind::Timestamp(text))
             }
         };
         Ok(Self { field: Field::new(&column.name, data_type, column.nullable), kind })

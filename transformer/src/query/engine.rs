@@ -3,30 +3,28 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use datafusion::catalog::Session;
+use datafusion::arrow::datatypes::Schema;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::datasource::{MemTable, TableProvider, TableType, source_as_provider};
+use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableScan};
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use url::Url;
 
-use crate::csv_decoder::{BadRowHandling, CsvDialect};
-use crate::csv_source::EventsCsvFormat;
+use crate::csv::decoder::BadRowHandling;
+use crate::csv::dialect::CsvDialect;
+use crate::csv::source::EventsCsvFormat;
 use crate::error::{Error, Result};
 use crate::layout::PartitionKey;
-use crate::mode::Mode;
-use crate::schema;
-use crate::single_phase::SinglePhaseLatestMap;
+use crate::query::mode::Mode;
+use crate::query::schema;
+use crate::query::single_phase::SinglePhaseLatestMap;
+use crate::query::source_rows::SourceRows;
 use crate::spec::{Column, CsvCompression, CsvOptions};
-use crate::storage::{SourceObject, Store};
+use crate::store::{SourceObject, Store};
 use crate::task::EngineSettings;
-use crate::values::{self, ColumnRule};
+use crate::csv::values::{self, ColumnRule};
 
 /// Memory the query may hold before spilling, when the task does not say.
 pub const DEFAULT_MEMORY_LIMIT_MIB: u64 = 1024;
@@ -85,7 +83,7 @@ impl Engine {
             .with_physical_optimizer_rule(Arc::new(SinglePhaseLatestMap))
             .build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_udaf(crate::latest_map::udaf());
+        ctx.register_udaf(crate::query::latest_map::udaf());
         Ok(Self { ctx, writers, shadowed: Default::default() })
     }
 
@@ -136,7 +134,7 @@ impl Engine {
         let declared = |name: &str| columns.iter().any(|column| column.name() == name);
         *self.shadowed.lock().expect("not poisoned") =
             partition.columns().into_iter().map(|(name, _)| name.to_string()).filter(|name| declared(name)).collect();
-        let rows = self.ctx.read_table(Arc::new(SourceRows(raw)))?;
+        let rows = self.ctx.read_table(Arc::new(SourceRows::new(raw)))?;
         let typed = rows.select(schema::events_projection(columns, partition))?;
         self.ctx.deregister_table(EVENTS_TABLE)?;
         self.ctx.register_table(EVENTS_TABLE, typed.into_view())?;
@@ -146,10 +144,10 @@ impl Engine {
     /// Plans the transform: sandbox check, then the query, with the output columns normalised for
     /// Parquet readers and the partition columns left out (their values live in the path).
     pub async fn transform(&self, sql: &str, partition: &PartitionKey) -> Result<DataFrame> {
-        crate::sandbox::check(sql)?;
+        crate::query::sandbox::check(sql)?;
         let frame = self
             .ctx
-            .sql_with_options(sql, crate::sandbox::options())
+            .sql_with_options(sql, crate::query::sandbox::options())
             .await
             .map_err(|e| Error::Sql(crate::error::one_line(&e)))?;
         let partition_columns: Vec<&str> = partition.columns().into_iter().map(|(name, _)| name).collect();
@@ -191,44 +189,6 @@ pub async fn plan_sql(sql: &str, columns: &[Column], partition: &PartitionKey) -
     let engine = Engine::new(&EngineSettings::default(), 0, &Mode::Append)?;
     engine.register_empty_events(&values::rules(columns)?, partition)?;
     engine.transform(sql, partition).await
-}
-
-/// The partition's rows as read from its objects: the one table under the `events` view. A
-/// plan's scans of it are where the query reads the partition — what decides the processing
-/// mode and where rows are counted — whatever names the SQL gives its own subqueries.
-#[derive(Debug)]
-pub struct SourceRows(Arc<dyn TableProvider>);
-
-impl SourceRows {
-    /// Whether a scan in a logical plan reads the partition's rows.
-    pub fn is_scanned_by(scan: &TableScan) -> bool {
-        source_as_provider(&scan.source).is_ok_and(|provider| provider.is::<SourceRows>())
-    }
-}
-
-#[async_trait]
-impl TableProvider for SourceRows {
-    fn schema(&self) -> SchemaRef {
-        self.0.schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        self.0.table_type()
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        self.0.scan(state, projection, filters, limit).await
-    }
-
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        self.0.supports_filters_pushdown(filters)
-    }
 }
 
 /// The URL DataFusion reads an object from. DataFusion percent-decodes a URL's path into the key,

@@ -148,7 +148,7 @@ mod tests {
     use object_store::memory::InMemory;
 
     use super::*;
-    use crate::test_store::{Misbehaving, Misbehaviour};
+    use crate::store::test_store::{Misbehaving, Misbehaviour};
 
     /// Reads break after `break_after` bytes, `breaks` times, as a reset connection would; the
     /// ranges asked for are recorded.

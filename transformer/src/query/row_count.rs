@@ -9,7 +9,7 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::engine::SourceRows;
+use crate::query::source_rows::SourceRows;
 use crate::error::Result;
 
 /// Whether a query's (unoptimized) plan reads the partition's rows exactly once and unlimited,
@@ -51,7 +51,7 @@ pub fn scanned_rows(plan: &dyn ExecutionPlan) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::plan_sql;
+    use crate::query::engine::plan_sql;
     use crate::layout::PartitionKey;
     use crate::spec::{Column, ColumnType};
 

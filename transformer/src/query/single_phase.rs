@@ -60,7 +60,7 @@ fn single_phase(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executio
     let Partitioning::Hash(_, partitions) = repartition.partitioning() else { return Ok(None) };
     let Some(partial) = repartition.input().downcast_ref::<AggregateExec>() else { return Ok(None) };
     let only_latest_map = !partial.aggr_expr().is_empty()
-        && partial.aggr_expr().iter().all(|aggregate| aggregate.fun().name() == crate::latest_map::NAME);
+        && partial.aggr_expr().iter().all(|aggregate| aggregate.fun().name() == crate::query::latest_map::NAME);
     if *partial.mode() != AggregateMode::Partial
         || !only_latest_map
         || !partial.group_expr().is_single()
@@ -123,7 +123,7 @@ mod tests {
             state = state.with_physical_optimizer_rule(Arc::new(SinglePhaseLatestMap));
         }
         let ctx = SessionContext::new_with_state(state.build());
-        ctx.register_udaf(crate::latest_map::udaf());
+        ctx.register_udaf(crate::query::latest_map::udaf());
         ctx.register_table("events", Arc::new(events())).unwrap();
         ctx
     }

@@ -3,19 +3,14 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::logical_expr::{Expr, cast, lit};
 
 use crate::error::{Error, Result};
 use crate::layout::PartitionKey;
 use crate::spec::{Column, ColumnType};
-use crate::values::ColumnRule;
-
-/// The Arrow type every timestamp column ends up as: microseconds, UTC. Parquet stores it as
-/// `TIMESTAMP(isAdjustedToUTC=true, MICROS)`, which Athena, Spark, DuckDB and pyarrow all read.
-pub fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
+use crate::csv::timestamps::timestamp_type;
+use crate::csv::values::ColumnRule;
 
 /// Checks the column list: names unique and non-empty, `unit`/`format` only on timestamps and
 /// never both, formats that can be honoured.
@@ -84,6 +79,7 @@ fn quoted_col(name: &str) -> Expr {
 mod tests {
     use super::*;
     use crate::spec::TimestampUnit;
+    use datafusion::arrow::datatypes::TimeUnit;
 
     fn column(name: &str, data_type: ColumnType) -> Column {
         Column { name: name.into(), data_type, nullable: true, unit: None, format: None }

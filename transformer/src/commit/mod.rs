@@ -1,0 +1,7 @@
+//! Making a partition's output count: writing Parquet, fingerprinting inputs and spec, the
+//! committed manifest, and cleaning up what runs that did not commit left behind.
+
+pub mod cleanup;
+pub mod fingerprint;
+pub mod manifest;
+pub mod writer;
