@@ -128,27 +128,15 @@ CACHE="${EVENTPIPE_CACHE:-$HOME/.cache/eventpipe}"
 CACHED="$CACHE/seaweedfs/$SEAWEEDFS_VERSION/weed"
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 
-log() { printf 'seaweedfs: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+LOG_NAME=seaweedfs
+# shellcheck source=lib/common.sh
+source "$(dirname "$SELF")/lib/common.sh"
 weed_bin() { printf '%s\n' "${EVENTPIPE_SEAWEEDFS:-$CACHED}"; }
 
 # ---------------------------------------------------------------------------------------------
 # install
 # ---------------------------------------------------------------------------------------------
 
-TMP_DIRS=()
-cleanup_tmp() { ((${#TMP_DIRS[@]} == 0)) || rm -rf "${TMP_DIRS[@]}"; }
-
-# Serialise concurrent installs (two CI jobs, or a test run racing a manual install).
-with_install_lock() {
-  mkdir -p "$CACHE"
-  exec 9>"$CACHE/.install.lock"
-  flock 9
-  "$@"
-  flock -u 9
-}
 
 install_weed() {
   if [[ -x "$CACHED" ]]; then
@@ -158,8 +146,8 @@ install_weed() {
   command -v go >/dev/null || die "Go is needed to build SeaweedFS (https://go.dev/dl/)"
   local start work
   start="$(now)"
-  work="$(mktemp -d "${TMPDIR:-/tmp}/eventpipe-seaweedfs-build.XXXXXX")"
-  TMP_DIRS+=("$work")
+  new_tmpdir eventpipe-seaweedfs-build
+  work="$NEW_TMPDIR"
   log "building weed from $SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION (cold: ~5 minutes)"
   # A private build cache (~1.8 GB) that goes away with $work unless EVENTPIPE_GOCACHE is set.
   # CGO is left at Go's default, so a build cache filled by a plain `go build` is reused.
@@ -189,17 +177,6 @@ cmd_install() {
 # run
 # ---------------------------------------------------------------------------------------------
 
-free_ports() { # N -> N distinct free TCP ports on 127.0.0.1, space separated
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
 
 WEED_PID=""
 SOCKETS=()

@@ -46,10 +46,9 @@ ETCD_CACHED="$CACHE/etcd/$ETCD_DEB_VERSION/etcd"
 DEFAULT_STATE="${EVENTPIPE_TESTENV_STATE:-$CACHE/testenv}"
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 
-log() { printf 'testenv: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+LOG_NAME=testenv
+# shellcheck source=lib/common.sh
+source "$(dirname "$SELF")/lib/common.sh"
 
 kube_cached() { printf '%s\n' "$CACHE/$1/$KUBE_VERSION/$1"; } # COMPONENT
 apiserver_bin() { printf '%s\n' "${EVENTPIPE_KUBE_APISERVER:-$(kube_cached kube-apiserver)}"; }
@@ -62,21 +61,6 @@ etcd_bin() { printf '%s\n' "${EVENTPIPE_ETCD:-$ETCD_CACHED}"; }
 # install
 # ---------------------------------------------------------------------------------------------
 
-TMP_DIRS=()
-cleanup_tmp() { ((${#TMP_DIRS[@]} == 0)) || rm -rf "${TMP_DIRS[@]}"; }
-new_tmpdir() { # PREFIX -> sets NEW_TMPDIR to a new directory, removed when the script exits
-  NEW_TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")"
-  TMP_DIRS+=("$NEW_TMPDIR")
-}
-
-# Serialise concurrent installs (two CI jobs, or a test run racing a manual install).
-with_install_lock() {
-  mkdir -p "$CACHE"
-  exec 9>"$CACHE/.install.lock"
-  flock 9
-  "$@"
-  flock -u 9
-}
 
 # The components built from k8s.io/kubernetes, each cached as
 # $CACHE/<component>/<version>/<component>.
@@ -226,17 +210,6 @@ cmd_env() {
 # run / start / stop
 # ---------------------------------------------------------------------------------------------
 
-free_ports() { # N -> N distinct free TCP ports on 127.0.0.1, space separated
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
 
 gen_pki() { # DIR
   local d="$1" ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -noenc)

@@ -34,7 +34,6 @@
 //! parent-death signal, so they die with the script even if the script itself is killed.
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::OnceLock,
@@ -300,35 +299,10 @@ fn start_control_plane() -> Result<PathBuf> {
         .tempdir()
         .context("creating the control plane's state directory")?
         .keep();
-    let mut child = Command::new("bash")
-        .arg(&script)
-        .arg("run")
-        .arg(&state)
-        .arg("--cleanup")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {} run", script.display()))?;
-    let stdout = child.stdout.take().context("no stdout pipe")?;
-    let mut kubeconfig = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading the control plane's output")?;
-        if let Some(path) = line.strip_prefix("ready ") {
-            kubeconfig = Some(PathBuf::from(path.trim()));
-            break;
-        }
-    }
-    // The stdout pipe is closed here; the script prints nothing more on it.
-    let Some(kubeconfig) = kubeconfig else {
-        let status = child.wait().ok();
-        bail!(
-            "the control plane did not start (scripts/testenv.sh run exited: {status:?}); see its \
-             messages above"
-        );
-    };
-    crate::supervisor::keep_until_exit(child);
-    Ok(kubeconfig)
+    let mut command = Command::new("bash");
+    command.arg(&script).arg("run").arg(&state).arg("--cleanup");
+    let kubeconfig = crate::supervisor::start_until_ready(command, "the control plane (scripts/testenv.sh run)")?;
+    Ok(PathBuf::from(kubeconfig))
 }
 
 /// Server-side applies every CustomResourceDefinition in `crds/*.yaml` and waits until each one is

@@ -3,11 +3,10 @@
 //! that check what each pipeline may reach. Each server is started with the identities, roles and
 //! policies its test needs, and stops when the test binary exits.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use serde_json::Value;
 
@@ -29,30 +28,10 @@ impl SeaweedFs {
         let iam_config = dir.join("iam.json");
         std::fs::write(&s3_config, serde_json::to_vec_pretty(identities)?)?;
         std::fs::write(&iam_config, serde_json::to_vec_pretty(iam)?)?;
-        let mut child = Command::new("bash")
-            .arg(&script)
-            .arg("run")
-            .arg(&dir)
-            .arg(&s3_config)
-            .arg(&iam_config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {} run", script.display()))?;
-        let stdout = child.stdout.take().context("no stdout pipe")?;
-        let mut endpoint = None;
-        for line in BufReader::new(stdout).lines() {
-            if let Some(url) = line.context("reading the server's output")?.strip_prefix("ready ") {
-                endpoint = Some(url.trim().to_string());
-                break;
-            }
-        }
-        let Some(endpoint) = endpoint else {
-            let status = child.wait().ok();
-            bail!("SeaweedFS did not become ready (exit {status:?}); run `scripts/seaweedfs.sh install` first; its log: {}", dir.join("logs/weed.log").display());
-        };
-        crate::supervisor::keep_until_exit(child);
+        let mut command = Command::new("bash");
+        command.arg(&script).arg("run").arg(&dir).arg(&s3_config).arg(&iam_config);
+        let what = format!("SeaweedFS (scripts/seaweedfs.sh run; `scripts/seaweedfs.sh install` first; log: {})", dir.join("logs/weed.log").display());
+        let endpoint = crate::supervisor::start_until_ready(command, &what)?;
         Ok(Self { endpoint, dir })
     }
 

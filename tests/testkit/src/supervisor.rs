@@ -3,7 +3,8 @@
 //! end: at exit an `atexit` hook closes it and waits (bounded) for the supervisors to finish; if the
 //! test binary is killed, the kernel closes it instead.
 
-use std::process::{Child, ChildStdin};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,34 @@ unsafe extern "C" {
     /// C library `atexit(3)`: runs `callback` when the process exits through `exit()`, which is
     /// how a Rust test binary ends (also when tests failed).
     fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// Starts a supervisor script that prints `ready <what>` on stdout once its servers answer, waits
+/// for that line, keeps the supervisor running until this process exits, and returns `<what>`.
+/// `name` says in errors what failed to start.
+pub fn start_until_ready(mut command: Command, name: &str) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let mut ready = None;
+    for line in BufReader::new(stdout).lines() {
+        if let Some(what) = line.with_context(|| format!("reading the output of {name}"))?.strip_prefix("ready ") {
+            ready = Some(what.trim().to_string());
+            break;
+        }
+    }
+    // The stdout pipe is closed here; the script prints nothing more on it.
+    let Some(ready) = ready else {
+        let status = child.wait().ok();
+        anyhow::bail!("{name} did not start (it exited: {status:?}); see its messages above");
+    };
+    keep_until_exit(child);
+    Ok(ready)
 }
 
 /// Keeps a started supervisor (spawned with a piped stdin) running until this process exits.
