@@ -317,8 +317,9 @@ pub struct S3Settings {
     pub force_path_style: bool,
     /// A Secret in the pipeline's namespace holding `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`
     /// and optionally `AWS_SESSION_TOKEN`. The operator lists the source with these keys and the
-    /// Jobs receive them as environment variables. Leave it out to use the service account's
-    /// identity (IRSA, EKS pod identity). Local runs (`eventpipe run`) ignore it.
+    /// Jobs receive them as environment variables. Leave it out to use the IAM role of the Jobs'
+    /// service account (IRSA, EKS Pod Identity), which the operator then lists with too (unless
+    /// it is installed to use its own identity). Local runs (`eventpipe run`) ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
     /// Seconds a request may wait for the next bytes of its response before it is retried
