@@ -301,10 +301,6 @@ cmd_run() { # DIR S3_CONFIG IAM_CONFIG
   fi
 }
 
-usage() {
-  sed -n '2,/^set -euo/p' "$SELF" | sed -e '$d' -e 's/^# \{0,1\}//'
-}
-
 main() {
   local cmd="${1:-}"
   (($#)) && shift

@@ -519,10 +519,6 @@ cmd_run() {
   serve "$dir" stdin "$cleanup"
 }
 
-usage() {
-  sed -n '2,/^set -euo/p' "$SELF" | sed -e '$d' -e 's/^# \{0,1\}//'
-}
-
 main() {
   local cmd="${1:-}"
   (($#)) && shift

@@ -1,6 +1,11 @@
 # Helpers shared by the scripts that install and run test servers (testenv.sh, seaweedfs.sh).
 # Source it after setting LOG_NAME (the prefix of messages) and CACHE (the cache root).
 
+# The script's header comment (SELF: the script's path).
+usage() {
+  sed -n '2,/^set -euo/p' "$SELF" | sed -e '$d' -e 's/^# \{0,1\}//'
+}
+
 log() { printf '%s: %s\n' "$LOG_NAME" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 now() { date +%s.%N; }
