@@ -1,7 +1,8 @@
 //! The planner: from what was observed (partitions in S3, the pipeline's Jobs, committed
 //! manifests, the last status, requests made through annotations) to what to do (Jobs to launch,
 //! the new status, what happened). Pure: no I/O, the time is an input, and every decision is
-//! covered by the table tests (`tests.rs`) and the model-based test (`tests/model.rs`).
+//! covered by the table tests (`tests/`, a file per step, fixtures in `tests.rs`) and the
+//! model-based test (`tests/model.rs`).
 //!
 //! It runs as observe → plan → act: when the plan needs a partition's manifest the observation
 //! lacks ([`Plan::unread_manifests`]), the reconcile reads it and plans again before acting on
