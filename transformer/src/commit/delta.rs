@@ -1,0 +1,343 @@
+//! A Delta Lake table as the sink (`sink.format: delta`): the Parquet files a run writes are
+//! committed to the table's log in one commit per partition run, which readers (Athena, Spark)
+//! see whole or not at all. A full run's commit adds the new files and removes the partition's
+//! previous ones; an increment's only adds. Each commit carries a transaction action
+//! (`txn`, app id `eventpipe:<partition>`) whose version a retried commit is recognised by, and
+//! every file it adds carries the run's manifest in its tags, so that the skip check and the
+//! operator read what a partition holds from the table itself.
+//!
+//! Runs of different partitions commit concurrently: each commit names its partition in a
+//! predicate, and delta-rs' conflict checker lets commits of disjoint partitions through.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::Schema;
+use deltalake::kernel::engine::arrow_conversion::TryFromArrow as _;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake::kernel::{Action, Add, DataType, Remove, StructField, StructType, Transaction};
+use deltalake::logstore::{LogStoreRef, StorageConfig, default_logstore};
+use deltalake::operations::create::CreateBuilder;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTable, DeltaTableError, FilterOp, FilterValue};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use url::Url;
+
+use crate::commit::manifest::Manifest;
+use crate::commit::writer::WrittenFile;
+use crate::error::{Error, Result};
+use crate::layout::PartitionKey;
+use crate::store::Store;
+
+/// The tag every added file carries: the manifest of the run that committed it.
+const MANIFEST_TAG: &str = "eventpipe.manifest";
+/// Commits of one partition may race with commits of others this many times before the run fails.
+const COMMIT_RETRIES: usize = 100;
+
+/// How a run's files join the partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Joining {
+    /// They replace the partition's files (a whole run).
+    Replace,
+    /// They are added to them (an increment in append mode).
+    Add,
+}
+
+/// What a commit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// The table's new version.
+    Made(u64),
+    /// A commit with this transaction version was already in the table: a retry of a commit
+    /// that landed.
+    AlreadyMade,
+}
+
+/// A Delta table at a sink location.
+pub struct DeltaSink {
+    table: DeltaTable,
+    url: String,
+}
+
+impl DeltaSink {
+    /// Opens the table at the sink, creating it (reader 1 / writer 2, partitioned by the
+    /// partition's columns) with `schema`'s other columns when there is none yet.
+    pub async fn open_or_create(sink: &Store, schema: &Schema, partition: &PartitionKey) -> Result<Self> {
+        let url = sink.location.url();
+        let log_store = log_store(sink)?;
+        let mut table = DeltaTable::new(log_store.clone());
+        match table.load().await {
+            Ok(()) => return Ok(Self { table, url }),
+            Err(DeltaTableError::NotATable(_)) => {}
+            Err(error) => return Err(delta_error(&url, error)),
+        }
+        let partition_columns: Vec<&str> = partition.columns().into_iter().map(|(name, _)| name).collect();
+        let data = Schema::new(schema.fields().iter().filter(|f| !partition_columns.contains(&f.name().as_str())).cloned().collect::<Vec<_>>());
+        let data = StructType::try_from_arrow(&data).map_err(|e| Error::Config(format!("{url}: the output schema has no Delta type: {e}")))?;
+        let mut columns: Vec<StructField> = data.fields().cloned().collect();
+        columns.extend(partition_columns.iter().map(|name| StructField::new(*name, DataType::INTEGER, false)));
+        let created = CreateBuilder::new()
+            .with_log_store(log_store.clone())
+            .with_columns(columns)
+            .with_partition_columns(partition_columns)
+            .with_save_mode(SaveMode::ErrorIfExists)
+            // A creator that loses the race for version 0 must not commit a second table as
+            // version 1: it fails, and the table the winner created is loaded.
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
+            .await;
+        let table = match created {
+            Ok(table) => table,
+            Err(_) => {
+                let mut table = DeltaTable::new(log_store);
+                table.load().await.map_err(|e| delta_error(&url, e))?;
+                table
+            }
+        };
+        Ok(Self { table, url })
+    }
+
+    /// The manifest of the run whose files the partition holds now, if any: the newest one its
+    /// files carry (an increment's files carry the manifest of the whole output).
+    pub async fn committed(&self, partition: &PartitionKey) -> Result<Option<Manifest>> {
+        let mut newest: Option<Manifest> = None;
+        for add in self.files(partition).await? {
+            let Some(Some(text)) = add.tags.as_ref().and_then(|tags| tags.get(MANIFEST_TAG)) else { continue };
+            let manifest: Manifest = serde_json::from_str(text)
+                .map_err(|e| Error::Config(format!("{}: the manifest tag of {} is unreadable: {e}", self.url, add.path)))?;
+            if newest.as_ref().is_none_or(|n| (n.increments, &n.committed_at) < (manifest.increments, &manifest.committed_at)) {
+                newest = Some(manifest);
+            }
+        }
+        Ok(newest)
+    }
+
+    /// The transaction version of the partition's latest commit (0 before any).
+    pub async fn transaction_version(&self, partition: &PartitionKey) -> Result<i64> {
+        let snapshot = self.table.snapshot().map_err(|e| delta_error(&self.url, e))?;
+        let version = snapshot.transaction_version(self.table.log_store().as_ref(), &app_id(partition)).await.map_err(|e| delta_error(&self.url, e))?;
+        Ok(version.unwrap_or(0))
+    }
+
+    /// Commits `files`, written under the partition's directory, as transaction version
+    /// `version` of the partition, each carrying `manifest`.
+    pub async fn commit(&mut self, partition: &PartitionKey, files: &[WrittenFile], manifest: &Manifest, joining: Joining, version: i64) -> Result<Commit> {
+        if self.transaction_version(partition).await? >= version {
+            return Ok(Commit::AlreadyMade);
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let values: HashMap<String, Option<String>> = partition.columns().into_iter().map(|(name, value)| (name.to_string(), Some(value.to_string()))).collect();
+        let tags = HashMap::from([(MANIFEST_TAG.to_string(), Some(serde_json::to_string(manifest).expect("manifests serialise")))]);
+        let mut actions = Vec::new();
+        if joining == Joining::Replace {
+            for old in self.files(partition).await? {
+                actions.push(Action::Remove(Remove {
+                    path: old.path.clone(),
+                    data_change: true,
+                    deletion_timestamp: Some(now),
+                    extended_file_metadata: Some(true),
+                    partition_values: Some(old.partition_values.clone()),
+                    size: Some(old.size),
+                    tags: old.tags.clone(),
+                    ..Remove::default()
+                }));
+            }
+        }
+        for file in files {
+            actions.push(Action::Add(Add {
+                path: format!("{}{}", partition.sink_path(), file.path.filename().unwrap_or_default()),
+                partition_values: values.clone(),
+                size: file.bytes as i64,
+                modification_time: now,
+                data_change: true,
+                stats: Some(serde_json::json!({ "numRecords": file.rows }).to_string()),
+                tags: Some(tags.clone()),
+                ..Add::default()
+            }));
+        }
+        let operation = DeltaOperation::Write {
+            mode: match joining {
+                Joining::Replace => SaveMode::Overwrite,
+                Joining::Add => SaveMode::Append,
+            },
+            partition_by: Some(values.keys().cloned().collect()),
+            predicate: Some(predicate(partition)),
+        };
+        let properties = CommitProperties::default()
+            .with_application_transaction(Transaction::new_with_last_update(app_id(partition), version, Some(now)))
+            .with_max_retries(COMMIT_RETRIES)
+            .with_create_checkpoint(true)
+            .with_cleanup_expired_logs(Some(false));
+        let snapshot = self.table.snapshot().map_err(|e| delta_error(&self.url, e))?;
+        let finalized = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(snapshot as &dyn TableReference), self.table.log_store(), operation)
+            .await
+            .map_err(|e| delta_error(&self.url, e.into()))?;
+        self.table.update_state().await.map_err(|e| delta_error(&self.url, e))?;
+        Ok(Commit::Made(finalized.version()))
+    }
+
+    /// The table's current version.
+    pub fn version(&self) -> Option<u64> {
+        self.table.version()
+    }
+
+    /// The partition's current files.
+    async fn files(&self, partition: &PartitionKey) -> Result<Vec<Add>> {
+        let values: Vec<(&str, String)> = partition.columns().into_iter().map(|(name, value)| (name, value.to_string())).collect();
+        let filters: Vec<(&str, FilterOp, FilterValue<'_>)> =
+            values.iter().map(|(name, value)| (*name, FilterOp::Eq, FilterValue::Scalar(value.as_str()))).collect();
+        let views: Vec<_> = self.table.get_active_add_actions_by_partitions(&filters).try_collect().await.map_err(|e| delta_error(&self.url, e))?;
+        // The only public way to a file's tags in this delta-rs release.
+        #[allow(deprecated)]
+        Ok(views.iter().map(|view| view.add_action()).collect())
+    }
+}
+
+/// The table's log store over the sink's object store (rooted at the bucket, or `/`).
+fn log_store(sink: &Store) -> Result<LogStoreRef> {
+    let url = Url::parse(&sink.location.url()).map_err(|e| Error::Config(format!("{}: {e}", sink.location.url())))?;
+    let root: Arc<dyn ObjectStore> = Arc::clone(&sink.store);
+    let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(Arc::clone(&root), Path::from(sink.prefix.as_ref())));
+    Ok(default_logstore(prefixed, root, &url, &StorageConfig::default()))
+}
+
+/// The transaction app id of a partition's commits.
+fn app_id(partition: &PartitionKey) -> String {
+    format!("eventpipe:{partition}")
+}
+
+/// The partition as a predicate over the partition columns, for the conflict checker.
+fn predicate(partition: &PartitionKey) -> String {
+    partition.columns().into_iter().map(|(name, value)| format!("{name} = {value}")).collect::<Vec<_>>().join(" AND ")
+}
+
+fn delta_error(url: &str, error: DeltaTableError) -> Error {
+    Error::Config(format!("Delta table {url}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Location, Opener, Retrying};
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType as ArrowType, Field};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::parquet::arrow::ArrowWriter;
+    use object_store::ObjectStoreExt as _;
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![Field::new("id", ArrowType::Int64, false)]))
+    }
+
+    fn day(day: u8) -> PartitionKey {
+        PartitionKey { year: 2026, month: 11, day, hour: None }
+    }
+
+    async fn sink(dir: &std::path::Path) -> Store {
+        Opener::new(None).open(&Location::parse(dir.to_str().unwrap()).unwrap(), Retrying::Briefly).await.unwrap()
+    }
+
+    /// Writes a Parquet file of `rows` ids under the partition's directory, as a run does.
+    async fn written(sink: &Store, partition: &PartitionKey, name: &str, rows: i64) -> WrittenFile {
+        let batch = RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from_iter_values(0..rows))]).unwrap();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let path = sink.child(&format!("{}{name}", partition.sink_path()));
+        let size = bytes.len() as u64;
+        sink.store.put(&path, bytes.into()).await.unwrap();
+        WrittenFile { path, rows: rows as u64, bytes: size }
+    }
+
+    fn manifest(partition: &PartitionKey, run: &str, increments: u32) -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "runId": run, "partition": partition.to_string(), "inputFingerprint": format!("f-{run}"), "specHash": "s",
+            "inputs": [], "files": [], "rowsRead": 1, "rowsRejected": 0, "rowsWritten": 1, "bytesWritten": 1,
+            "increments": increments, "schema": [], "tool": "test", "committedAt": format!("2026-12-05T00:00:0{increments}Z"),
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_whole_run_replaces_the_partitions_files_in_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path()).await;
+        let partition = day(24);
+        let mut table = DeltaSink::open_or_create(&sink, &schema(), &partition).await.unwrap();
+        assert_eq!(table.version(), Some(0));
+        let first = [written(&sink, &partition, "a-0.parquet", 3).await, written(&sink, &partition, "a-1.parquet", 2).await];
+        assert_eq!(table.commit(&partition, &first, &manifest(&partition, "a", 1), Joining::Replace, 1).await.unwrap(), Commit::Made(1));
+        let second = [written(&sink, &partition, "b-0.parquet", 4).await];
+        assert_eq!(table.commit(&partition, &second, &manifest(&partition, "b", 1), Joining::Replace, 2).await.unwrap(), Commit::Made(2));
+        let files: Vec<String> = table.files(&partition).await.unwrap().into_iter().map(|add| add.path).collect();
+        assert_eq!(files, vec!["year=2026/month=11/day=24/b-0.parquet"]);
+        assert_eq!(table.committed(&partition).await.unwrap().unwrap().run_id, "b");
+        let protocol = table.table.snapshot().unwrap().protocol().clone();
+        assert_eq!((protocol.min_reader_version(), protocol.min_writer_version()), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn an_increment_adds_and_its_manifest_is_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path()).await;
+        let partition = day(24);
+        let mut table = DeltaSink::open_or_create(&sink, &schema(), &partition).await.unwrap();
+        let first = [written(&sink, &partition, "a-0.parquet", 3).await];
+        table.commit(&partition, &first, &manifest(&partition, "a", 1), Joining::Replace, 1).await.unwrap();
+        let increment = [written(&sink, &partition, "b-0.parquet", 1).await];
+        table.commit(&partition, &increment, &manifest(&partition, "b", 2), Joining::Add, 2).await.unwrap();
+        assert_eq!(table.files(&partition).await.unwrap().len(), 2);
+        assert_eq!(table.committed(&partition).await.unwrap().unwrap().increments, 2);
+    }
+
+    /// A commit whose response was lost is retried with the same transaction version: it is
+    /// recognised and commits nothing twice.
+    #[tokio::test]
+    async fn a_retried_commit_is_recognised_by_its_transaction_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path()).await;
+        let partition = day(24);
+        let mut table = DeltaSink::open_or_create(&sink, &schema(), &partition).await.unwrap();
+        let files = [written(&sink, &partition, "a-0.parquet", 3).await];
+        table.commit(&partition, &files, &manifest(&partition, "a", 1), Joining::Add, 1).await.unwrap();
+        let mut reopened = DeltaSink::open_or_create(&sink, &schema(), &partition).await.unwrap();
+        assert_eq!(reopened.commit(&partition, &files, &manifest(&partition, "a", 1), Joining::Add, 1).await.unwrap(), Commit::AlreadyMade);
+        assert_eq!((reopened.version(), reopened.files(&partition).await.unwrap().len()), (Some(1), 1));
+    }
+
+    /// Eight runs of eight partitions commit at once, each with its own handle on the table:
+    /// every commit lands, each as its own version.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn runs_of_different_partitions_commit_concurrently() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path()).await;
+        DeltaSink::open_or_create(&sink, &schema(), &day(1)).await.unwrap();
+        let runs = (1..=8u8).map(|d| {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let partition = day(d);
+                let mut table = DeltaSink::open_or_create(&sink, &schema(), &partition).await.unwrap();
+                let files = [written(&sink, &partition, "a-0.parquet", i64::from(d)).await];
+                table.commit(&partition, &files, &manifest(&partition, "a", 1), Joining::Replace, 1).await
+            })
+        });
+        let mut versions = Vec::new();
+        for run in runs.collect::<Vec<_>>() {
+            match run.await.unwrap().unwrap() {
+                Commit::Made(version) => versions.push(version),
+                Commit::AlreadyMade => panic!("a first commit was taken for a retry"),
+            }
+        }
+        versions.sort();
+        assert_eq!(versions, (1..=8).collect::<Vec<u64>>());
+        let table = DeltaSink::open_or_create(&sink, &schema(), &day(1)).await.unwrap();
+        for d in 1..=8 {
+            assert_eq!(table.files(&day(d)).await.unwrap().len(), 1, "day {d}");
+        }
+    }
+}
