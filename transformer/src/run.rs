@@ -24,13 +24,14 @@ use tokio::io::AsyncWriteExt;
 
 use crate::csv::bad_rows::BadRows;
 use crate::commit::cleanup::{Listing, RunMarker};
+use crate::commit::delta::{Commit, DeltaSink, Joining};
 use crate::csv::decoder::BadRowHandling;
 use crate::query::engine::{Engine, is_gzip};
 use crate::error::{Error, Result};
 use crate::commit::fingerprint::{fingerprint, spec_hash};
 use crate::commit::manifest::{self, Manifest, ManifestColumn, ManifestFile};
 use crate::query::mode::Mode;
-use crate::spec::BadRecordPolicy;
+use crate::spec::{BadRecordPolicy, SinkFormat};
 use crate::store::{Opener, Retrying, SourceObject, Store};
 use crate::task::{InputObject, RunRows, Summary, Task, new_run_id};
 use crate::validate::CheckedPipeline;
@@ -56,14 +57,30 @@ pub async fn run(task: &Task) -> Result<Summary> {
     let directory = sink.child(&task.partition.sink_path());
     let partition = Partition { sink: &sink, rejected: &rejected, directory: &directory, rejected_directory: rejected.child(&task.partition.sink_path()) };
 
-    let previous = manifest::read(&sink, &directory).await?;
+    // A Delta sink keeps the committed manifest in its files' tags; a Parquet sink in
+    // `_manifest.json`.
+    let mut delta = match pipeline.sink.format {
+        SinkFormat::Delta => Some(DeltaSink::open(&sink).await?),
+        SinkFormat::Parquet => None,
+    };
+    let previous = match &delta {
+        Some(_) => None,
+        None => manifest::read(&sink, &directory).await?,
+    };
+    let previous_manifest = match &delta {
+        Some(table) => table.committed(&task.partition).await?,
+        None => previous.as_ref().map(|committed| committed.manifest.clone()),
+    };
     let mut whole = task.full || task.force;
-    if let Some(committed) = previous.as_ref().filter(|c| c.manifest.matches(&fingerprint, &spec_hash) && !task.force) {
+    if let Some(committed) = previous_manifest.as_ref().filter(|m| m.matches(&fingerprint, &spec_hash) && !task.force) {
         let listing = Listing::sink(&sink, &directory).await?;
-        let missing = committed.manifest.missing_files(&listing);
+        let missing = committed.missing_files(&listing);
         if missing.is_empty() {
-            partition.remove_uncommitted(&listing, &committed.manifest).await?;
-            return Ok(summary(&committed.manifest, &sink, &directory, None, started));
+            // A Delta table's removed files stay for readers of earlier versions until vacuumed.
+            if delta.is_none() {
+                partition.remove_uncommitted(&listing, committed).await?;
+            }
+            return Ok(summary(committed, &sink, &directory, None, started));
         }
         tracing::warn!(partition = %task.partition, ?missing, "the committed manifest lists files that are gone; processing the partition again");
         whole = true;
@@ -72,10 +89,14 @@ pub async fn run(task: &Task) -> Result<Summary> {
     let commit_mode = pipeline.sink.commit;
     // A store that answers the probe with 501 has answered: it is not asked again for minutes.
     manifest::check_conditional_writes(&opener.open(&checked.sink, Retrying::Briefly).await?, commit_mode).await?;
-    let increment = previous
+    let increment = previous_manifest
         .as_ref()
         .filter(|_| mode.is_append() && !whole)
-        .and_then(|committed| committed.manifest.increment(&inputs, &spec_hash));
+        .and_then(|committed| committed.increment(&inputs, &spec_hash));
+    let transaction = match &delta {
+        Some(table) => table.transaction_version(&task.partition).await? + 1,
+        None => 0,
+    };
     let run_id = new_run_id();
     let to_convert = increment.as_deref().unwrap_or(&inputs);
     let marker = RunMarker::start(&sink, &directory, &run_id).await?;
@@ -83,12 +104,25 @@ pub async fn run(task: &Task) -> Result<Summary> {
     let committed = async {
         let converted = within_time_limit(task.engine.timeout_seconds, run.convert()).await?;
         let converted_manifest = run.manifest(&converted, fingerprint, spec_hash);
-        let manifest = match previous.as_ref().filter(|_| increment.is_some()) {
-            Some(committed) => committed.manifest.appended(converted_manifest),
+        let manifest = match previous_manifest.as_ref().filter(|_| increment.is_some()) {
+            Some(committed) => committed.appended(converted_manifest),
             None => converted_manifest,
         };
         marker.check_fresh()?;
-        manifest::commit(&sink, &directory, &manifest, previous.as_ref(), commit_mode).await?;
+        match delta.as_mut() {
+            Some(table) => {
+                let joining = if increment.is_some() { Joining::Add } else { Joining::Replace };
+                let files = &converted.output.files;
+                if table.commit(&task.partition, files, &converted.output.schema, &manifest, joining, transaction).await? == Commit::AlreadyMade {
+                    return Err(Error::Config(format!(
+                        "{}: another run committed partition {} meanwhile; the next run processes it again",
+                        sink.location.url(),
+                        task.partition
+                    )));
+                }
+            }
+            None => manifest::commit(&sink, &directory, &manifest, previous.as_ref(), commit_mode).await?,
+        }
         Ok((manifest, converted))
     }
     .await;
@@ -100,6 +134,10 @@ pub async fn run(task: &Task) -> Result<Summary> {
             return Err(error);
         }
     };
+    if delta.is_some() {
+        marker.finish().await;
+        return Ok(summary(&manifest, &sink, &directory, Some(&converted), started));
+    }
     let listing = Listing::sink_after_live_runs(&sink, &directory, &run_id).await?;
     marker.finish().await;
     let missing = manifest.missing_files(&listing);

@@ -233,6 +233,28 @@ pub struct SinkSpec {
     /// How the commit point (`_manifest.json`) is written.
     #[serde(default, skip_serializing_if = "CommitMode::is_conditional")]
     pub commit: CommitMode,
+    /// `parquet`: Hive-partitioned Parquet with a `_manifest.json` per partition. `delta`: a Delta
+    /// Lake table partitioned by the layout's columns, one commit per partition run, which Athena
+    /// (engine v3) and Spark read atomically.
+    #[serde(default, skip_serializing_if = "SinkFormat::is_parquet")]
+    pub format: SinkFormat,
+}
+
+/// How the output is published.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFormat {
+    /// Parquet files and a `_manifest.json` per partition.
+    #[default]
+    Parquet,
+    /// A Delta Lake table.
+    Delta,
+}
+
+impl SinkFormat {
+    fn is_parquet(&self) -> bool {
+        *self == SinkFormat::Parquet
+    }
 }
 
 /// How the commit point is written.

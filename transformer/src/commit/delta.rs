@@ -56,47 +56,35 @@ pub enum Commit {
     AlreadyMade,
 }
 
-/// A Delta table at a sink location.
+/// A Delta table at a sink location, or the place for one.
 pub struct DeltaSink {
-    table: DeltaTable,
+    log_store: LogStoreRef,
+    /// None until the table exists.
+    table: Option<DeltaTable>,
     url: String,
 }
 
 impl DeltaSink {
-    /// Opens the table at the sink, creating it (reader 1 / writer 2, partitioned by the
-    /// partition's columns) with `schema`'s other columns when there is none yet.
-    pub async fn open_or_create(sink: &Store, schema: &Schema, partition: &PartitionKey) -> Result<Self> {
+    /// Opens the table at the sink, if there is one.
+    pub async fn open(sink: &Store) -> Result<Self> {
         let url = sink.location.url();
         let log_store = log_store(sink)?;
         let mut table = DeltaTable::new(log_store.clone());
-        match table.load().await {
-            Ok(()) => return Ok(Self { table, url }),
-            Err(DeltaTableError::NotATable(_)) => {}
+        let table = match table.load().await {
+            Ok(()) => Some(table),
+            Err(DeltaTableError::NotATable(_)) => None,
             Err(error) => return Err(delta_error(&url, error)),
-        }
-        let partition_columns: Vec<&str> = partition.columns().into_iter().map(|(name, _)| name).collect();
-        let data = Schema::new(schema.fields().iter().filter(|f| !partition_columns.contains(&f.name().as_str())).cloned().collect::<Vec<_>>());
-        let data = StructType::try_from_arrow(&data).map_err(|e| Error::Config(format!("{url}: the output schema has no Delta type: {e}")))?;
-        let mut columns: Vec<StructField> = data.fields().cloned().collect();
-        columns.extend(partition_columns.iter().map(|name| StructField::new(*name, DataType::INTEGER, false)));
-        let created = CreateBuilder::new()
-            .with_log_store(log_store.clone())
-            .with_columns(columns)
-            .with_partition_columns(partition_columns)
-            .with_save_mode(SaveMode::ErrorIfExists)
-            // A creator that loses the race for version 0 must not commit a second table as
-            // version 1: it fails, and the table the winner created is loaded.
-            .with_commit_properties(CommitProperties::default().with_max_retries(0))
-            .await;
-        let table = match created {
-            Ok(table) => table,
-            Err(_) => {
-                let mut table = DeltaTable::new(log_store);
-                table.load().await.map_err(|e| delta_error(&url, e))?;
-                table
-            }
         };
-        Ok(Self { table, url })
+        Ok(Self { log_store, table, url })
+    }
+
+    /// The table, created (reader 1 / writer 2, partitioned by the partition's columns) with
+    /// `schema`'s other columns when there is none yet.
+    async fn created(&mut self, schema: &Schema, partition: &PartitionKey) -> Result<&mut DeltaTable> {
+        if self.table.is_none() {
+            self.table = Some(create(&self.log_store, &self.url, schema, partition).await?);
+        }
+        Ok(self.table.as_mut().expect("created above"))
     }
 
     /// The manifest of the run whose files the partition holds now, if any: the newest one its
@@ -116,14 +104,16 @@ impl DeltaSink {
 
     /// The transaction version of the partition's latest commit (0 before any).
     pub async fn transaction_version(&self, partition: &PartitionKey) -> Result<i64> {
-        let snapshot = self.table.snapshot().map_err(|e| delta_error(&self.url, e))?;
-        let version = snapshot.transaction_version(self.table.log_store().as_ref(), &app_id(partition)).await.map_err(|e| delta_error(&self.url, e))?;
+        let Some(table) = &self.table else { return Ok(0) };
+        let snapshot = table.snapshot().map_err(|e| delta_error(&self.url, e))?;
+        let version = snapshot.transaction_version(table.log_store().as_ref(), &app_id(partition)).await.map_err(|e| delta_error(&self.url, e))?;
         Ok(version.unwrap_or(0))
     }
 
-    /// Commits `files`, written under the partition's directory, as transaction version
-    /// `version` of the partition, each carrying `manifest`.
-    pub async fn commit(&mut self, partition: &PartitionKey, files: &[WrittenFile], manifest: &Manifest, joining: Joining, version: i64) -> Result<Commit> {
+    /// Commits `files` (of `schema`), written under the partition's directory, as transaction
+    /// version `version` of the partition, each carrying `manifest`; creates the table first when
+    /// there is none.
+    pub async fn commit(&mut self, partition: &PartitionKey, files: &[WrittenFile], schema: &Schema, manifest: &Manifest, joining: Joining, version: i64) -> Result<Commit> {
         if self.transaction_version(partition).await? >= version {
             return Ok(Commit::AlreadyMade);
         }
@@ -170,30 +160,59 @@ impl DeltaSink {
             .with_max_retries(COMMIT_RETRIES)
             .with_create_checkpoint(true)
             .with_cleanup_expired_logs(Some(false));
-        let snapshot = self.table.snapshot().map_err(|e| delta_error(&self.url, e))?;
+        let url = self.url.clone();
+        let table = self.created(schema, partition).await?;
+        let snapshot = table.snapshot().map_err(|e| delta_error(&url, e))?;
         let finalized = CommitBuilder::from(properties)
             .with_actions(actions)
-            .build(Some(snapshot as &dyn TableReference), self.table.log_store(), operation)
+            .build(Some(snapshot as &dyn TableReference), table.log_store(), operation)
             .await
-            .map_err(|e| delta_error(&self.url, e.into()))?;
-        self.table.update_state().await.map_err(|e| delta_error(&self.url, e))?;
+            .map_err(|e| delta_error(&url, e.into()))?;
+        table.update_state().await.map_err(|e| delta_error(&url, e))?;
         Ok(Commit::Made(finalized.version()))
     }
 
-    /// The table's current version.
+    /// The table's current version; none before the table exists.
     pub fn version(&self) -> Option<u64> {
-        self.table.version()
+        self.table.as_ref().and_then(DeltaTable::version)
     }
 
     /// The partition's current files.
     async fn files(&self, partition: &PartitionKey) -> Result<Vec<Add>> {
+        let Some(table) = &self.table else { return Ok(Vec::new()) };
         let values: Vec<(&str, String)> = partition.columns().into_iter().map(|(name, value)| (name, value.to_string())).collect();
         let filters: Vec<(&str, FilterOp, FilterValue<'_>)> =
             values.iter().map(|(name, value)| (*name, FilterOp::Eq, FilterValue::Scalar(value.as_str()))).collect();
-        let views: Vec<_> = self.table.get_active_add_actions_by_partitions(&filters).try_collect().await.map_err(|e| delta_error(&self.url, e))?;
+        let views: Vec<_> = table.get_active_add_actions_by_partitions(&filters).try_collect().await.map_err(|e| delta_error(&self.url, e))?;
         // The only public way to a file's tags in this delta-rs release.
         #[allow(deprecated)]
         Ok(views.iter().map(|view| view.add_action()).collect())
+    }
+}
+
+/// Creates the table; when another run created it first, loads that one.
+async fn create(log_store: &LogStoreRef, url: &str, schema: &Schema, partition: &PartitionKey) -> Result<DeltaTable> {
+    let partition_columns: Vec<&str> = partition.columns().into_iter().map(|(name, _)| name).collect();
+    let data = Schema::new(schema.fields().iter().filter(|f| !partition_columns.contains(&f.name().as_str())).cloned().collect::<Vec<_>>());
+    let data = StructType::try_from_arrow(&data).map_err(|e| Error::Config(format!("{url}: the output schema has no Delta type: {e}")))?;
+    let mut columns: Vec<StructField> = data.fields().cloned().collect();
+    columns.extend(partition_columns.iter().map(|name| StructField::new(*name, DataType::INTEGER, false)));
+    let created = CreateBuilder::new()
+        .with_log_store(log_store.clone())
+        .with_columns(columns)
+        .with_partition_columns(partition_columns)
+        .with_save_mode(SaveMode::ErrorIfExists)
+        // A creator that loses the race for version 0 must not commit a second table as
+        // version 1: it fails, and the table the winner created is loaded.
+        .with_commit_properties(CommitProperties::default().with_max_retries(0))
+        .await;
+    match created {
+    Ok(table) => Ok(table),
+    Err(_) => {
+        let mut table = DeltaTable::new(log_store.clone());
+        table.load().await.map_err(|e| delta_error(url, e))?;
+        Ok(table)
+    }
     }
 }
 
@@ -268,16 +287,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = sink(dir.path()).await;
         let partition = day(24);
-        let mut table = DeltaSink::open_or_create(&sink, &schema(), &partition).await.unwrap();
-        assert_eq!(table.version(), Some(0));
+        let mut table = DeltaSink::open(&sink).await.unwrap();
+        assert_eq!(table.version(), None);
         let first = [written(&sink, &partition, "a-0.parquet", 3).await, written(&sink, &partition, "a-1.parquet", 2).await];
-        assert_eq!(table.commit(&partition, &first, &manifest(&partition, "a", 1), Joining::Replace, 1).await.unwrap(), Commit::Made(1));
+        assert_eq!(table.commit(&partition, &first, &schema(), &manifest(&partition, "a", 1), Joining::Replace, 1).await.unwrap(), Commit::Made(1));
         let second = [written(&sink, &partition, "b-0.parquet", 4).await];
-        assert_eq!(table.commit(&partition, &second, &manifest(&partition, "b", 1), Joining::Replace, 2).await.unwrap(), Commit::Made(2));
+        assert_eq!(table.commit(&partition, &second, &schema(), &manifest(&partition, "b", 1), Joining::Replace, 2).await.unwrap(), Commit::Made(2));
         let files: Vec<String> = table.files(&partition).await.unwrap().into_iter().map(|add| add.path).collect();
         assert_eq!(files, vec!["year=2026/month=11/day=24/b-0.parquet"]);
         assert_eq!(table.committed(&partition).await.unwrap().unwrap().run_id, "b");
-        let protocol = table.table.snapshot().unwrap().protocol().clone();
+        let protocol = table.table.as_ref().unwrap().snapshot().unwrap().protocol().clone();
         assert_eq!((protocol.min_reader_version(), protocol.min_writer_version()), (1, 2));
     }
 
@@ -286,11 +305,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = sink(dir.path()).await;
         let partition = day(24);
-        let mut table = DeltaSink::open_or_create(&sink, &schema(), &partition).await.unwrap();
+        let mut table = DeltaSink::open(&sink).await.unwrap();
         let first = [written(&sink, &partition, "a-0.parquet", 3).await];
-        table.commit(&partition, &first, &manifest(&partition, "a", 1), Joining::Replace, 1).await.unwrap();
+        table.commit(&partition, &first, &schema(), &manifest(&partition, "a", 1), Joining::Replace, 1).await.unwrap();
         let increment = [written(&sink, &partition, "b-0.parquet", 1).await];
-        table.commit(&partition, &increment, &manifest(&partition, "b", 2), Joining::Add, 2).await.unwrap();
+        table.commit(&partition, &increment, &schema(), &manifest(&partition, "b", 2), Joining::Add, 2).await.unwrap();
         assert_eq!(table.files(&partition).await.unwrap().len(), 2);
         assert_eq!(table.committed(&partition).await.unwrap().unwrap().increments, 2);
     }
@@ -302,11 +321,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = sink(dir.path()).await;
         let partition = day(24);
-        let mut table = DeltaSink::open_or_create(&sink, &schema(), &partition).await.unwrap();
+        let mut table = DeltaSink::open(&sink).await.unwrap();
         let files = [written(&sink, &partition, "a-0.parquet", 3).await];
-        table.commit(&partition, &files, &manifest(&partition, "a", 1), Joining::Add, 1).await.unwrap();
-        let mut reopened = DeltaSink::open_or_create(&sink, &schema(), &partition).await.unwrap();
-        assert_eq!(reopened.commit(&partition, &files, &manifest(&partition, "a", 1), Joining::Add, 1).await.unwrap(), Commit::AlreadyMade);
+        table.commit(&partition, &files, &schema(), &manifest(&partition, "a", 1), Joining::Add, 1).await.unwrap();
+        let mut reopened = DeltaSink::open(&sink).await.unwrap();
+        assert_eq!(reopened.commit(&partition, &files, &schema(), &manifest(&partition, "a", 1), Joining::Add, 1).await.unwrap(), Commit::AlreadyMade);
         assert_eq!((reopened.version(), reopened.files(&partition).await.unwrap().len()), (Some(1), 1));
     }
 
@@ -316,14 +335,14 @@ mod tests {
     async fn runs_of_different_partitions_commit_concurrently() {
         let dir = tempfile::tempdir().unwrap();
         let sink = sink(dir.path()).await;
-        DeltaSink::open_or_create(&sink, &schema(), &day(1)).await.unwrap();
+        DeltaSink::open(&sink).await.unwrap();
         let runs = (1..=8u8).map(|d| {
             let sink = sink.clone();
             tokio::spawn(async move {
                 let partition = day(d);
-                let mut table = DeltaSink::open_or_create(&sink, &schema(), &partition).await.unwrap();
+                let mut table = DeltaSink::open(&sink).await.unwrap();
                 let files = [written(&sink, &partition, "a-0.parquet", i64::from(d)).await];
-                table.commit(&partition, &files, &manifest(&partition, "a", 1), Joining::Replace, 1).await
+                table.commit(&partition, &files, &schema(), &manifest(&partition, "a", 1), Joining::Replace, 1).await
             })
         });
         let mut versions = Vec::new();
@@ -335,7 +354,7 @@ mod tests {
         }
         versions.sort();
         assert_eq!(versions, (1..=8).collect::<Vec<u64>>());
-        let table = DeltaSink::open_or_create(&sink, &schema(), &day(1)).await.unwrap();
+        let table = DeltaSink::open(&sink).await.unwrap();
         for d in 1..=8 {
             assert_eq!(table.files(&day(d)).await.unwrap().len(), 1, "day {d}");
         }

@@ -76,6 +76,11 @@ impl TaskBuilder {
         self
     }
 
+    pub fn format(mut self, format: eventpipe_transformer::spec::SinkFormat) -> Self {
+        self.pipeline.sink.format = format;
+        self
+    }
+
     pub fn header(mut self, header: bool) -> Self {
         self.pipeline.source.csv.header = header;
         self
