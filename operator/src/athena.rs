@@ -1,7 +1,8 @@
 //! `eventpipe athena-ddl`: the `CREATE EXTERNAL TABLE` statement for a pipeline's output, with the
 //! columns of the transform's output schema (planned from the declared columns, no data read), Hive
 //! partitions from the layout, and partition projection so Athena finds new partitions without a
-//! crawler or `MSCK REPAIR TABLE`.
+//! crawler or `MSCK REPAIR TABLE`; for a Delta sink, the Delta table's statement, whose columns
+//! and partitions Athena reads from the table's log.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 use datafusion::arrow::datatypes::{DataType, Field};
-use eventpipe_transformer::spec::ParquetCompression;
+use eventpipe_transformer::spec::{ParquetCompression, SinkFormat};
 use eventpipe_transformer::store::Location;
 use eventpipe_transformer::{query::engine, validate};
 
@@ -49,14 +50,20 @@ pub async fn print(args: AthenaDdlArgs) -> anyhow::Result<ExitCode> {
         .map(|field| Ok(format!("  `{}` {}", field.name(), hive_type(field.data_type())?)))
         .collect::<anyhow::Result<Vec<_>>>()
         .context("the output schema has a type Athena cannot read")?;
-    let partitions: Vec<&str> = sample.columns().into_iter().map(|(name, _)| name).collect();
-    let ddl = Ddl { table: &table, columns, partitions, location: checked.sink.url(), compression: spec.sink.compression, first_year: args.first_year };
     let visible = if mode.is_append() {
         "a partition's rows appear as its objects are converted, during the day"
     } else {
         "a partition's rows appear when it has closed (or at each schedule.openRefreshSeconds)"
     };
     println!("-- Processing mode {mode};\n-- {visible}.");
+    if spec.sink.format == SinkFormat::Delta {
+        // Athena (engine v3) reads a Delta table's columns and partitions from its log.
+        println!("-- A Delta Lake table: Athena reads its columns and partitions from the Delta log.");
+        println!("CREATE EXTERNAL TABLE IF NOT EXISTS `{table}`\nLOCATION '{}'\nTBLPROPERTIES ('table_type' = 'DELTA');", checked.sink.url());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let partitions: Vec<&str> = sample.columns().into_iter().map(|(name, _)| name).collect();
+    let ddl = Ddl { table: &table, columns, partitions, location: checked.sink.url(), compression: spec.sink.compression, first_year: args.first_year };
     print!("{ddl}");
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,23 @@ fn athena_ddl(args: &[&str]) -> (bool, String, String) {
     (output.status.success(), String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
 }
 
+/// A Delta sink is registered as a Delta table: Athena takes columns and partitions from its log.
+#[test]
+fn a_delta_sink_becomes_a_delta_table() {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/user-settings.yaml")).unwrap();
+    let mut manifest: serde_yaml::Value = serde_yaml::from_str(&example).unwrap();
+    manifest["spec"]["sink"]["format"] = "delta".into();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("delta.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&manifest).unwrap()).unwrap();
+    let (ok, ddl, stderr) = athena_ddl(&["-f", path.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        ddl.ends_with("CREATE EXTERNAL TABLE IF NOT EXISTS `user_settings`\nLOCATION 's3://output/user-settings/'\nTBLPROPERTIES ('table_type' = 'DELTA');\n"),
+        "{ddl}"
+    );
+}
+
 #[test]
 fn the_aggregation_example_becomes_a_projected_table() {
     let (ok, ddl, stderr) = athena_ddl(&["-f", "examples/user-settings.yaml"]);

@@ -261,6 +261,32 @@ async fn late_file_reprocesses() -> Result<()> {
     Ok(())
 }
 
+/// A Delta sink on the real Job lifecycle: the first run creates the table, a late file's run
+/// replaces the partition's files in one commit, and the status says what the table holds.
+#[tokio::test]
+async fn a_delta_sink_commits_each_run_to_the_table() -> Result<()> {
+    let (world, _runner) = world_with_runner("delta").await?;
+    let day = partition(1);
+    world.upload(&day, "a.csv", 3).await?;
+    let (stop, operator, _) = world.start_operator();
+    let sql = "SELECT id, count(*) AS changes FROM events GROUP BY id";
+    world.apply_pipeline("settings", json!({"sink": {"format": "delta"}, "transform": {"sql": sql}})).await?;
+    let first = wait_for_state(&world, "settings", &day, PartitionState::Succeeded, JOB_TIMEOUT).await?;
+    assert_eq!((first.rows_read, first.rows_written), (Some(3), Some(3)));
+    world.upload(&day, "b.csv", 2).await?;
+    wait_until_committed(&world, "settings", &day, 5).await?;
+    let s3 = S3Server::get()?;
+    let log = s3.keys(&world.bucket, "out/_delta_log/").await?;
+    let commits: Vec<&String> = log.iter().filter(|key| key.ends_with(".json")).collect();
+    assert_eq!(commits.len(), 3, "the table's creation and one commit per run: {log:?}");
+    let last = String::from_utf8(s3.read(&world.bucket, commits[2]).await?)?;
+    assert!(last.contains("\"remove\"") && last.contains("\"add\""), "the second run replaces the first one's files: {last}");
+    assert!(s3.keys(&world.bucket, &format!("out/{day}/_manifest.json")).await?.is_empty(), "the table is the commit point");
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
 /// A conversion of today's partition, still open: each new object is converted on its own and
 /// added to the committed output; the first object is never read again.
 #[tokio::test]

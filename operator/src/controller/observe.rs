@@ -5,8 +5,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use eventpipe_transformer::commit::delta::DeltaSink;
 use eventpipe_transformer::commit::manifest;
 use eventpipe_transformer::query::mode::Mode;
+use eventpipe_transformer::spec::SinkFormat;
+use eventpipe_transformer::store::Store;
 use eventpipe_transformer::validate::{self, CheckedPipeline};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -164,6 +167,9 @@ pub async fn manifests(
             return all(Committed::Unreadable(error));
         }
     };
+    if pipeline.spec.pipeline.sink.format == SinkFormat::Delta {
+        return delta_manifests(pipeline, &sink, partitions).await;
+    }
     let reads = partitions.iter().cloned().map(|partition| {
         let sink = sink.clone();
         async move {
@@ -180,6 +186,26 @@ pub async fn manifests(
         }
     });
     futures::stream::iter(reads).buffer_unordered(MANIFEST_READS).collect().await
+}
+
+/// The committed manifests of these partitions in a Delta sink: one read of the table's log for
+/// all of them.
+async fn delta_manifests(pipeline: &EventPipeline, sink: &Store, partitions: &[String]) -> HashMap<String, Committed> {
+    let read = async { DeltaSink::open(sink).await?.committed_partitions().await }.await;
+    match read {
+        Ok(mut committed) => partitions
+            .iter()
+            .map(|partition| {
+                let found = committed.remove(partition).map_or(Committed::Nothing, |manifest| Committed::Output(manifest.summary()));
+                (partition.clone(), found)
+            })
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, "reading the Delta table's committed partitions failed");
+            let error = super::s3::describe(pipeline, error);
+            partitions.iter().map(|partition| (partition.clone(), Committed::Unreadable(error.clone()))).collect()
+        }
+    }
 }
 
 /// The pipeline's Jobs, from the watch's store; finished ones carry what their pods report (see

@@ -90,13 +90,26 @@ impl DeltaSink {
     /// The manifest of the run whose files the partition holds now, if any: the newest one its
     /// files carry (an increment's files carry the manifest of the whole output).
     pub async fn committed(&self, partition: &PartitionKey) -> Result<Option<Manifest>> {
-        let mut newest: Option<Manifest> = None;
-        for add in self.files(partition).await? {
+        let files = self.files(Some(partition)).await?;
+        Ok(self.newest_by_partition(&files)?.remove(&partition.to_string()))
+    }
+
+    /// The manifest of every partition the table holds, by partition (`year=YYYY/month=MM/day=DD`).
+    pub async fn committed_partitions(&self) -> Result<HashMap<String, Manifest>> {
+        let files = self.files(None).await?;
+        self.newest_by_partition(&files)
+    }
+
+    /// The newest manifest the files of each partition carry.
+    fn newest_by_partition(&self, files: &[Add]) -> Result<HashMap<String, Manifest>> {
+        let mut newest: HashMap<String, Manifest> = HashMap::new();
+        for add in files {
             let Some(Some(text)) = add.tags.as_ref().and_then(|tags| tags.get(MANIFEST_TAG)) else { continue };
             let manifest: Manifest = serde_json::from_str(text)
                 .map_err(|e| Error::Config(format!("{}: the manifest tag of {} is unreadable: {e}", self.url, add.path)))?;
-            if newest.as_ref().is_none_or(|n| (n.increments, &n.committed_at) < (manifest.increments, &manifest.committed_at)) {
-                newest = Some(manifest);
+            let newer = |kept: &Manifest| (kept.increments, &kept.committed_at) < (manifest.increments, &manifest.committed_at);
+            if newest.get(&manifest.partition).is_none_or(newer) {
+                newest.insert(manifest.partition.clone(), manifest);
             }
         }
         Ok(newest)
@@ -122,7 +135,7 @@ impl DeltaSink {
         let tags = HashMap::from([(MANIFEST_TAG.to_string(), Some(serde_json::to_string(manifest).expect("manifests serialise")))]);
         let mut actions = Vec::new();
         if joining == Joining::Replace {
-            for old in self.files(partition).await? {
+            for old in self.files(Some(partition)).await? {
                 actions.push(Action::Remove(Remove {
                     path: old.path.clone(),
                     data_change: true,
@@ -177,10 +190,10 @@ impl DeltaSink {
         self.table.as_ref().and_then(DeltaTable::version)
     }
 
-    /// The partition's current files.
-    async fn files(&self, partition: &PartitionKey) -> Result<Vec<Add>> {
+    /// The current files of the partition, or of the whole table.
+    async fn files(&self, partition: Option<&PartitionKey>) -> Result<Vec<Add>> {
         let Some(table) = &self.table else { return Ok(Vec::new()) };
-        let values: Vec<(&str, String)> = partition.columns().into_iter().map(|(name, value)| (name, value.to_string())).collect();
+        let values: Vec<(&str, String)> = partition.map(PartitionKey::columns).unwrap_or_default().into_iter().map(|(name, value)| (name, value.to_string())).collect();
         let filters: Vec<(&str, FilterOp, FilterValue<'_>)> =
             values.iter().map(|(name, value)| (*name, FilterOp::Eq, FilterValue::Scalar(value.as_str()))).collect();
         let views: Vec<_> = table.get_active_add_actions_by_partitions(&filters).try_collect().await.map_err(|e| delta_error(&self.url, e))?;
@@ -293,7 +306,7 @@ mod tests {
         assert_eq!(table.commit(&partition, &first, &schema(), &manifest(&partition, "a", 1), Joining::Replace, 1).await.unwrap(), Commit::Made(1));
         let second = [written(&sink, &partition, "b-0.parquet", 4).await];
         assert_eq!(table.commit(&partition, &second, &schema(), &manifest(&partition, "b", 1), Joining::Replace, 2).await.unwrap(), Commit::Made(2));
-        let files: Vec<String> = table.files(&partition).await.unwrap().into_iter().map(|add| add.path).collect();
+        let files: Vec<String> = table.files(Some(&partition)).await.unwrap().into_iter().map(|add| add.path).collect();
         assert_eq!(files, vec!["year=2026/month=11/day=24/b-0.parquet"]);
         assert_eq!(table.committed(&partition).await.unwrap().unwrap().run_id, "b");
         let protocol = table.table.as_ref().unwrap().snapshot().unwrap().protocol().clone();
@@ -310,7 +323,7 @@ mod tests {
         table.commit(&partition, &first, &schema(), &manifest(&partition, "a", 1), Joining::Replace, 1).await.unwrap();
         let increment = [written(&sink, &partition, "b-0.parquet", 1).await];
         table.commit(&partition, &increment, &schema(), &manifest(&partition, "b", 2), Joining::Add, 2).await.unwrap();
-        assert_eq!(table.files(&partition).await.unwrap().len(), 2);
+        assert_eq!(table.files(Some(&partition)).await.unwrap().len(), 2);
         assert_eq!(table.committed(&partition).await.unwrap().unwrap().increments, 2);
     }
 
@@ -326,7 +339,7 @@ mod tests {
         table.commit(&partition, &files, &schema(), &manifest(&partition, "a", 1), Joining::Add, 1).await.unwrap();
         let mut reopened = DeltaSink::open(&sink).await.unwrap();
         assert_eq!(reopened.commit(&partition, &files, &schema(), &manifest(&partition, "a", 1), Joining::Add, 1).await.unwrap(), Commit::AlreadyMade);
-        assert_eq!((reopened.version(), reopened.files(&partition).await.unwrap().len()), (Some(1), 1));
+        assert_eq!((reopened.version(), reopened.files(Some(&partition)).await.unwrap().len()), (Some(1), 1));
     }
 
     /// Eight runs of eight partitions commit at once, each with its own handle on the table:
@@ -356,7 +369,7 @@ mod tests {
         assert_eq!(versions, (1..=8).collect::<Vec<u64>>());
         let table = DeltaSink::open(&sink).await.unwrap();
         for d in 1..=8 {
-            assert_eq!(table.files(&day(d)).await.unwrap().len(), 1, "day {d}");
+            assert_eq!(table.files(Some(&day(d))).await.unwrap().len(), 1, "day {d}");
         }
     }
 }
