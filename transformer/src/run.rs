@@ -102,7 +102,13 @@ pub async fn run(task: &Task) -> Result<Summary> {
     let marker = RunMarker::start(&sink, &directory, &run_id).await?;
     let run = Run { task, mode: &mode, inputs: to_convert, run_id: &run_id, source: &source, partition: &partition };
     let committed = async {
-        let converted = within_time_limit(task.engine.timeout_seconds, run.convert()).await?;
+        let mut converted = within_time_limit(task.engine.timeout_seconds, run.convert()).await?;
+        if delta.is_some() && converted.output.files.is_empty() {
+            // A Delta table records what a partition holds in its files' tags: a run whose SQL
+            // kept no row commits one file without rows.
+            let schema = Arc::clone(&converted.output.schema);
+            converted.output.files.push(writer::write_empty(&sink, &directory, &run_id, schema, pipeline.sink.compression).await?);
+        }
         let converted_manifest = run.manifest(&converted, fingerprint, spec_hash);
         let manifest = match previous_manifest.as_ref().filter(|_| increment.is_some()) {
             Some(committed) => committed.appended(converted_manifest),

@@ -92,3 +92,16 @@ async fn each_run_is_one_commit_and_a_whole_run_replaces_the_partition() {
     assert_eq!(rows_of(table, &now), 3);
     assert!(grown.iter().all(|f| table.join(f).exists()), "removed files stay for readers of the earlier version");
 }
+
+/// A run whose SQL keeps no row still commits what it did: the next run of the same inputs is
+/// skipped, not run again and again.
+#[tokio::test]
+async fn a_run_without_output_rows_is_committed_too() {
+    let dirs = Dirs::new();
+    write_partition(dirs.source.path(), &[("a.csv", format!("{HEADER}1,theme,dark,1764000000\n").as_bytes())]);
+    let task = dirs.builder().format(SinkFormat::Delta).sql("SELECT * FROM events WHERE name = 'none'").build();
+    let first = eventpipe_transformer::run::run(&task).await.unwrap();
+    assert_eq!((first.rows_read, first.rows_written), (1, 0));
+    let again = eventpipe_transformer::run::run(&task).await.unwrap();
+    assert!(again.skipped, "{again:?}");
+}

@@ -87,6 +87,18 @@ pub async fn write(
     Ok(Output { files, scanned_rows, spilled_bytes, schema })
 }
 
+/// Writes `part-<run id>-000.parquet` without rows, for a sink whose commit records what a
+/// partition holds in its files (a Delta table): a run whose SQL kept no row commits that file.
+pub async fn write_empty(store: &Store, directory: &Path, run_id: &str, schema: SchemaRef, compression: ParquetCompression) -> Result<WrittenFile> {
+    let path = directory.clone().join(format!("{}000.parquet", file_prefix(run_id)));
+    let mut bytes = Vec::new();
+    let writer = datafusion::parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, Some(writer_properties(compression)?))?;
+    writer.close()?;
+    let size = bytes.len() as u64;
+    store.store.put(&path, bytes.into()).await.map_err(|e| store.error(&path, e))?;
+    Ok(WrittenFile { path, rows: 0, bytes: size })
+}
+
 /// The plan with exactly `writers` output partitions: one file and one encoding task each.
 fn with_writer_partitions(plan: Arc<dyn ExecutionPlan>, writers: usize) -> Result<Arc<dyn ExecutionPlan>> {
     if plan.properties().output_partitioning().partition_count() == writers {
