@@ -180,7 +180,7 @@ impl DeltaSink {
             .with_actions(actions)
             .build(Some(snapshot as &dyn TableReference), table.log_store(), operation)
             .await
-            .map_err(|e| delta_error(&url, e.into()))?;
+            .map_err(|e| delta_error(&url, e))?;
         table.update_state().await.map_err(|e| delta_error(&url, e))?;
         Ok(Commit::Made(finalized.version()))
     }
