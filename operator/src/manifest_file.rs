@@ -116,7 +116,7 @@ mod tests {
             (format!("{PIPELINE}---\n{PIPELINE}"), "holds 2 EventPipelines"),
             (PIPELINE.replace("policy", "x").replace("source: {url: s3://in/}", "source: {url: s3://in/, csv: {compression: zip}}"), "not a valid"),
             // Fields the CRD does not have are named, not dropped.
-            (PIPELINE.replace("sink: {url: s3://out/}", "sink: {url: s3://out/, format: delta, compresion: zstd}"), "spec.sink.compresion, spec.sink.format"),
+            (PIPELINE.replace("sink: {url: s3://out/}", "sink: {url: s3://out/, formats: delta, compresion: zstd}"), "spec.sink.compresion, spec.sink.formats"),
             (PIPELINE.replace("source: {url: s3://in/}", "source: {url: s3://in/, schema: [{name: id, type: int64, nullable: false, unti: seconds}]}"), "spec.source.schema[0].unti"),
             (format!("{PIPELINE}  execution: {{nodeSelector: {{any-key: x}}, resourcez: {{}}}}\n"), "spec.execution.resourcez"),
         ];
