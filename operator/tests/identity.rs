@@ -138,6 +138,15 @@ impl Teams {
     async fn start_operator(&self, namespaces: &[&str], allowances: Value) -> Result<tokio::sync::oneshot::Sender<()>> {
         let env = KubeEnv::get().await?;
         let client = env.service_account_client(&self.system, "eventpipe-operator").await?;
+        // The operator stops on a refusal at start-up: wait until the API server's authorizer
+        // has taken up the Role bindings made a moment ago.
+        for namespace in namespaces {
+            let pipelines: Api<EventPipeline> = Api::namespaced(client.clone(), namespace);
+            wait_until(&format!("the operator's rules to take effect in {namespace}"), || async {
+                Ok(pipelines.list(&ListParams::default().limit(1)).await.is_ok())
+            })
+            .await?;
+        }
         let args = OperatorArgs {
             s3_identity: Some(IdentityMode::Pipeline),
             sts_endpoint: Some(self.s3.endpoint().to_string()),
