@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use eventpipe_transformer::task::{EngineSettings, Summary, Task};
+use eventpipe_transformer::commit::compaction;
 use eventpipe_transformer::commit::fingerprint::fingerprint;
 use eventpipe_transformer::store::Retrying;
 use eventpipe_transformer::{store::discovery, run, validate};
@@ -76,6 +77,10 @@ struct PartitionOutcome {
     /// Why the partition was left for later: it is open and the transform needs all of it.
     #[serde(skip_serializing_if = "Option::is_none")]
     waiting: Option<String>,
+    /// The partition's output after its increments were compacted (a closed partition of a
+    /// Delta sink in append mode), as the operator does once a partition closes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compacted: Option<Summary>,
 }
 
 /// Runs the manifest; the exit code is non-zero when any partition failed.
@@ -118,7 +123,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let closes_at = crate::period::closes_at(&partition, &schedule).map_err(anyhow::Error::msg)?;
         if !mode.is_append() && !args.full && !args.force && now < closes_at {
             let waiting = format!("open until {closes_at}; the transform needs the whole partition ({mode})");
-            outcomes.push(PartitionOutcome { partition: partition.to_string(), summary: None, error: None, waiting: Some(waiting) });
+            outcomes.push(PartitionOutcome { partition: partition.to_string(), summary: None, error: None, waiting: Some(waiting), compacted: None });
             continue;
         }
         let task = Task {
@@ -128,14 +133,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             engine: engine.clone(),
             force: args.force,
             full: args.full,
+            compact: false,
             settled_before: None,
         };
         let result = run::run(&task).await;
+        let due = |summary: &Summary| compaction::is_due(&pipeline.sink, &mode, now >= closes_at, summary.increments);
+        let compaction = match &result {
+            Ok(summary) if due(summary) => Some(run::run(&Task { compact: true, ..task }).await),
+            _ => None,
+        };
+        let error = result.as_ref().err().or(compaction.as_ref().and_then(|c| c.as_ref().err()));
         outcomes.push(PartitionOutcome {
             partition: partition.to_string(),
-            error: result.as_ref().err().map(ToString::to_string),
-            summary: result.ok(),
+            error: error.map(ToString::to_string),
+            summary: result.as_ref().ok().cloned(),
             waiting: None,
+            compacted: compaction.and_then(Result::ok),
         });
     }
     match args.output {
@@ -153,11 +166,11 @@ fn print_table(outcomes: &[PartitionOutcome]) {
     );
     for outcome in outcomes {
         match (&outcome.summary, &outcome.error, &outcome.waiting) {
-            (Some(s), _, _) => println!(
+            (_, Some(error), _) => println!("{:<28} FAILED: {error}", outcome.partition),
+            (Some(s), None, _) => println!(
                 "{:<28} {:>12} {:>10} {:>12} {:>14} {:>8} {:>8.2}",
                 outcome.partition, s.rows_read, s.rows_rejected, s.rows_written, s.bytes_written, s.skipped, s.seconds
             ),
-            (None, Some(error), _) => println!("{:<28} FAILED: {error}", outcome.partition),
             (None, None, Some(waiting)) => println!("{:<28} WAITING: {waiting}", outcome.partition),
             (None, None, None) => unreachable!("an outcome has a summary, an error or a reason to wait"),
         }

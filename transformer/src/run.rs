@@ -13,6 +13,9 @@
 //!    the condition that it is still the stored one), then every file no manifest lists and no
 //!    live run may still commit is deleted — also after a skip, so files of a run killed
 //!    mid-write do not stay visible.
+//!
+//! A compaction task (see [`crate::commit::compaction`]) reads no input: it rewrites what a Delta
+//! sink holds for the partition.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +27,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::csv::bad_rows::BadRows;
 use crate::commit::cleanup::{Listing, RunMarker};
+use crate::commit::compaction::{self, Compaction};
 use crate::commit::delta::{Commit, DeltaSink, Joining};
 use crate::csv::decoder::BadRowHandling;
 use crate::query::engine::{Engine, is_gzip};
@@ -47,6 +51,13 @@ pub async fn run(task: &Task) -> Result<Summary> {
     let opener = Opener::new(pipeline.s3.as_ref());
     let source = opener.open(&checked.source, Retrying::Patiently).await?;
     let sink = opener.open(&checked.sink, Retrying::Patiently).await?;
+    if task.compact {
+        let directory = sink.child(&task.partition.sink_path());
+        return Ok(match compaction::compact(task, &sink).await? {
+            Compaction::Done(manifest) => Summary { skipped: false, ..summary(&manifest, &sink, &directory, None, started) },
+            Compaction::NotNeeded(manifest) => summary(&manifest, &sink, &directory, None, started),
+        });
+    }
     let rejected = opener.open(&checked.rejected, Retrying::Patiently).await?;
     let inputs = list_partition(&source, &checked, task).await?;
     let fingerprint = fingerprint(&inputs);
@@ -384,15 +395,7 @@ impl Run<'_> {
             input_fingerprint,
             spec_hash,
             inputs: self.inputs.to_vec(),
-            files: output
-                .files
-                .iter()
-                .map(|file| ManifestFile {
-                    name: file.path.filename().unwrap_or_default().to_string(),
-                    rows: file.rows,
-                    bytes: file.bytes,
-                })
-                .collect(),
+            files: output.files.iter().map(ManifestFile::from).collect(),
             rows_read: converted.rows_read,
             rows_rejected: converted.rows_rejected,
             rows_written: output.files.iter().map(|f| f.rows).sum(),

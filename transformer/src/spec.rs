@@ -238,6 +238,53 @@ pub struct SinkSpec {
     /// (engine v3) and Spark read atomically.
     #[serde(default, skip_serializing_if = "SinkFormat::is_parquet")]
     pub format: SinkFormat,
+    /// How a Delta sink's table is kept (with `format: delta`).
+    #[serde(default, skip_serializing_if = "DeltaSpec::is_default")]
+    pub delta: DeltaSpec,
+}
+
+/// How a Delta sink's table is kept.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeltaSpec {
+    /// Size in MiB of the files an append-mode partition's increments are rewritten into, in one
+    /// commit, once the partition has closed.
+    #[serde(default = "default_target_file_mib")]
+    #[schemars(range(min = 1))]
+    pub target_file_mib: u32,
+    /// Hours a file taken out of the table stays for readers of earlier versions (queries that
+    /// started before a reprocess, time travel) before the daily vacuum deletes it. Must be
+    /// longer than a run may take (`execution.activeDeadlineSeconds`): a vacuum deletes files
+    /// that no commit lists once they are this old, and a running Job's files are listed only
+    /// when it commits.
+    #[serde(default = "default_retention_hours")]
+    #[schemars(range(min = 1))]
+    pub retention_hours: u32,
+}
+
+impl Default for DeltaSpec {
+    fn default() -> Self {
+        Self { target_file_mib: default_target_file_mib(), retention_hours: default_retention_hours() }
+    }
+}
+
+impl DeltaSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The size compaction aims each file at, in bytes.
+    pub fn target_file_bytes(&self) -> u64 {
+        u64::from(self.target_file_mib) * 1024 * 1024
+    }
+}
+
+fn default_target_file_mib() -> u32 {
+    128
+}
+
+fn default_retention_hours() -> u32 {
+    168
 }
 
 /// How the output is published.

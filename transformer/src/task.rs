@@ -31,6 +31,11 @@ pub struct Task {
     /// Process the whole partition, not an increment, even in append mode.
     #[serde(default)]
     pub full: bool,
+    /// Read no input: rewrite the files a Delta sink holds for the partition (the increments of
+    /// an append-mode partition that has closed) into files of about `sink.delta.targetFileMib`,
+    /// in one commit that removes them.
+    #[serde(default)]
+    pub compact: bool,
     /// Take only objects last modified at or before this time (RFC 3339): those older than the
     /// grace period when the run was planned. All objects when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

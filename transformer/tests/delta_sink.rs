@@ -105,3 +105,92 @@ async fn a_run_without_output_rows_is_committed_too() {
     let again = eventpipe_transformer::run::run(&task).await.unwrap();
     assert!(again.skipped, "{again:?}");
 }
+
+/// A closed append-mode partition's increments are rewritten into one file, in one commit that
+/// removes them without changing data; the output holds the same rows, and is still taken as
+/// the committed output of the same inputs.
+#[tokio::test]
+async fn compaction_rewrites_the_increments_in_one_commit() {
+    let dirs = Dirs::new();
+    let task = dirs.builder().format(SinkFormat::Delta).build();
+    for (object, id) in [("a.csv", 1), ("b.csv", 2), ("c.csv", 3)] {
+        write_partition(dirs.source.path(), &[(object, format!("{HEADER}{id},theme,dark,176400000{id}\n{id},locale,de,176400001{id}\n").as_bytes())]);
+        eventpipe_transformer::run::run(&task).await.unwrap();
+    }
+    let table = dirs.sink.path();
+    let increments = current_files(table);
+    assert_eq!((increments.len(), rows_of(table, &increments)), (3, 6));
+
+    let compact = eventpipe_transformer::task::Task { compact: true, ..task.clone() };
+    let compacted = eventpipe_transformer::run::run(&compact).await.unwrap();
+    assert_eq!((compacted.skipped, compacted.increments, compacted.rows_read, compacted.rows_written, compacted.files.len()), (false, 1, 6, 6, 1));
+    let log = commits(table);
+    let last = log.last().unwrap();
+    let removed: BTreeSet<String> = last.iter().filter_map(|a| a["remove"]["path"].as_str().map(str::to_string)).collect();
+    assert_eq!(removed, increments, "the increments leave in the commit that adds their rewrite");
+    assert!(last.iter().filter(|a| a.get("add").is_some() || a.get("remove").is_some()).all(|a| a["add"]["dataChange"] == false || a["remove"]["dataChange"] == false));
+    assert!(last.iter().any(|a| a["commitInfo"]["operation"] == "OPTIMIZE"), "{last:?}");
+    let now = current_files(table);
+    assert_eq!((now.len(), rows_of(table, &now)), (1, 6));
+
+    assert!(eventpipe_transformer::run::run(&compact).await.unwrap().skipped, "a compacted output is not compacted again");
+    assert!(eventpipe_transformer::run::run(&task).await.unwrap().skipped, "the compacted output is the committed output of the same inputs");
+    write_partition(dirs.source.path(), &[("d.csv", format!("{HEADER}4,theme,dark,1764000004\n").as_bytes())]);
+    let late = eventpipe_transformer::run::run(&task).await.unwrap();
+    assert_eq!((late.increments, late.rows_written), (2, 7), "a late object is an increment on the compacted output");
+}
+
+/// The Python with pyarrow that `scripts/test.sh` sets up, for the independent reader.
+fn python() -> String {
+    std::env::var("EVENTPIPE_PYTHON").expect("EVENTPIPE_PYTHON must name a Python with tests/requirements.txt installed; scripts/test.sh sets it up")
+}
+
+const INDEPENDENT_READER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/delta_read.py");
+
+/// A reader polling the table (the independent reader, replaying the log and reading the files
+/// with pyarrow) while the partition is processed again 20 times, its rows changing between two
+/// and three each time, sees two or three rows at every version: never both runs' files, never
+/// none, never a file that is gone.
+#[tokio::test]
+async fn a_reader_sees_the_old_or_the_new_partition_while_it_is_reprocessed() {
+    let dirs = Dirs::new();
+    let task = dirs.builder().format(SinkFormat::Delta).build();
+    let object = |rows: u64| (1..=rows).map(|id| format!("{id},theme,dark,176400000{id}\n")).fold(HEADER.to_string(), |text, row| text + &row);
+    write_partition(dirs.source.path(), &[("a.csv", object(2).as_bytes())]);
+    eventpipe_transformer::run::run(&task).await.unwrap();
+    let stop = dirs.source.path().join("stop");
+    // The reads go to a file: a pipe nobody drains while the runs go on would stop the reader.
+    let reads_file = dirs.source.path().join("reads.jsonl");
+    let reader = std::process::Command::new(python())
+        .arg(INDEPENDENT_READER)
+        .arg(dirs.sink.path())
+        .arg("--poll-until")
+        .arg(&stop)
+        .stdout(std::fs::File::create(&reads_file).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut expected = vec![2];
+    for run in 1..=20 {
+        let rows = if run % 2 == 1 { 3 } else { 2 };
+        write_partition(dirs.source.path(), &[("a.csv", object(rows).as_bytes())]);
+        let summary = eventpipe_transformer::run::run(&task).await.unwrap();
+        assert_eq!((summary.skipped, summary.rows_written), (false, rows));
+        expected.push(rows);
+        // Give the reader time for a read of each version.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    std::fs::write(&stop, "").unwrap();
+    let output = reader.wait_with_output().unwrap();
+    assert!(output.status.success(), "the reader failed: {}", String::from_utf8_lossy(&output.stderr));
+    let reads: Vec<serde_json::Value> = std::fs::read_to_string(&reads_file).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let mut versions = BTreeSet::new();
+    for read in &reads {
+        let version = read["version"].as_u64().unwrap();
+        let rows = read["rowsByPartition"]["year=2026/month=11/day=24"].as_u64();
+        // Version 1 is the first run's commit, and version 1 + n the n-th reprocess's.
+        assert_eq!(rows, Some(expected[version as usize - 1]), "version {version}: {read}");
+        versions.insert(version);
+    }
+    assert!(versions.len() >= 15, "the reader saw too few of the 21 versions to tell: {versions:?} in {} reads", reads.len());
+}

@@ -102,6 +102,7 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy, web_
         },
         force: launch.force,
         full: false,
+        compact: launch.compact,
         settled_before: launch.settled_before.map(|at| at.to_string()),
     };
     let credentials = spec.pipeline.s3.as_ref().and_then(|s3| s3.credentials_secret_ref.as_ref());
@@ -371,6 +372,7 @@ mod tests {
             attempt,
             launch: attempt + 4,
             force: false,
+            compact: false,
             settled_before: None,
         }
     }

@@ -44,6 +44,12 @@ pub enum Joining {
     Replace,
     /// They are added to them (an increment in append mode).
     Add,
+    /// They hold the partition's rows anew, in fewer files: the commit changes no data, and
+    /// streaming readers of the table skip it.
+    Compact {
+        /// The size the files were aimed at, in bytes.
+        target_bytes: u64,
+    },
 }
 
 /// What a commit did.
@@ -133,12 +139,13 @@ impl DeltaSink {
         let now = chrono::Utc::now().timestamp_millis();
         let values: HashMap<String, Option<String>> = partition.columns().into_iter().map(|(name, value)| (name.to_string(), Some(value.to_string()))).collect();
         let tags = HashMap::from([(MANIFEST_TAG.to_string(), Some(serde_json::to_string(manifest).expect("manifests serialise")))]);
+        let data_change = !matches!(joining, Joining::Compact { .. });
         let mut actions = Vec::new();
-        if joining == Joining::Replace {
+        if joining != Joining::Add {
             for old in self.files(Some(partition)).await? {
                 actions.push(Action::Remove(Remove {
                     path: old.path.clone(),
-                    data_change: true,
+                    data_change,
                     deletion_timestamp: Some(now),
                     extended_file_metadata: Some(true),
                     partition_values: Some(old.partition_values.clone()),
@@ -154,19 +161,22 @@ impl DeltaSink {
                 partition_values: values.clone(),
                 size: file.bytes as i64,
                 modification_time: now,
-                data_change: true,
+                data_change,
                 stats: Some(serde_json::json!({ "numRecords": file.rows }).to_string()),
                 tags: Some(tags.clone()),
                 ..Add::default()
             }));
         }
-        let operation = DeltaOperation::Write {
-            mode: match joining {
-                Joining::Replace => SaveMode::Overwrite,
-                Joining::Add => SaveMode::Append,
+        let operation = match joining {
+            Joining::Compact { target_bytes } => DeltaOperation::Optimize {
+                predicate: Some(predicate(partition)),
+                target_size: i64::try_from(target_bytes).unwrap_or(i64::MAX),
             },
-            partition_by: Some(values.keys().cloned().collect()),
-            predicate: Some(predicate(partition)),
+            Joining::Replace | Joining::Add => DeltaOperation::Write {
+                mode: if joining == Joining::Add { SaveMode::Append } else { SaveMode::Overwrite },
+                partition_by: Some(values.keys().cloned().collect()),
+                predicate: Some(predicate(partition)),
+            },
         };
         let properties = CommitProperties::default()
             .with_application_transaction(Transaction::new_with_last_update(app_id(partition), version, Some(now)))
@@ -176,13 +186,20 @@ impl DeltaSink {
         let url = self.url.clone();
         let table = self.created(schema, partition).await?;
         let snapshot = table.snapshot().map_err(|e| delta_error(&url, e))?;
-        let finalized = CommitBuilder::from(properties)
+        let committed = CommitBuilder::from(properties)
             .with_actions(actions)
             .build(Some(snapshot as &dyn TableReference), table.log_store(), operation)
-            .await
-            .map_err(|e| delta_error(&url, e))?;
+            .await;
         table.update_state().await.map_err(|e| delta_error(&url, e))?;
-        Ok(Commit::Made(finalized.version()))
+        match committed {
+            Ok(finalized) => Ok(Commit::Made(finalized.version())),
+            // The commit may have landed and only its response been lost (a retry of the
+            // write then finds its own version taken): it is the table that tells.
+            Err(error) => match self.committed(partition).await? {
+                Some(landed) if landed.run_id == manifest.run_id => Ok(Commit::Made(self.version().unwrap_or_default())),
+                _ => Err(delta_error(&url, error)),
+            },
+        }
     }
 
     /// The table's current version; none before the table exists.
@@ -190,8 +207,9 @@ impl DeltaSink {
         self.table.as_ref().and_then(DeltaTable::version)
     }
 
-    /// The current files of the partition, or of the whole table.
-    async fn files(&self, partition: Option<&PartitionKey>) -> Result<Vec<Add>> {
+    /// The current files of the partition, or of the whole table; their paths are relative to
+    /// the table.
+    pub async fn files(&self, partition: Option<&PartitionKey>) -> Result<Vec<Add>> {
         let Some(table) = &self.table else { return Ok(Vec::new()) };
         let values: Vec<(&str, String)> = partition.map(PartitionKey::columns).unwrap_or_default().into_iter().map(|(name, value)| (name, value.to_string())).collect();
         let filters: Vec<(&str, FilterOp, FilterValue<'_>)> =
@@ -259,7 +277,11 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType as ArrowType, Field};
     use datafusion::arrow::record_batch::RecordBatch;
     use datafusion::parquet::arrow::ArrowWriter;
-    use object_store::ObjectStoreExt as _;
+    use futures::stream::BoxStream;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload,
+        PutResult,
+    };
 
     fn schema() -> Arc<Schema> {
         Arc::new(Schema::new(vec![Field::new("id", ArrowType::Int64, false)]))
@@ -340,6 +362,69 @@ mod tests {
         let mut reopened = DeltaSink::open(&sink).await.unwrap();
         assert_eq!(reopened.commit(&partition, &files, &schema(), &manifest(&partition, "a", 1), Joining::Add, 1).await.unwrap(), Commit::AlreadyMade);
         assert_eq!((reopened.version(), reopened.files(Some(&partition)).await.unwrap().len()), (Some(1), 1));
+    }
+
+    /// A store that writes the first commit after the table's creation and then reports the
+    /// write as failed, as a connection reset after the request reached S3 does.
+    #[derive(Debug)]
+    struct LosesACommitResponse {
+        inner: Arc<dyn ObjectStore>,
+        lost: std::sync::atomic::AtomicBool,
+    }
+
+    impl std::fmt::Display for LosesACommitResponse {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("LosesACommitResponse")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for LosesACommitResponse {
+        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+            let written = self.inner.put_opts(location, payload, opts).await?;
+            let commit = location.as_ref().contains("_delta_log/") && location.as_ref().ends_with("01.json");
+            if commit && !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err(object_store::Error::Generic { store: "test", source: "connection reset by peer".into() });
+            }
+            Ok(written)
+        }
+        async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        async fn get_ranges(&self, location: &Path, ranges: &[std::ops::Range<u64>]) -> object_store::Result<Vec<bytes::Bytes>> {
+            self.inner.get_ranges(location, ranges).await
+        }
+        fn delete_stream(&self, locations: BoxStream<'static, object_store::Result<Path>>) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    /// A commit that landed while its response was lost counts as made: the run neither fails
+    /// (and deletes the files the table now lists) nor commits again.
+    #[tokio::test]
+    async fn a_commit_whose_response_was_lost_counts_as_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = sink(dir.path()).await;
+        let lossy = Store { store: Arc::new(LosesACommitResponse { inner: Arc::clone(&local.store), lost: false.into() }), ..local.clone() };
+        let partition = day(24);
+        let mut table = DeltaSink::open(&lossy).await.unwrap();
+        let files = [written(&lossy, &partition, "a-0.parquet", 3).await];
+        let made = table.commit(&partition, &files, &schema(), &manifest(&partition, "a", 1), Joining::Replace, 1).await.unwrap();
+        assert!(table.table.is_some() && made == Commit::Made(1), "{made:?}");
+        let reopened = DeltaSink::open(&local).await.unwrap();
+        assert_eq!((reopened.version(), reopened.committed(&partition).await.unwrap().unwrap().run_id.as_str()), (Some(1), "a"));
     }
 
     /// Eight runs of eight partitions commit at once, each with its own handle on the table:

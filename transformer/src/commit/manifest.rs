@@ -73,6 +73,12 @@ pub struct ManifestFile {
     pub bytes: u64,
 }
 
+impl From<&crate::commit::writer::WrittenFile> for ManifestFile {
+    fn from(file: &crate::commit::writer::WrittenFile) -> Self {
+        Self { name: file.path.filename().unwrap_or_default().to_string(), rows: file.rows, bytes: file.bytes }
+    }
+}
+
 /// One output column.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

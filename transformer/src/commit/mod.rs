@@ -2,6 +2,7 @@
 //! committed manifest, and cleaning up what runs that did not commit left behind.
 
 pub mod cleanup;
+pub mod compaction;
 pub mod delta;
 pub mod fingerprint;
 pub mod manifest;

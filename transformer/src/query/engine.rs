@@ -9,7 +9,8 @@ use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
+use object_store::path::Path;
 use url::Url;
 
 use crate::csv::decoder::BadRowHandling;
@@ -170,6 +171,13 @@ impl Engine {
             return Err(Error::Sql("the query returns no column besides the partition values".into()));
         }
         Ok(frame.select(output)?)
+    }
+
+    /// The rows of Parquet files in `store`: a sink's own files, rewritten by compaction.
+    pub async fn read_parquet(&self, store: &Store, paths: &[Path]) -> Result<DataFrame> {
+        self.register_store(store);
+        let urls = paths.iter().map(|path| encoded_url(&store.url_of(path))).collect::<Result<Vec<_>>>()?;
+        Ok(self.ctx.read_parquet(urls, ParquetReadOptions::default()).await?)
     }
 
     /// The session, for executing plans.

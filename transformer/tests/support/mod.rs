@@ -95,6 +95,7 @@ impl TaskBuilder {
             engine: Default::default(),
             force: false,
             full: false,
+            compact: false,
             settled_before: None,
         }
     }

@@ -9,6 +9,7 @@ use crate::crd::{PartitionState, PartitionStatus};
 
 use super::naming::{job_name, version};
 use super::status::{MAX_LISTED, tracked};
+use super::compaction::compacts;
 use super::{Happening, JobOutcome, Launch, Observation, ObservedJob, ObservedPartition, Outdated};
 
 /// Where a reprocess request stands in this reconcile.
@@ -120,6 +121,7 @@ pub(super) fn launch(
             attempt: entry.attempts,
             launch: entry.launch,
             force: Some(index) == forced,
+            compact: Some(index) != forced && compacts(entry, observation),
             settled_before,
         });
         free -= 1;

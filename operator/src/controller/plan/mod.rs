@@ -18,7 +18,8 @@
 //! a partition's objects count once they are older than the grace period, and each Job converts
 //! those its committed output lacks. In full mode a partition is processed when it closes (see
 //! [`crate::period`]) and its newest object has settled; while it is open, only every
-//! `schedule.openRefreshSeconds` if that is set.
+//! `schedule.openRefreshSeconds` if that is set. Once an append-mode partition of a Delta sink has
+//! closed, its increments are compacted by one more Job (see `compaction.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -31,6 +32,7 @@ use crate::crd::{EventPipelineStatus, PartitionCounts, PartitionState, Partition
 use crate::period;
 
 
+mod compaction;
 mod follow;
 mod launch;
 pub mod naming;
@@ -43,6 +45,7 @@ mod unavailable;
 pub use observation::{Committed, JobOutcome, Observation, ObservedJob, ObservedPartition, Requests, Settled, Unavailable, Waiting};
 pub use unavailable::{before_launches, launch_refused};
 
+use compaction::compact_if_due;
 use follow::follow_jobs;
 use launch::{Reprocess, launch, reprocess_request};
 use outdated::{renew_if_outdated, stop_strays, untracked};
@@ -108,6 +111,8 @@ pub struct Launch {
     pub launch: u32,
     /// Process the partition even if its committed output matches (a reprocess request).
     pub force: bool,
+    /// Rewrite the partition's committed increments into few files (see `compaction.rs`).
+    pub compact: bool,
     /// Take only the objects last modified up to this time (append mode).
     pub settled_before: Option<Timestamp>,
 }
@@ -195,6 +200,7 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
         // A valid spec has a valid time zone; a partition whose close cannot be computed counts as closed.
         let closes_at = period::closes_at(&partition.key, &spec.schedule).unwrap_or(now);
         entry.period = Some(if now < closes_at { Period::Open } else { Period::Closed });
+        compact_if_due(&mut entry, observation);
         if matches!(entry.state, PartitionState::Pending | PartitionState::Settling | PartitionState::Open) {
             (entry.state, entry.not_before) = readiness(partition, &entry, observation, closes_at);
         }

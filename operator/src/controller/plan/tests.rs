@@ -1,6 +1,7 @@
 //! The planner's table tests, one scenario per decision, in a file per step of the plan; the
 //! scenarios' fixtures are here.
 
+mod compaction;
 mod follow;
 mod launch;
 mod model;
