@@ -29,7 +29,7 @@ async fn the_examples_are_accepted_with_defaults_filled_in() {
     let cluster_example = example("cluster/user-settings-localstack.yaml");
     let cluster_namespace = env.namespace("cluster-example").await.unwrap();
     pipelines(env.client().unwrap(), &cluster_namespace).create(&PostParams::default(), &cluster_example).await.unwrap();
-    for name in ["user-settings.yaml", "user-events-parquet.yaml"] {
+    for name in ["user-settings.yaml", "user-events-parquet.yaml", "user-events-delta.yaml"] {
         let created = api.create(&PostParams::default(), &example(name)).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let spec = &created.data["spec"];
         assert_eq!(spec["source"]["layout"], "year={year}/month={month}/day={day}/", "{name}");
@@ -43,6 +43,8 @@ async fn the_examples_are_accepted_with_defaults_filled_in() {
     let conversion = api.get("user-events-parquet").await.unwrap();
     assert_eq!(conversion.data["spec"]["transform"]["sql"], "SELECT * FROM events");
     assert_eq!(conversion.data["spec"]["sink"]["compression"], "zstd");
+    let delta = api.get("user-events-delta").await.unwrap();
+    assert_eq!(delta.data["spec"]["sink"]["format"], "delta");
 }
 
 #[tokio::test]

@@ -33,9 +33,7 @@ fn json_run(args: &[&str]) -> (bool, serde_json::Value) {
 /// Runs a Python snippet with DuckDB; the interpreter comes from `EVENTPIPE_PYTHON`, which
 /// `scripts/test.sh` points at a virtualenv holding `tests/requirements.txt`.
 fn duckdb(script: &str) -> String {
-    let python = std::env::var("EVENTPIPE_PYTHON")
-        .expect("EVENTPIPE_PYTHON must name a Python with duckdb installed; scripts/test.sh sets it up");
-    let output = Command::new(python).args(["-c", script]).current_dir(workspace()).output().unwrap();
+    let output = Command::new(python()).args(["-c", script]).current_dir(workspace()).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
@@ -203,19 +201,45 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// A Firehose day replayed into one partition, `eventpipe run` after each of 12 arrivals
 /// (`scripts/bench/firehose_replay.py`, which the README's figures come from at full size): the
 /// conversion reads each row once, in one increment per object; the aggregation reads the day
-/// once, when it closes.
+/// once, when it closes. Into a Delta table, the run at the close compacts the 12 increments into
+/// one file holding the rows a whole run of the day writes, as the independent reader
+/// (`tests/delta_read.py`) reads both tables.
 #[test]
 fn a_replayed_firehose_day_reads_each_row_once() {
-    let python = std::env::var("EVENTPIPE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let output = Command::new(python)
+    let work = visible_tempdir();
+    let output = Command::new(python())
         .arg("scripts/bench/firehose_replay.py")
         .arg(env!("CARGO_BIN_EXE_eventpipe"))
-        .args(["--objects", "12", "--rows-per-object", "50", "--buffer-seconds", "7200"])
+        .args(["--objects", "12", "--rows-per-object", "50", "--buffer-seconds", "7200", "--work"])
+        .arg(work.path())
         .current_dir(workspace())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("conversion: rows read 600 (1.00x the day) in 12 runs; committed 600 rows in 12 increments"), "{stdout}");
+    assert!(stdout.contains("conversion-delta: rows read 600 (1.00x the day) in 12 runs; committed 600 rows in 12 increments"), "{stdout}");
     assert!(stdout.contains("aggregation: rows read 600 (1.00x the day) in 1 runs"), "{stdout}");
+
+    let replayed = work.path().join("conversion-delta");
+    let whole = visible_tempdir();
+    let (ok, _) = json_run(&["-f", "examples/user-events-delta.yaml", "--source", replayed.join("source").to_str().unwrap(), "--sink", whole.path().to_str().unwrap()]);
+    assert!(ok);
+    let compacted = delta_read(&replayed.join("sink"));
+    let whole = delta_read(whole.path());
+    assert_eq!(compacted["files"].as_array().unwrap().len(), 1, "{}", compacted["files"]);
+    assert_eq!(compacted["rows"], 600);
+    assert!(compacted["data"] == whole["data"], "the compacted partition holds other rows than a whole run");
+}
+
+/// The Python `scripts/test.sh` sets up with `tests/requirements.txt`.
+fn python() -> String {
+    std::env::var("EVENTPIPE_PYTHON").expect("EVENTPIPE_PYTHON must name a Python with tests/requirements.txt installed; scripts/test.sh sets it up")
+}
+
+/// A Delta table as the independent reader reads it, with its rows.
+fn delta_read(table: &Path) -> serde_json::Value {
+    let output = Command::new(python()).arg("tests/delta_read.py").arg(table).arg("--rows").current_dir(workspace()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
 }

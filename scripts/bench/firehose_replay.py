@@ -10,8 +10,12 @@ rows, the runs that read anything, and the seconds per run; and what re-reading 
 partition after every arrival would have read. `--full` runs `eventpipe run --full`, which
 processes the whole partition after every arrival, for comparison.
 
-Without `--full`, exits non-zero when the conversion (append mode) did not read each row exactly once, or the
-aggregation (full mode) did not read the day exactly once, at its close.
+The conversion runs twice: into Parquet and into a Delta table, whose increments the run at the
+day's close compacts; for it the files the closed partition holds are printed too.
+
+Without `--full`, exits non-zero when a conversion (append mode) did not read each row exactly
+once, the aggregation (full mode) did not read the day exactly once, at its close, or the closed
+Delta partition holds more than 2 files.
 """
 
 import argparse
@@ -29,6 +33,7 @@ DAY = datetime(2026, 11, 24, tzinfo=timezone.utc)
 PARTITION = "year=2026/month=11/day=24"
 EXAMPLES = {
     "conversion": REPO / "examples" / "user-events-parquet.yaml",
+    "conversion-delta": REPO / "examples" / "user-events-delta.yaml",
     "aggregation": REPO / "examples" / "user-settings.yaml",
 }
 NAMES = ["theme", "locale", "font_size", "notifications", "autoplay", "data_saver", "timezone"]
@@ -73,6 +78,7 @@ def replay(binary, example, objects, rows, buffer_seconds, full, work):
         "runs_reading": sum(1 for n in read if n),
         "committed_rows": runs[-1].get("rowsRead"),
         "increments": runs[-1].get("increments"),
+        "closed_files": len((runs[-1].get("compacted") or runs[-1]).get("files", [])),
         "median_s": statistics.median(seconds) if seconds else 0.0,
         "max_s": max(seconds) if seconds else 0.0,
         "total_s": sum(seconds),
@@ -106,15 +112,20 @@ def main():
     for example, r in results.items():
         print(f"{example}: rows read {r['rows_read']} ({r['rows_read'] / day_rows:.2f}x the day) in "
               f"{r['runs_reading']} runs; committed {r['committed_rows']} rows in {r['increments']} increments; "
-              f"median {r['median_s']:.3f} s per run, max {r['max_s']:.3f} s, {r['total_s']:.1f} s in all")
+              f"median {r['median_s']:.3f} s per run, max {r['max_s']:.3f} s, {r['total_s']:.1f} s in all; "
+              f"{r['closed_files']} files after the close")
     if args.full:
         return
-    conversion, aggregation = results["conversion"], results["aggregation"]
     failures = []
-    if conversion["rows_read"] != day_rows or conversion["runs_reading"] != args.objects:
-        failures.append("the conversion did not read each row once, one increment per object")
-    if conversion["committed_rows"] != day_rows or conversion["increments"] != args.objects:
-        failures.append("the conversion's committed output does not hold the day in one increment per object")
+    for example in ("conversion", "conversion-delta"):
+        conversion = results[example]
+        if conversion["rows_read"] != day_rows or conversion["runs_reading"] != args.objects:
+            failures.append(f"the {example} did not read each row once, one increment per object")
+        if conversion["committed_rows"] != day_rows or conversion["increments"] != args.objects:
+            failures.append(f"the {example}'s committed output does not hold the day in one increment per object")
+    if results["conversion-delta"]["closed_files"] > 2:
+        failures.append("the closed Delta partition's increments were not compacted into at most 2 files")
+    aggregation = results["aggregation"]
     if aggregation["rows_read"] != day_rows or aggregation["runs_reading"] != 1:
         failures.append("the aggregation did not read the day exactly once")
     for failure in failures:

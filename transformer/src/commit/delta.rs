@@ -74,6 +74,11 @@ impl DeltaSink {
     /// Opens the table at the sink, if there is one.
     pub async fn open(sink: &Store) -> Result<Self> {
         let url = sink.location.url();
+        // delta-rs takes a local table's missing directory for an invalid location, not for a
+        // place without a table; S3 has no directories.
+        if let crate::store::Location::Local(dir) = &sink.location {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
         let log_store = log_store(sink)?;
         let mut table = DeltaTable::new(log_store.clone());
         let table = match table.load().await {
