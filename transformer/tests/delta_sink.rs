@@ -194,3 +194,50 @@ async fn a_reader_sees_the_old_or_the_new_partition_while_it_is_reprocessed() {
     }
     assert!(versions.len() >= 15, "the reader saw too few of the 21 versions to tell: {versions:?} in {} reads", reads.len());
 }
+
+/// The commits of the table that add or remove files of the partition.
+fn partition_commits(table: &Path) -> usize {
+    commits(table).iter().filter(|commit| commit.iter().any(|a| a.get("add").is_some() || a.get("remove").is_some())).count()
+}
+
+/// Exactly once under faults: a run killed after writing its files and before committing leaves
+/// nothing in the table; a Job retried after its run committed (its pod killed before it
+/// reported) commits nothing more; two Jobs of one partition at once commit one version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_a_retried_job_and_a_duplicate_job_commit_once() {
+    let dirs = Dirs::new();
+    write_partition(dirs.source.path(), &[("a.csv", format!("{HEADER}1,theme,dark,1764000001\n2,theme,light,1764000002\n").as_bytes())]);
+    let task = dirs.builder().format(SinkFormat::Delta).build();
+    let table = dirs.sink.path();
+    // What a run killed before its commit leaves: a written file, no commit.
+    let killed = table.join("year=2026/month=11/day=24/part-killed-000.parquet");
+    std::fs::create_dir_all(killed.parent().unwrap()).unwrap();
+    std::fs::write(&killed, b"PAR1 half written").unwrap();
+
+    let first = eventpipe_transformer::run::run(&task).await.unwrap();
+    assert!(!current_files(table).iter().any(|f| f.contains("killed")), "the killed run's file is not in the table");
+    let retried = eventpipe_transformer::run::run(&task).await.unwrap();
+    assert!(retried.skipped && retried.run_id == first.run_id, "{retried:?}");
+    assert_eq!(partition_commits(table), 1);
+
+    // A new object, and two Jobs for it at once (a restarted operator's and its predecessor's).
+    write_partition(dirs.source.path(), &[("b.csv", format!("{HEADER}3,theme,dark,1764000003\n").as_bytes())]);
+    let (one, other) = tokio::join!(eventpipe_transformer::run::run(&task), eventpipe_transformer::run::run(&task));
+    let made = [&one, &other].iter().filter(|outcome| outcome.as_ref().is_ok_and(|summary| !summary.skipped)).count();
+    assert_eq!(made, 1, "exactly one of the two commits: {one:?} {other:?}");
+    for outcome in [&one, &other] {
+        if let Err(error) = outcome {
+            assert!(error.to_string().contains("another run committed partition year=2026/month=11/day=24 meanwhile"), "{error}");
+        }
+    }
+    assert_eq!(partition_commits(table), 2);
+    let read = independent_read(table);
+    assert_eq!(read["rows"], 3, "{read}");
+}
+
+/// The table as the independent reader reads it.
+fn independent_read(table: &Path) -> serde_json::Value {
+    let output = std::process::Command::new(python()).arg(INDEPENDENT_READER).arg(table).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}

@@ -199,9 +199,11 @@ impl DeltaSink {
         match committed {
             Ok(finalized) => Ok(Commit::Made(finalized.version())),
             // The commit may have landed and only its response been lost (a retry of the
-            // write then finds its own version taken): it is the table that tells.
+            // write then finds its own version taken), or another run of the partition may have
+            // committed this transaction version first: it is the table that tells.
             Err(error) => match self.committed(partition).await? {
                 Some(landed) if landed.run_id == manifest.run_id => Ok(Commit::Made(self.version().unwrap_or_default())),
+                _ if self.transaction_version(partition).await? >= version => Ok(Commit::AlreadyMade),
                 _ => Err(delta_error(&url, error)),
             },
         }
