@@ -139,6 +139,14 @@ pub struct RunRows {
     pub written: u64,
 }
 
+/// A Delta sink's table to vacuum (see [`crate::commit::vacuum`]): what a vacuum Job is given.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VacuumTask {
+    /// The pipeline whose sink is vacuumed.
+    pub pipeline: PipelineSpec,
+}
+
 /// What a run reports to the operator: the summary, or the error.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -146,6 +154,9 @@ pub struct Outcome {
     /// The summary of a successful run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
+    /// What a successful vacuum did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vacuumed: Option<crate::commit::vacuum::Vacuumed>,
     /// Why the run failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -199,11 +210,11 @@ mod tests {
 
     #[test]
     fn termination_messages_fit_the_kubelet_limit() {
-        let error = Outcome { error: Some("é".repeat(5000)), summary: None };
+        let error = Outcome { error: Some("é".repeat(5000)), ..Outcome::default() };
         let message = error.termination_message();
         assert!(message.len() <= TERMINATION_MESSAGE_LIMIT && message.contains('…'), "{}", message.len());
         let files = (0..200).map(|i| format!("year=2026/month=11/day=24/part-{i:03}.parquet")).collect();
-        let summary = Outcome { summary: Some(Summary { rows_read: 7, files, ..Summary::default() }), error: None };
+        let summary = Outcome { summary: Some(Summary { rows_read: 7, files, ..Summary::default() }), ..Outcome::default() };
         let parsed: Outcome = serde_json::from_str(&summary.termination_message()).unwrap();
         assert_eq!(parsed.summary.as_ref().map(|s| (s.rows_read, s.files.len())), Some((7, 0)));
     }

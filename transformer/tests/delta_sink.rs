@@ -241,3 +241,45 @@ fn independent_read(table: &Path) -> serde_json::Value {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).unwrap()
 }
+
+/// A clock set to a time, for vacuums as at that time.
+#[derive(Debug)]
+struct At(chrono::DateTime<chrono::Utc>);
+
+impl deltalake::operations::vacuum::Clock for At {
+    fn current_timestamp_millis(&self) -> i64 {
+        self.0.timestamp_millis()
+    }
+}
+
+/// The vacuum deletes the files a reprocess took out of the table and those of a run that never
+/// committed, once they are older than the retention, and keeps every file a version within the
+/// retention lists; the table reads the same after it, and has a checkpoint.
+#[tokio::test]
+async fn the_vacuum_deletes_what_no_version_within_the_retention_lists() {
+    use eventpipe_transformer::commit::vacuum::vacuum;
+    let dirs = Dirs::new();
+    let task = dirs.builder().format(SinkFormat::Delta).build();
+    let table = dirs.sink.path();
+    write_partition(dirs.source.path(), &[("a.csv", format!("{HEADER}1,theme,dark,1764000001\n").as_bytes())]);
+    eventpipe_transformer::run::run(&task).await.unwrap();
+    let replaced = current_files(table);
+    write_partition(dirs.source.path(), &[("a.csv", format!("{HEADER}1,theme,dark,1764000001\n2,theme,dark,1764000002\n").as_bytes())]);
+    eventpipe_transformer::run::run(&task).await.unwrap();
+    let kept = current_files(table);
+    let killed = table.join("year=2026/month=11/day=24/part-killed-000.parquet");
+    std::fs::write(&killed, b"PAR1 half written").unwrap();
+    let now = chrono::Utc::now();
+
+    let soon = vacuum(&task.pipeline, Some(std::sync::Arc::new(At(now + chrono::Duration::hours(1))))).await.unwrap();
+    assert_eq!(soon.files_deleted, 0, "within the retention every file stays");
+    assert!(killed.exists() && replaced.iter().all(|f| table.join(f).exists()));
+
+    let later = vacuum(&task.pipeline, Some(std::sync::Arc::new(At(now + chrono::Duration::hours(169))))).await.unwrap();
+    assert_eq!(later.files_deleted, replaced.len() as u64 + 1, "{later:?}");
+    assert!(!killed.exists() && replaced.iter().all(|f| !table.join(f).exists()));
+    assert!(kept.iter().all(|f| table.join(f).exists()));
+    assert_eq!(independent_read(table)["rows"], 2);
+    assert!(table.join("_delta_log/_last_checkpoint").exists());
+    assert!(eventpipe_transformer::run::run(&task).await.unwrap().skipped, "the vacuumed table is still the committed output");
+}

@@ -209,6 +209,11 @@ impl DeltaSink {
         }
     }
 
+    /// The table; none before it exists.
+    pub fn table(&self) -> Option<&DeltaTable> {
+        self.table.as_ref()
+    }
+
     /// The table's current version; none before the table exists.
     pub fn version(&self) -> Option<u64> {
         self.table.as_ref().and_then(DeltaTable::version)

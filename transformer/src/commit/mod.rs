@@ -6,4 +6,5 @@ pub mod compaction;
 pub mod delta;
 pub mod fingerprint;
 pub mod manifest;
+pub mod vacuum;
 pub mod writer;
