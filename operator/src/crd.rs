@@ -289,6 +289,54 @@ pub struct EventPipelineStatus {
     /// partition to process again even though its output is committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reprocess_request: Option<String>,
+    /// The latest vacuum of a Delta sink's table (`sink.format: delta`), run by a Job at most
+    /// daily: it deletes the files no version within `sink.delta.retentionHours` lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vacuum: Option<VacuumStatus>,
+}
+
+/// A vacuum of a Delta sink's table.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VacuumStatus {
+    /// Its Job.
+    pub job: String,
+    /// When it was launched.
+    pub started_at: Time,
+    /// `Running`, `Succeeded` or `Failed`.
+    pub state: VacuumState,
+    /// Data files it deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_deleted: Option<u64>,
+    /// Log files it deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_files_deleted: Option<u64>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl VacuumStatus {
+    /// A vacuum whose Job `job` was launched at `at`.
+    pub fn started(job: String, at: k8s_openapi::jiff::Timestamp) -> Self {
+        Self { job, started_at: Time(at), state: VacuumState::Running, files_deleted: None, log_files_deleted: None, message: None }
+    }
+}
+
+/// Where a vacuum is.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[schemars(transform = any_string)]
+pub enum VacuumState {
+    /// Its Job runs.
+    #[default]
+    Running,
+    /// It finished; the next one is due a day after it started.
+    Succeeded,
+    /// It failed; the next one is due an hour after it started.
+    Failed,
+    /// A state written by another version of the operator; this one takes the vacuum for failed.
+    #[serde(other)]
+    Unknown,
 }
 
 /// The partitions of the window by state.
@@ -456,6 +504,22 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     serde_yaml::to_string(&EventPipeline::crd())
 }
 
+impl EventPipelineSpec {
+    /// Refuses a Delta sink whose retention is not longer than a Job may run: the vacuum would
+    /// delete the files of a run that has not committed yet.
+    pub fn check_delta_retention(&self) -> Result<(), String> {
+        let retention_hours = self.pipeline.sink.delta.retention_hours;
+        let longest_run = self.execution.active_deadline_seconds.saturating_add(self.execution.start_timeout_seconds.into());
+        if self.pipeline.sink.format == eventpipe_transformer::spec::SinkFormat::Delta && i64::from(retention_hours) * 3600 <= longest_run {
+            return Err(format!(
+                "sink.delta.retentionHours ({retention_hours}) must be longer than a Job may run \
+                 (execution.activeDeadlineSeconds + startTimeoutSeconds = {longest_run} s): the vacuum would delete the files of runs not committed yet"
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,5 +555,18 @@ mod tests {
                 find_undocumented(&format!("{path}[].{name}"), child, undocumented);
             }
         }
+    }
+
+    #[test]
+    fn a_delta_retention_shorter_than_a_run_is_refused() {
+        let mut spec = EventPipelineSpec::default();
+        spec.pipeline.sink.format = eventpipe_transformer::spec::SinkFormat::Delta;
+        assert_eq!(spec.check_delta_retention(), Ok(()), "the defaults fit");
+        spec.pipeline.sink.delta.retention_hours = 1;
+        spec.execution.active_deadline_seconds = 3600;
+        let refusal = spec.check_delta_retention().unwrap_err();
+        assert!(refusal.starts_with("sink.delta.retentionHours (1) must be longer than a Job may run"), "{refusal}");
+        spec.pipeline.sink.format = eventpipe_transformer::spec::SinkFormat::Parquet;
+        assert_eq!(spec.check_delta_retention(), Ok(()), "a Parquet sink has no vacuum");
     }
 }

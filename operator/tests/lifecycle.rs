@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use eventpipe::crd::{PartitionState, PartitionStatus, Period, ProcessingMode};
+use eventpipe::crd::{PartitionState, PartitionStatus, Period, ProcessingMode, VacuumState};
 use eventpipe_testkit::kube_env::KubeEnv;
 use eventpipe_testkit::pod_runner::{Image, PodRunner, RunnerConfig};
 use eventpipe_testkit::s3::S3Server;
@@ -282,6 +282,15 @@ async fn a_delta_sink_commits_each_run_to_the_table() -> Result<()> {
     let last = String::from_utf8(s3.read(&world.bucket, commits[2]).await?)?;
     assert!(last.contains("\"remove\"") && last.contains("\"add\""), "the second run replaces the first one's files: {last}");
     assert!(s3.keys(&world.bucket, &format!("out/{day}/_manifest.json")).await?.is_empty(), "the table is the commit point");
+    // Once the table held output, a Job of its own vacuumed it (nothing was old enough to go).
+    support::wait_until_within("the vacuum to succeed", JOB_TIMEOUT, || async {
+        Ok(world.status("settings").await?.vacuum.is_some_and(|vacuum| vacuum.state == VacuumState::Succeeded))
+    })
+    .await?;
+    let vacuum = world.status("settings").await?.vacuum.unwrap();
+    assert_eq!((vacuum.files_deleted, vacuum.job.starts_with("settings-vacuum-")), (Some(0), true), "{vacuum:?}");
+    assert!(world.job_names().await?.contains(&vacuum.job));
+    assert!(s3.keys(&world.bucket, "out/_delta_log/_last_checkpoint").await?.len() == 1, "the vacuum checkpoints the table");
     drop(stop);
     operator.await?;
     Ok(())

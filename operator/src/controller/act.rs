@@ -16,6 +16,7 @@ use crate::metrics::{PipelineLabels, RowKind, RowLabels};
 
 use super::Context;
 use super::conditions::{self, Health};
+use super::identity::JobWebIdentity;
 use super::job;
 use super::observe::Blocked;
 use super::plan::{Happening, Launch, Outdated, Stop};
@@ -34,31 +35,46 @@ pub async fn launch(ctx: &Context, pipeline: &EventPipeline, launches: &[Launch]
     if launches.is_empty() {
         return Vec::new();
     }
-    // The Jobs run with the identity the operator listed with.
-    let web_identity = match ctx.caches.s3.identity(&ctx.client, pipeline).await {
-        Ok(identity) => identity.for_jobs(ctx.caches.s3.exchanges().settings()),
-        Err(Blocked::InvalidSpec(error) | Blocked::SourceUnavailable(error)) => {
-            return launches.iter().map(|launch| (launch.job.clone(), error.clone())).collect();
-        }
+    let web_identity = match job_identity(ctx, pipeline).await {
+        Ok(identity) => identity,
+        Err(error) => return launches.iter().map(|launch| (launch.job.clone(), error.clone())).collect(),
     };
     let web_identity = web_identity.as_ref();
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
     // Collected first: a lazy map of borrowing futures trips the compiler's Send check.
     let creates: Vec<_> = launches.iter().map(|launch| {
         let api = &api;
-        async move {
-            match api.create(&PostParams::default(), &job::build(pipeline, launch, &ctx.job_policy, web_identity)).await {
-                Ok(_) => None,
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    tracing::info!(job = launch.job, "job exists already");
-                    None
-                }
-                Err(kube::Error::Api(status)) => Some((launch.job.clone(), format!("{} ({})", status.message, status.reason))),
-                Err(error) => Some((launch.job.clone(), error.to_string())),
-            }
-        }
+        async move { create(api, &job::build(pipeline, launch, &ctx.job_policy, web_identity)).await.err().map(|error| (launch.job.clone(), error)) }
     }).collect();
     futures::stream::iter(creates).buffer_unordered(REQUESTS_AT_ONCE).filter_map(std::future::ready).collect().await
+}
+
+/// Creates the vacuum Job `name`; the error is the API server's refusal.
+pub async fn launch_vacuum(ctx: &Context, pipeline: &EventPipeline, name: &str) -> Result<(), String> {
+    let web_identity = job_identity(ctx, pipeline).await?;
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
+    create(&api, &job::build_vacuum(pipeline, name, &ctx.job_policy, web_identity.as_ref())).await
+}
+
+/// The identity the pipeline's Jobs run with: the one the operator listed with.
+async fn job_identity(ctx: &Context, pipeline: &EventPipeline) -> Result<Option<JobWebIdentity>, String> {
+    match ctx.caches.s3.identity(&ctx.client, pipeline).await {
+        Ok(identity) => Ok(identity.for_jobs(ctx.caches.s3.exchanges().settings())),
+        Err(Blocked::InvalidSpec(error) | Blocked::SourceUnavailable(error)) => Err(error),
+    }
+}
+
+/// Creates a Job. One that exists already was created before under its deterministic name.
+async fn create(api: &Api<Job>, job: &Job) -> Result<(), String> {
+    match api.create(&PostParams::default(), job).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            tracing::info!(job = job.metadata.name, "job exists already");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) => Err(format!("{} ({})", status.message, status.reason)),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// Deletes the Jobs the plan stops, with their pods (foreground deletion: the Job stays, with a

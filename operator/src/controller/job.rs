@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use eventpipe_transformer::error::ExitClass;
-use eventpipe_transformer::task::{EngineSettings, Task};
+use eventpipe_transformer::task::{EngineSettings, Task, VacuumTask};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
     PodFailurePolicyRule,
@@ -21,7 +21,7 @@ use kube::Resource;
 use crate::crd::EventPipeline;
 
 use super::identity::JobWebIdentity;
-use super::plan::{JobOutcome, Launch, ObservedJob};
+use super::plan::{JobOutcome, Launch, ObservedJob, ObservedVacuum};
 use super::policy::JobPolicy;
 
 /// Label on every object the operator creates.
@@ -34,6 +34,10 @@ pub const PIPELINE_LABEL: &str = "eventpipe.dev/pipeline";
 pub const ATTEMPT_LABEL: &str = "eventpipe.dev/attempt";
 /// Label with the partition's launch number (see `PartitionStatus::launch`).
 pub const LAUNCH_LABEL: &str = "eventpipe.dev/launch";
+/// Label on Jobs that do other work than a partition's run, naming it.
+pub const WORK_LABEL: &str = "eventpipe.dev/work";
+/// The value of [`WORK_LABEL`] on a vacuum Job.
+pub const VACUUM_WORK: &str = "vacuum";
 /// Annotation with the partition (`year=YYYY/month=MM/day=DD`), which labels cannot hold.
 pub const PARTITION_ANNOTATION: &str = "eventpipe.dev/partition";
 /// Annotation with the full input fingerprint the operator saw at launch.
@@ -62,38 +66,12 @@ const SCRATCH: &str = "/scratch";
 /// its environment and, for IRSA, the role the operator used. The task names the partition, never
 /// its objects, so the Job's size does not grow with the partition.
 pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy, web_identity: Option<&JobWebIdentity>) -> Job {
-    let spec = &pipeline.spec;
-    let execution = &spec.execution;
-    let pod = policy.pod(execution);
-    let resources = pod.container_resources();
-    let name = pipeline.metadata.name.clone().unwrap_or_default();
-    let uid = pipeline.metadata.uid.clone().unwrap_or_default();
-    let mut labels = BTreeMap::from([
-        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        ("app.kubernetes.io/name".to_string(), "eventpipe-transformer".to_string()),
-        (PIPELINE_UID_LABEL.to_string(), uid),
-        (ATTEMPT_LABEL.to_string(), launch.attempt.to_string()),
-        (LAUNCH_LABEL.to_string(), launch.launch.to_string()),
-    ]);
-    if name.len() <= MAX_NAME {
-        labels.insert(PIPELINE_LABEL.to_string(), name);
-    }
-    // The operator's labels win: it finds its pods by them.
-    let mut pod_labels = pod.pod_labels.clone().unwrap_or_default();
-    pod_labels.extend(labels.clone());
-    let mut annotations = BTreeMap::from([
-        (PARTITION_ANNOTATION.to_string(), launch.partition.to_string()),
-        (FINGERPRINT_ANNOTATION.to_string(), launch.fingerprint.clone()),
-        (SPEC_HASH_ANNOTATION.to_string(), launch.spec_hash.clone()),
-    ]);
-    if let Some(limit) = resources.limits.as_ref().and_then(|limits| limits.get("memory")) {
-        annotations.insert(MEMORY_LIMIT_ANNOTATION.to_string(), limit.0.clone());
-    }
-    let pod_annotations = pod.pod_annotations();
+    let execution = &pipeline.spec.execution;
+    let resources = policy.pod(execution).container_resources();
     let task = Task {
         partition: launch.partition,
         expected_fingerprint: Some(launch.fingerprint.clone()),
-        pipeline: spec.pipeline.clone(),
+        pipeline: pipeline.spec.pipeline.clone(),
         engine: EngineSettings {
             target_partitions: None,
             memory_limit_mib: memory_limit_mib(&resources),
@@ -105,13 +83,74 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy, web_
         compact: launch.compact,
         settled_before: launch.settled_before.map(|at| at.to_string()),
     };
+    let work = Work {
+        name: &launch.job,
+        labels: BTreeMap::from([
+            (ATTEMPT_LABEL.to_string(), launch.attempt.to_string()),
+            (LAUNCH_LABEL.to_string(), launch.launch.to_string()),
+        ]),
+        annotations: BTreeMap::from([
+            (PARTITION_ANNOTATION.to_string(), launch.partition.to_string()),
+            (FINGERPRINT_ANNOTATION.to_string(), launch.fingerprint.clone()),
+            (SPEC_HASH_ANNOTATION.to_string(), launch.spec_hash.clone()),
+        ]),
+        task: ("EVENTPIPE_TASK", serde_json::to_string(&task).expect("tasks serialise")),
+    };
+    transformer_job(pipeline, work, policy, web_identity)
+}
+
+/// The Job that vacuums the pipeline's Delta table (see `plan/vacuum.rs`), labelled
+/// `eventpipe.dev/work: vacuum`; it runs as the pipeline's Jobs run.
+pub fn build_vacuum(pipeline: &EventPipeline, name: &str, policy: &JobPolicy, web_identity: Option<&JobWebIdentity>) -> Job {
+    let task = VacuumTask { pipeline: pipeline.spec.pipeline.clone() };
+    let work = Work {
+        name,
+        labels: BTreeMap::from([(WORK_LABEL.to_string(), VACUUM_WORK.to_string())]),
+        annotations: BTreeMap::new(),
+        task: ("EVENTPIPE_VACUUM", serde_json::to_string(&task).expect("vacuum tasks serialise")),
+    };
+    transformer_job(pipeline, work, policy, web_identity)
+}
+
+/// What sets one transformer Job apart from another.
+struct Work<'a> {
+    name: &'a str,
+    /// Labels besides those every Job of the pipeline has.
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    /// The environment variable that gives the transformer its task, and the task as JSON.
+    task: (&'static str, String),
+}
+
+/// A transformer Job of the pipeline: owned by it, labelled for lookup, hardened, run with the
+/// pipeline's pod settings and identity.
+fn transformer_job(pipeline: &EventPipeline, work: Work<'_>, policy: &JobPolicy, web_identity: Option<&JobWebIdentity>) -> Job {
+    let spec = &pipeline.spec;
+    let execution = &spec.execution;
+    let pod = policy.pod(execution);
+    let resources = pod.container_resources();
+    let name = pipeline.metadata.name.clone().unwrap_or_default();
+    let uid = pipeline.metadata.uid.clone().unwrap_or_default();
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        ("app.kubernetes.io/name".to_string(), "eventpipe-transformer".to_string()),
+        (PIPELINE_UID_LABEL.to_string(), uid),
+    ]);
+    labels.extend(work.labels);
+    if name.len() <= MAX_NAME {
+        labels.insert(PIPELINE_LABEL.to_string(), name);
+    }
+    // The operator's labels win: it finds its pods by them.
+    let mut pod_labels = pod.pod_labels.clone().unwrap_or_default();
+    pod_labels.extend(labels.clone());
+    let mut annotations = work.annotations;
+    if let Some(limit) = resources.limits.as_ref().and_then(|limits| limits.get("memory")) {
+        annotations.insert(MEMORY_LIMIT_ANNOTATION.to_string(), limit.0.clone());
+    }
+    let pod_annotations = pod.pod_annotations();
     let credentials = spec.pipeline.s3.as_ref().and_then(|s3| s3.credentials_secret_ref.as_ref());
     let mut env = vec![
-        EnvVar {
-            name: "EVENTPIPE_TASK".to_string(),
-            value: Some(serde_json::to_string(&task).expect("tasks serialise")),
-            ..EnvVar::default()
-        },
+        EnvVar { name: work.task.0.to_string(), value: Some(work.task.1), ..EnvVar::default() },
         EnvVar { name: "RUST_LOG".to_string(), value: Some("warn".to_string()), ..EnvVar::default() },
     ];
     let mut volume_mounts = vec![VolumeMount { name: "scratch".to_string(), mount_path: SCRATCH.to_string(), ..VolumeMount::default() }];
@@ -156,7 +195,7 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy, web_
     };
     Job {
         metadata: ObjectMeta {
-            name: Some(launch.job.clone()),
+            name: Some(work.name.to_string()),
             namespace: pipeline.metadata.namespace.clone(),
             labels: Some(labels.clone()),
             annotations: Some(annotations),
@@ -307,19 +346,8 @@ fn quantity_bytes(quantity: &Quantity) -> Option<u64> {
 pub fn observe(job: &Job) -> Option<ObservedJob> {
     let annotations = job.metadata.annotations.as_ref()?;
     let labels = job.metadata.labels.as_ref()?;
-    let condition = |kind: &str| {
-        job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == kind && c.status == "True").cloned()
-    };
-    let outcome = if condition("Complete").is_some() {
-        JobOutcome::Succeeded(None)
-    } else if let Some(failed) = condition("Failed") {
-        let reason = failed.reason.unwrap_or_else(|| "Failed".to_string());
-        let message = failed.message.unwrap_or_default();
-        JobOutcome::Failed(format!("Job failed ({reason}) {message}").trim_end().to_string())
-    } else {
-        JobOutcome::Running
-    };
     let attempt = labels.get(ATTEMPT_LABEL)?.parse().ok()?;
+    let outcome = outcome(job);
     Some(ObservedJob {
         name: job.metadata.name.clone()?,
         partition: annotations.get(PARTITION_ANNOTATION)?.clone(),
@@ -333,6 +361,29 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
         waiting: None,
         disruptions: Vec::new(),
     })
+}
+
+/// Reads a listed vacuum Job back: `None` for any other Job. Like a partition's, a finished
+/// one's outcome is the Kubernetes reason until its pods' report is attached.
+pub fn observe_vacuum(job: &Job) -> Option<ObservedVacuum> {
+    let labels = job.metadata.labels.as_ref()?;
+    (labels.get(WORK_LABEL)? == VACUUM_WORK).then(|| ObservedVacuum { name: job.metadata.name.clone().unwrap_or_default(), outcome: outcome(job), vacuumed: None })
+}
+
+/// Whether and how a Job finished, as its conditions say.
+fn outcome(job: &Job) -> JobOutcome {
+    let condition = |kind: &str| {
+        job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == kind && c.status == "True").cloned()
+    };
+    if condition("Complete").is_some() {
+        JobOutcome::Succeeded(None)
+    } else if let Some(failed) = condition("Failed") {
+        let reason = failed.reason.unwrap_or_else(|| "Failed".to_string());
+        let message = failed.message.unwrap_or_default();
+        JobOutcome::Failed(format!("Job failed ({reason}) {message}").trim_end().to_string())
+    } else {
+        JobOutcome::Running
+    }
 }
 
 #[cfg(test)]

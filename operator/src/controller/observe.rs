@@ -17,12 +17,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 
-use crate::crd::{EventPipeline, EventPipelineStatus, PartitionState};
+use crate::crd::{EventPipeline, EventPipelineStatus, PartitionState, VacuumState};
 
 use super::allowances::S3Allowances;
 use super::job;
 use super::listing::Listings;
-use super::plan::{Committed, JobOutcome, ObservedJob};
+use super::plan::{Committed, JobOutcome, ObservedJob, ObservedVacuum};
 use super::policy::JobPolicy;
 use super::s3::Clients;
 use super::watch::{Stores, trim_job};
@@ -133,6 +133,7 @@ pub async fn check_spec(caches: &Caches, policy: &JobPolicy, reach: &S3Allowance
         Window::of(&spec.schedule, Timestamp::now())?;
         crate::period::time_zone(&spec.schedule)?;
         policy.admit(&spec.execution)?;
+        spec.check_delta_retention()?;
         if !matches!(checked.source, eventpipe_transformer::store::Location::S3 { .. }) {
             return Err(format!("source.url must be an s3:// URL in a cluster, not {}", spec.pipeline.source.url));
         }
@@ -208,10 +209,16 @@ async fn delta_manifests(pipeline: &EventPipeline, sink: &Store, partitions: &[S
     }
 }
 
-/// The pipeline's Jobs, from the watch's store; finished ones carry what their pods report (see
-/// [`report::explain`]). A running entry's Job the store has not seen yet (the watch lags behind
-/// this operator's own creates) is read directly, so that it is never taken for gone.
-pub async fn jobs(client: &Client, stores: &Stores, pipeline: &EventPipeline, previous: &EventPipelineStatus) -> kube::Result<Vec<ObservedJob>> {
+/// The pipeline's partition and vacuum Jobs, from the watch's store; finished ones carry what
+/// their pods report (see [`report::explain`]). A running entry's Job (or a running vacuum's) the
+/// store has not seen yet (the watch lags behind this operator's own creates) is read directly,
+/// so that it is never taken for gone.
+pub async fn jobs(
+    client: &Client,
+    stores: &Stores,
+    pipeline: &EventPipeline,
+    previous: &EventPipelineStatus,
+) -> kube::Result<(Vec<ObservedJob>, Vec<ObservedVacuum>)> {
     let uid = pipeline.uid().unwrap_or_default();
     // Right after a start the store may not hold every Job yet: planning from a partial view
     // could launch beside a Job still running.
@@ -223,6 +230,7 @@ pub async fn jobs(client: &Client, stores: &Stores, pipeline: &EventPipeline, pr
         .iter()
         .filter(|entry| entry.state == PartitionState::Running)
         .filter_map(|entry| entry.job.as_deref())
+        .chain(previous.vacuum.iter().filter(|vacuum| vacuum.state == VacuumState::Running).map(|vacuum| vacuum.job.as_str()))
         .filter(|name| !jobs.iter().any(|job| job.metadata.name.as_deref() == Some(*name)))
         .collect();
     if !unseen.is_empty() {
@@ -236,21 +244,33 @@ pub async fn jobs(client: &Client, stores: &Stores, pipeline: &EventPipeline, pr
     }
     let pods = stores.pods_of(&uid);
     let no_pods = Vec::new();
-    Ok(jobs
+    let pods_of = |job: &Job| job.metadata.uid.as_ref().and_then(|uid| pods.get(uid)).unwrap_or(&no_pods);
+    let partition_jobs = jobs
         .iter()
         .filter_map(|job| {
             let mut observed = job::observe(job)?;
-            let job_pods = job.metadata.uid.as_ref().and_then(|uid| pods.get(uid)).unwrap_or(&no_pods);
+            let job_pods = pods_of(job);
             if observed.outcome == JobOutcome::Running {
                 // Pods not listed yet must not pass for pods that never started.
                 observed.waiting = progress::waiting(job, job_pods).filter(|_| pods_known);
                 observed.disruptions = progress::disruptions(job_pods);
             } else {
-                report::explain(&mut observed, job, job_pods);
+                report::explain(&mut observed.outcome, job, job_pods);
             }
             Some(observed)
         })
-        .collect())
+        .collect();
+    let vacuums = jobs
+        .iter()
+        .filter_map(|job| {
+            let mut observed = job::observe_vacuum(job)?;
+            if observed.outcome != JobOutcome::Running {
+                observed.vacuumed = report::explain(&mut observed.outcome, job, pods_of(job)).and_then(|report| report.vacuumed);
+            }
+            Some(observed)
+        })
+        .collect();
+    Ok((partition_jobs, vacuums))
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     let uid = pipeline.uid().unwrap_or_default();
     let spec_hash = spec_hash(&pipeline.spec.pipeline);
     let annotation = |key: &str| pipeline.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str);
-    let jobs = observe::jobs(&ctx.client, &ctx.stores, pipeline, &previous).await?;
+    let (jobs, vacuums) = observe::jobs(&ctx.client, &ctx.stores, pipeline, &previous).await?;
     let checked = observe::check_spec(&ctx.caches, &ctx.job_policy, &ctx.s3_allowances, pipeline).await;
     let listed = match &checked {
         Ok((checked, _)) => listing::partitions(&ctx.client, &ctx.caches, pipeline, checked, now).await,
@@ -107,6 +107,7 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
         partitions: listed.map_or(&[], |listed| &listed.partitions),
         looked_in: listed.map_or("", |listed| &listed.looked_in),
         jobs: &jobs,
+        vacuums: &vacuums,
         committed: &kept_manifests,
         requests: Requests { retry: annotation(RETRY_ANNOTATION), reprocess: annotation(REPROCESS_ANNOTATION) },
         unavailable,
@@ -130,6 +131,11 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     let refused = act::launch(ctx, pipeline, &plan.launches).await;
     if !refused.is_empty() {
         plan = plan::launch_refused(plan, &observation, &refused);
+    }
+    if let Some(job) = &plan.vacuum
+        && let Err(refusal) = act::launch_vacuum(ctx, pipeline, job).await
+    {
+        plan::vacuum_refused(&mut plan, &refusal);
     }
     act::write_status_over(ctx, pipeline, &written, &plan.status).await?;
     act::stop(ctx, pipeline, &plan.stops).await?;

@@ -11,28 +11,28 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerState, Pod};
 
 use super::job::{CONTAINER, MEMORY_LIMIT_ANNOTATION};
-use super::plan::{JobOutcome, ObservedJob};
+use super::plan::JobOutcome;
 
 /// Replaces a finished Job's outcome with what its pods report: the summary of a success, or the
-/// best explanation of a failure.
-pub fn explain(observed: &mut ObservedJob, job: &Job, pods: &[Arc<Pod>]) {
+/// best explanation of a failure. Returns the transformer's report, when there is one.
+pub fn explain(outcome: &mut JobOutcome, job: &Job, pods: &[Arc<Pod>]) -> Option<Outcome> {
     let mut newest_first: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
     newest_first.sort_by_key(|pod| std::cmp::Reverse(pod.metadata.creation_timestamp.clone().map(|t| t.0)));
-    let Some(pod) = newest_first.first() else { return };
+    let pod = newest_first.first()?;
     let state = transformer_state(pod);
     let report = state
         .and_then(|state| state.terminated.as_ref())
         .and_then(|terminated| terminated.message.as_deref())
         .and_then(|message| serde_json::from_str::<Outcome>(message).ok());
-    match &mut observed.outcome {
+    match outcome {
         JobOutcome::Running => {}
         JobOutcome::Succeeded(summary) => {
-            if let Some(reported) = report.and_then(|report| report.summary) {
+            if let Some(reported) = report.as_ref().and_then(|report| report.summary.clone()) {
                 *summary = Some(reported);
             }
         }
         JobOutcome::Failed(kubernetes_reason) => {
-            *kubernetes_reason = match report.and_then(|report| report.error) {
+            *kubernetes_reason = match report.as_ref().and_then(|report| report.error.clone()) {
                 Some(error) => error,
                 None => match pod_detail(pod, state, memory_limit(job).as_deref()) {
                     Some(detail) => format!("{detail}; {kubernetes_reason}"),
@@ -41,6 +41,7 @@ pub fn explain(observed: &mut ObservedJob, job: &Job, pods: &[Arc<Pod>]) {
             };
         }
     }
+    report
 }
 
 /// The transformer container's state in a pod.
@@ -96,6 +97,7 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
+    use crate::controller::plan::ObservedJob;
 
     /// A pod of the Job, created `age` seconds after the epoch, in the given container state.
     struct PodBuilder {
@@ -167,7 +169,7 @@ mod tests {
     }
 
     fn explained(mut job: ObservedJob, pods: &[Arc<Pod>]) -> JobOutcome {
-        explain(&mut job, &job_with_limit("256Mi"), pods);
+        explain(&mut job.outcome, &job_with_limit("256Mi"), pods);
         job.outcome
     }
 

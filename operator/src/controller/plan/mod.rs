@@ -19,7 +19,8 @@
 //! those its committed output lacks. In full mode a partition is processed when it closes (see
 //! [`crate::period`]) and its newest object has settled; while it is open, only every
 //! `schedule.openRefreshSeconds` if that is set. Once an append-mode partition of a Delta sink has
-//! closed, its increments are compacted by one more Job (see `compaction.rs`).
+//! closed, its increments are compacted by one more Job (see `compaction.rs`). A Delta sink's
+//! table is vacuumed by a Job of its own at most daily (see `vacuum.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -41,9 +42,13 @@ mod outdated;
 mod readiness;
 pub mod status;
 mod unavailable;
+mod vacuum;
 
-pub use observation::{Committed, JobOutcome, Observation, ObservedJob, ObservedPartition, Requests, Settled, Unavailable, Waiting};
+pub use observation::{
+    Committed, JobOutcome, Observation, ObservedJob, ObservedPartition, ObservedVacuum, Requests, Settled, Unavailable, Waiting,
+};
 pub use unavailable::{before_launches, launch_refused};
+pub use vacuum::vacuum_refused;
 
 use compaction::compact_if_due;
 use follow::follow_jobs;
@@ -52,6 +57,7 @@ use outdated::{renew_if_outdated, stop_strays, untracked};
 use readiness::{readiness, target_fingerprint};
 use status::{oldest_uncommitted, requeue_after, summarize};
 use unavailable::{plan_unavailable, readable};
+use vacuum::vacuum;
 
 /// Longest message kept on a partition.
 const MESSAGE_LIMIT: usize = 1024;
@@ -81,6 +87,8 @@ pub struct Plan {
     /// Partitions whose manifest this plan needs and the observation lacks: the reconcile reads
     /// them and plans again before acting on anything.
     pub unread_manifests: Vec<String>,
+    /// The name of a vacuum Job to create (see `vacuum.rs`).
+    pub vacuum: Option<String>,
 }
 
 /// A Job to delete, with its pods.
@@ -230,6 +238,8 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
     let (launches, held) = launch(&mut entries, observation, reprocess, &mut happenings);
     let entries: Vec<PartitionStatus> = entries.into_iter().map(|(entry, _)| entry).collect();
     let mut status = summarize(&entries, PartitionCounts::default(), held, &happenings, observation);
+    let vacuum_launch;
+    (status.vacuum, vacuum_launch) = vacuum(observation, &entries);
     // A request is recorded while its annotation stays; removing the annotation forgets it, so
     // that the same value asks again.
     status.last_retry_request = observation.requests.retry.map(str::to_string);
@@ -251,6 +261,7 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
         requeue_after,
         relist,
         unread_manifests: Vec::new(),
+        vacuum: vacuum_launch,
     }
 }
 
@@ -268,6 +279,7 @@ impl Plan {
             requeue_after: Duration::ZERO,
             relist: false,
             unread_manifests: unread.into_iter().collect(),
+            vacuum: None,
         }
     }
 }

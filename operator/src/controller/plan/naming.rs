@@ -1,7 +1,8 @@
-//! The names of a partition's Jobs: deterministic, so that a launch recorded in the status finds
+//! The names of a pipeline's Jobs: deterministic, so that a launch recorded in the status finds
 //! its Job again after a restart, and short enough for Kubernetes.
 
 use eventpipe_transformer::layout::PartitionKey;
+use k8s_openapi::jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
 /// The longest Job name: its pods carry it in the `job-name` label, whose values end at 63.
@@ -29,6 +30,18 @@ pub fn job_name(pipeline: &str, partition: &PartitionKey, version: &str, launch:
         partition.day,
         version.to_ascii_lowercase()
     );
+    with_pipeline(pipeline, &suffix)
+}
+
+/// The name of the vacuum Job launched at `started` (see `vacuum.rs`):
+/// `<pipeline>-vacuum-<yyyymmddhhmm>`, at most 63 characters.
+pub fn vacuum_job_name(pipeline: &str, started: Timestamp) -> String {
+    with_pipeline(pipeline, &format!("-vacuum-{}", started.strftime("%Y%m%d%H%M")))
+}
+
+/// The pipeline's name followed by `suffix`, at most 63 characters: a long pipeline name is cut
+/// and a hash of it added, so names stay distinct.
+fn with_pipeline(pipeline: &str, suffix: &str) -> String {
     let room = MAX_JOB_NAME - suffix.len();
     let prefix = if pipeline.len() <= room {
         pipeline.to_string()
@@ -73,5 +86,13 @@ mod tests {
         assert_eq!(base, version(UID, "f", "s"));
         let others = [version("another-uid", "f", "s"), version(UID, "g", "s"), version(UID, "f", "t")];
         assert!(others.iter().all(|other| *other != base), "{base} {others:?}");
+    }
+
+    #[test]
+    fn vacuum_jobs_are_named_by_their_start_and_fit() {
+        let at: Timestamp = "2026-12-05T04:30:00Z".parse().unwrap();
+        assert_eq!(vacuum_job_name("settings", at), "settings-vacuum-202612050430");
+        let long = vacuum_job_name(&"p".repeat(80), at);
+        assert!(long.len() <= MAX_JOB_NAME && long.ends_with("-vacuum-202612050430"), "{long}");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use eventpipe_transformer::commit::vacuum::Vacuumed;
 use eventpipe_transformer::layout::PartitionKey;
 use eventpipe_transformer::query::mode::Mode;
 use eventpipe_transformer::task::Summary;
@@ -68,6 +69,17 @@ pub struct ObservedJob {
     /// While it runs: its pods that were disrupted (evicted, drained, preempted) and are still
     /// there, oldest first, each with why.
     pub disruptions: Vec<String>,
+}
+
+/// A vacuum Job of the pipeline (see `vacuum.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedVacuum {
+    /// The Job's name.
+    pub name: String,
+    /// Whether and how it finished.
+    pub outcome: JobOutcome,
+    /// What it reported it did, once it succeeded.
+    pub vacuumed: Option<Vacuumed>,
 }
 
 /// A running Job whose newest pod has not started.
@@ -139,8 +151,10 @@ pub struct Observation<'a> {
     pub partitions: &'a [ObservedPartition],
     /// Where the partitions were looked for, for the message when there are none.
     pub looked_in: &'a str,
-    /// The pipeline's Jobs.
+    /// The pipeline's partition Jobs.
     pub jobs: &'a [ObservedJob],
+    /// The pipeline's vacuum Jobs.
+    pub vacuums: &'a [ObservedVacuum],
     /// The manifests of the partitions a first plan asked for ([`Plan::unread_manifests`]).
     pub committed: &'a HashMap<String, Committed>,
     /// Requests made through annotations.

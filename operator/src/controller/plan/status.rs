@@ -83,6 +83,7 @@ pub(super) fn summarize(
         mode_reason: Some(observation.mode.to_string()),
         last_retry_request: None,
         last_reprocess_request: None,
+        vacuum: previous.vacuum.clone(),
     }
 }
 

@@ -9,6 +9,7 @@ mod outdated;
 mod readiness;
 mod summary;
 mod unavailable;
+mod vacuum;
 
 use eventpipe_transformer::query::mode::Mode;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -68,6 +69,7 @@ struct Scenario {
     previous: EventPipelineStatus,
     partitions: Vec<ObservedPartition>,
     jobs: Vec<ObservedJob>,
+    vacuums: Vec<ObservedVacuum>,
     /// What each partition's manifest commits, as the Jobs (or the test) left it.
     sink: HashMap<String, Committed>,
     retry: Option<String>,
@@ -93,6 +95,7 @@ impl Scenario {
             previous: EventPipelineStatus::default(),
             partitions: Vec::new(),
             jobs: Vec::new(),
+            vacuums: Vec::new(),
             sink: HashMap::new(),
             retry: None,
             reprocess: None,
@@ -167,6 +170,7 @@ impl Scenario {
             partitions: &self.partitions,
             looked_in: "s3://b/events/ from 2026-11-18 to 2026-11-24",
             jobs: &self.jobs,
+            vacuums: &self.vacuums,
             committed: &NO_MANIFESTS,
             requests: Requests { retry: self.retry.as_deref(), reprocess: self.reprocess.as_deref() },
             unavailable: self.unavailable.map(|reason| Unavailable { reason, message: "listing s3://b/events/: timed out" }),

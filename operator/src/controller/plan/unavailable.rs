@@ -54,6 +54,7 @@ pub(super) fn plan_unavailable(observation: &Observation<'_>, unavailable: Unava
         happenings: effects.happenings,
         relist: false,
         unread_manifests: Vec::new(),
+        vacuum: None,
     }
 }
 
@@ -80,9 +81,9 @@ pub fn launch_refused(mut plan: Plan, observation: &Observation<'_>, refused: &[
         plan.status.last_reprocess_request = observation.previous.last_reprocess_request.clone();
     }
     plan.launches.retain(|launch| !is_refused(launch));
-    let requests = (plan.status.last_retry_request.take(), plan.status.last_reprocess_request.take());
+    let kept = (plan.status.last_retry_request.take(), plan.status.last_reprocess_request.take(), plan.status.vacuum.take());
     plan.status = summarize(&plan.entries, PartitionCounts::default(), plan.held, &plan.happenings, observation);
-    (plan.status.last_retry_request, plan.status.last_reprocess_request) = requests;
+    (plan.status.last_retry_request, plan.status.last_reprocess_request, plan.status.vacuum) = kept;
     if let Some((job, message)) = refused.first() {
         let message = limited(format!("creating Job {job} failed: {message}"));
         plan.status.conditions = conditions::conditions(

@@ -242,6 +242,7 @@ impl World {
             partitions: &partitions,
             looked_in: "s3://b/events/",
             jobs: &self.jobs,
+            vacuums: &[],
             committed,
             requests: Requests { retry: self.retry.as_deref(), reprocess: self.reprocess.as_deref() },
             unavailable: None,
