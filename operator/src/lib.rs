@@ -4,6 +4,7 @@
 
 pub mod athena;
 pub mod controller;
+pub mod convert;
 pub mod crd;
 pub mod enforced;
 pub mod lease;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use eventpipe::{athena, crd, local, operator};
+use eventpipe::{athena, convert, crd, local, operator};
 
 /// eventpipe turns date partitions of CSV files into query-ready Parquet.
 #[derive(Parser)]
@@ -32,6 +32,8 @@ enum Command {
     Crd,
     /// Print the Athena CREATE EXTERNAL TABLE statement for a pipeline's output.
     AthenaDdl(athena::AthenaDdlArgs),
+    /// Turn a pipeline's Parquet sink into a Delta table of the files its manifests commit.
+    ConvertToDelta(convert::ConvertArgs),
     /// Run the operator: watch EventPipelines and launch a transformer Job per partition.
     Operator(operator::OperatorArgs),
 }
@@ -55,6 +57,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => local::run(args).await,
         Command::Crd => print_crd(),
         Command::AthenaDdl(args) => athena::print(args).await,
+        Command::ConvertToDelta(args) => convert::run(args).await,
         Command::Operator(args) => operator::run(args).await,
     };
     match outcome {

@@ -185,6 +185,44 @@ async fn runs_against_s3() {
     assert!(keys.iter().any(|k| k == "user-settings/year=2026/month=11/day=24/_manifest.json"));
 }
 
+/// `eventpipe convert-to-delta` turns the conversion example's Parquet sink in S3 into a Delta
+/// table, and the pipeline, switched to `sink.format: delta`, goes on from there: nothing is
+/// processed again.
+#[tokio::test]
+async fn a_parquet_sink_in_s3_converts_to_delta_and_nothing_is_processed_again() {
+    let s3 = S3Server::get().unwrap();
+    let raw = s3.bucket("user-events").await.unwrap();
+    let output = s3.bucket("output").await.unwrap();
+    for entry in walk(&workspace().join("examples/data")) {
+        let key = entry.strip_prefix(workspace().join("examples/data")).unwrap().to_str().unwrap().to_string();
+        s3.put(&raw, &key, std::fs::read(&entry).unwrap()).await.unwrap();
+    }
+    let text = std::fs::read_to_string(workspace().join("examples/user-events-parquet.yaml")).unwrap();
+    let parquet = text
+        .replace("s3://user-events/", &format!("s3://{raw}/"))
+        .replace("s3://output/", &format!("s3://{output}/"))
+        .replace("    region: us-east-1", &format!("    region: us-east-1\n    endpoint: {}\n    forcePathStyle: true", s3.endpoint()));
+    let delta = parquet.replace(&format!("    url: s3://{output}/user-events/\n"), &format!("    url: s3://{output}/user-events/\n    format: delta\n"));
+    assert_ne!(parquet, delta);
+    let (parquet_manifest, delta_manifest) = (tempfile::NamedTempFile::new().unwrap(), tempfile::NamedTempFile::new().unwrap());
+    std::fs::write(parquet_manifest.path(), parquet).unwrap();
+    std::fs::write(delta_manifest.path(), delta).unwrap();
+    let (ok, first) = json_run(&["-f", parquet_manifest.path().to_str().unwrap()]);
+    assert!(ok, "{first}");
+
+    let converted = eventpipe(&["convert-to-delta", "-f", parquet_manifest.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&converted.stdout);
+    assert!(converted.status.success(), "{stdout}{}", String::from_utf8_lossy(&converted.stderr));
+    assert!(stdout.contains("year=2026/month=11/day=24 1 files committed") && stdout.contains("a Delta table of 2 partitions"), "{stdout}");
+    assert!(s3.keys(&output, "user-events/_delta_log/").await.unwrap().iter().any(|key| key.ends_with(".json")));
+
+    let (ok, after) = json_run(&["-f", delta_manifest.path().to_str().unwrap()]);
+    assert!(ok, "{after}");
+    for (before, now) in first["partitions"].as_array().unwrap().iter().zip(after["partitions"].as_array().unwrap()) {
+        assert_eq!((now["skipped"].as_bool(), &now["runId"], &now["rowsWritten"]), (Some(true), &before["runId"], &before["rowsWritten"]), "{now}");
+    }
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {

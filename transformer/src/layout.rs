@@ -57,6 +57,28 @@ impl fmt::Display for PartitionKey {
     }
 }
 
+impl std::str::FromStr for PartitionKey {
+    type Err = String;
+
+    /// Reads a key as it displays: `year=2026/month=11/day=24[/hour=05]`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let invalid = || format!("{text:?} is not a partition (year=YYYY/month=MM/day=DD[/hour=HH])");
+        let mut values = text.trim_end_matches('/').split('/').map(|part| part.split_once('='));
+        let mut next = |name: &str| match values.next() {
+            Some(Some((key, value))) if key == name => value.parse::<u16>().map_err(|_| invalid()),
+            _ => Err(invalid()),
+        };
+        let (year, month, day) = (next("year")?, next("month")?, next("day")?);
+        let hour = next("hour").ok();
+        let narrow = |value: u16| u8::try_from(value).map_err(|_| invalid());
+        let key = Self { year, month: narrow(month)?, day: narrow(day)?, hour: hour.map(narrow).transpose()? };
+        if values.next().is_some() || key.start().is_none() || key.to_string() != text.trim_end_matches('/') {
+            return Err(invalid());
+        }
+        Ok(key)
+    }
+}
+
 /// Why a layout template is unusable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LayoutError {
@@ -339,5 +361,16 @@ mod tests {
         assert_eq!(key(2026, 1, 2, None).sink_path(), "year=2026/month=01/day=02/");
         assert_eq!(key(2026, 1, 2, Some(5)).to_string(), "year=2026/month=01/day=02/hour=05");
         assert_eq!(key(2026, 1, 2, Some(5)).columns().last(), Some(&("hour", 5)));
+    }
+
+    #[test]
+    fn partition_keys_read_back_as_they_display() {
+        for key in [PartitionKey { year: 2026, month: 11, day: 24, hour: None }, PartitionKey { year: 2026, month: 1, day: 2, hour: Some(5) }] {
+            assert_eq!(key.to_string().parse::<PartitionKey>(), Ok(key));
+            assert_eq!(key.sink_path().parse::<PartitionKey>(), Ok(key));
+        }
+        for bad in ["year=2026/month=11", "year=2026/month=1/day=24", "year=2026/month=02/day=30", "year=2026/month=11/day=24/x=1", "day=24/month=11/year=2026"] {
+            assert!(bad.parse::<PartitionKey>().is_err(), "{bad}");
+        }
     }
 }

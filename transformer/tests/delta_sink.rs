@@ -283,3 +283,34 @@ async fn the_vacuum_deletes_what_no_version_within_the_retention_lists() {
     assert!(table.join("_delta_log/_last_checkpoint").exists());
     assert!(eventpipe_transformer::run::run(&task).await.unwrap().skipped, "the vacuumed table is still the committed output");
 }
+
+/// A Parquet sink converts into a Delta table of exactly the files its manifests list (not the
+/// file a dead run left), and the pipeline goes on with `sink.format: delta` from there without
+/// processing the partition again; a second conversion changes nothing.
+#[tokio::test]
+async fn a_parquet_sink_converts_to_a_table_of_its_committed_files() {
+    use eventpipe_transformer::commit::conversion::convert;
+    use eventpipe_transformer::store::{Location, Opener, Retrying};
+    let dirs = Dirs::new();
+    write_partition(dirs.source.path(), &[("a.csv", format!("{HEADER}1,theme,dark,1764000001\n2,theme,light,1764000002\n").as_bytes())]);
+    let parquet = dirs.builder().build();
+    let committed = eventpipe_transformer::run::run(&parquet).await.unwrap();
+    let partition_dir = dirs.sink.path().join("year=2026/month=11/day=24");
+    let listed = partition_dir.join(committed.files[0].rsplit('/').next().unwrap());
+    std::fs::copy(&listed, partition_dir.join("part-dead-000.parquet")).unwrap();
+
+    let sink = Opener::new(None).open(&Location::parse(dirs.sink.path().to_str().unwrap()).unwrap(), Retrying::Briefly).await.unwrap();
+    let converted = convert(&sink).await.unwrap();
+    assert_eq!(converted.len(), 1);
+    assert_eq!((converted[0].files, converted[0].already_converted), (committed.files.len(), false));
+    let table = dirs.sink.path();
+    let read = independent_read(table);
+    assert_eq!(read["rows"], 2, "the dead run's file is not in the table: {read}");
+    assert_eq!(current_files(table), committed.files.iter().cloned().collect::<BTreeSet<_>>());
+
+    let delta = dirs.builder().format(SinkFormat::Delta).build();
+    let next = eventpipe_transformer::run::run(&delta).await.unwrap();
+    assert!(next.skipped && next.run_id == committed.run_id, "the converted partition is the committed output: {next:?}");
+    assert!(convert(&sink).await.unwrap()[0].already_converted);
+    assert_eq!(partition_commits(table), 1);
+}

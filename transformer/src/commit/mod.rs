@@ -3,6 +3,7 @@
 
 pub mod cleanup;
 pub mod compaction;
+pub mod conversion;
 pub mod delta;
 pub mod fingerprint;
 pub mod manifest;
