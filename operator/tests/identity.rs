@@ -280,6 +280,7 @@ async fn each_team_reaches_its_own_data_as_itself() -> Result<()> {
         attempt: 1,
         launch: 1,
         force: false,
+        compact: false,
         settled_before: None,
     };
     let identity = JobWebIdentity { role_arn: role_arn(a), sts_endpoint: Some(teams.s3.endpoint().to_string()), audience: "sts.amazonaws.com" };
