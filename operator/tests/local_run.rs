@@ -161,20 +161,28 @@ fn a_missing_source_directory_is_named() {
     assert!(!Path::new("/nonexistent").exists());
 }
 
-#[tokio::test]
-async fn runs_against_s3() {
-    let s3 = S3Server::get().unwrap();
+/// The example data in a fresh source bucket of the test S3 server, and an example manifest
+/// rewritten to read it and write to a fresh output bucket there; returns the manifest's text
+/// and the output bucket.
+async fn example_in_s3(s3: &S3Server, example: &str) -> (String, String) {
     let raw = s3.bucket("user-events").await.unwrap();
     let output = s3.bucket("output").await.unwrap();
     for entry in walk(&workspace().join("examples/data")) {
         let key = entry.strip_prefix(workspace().join("examples/data")).unwrap().to_str().unwrap().to_string();
         s3.put(&raw, &key, std::fs::read(&entry).unwrap()).await.unwrap();
     }
-    let text = std::fs::read_to_string(workspace().join("examples/user-settings.yaml")).unwrap();
+    let text = std::fs::read_to_string(workspace().join("examples").join(example)).unwrap();
     let text = text
         .replace("s3://user-events/", &format!("s3://{raw}/"))
         .replace("s3://output/", &format!("s3://{output}/"))
         .replace("    region: us-east-1", &format!("    region: us-east-1\n    endpoint: {}\n    forcePathStyle: true", s3.endpoint()));
+    (text, output)
+}
+
+#[tokio::test]
+async fn runs_against_s3() {
+    let s3 = S3Server::get().unwrap();
+    let (text, output) = example_in_s3(s3, "user-settings.yaml").await;
     let manifest = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(manifest.path(), text).unwrap();
     let (ok, outcome) = json_run(&["-f", manifest.path().to_str().unwrap()]);
@@ -191,17 +199,7 @@ async fn runs_against_s3() {
 #[tokio::test]
 async fn a_parquet_sink_in_s3_converts_to_delta_and_nothing_is_processed_again() {
     let s3 = S3Server::get().unwrap();
-    let raw = s3.bucket("user-events").await.unwrap();
-    let output = s3.bucket("output").await.unwrap();
-    for entry in walk(&workspace().join("examples/data")) {
-        let key = entry.strip_prefix(workspace().join("examples/data")).unwrap().to_str().unwrap().to_string();
-        s3.put(&raw, &key, std::fs::read(&entry).unwrap()).await.unwrap();
-    }
-    let text = std::fs::read_to_string(workspace().join("examples/user-events-parquet.yaml")).unwrap();
-    let parquet = text
-        .replace("s3://user-events/", &format!("s3://{raw}/"))
-        .replace("s3://output/", &format!("s3://{output}/"))
-        .replace("    region: us-east-1", &format!("    region: us-east-1\n    endpoint: {}\n    forcePathStyle: true", s3.endpoint()));
+    let (parquet, output) = example_in_s3(s3, "user-events-parquet.yaml").await;
     let delta = parquet.replace(&format!("    url: s3://{output}/user-events/\n"), &format!("    url: s3://{output}/user-events/\n    format: delta\n"));
     assert_ne!(parquet, delta);
     let (parquet_manifest, delta_manifest) = (tempfile::NamedTempFile::new().unwrap(), tempfile::NamedTempFile::new().unwrap());
