@@ -87,9 +87,9 @@ pub async fn run(task: &Task) -> Result<Summary> {
         let listing = Listing::sink(&sink, &directory).await?;
         let missing = committed.missing_files(&listing);
         if missing.is_empty() {
-            // A Delta table's removed files stay for readers of earlier versions until vacuumed.
-            if delta.is_none() {
-                partition.remove_uncommitted(&listing, committed).await?;
+            match delta {
+                Some(_) => partition.remove_uncommitted_quarantine(&listing, committed).await?,
+                None => partition.remove_uncommitted(&listing, committed).await?,
             }
             return Ok(summary(committed, &sink, &directory, None, started));
         }
@@ -152,7 +152,9 @@ pub async fn run(task: &Task) -> Result<Summary> {
         }
     };
     if delta.is_some() {
+        let listing = Listing::sink(&sink, &directory).await?;
         marker.finish().await;
+        partition.remove_uncommitted_quarantine(&listing, &manifest).await?;
         return Ok(summary(&manifest, &sink, &directory, Some(&converted), started));
     }
     let listing = Listing::sink_after_live_runs(&sink, &directory, &run_id).await?;
@@ -225,6 +227,14 @@ impl Partition<'_> {
     async fn remove_uncommitted(&self, sink_listing: &Listing, committed: &Manifest) -> Result<()> {
         let keep: Vec<String> = committed.files.iter().map(|f| f.name.clone()).collect();
         sink_listing.remove_stale(self.sink, self.directory, "part-", &keep).await?;
+        self.remove_uncommitted_quarantine(sink_listing, committed).await
+    }
+
+    /// Deletes the quarantine files that `committed` does not list and no live run may still
+    /// commit, and the markers of dead runs; the data files stay. For a Delta sink: the files a
+    /// commit removed are there for readers of earlier versions until the vacuum, but quarantined
+    /// rows of a superseded run would read as rejected twice.
+    async fn remove_uncommitted_quarantine(&self, sink_listing: &Listing, committed: &Manifest) -> Result<()> {
         sink_listing.remove_stale(self.sink, self.directory, crate::commit::cleanup::MARKER_PREFIX, &[]).await?;
         let rejected_listing = Listing::of(self.rejected, &self.rejected_directory, sink_listing).await?;
         rejected_listing.remove_stale(self.rejected, &self.rejected_directory, "rejected-", &committed.committed_rejected_files()).await

@@ -314,3 +314,30 @@ async fn a_parquet_sink_converts_to_a_table_of_its_committed_files() {
     assert!(convert(&sink).await.unwrap()[0].already_converted);
     assert_eq!(partition_commits(table), 1);
 }
+
+/// The rows a superseded run quarantined leave with it: only the committed run's quarantine file
+/// stays, as for a Parquet sink, while its data files stay for the table's earlier versions.
+#[tokio::test]
+async fn a_superseded_runs_quarantined_rows_leave_with_it() {
+    let dirs = Dirs::new();
+    let rejected = tempfile::tempdir().unwrap();
+    let task = dirs
+        .builder()
+        .format(SinkFormat::Delta)
+        .policy(eventpipe_transformer::spec::BadRecordPolicy::Quarantine)
+        .rejected_url(rejected.path().to_str().unwrap())
+        .build();
+    let quarantined = || -> Vec<String> {
+        let dir = rejected.path().join("year=2026/month=11/day=24");
+        let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    };
+    write_partition(dirs.source.path(), &[("a.csv", format!("{HEADER}1,theme,dark,1764000001\nx,theme,dark,1\n").as_bytes())]);
+    let first = eventpipe_transformer::run::run(&task).await.unwrap();
+    assert_eq!(quarantined(), vec![format!("rejected-{}.jsonl", first.run_id)]);
+    write_partition(dirs.source.path(), &[("a.csv", format!("{HEADER}1,theme,dark,1764000001\ny,theme,dark,2\n").as_bytes())]);
+    let second = eventpipe_transformer::run::run(&task).await.unwrap();
+    assert_eq!((second.rows_rejected, second.rows_written), (1, 1));
+    assert_eq!(quarantined(), vec![format!("rejected-{}.jsonl", second.run_id)], "the first run's bad row is not rejected twice");
+}
