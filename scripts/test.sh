@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need into a cache outside the clone (first run
-# only: Helm, two S3-compatible servers -- s3s-fs, and SeaweedFS with IAM policies and STS --,
-# kube-apiserver, kube-controller-manager and etcd, Python venvs), runs the Helm chart's checks,
+# only: Helm, two S3-compatible servers -- s3s-fs, and SeaweedFS with IAM policies and STS --, an
+# SQS-compatible server (moto's), kube-apiserver, kube-controller-manager and etcd, Python venvs), runs the Helm chart's checks,
 # then every Rust test, and ends with one line counting them all. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,7 @@ scripts/chart-test.sh | tee "$chart_log"
 
 scripts/s3-server.sh install
 scripts/seaweedfs.sh install
+scripts/sqs-server.sh install
 scripts/testenv.sh install
 EVENTPIPE_PYTHON=$(scripts/python-venv.sh tests/requirements.txt)
 export EVENTPIPE_PYTHON

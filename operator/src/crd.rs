@@ -62,7 +62,8 @@ pub struct EventPipelineSpec {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleSpec {
-    /// Seconds between two listings of the source.
+    /// Seconds between two listings of the source (with S3 event notifications,
+    /// `source.notifications.listIntervalSeconds` instead).
     #[serde(default = "default_poll_interval_seconds")]
     #[schemars(range(min = 1, max = 86400))]
     pub poll_interval_seconds: u32,
@@ -505,6 +506,16 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 }
 
 impl EventPipelineSpec {
+    /// The time between two listings of the source's window: `schedule.pollIntervalSeconds`, or
+    /// with S3 event notifications their `listIntervalSeconds`.
+    pub fn listing_interval(&self) -> std::time::Duration {
+        let seconds = match &self.pipeline.source.notifications {
+            Some(notifications) => notifications.list_interval_seconds,
+            None => self.schedule.poll_interval_seconds,
+        };
+        std::time::Duration::from_secs(seconds.into())
+    }
+
     /// Refuses a Delta sink whose retention is not longer than a Job may run: the vacuum would
     /// delete the files of a run that has not committed yet.
     pub fn check_delta_retention(&self) -> Result<(), String> {

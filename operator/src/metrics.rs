@@ -58,6 +58,29 @@ pub struct RowLabels {
     pub kind: RowKind,
 }
 
+/// What became of a notification message.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum NotificationOutcome {
+    /// It named an object of the source's partitions: the partition is listed at once.
+    Partition,
+    /// It named nothing of the source (another bucket or prefix, a test event, another kind of
+    /// event); deleted at once.
+    Ignored,
+    /// It was no notification this reads; deleted, and logged.
+    Unreadable,
+}
+
+/// Labels of the notification counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// The pipeline's namespace.
+    pub namespace: String,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// What became of the message.
+    pub outcome: NotificationOutcome,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     /// Reconciles, by result.
@@ -78,6 +101,8 @@ pub struct Metrics {
     pub lag_seconds: Family<PipelineLabels, Gauge>,
     /// Source prefixes listed in S3.
     pub source_listings: Family<PipelineLabels, Counter>,
+    /// Notification messages received from SQS, by outcome.
+    pub notifications: Family<NotificationLabels, Counter>,
     registry: Registry,
 }
 
@@ -94,6 +119,7 @@ impl Default for Metrics {
             rows: Family::default(),
             lag_seconds: Family::default(),
             source_listings: Family::default(),
+            notifications: Family::default(),
             registry: Registry::default(),
         };
         registry.register("reconciles", "Reconciles of EventPipelines, by result", metrics.reconciles.clone());
@@ -113,6 +139,11 @@ impl Default for Metrics {
             "Source prefixes listed in S3 (one LIST request per 1,000 objects); at most once per poll interval",
             metrics.source_listings.clone(),
         );
+        registry.register(
+            "notifications",
+            "Messages read from pipelines' SQS queues of S3 event notifications, by what became of them",
+            metrics.notifications.clone(),
+        );
         Self { registry, ..metrics }
     }
 }
@@ -126,6 +157,9 @@ impl Metrics {
         self.lag_seconds.remove(labels);
         for kind in [RowKind::Read, RowKind::Rejected, RowKind::Written] {
             self.rows.remove(&RowLabels { namespace: labels.namespace.clone(), pipeline: labels.pipeline.clone(), kind });
+        }
+        for outcome in [NotificationOutcome::Partition, NotificationOutcome::Ignored, NotificationOutcome::Unreadable] {
+            self.notifications.remove(&NotificationLabels { namespace: labels.namespace.clone(), pipeline: labels.pipeline.clone(), outcome });
         }
     }
 

@@ -15,6 +15,7 @@ use eventpipe::crd::{PartitionState, PartitionStatus, Period, ProcessingMode, Va
 use eventpipe_testkit::kube_env::KubeEnv;
 use eventpipe_testkit::pod_runner::{Image, PodRunner, RunnerConfig};
 use eventpipe_testkit::s3::S3Server;
+use eventpipe_testkit::sqs::SqsServer;
 use eventpipe_transformer::commit::manifest::Manifest;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -291,6 +292,58 @@ async fn a_delta_sink_commits_each_run_to_the_table() -> Result<()> {
     assert_eq!((vacuum.files_deleted, vacuum.job.starts_with("settings-vacuum-")), (Some(0), true), "{vacuum:?}");
     assert!(world.job_names().await?.contains(&vacuum.job));
     assert!(s3.keys(&world.bucket, "out/_delta_log/_last_checkpoint").await?.len() == 1, "the vacuum checkpoints the table");
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+/// S3 event notifications through a real SQS-compatible server: with the window listed only
+/// every 10 minutes, an announced object is committed within seconds, the message is deleted once
+/// recorded, the same notification again launches nothing, and a message about another bucket is
+/// ignored. A second pipeline on the same source, listing every 2 s, catches an object whose
+/// notification was lost.
+#[tokio::test]
+async fn notifications_launch_at_once_and_the_listing_catches_lost_ones() -> Result<()> {
+    let (world, _runner) = world_with_runner("notify").await?;
+    let sqs = SqsServer::get()?;
+    let (announced_queue, lost_queue) = (sqs.queue("announced", 5).await?, sqs.queue("lost", 5).await?);
+    let day = partition(1);
+    world.upload(&day, "a.csv", 3).await?;
+    let (stop, operator, port) = world.start_operator_allowing(&[sqs.endpoint()]);
+    let notifications = |queue: &str, every: u32| json!({"sqsQueueUrl": queue, "settleSeconds": 1, "listIntervalSeconds": every});
+    world.apply_pipeline("announced", json!({"source": {"notifications": notifications(&announced_queue, 600)}})).await?;
+    let lost_sink = format!("s3://{}/out-lost/", world.bucket);
+    world.apply_pipeline("lost", json!({"source": {"notifications": notifications(&lost_queue, 2)}, "sink": {"url": lost_sink}})).await?;
+    wait_until_committed(&world, "announced", &day, 3).await?;
+    wait_until_committed(&world, "lost", &day, 3).await?;
+
+    world.upload(&day, "b.csv", 2).await?;
+    sqs.notify_created(&announced_queue, &world.bucket, &format!("events/{day}/b.csv")).await?;
+    sqs.notify_created(&announced_queue, "another-bucket", &format!("events/{day}/b.csv")).await?;
+    // Within the wait, far shorter than the 10-minute listing interval: the notification did it.
+    wait_until_committed(&world, "announced", &day, 5).await?;
+    // The other pipeline heard of nothing and finds the object by listing.
+    wait_until_committed(&world, "lost", &day, 5).await?;
+    wait_until_within("the notifications deleted", JOB_TIMEOUT, || async { Ok(sqs.messages(&announced_queue).await? == 0) }).await?;
+    let jobs = world.job_names().await?;
+
+    sqs.notify_created(&announced_queue, &world.bucket, &format!("events/{day}/b.csv")).await?;
+    wait_until_within("the duplicate deleted", JOB_TIMEOUT, || async { Ok(sqs.messages(&announced_queue).await? == 0) }).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(world.job_names().await?, jobs, "a duplicate notification launches nothing");
+    let status = world.status("announced").await?;
+    let condition = status.conditions.iter().find(|c| c.type_ == "Notifications").with_context(|| format!("a Notifications condition in {:?}", status.conditions))?;
+    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "Receiving"), "{condition:?}");
+    assert!(condition.message.contains("last message at"), "{}", condition.message);
+    let metrics = support::http_get(port, "/metrics").await?;
+    let count = |outcome: &str| {
+        metrics
+            .lines()
+            .find(|line| line.starts_with("eventpipe_notifications_total{") && line.contains("pipeline=\"announced\"") && line.contains(&format!("outcome=\"{outcome}\"")))
+            .and_then(|line| line.rsplit(' ').next())
+            .map(str::to_string)
+    };
+    assert_eq!((count("Partition").as_deref(), count("Ignored").as_deref()), (Some("2"), Some("1")), "{metrics}");
     drop(stop);
     operator.await?;
     Ok(())

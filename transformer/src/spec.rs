@@ -48,12 +48,49 @@ pub struct SourceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 512), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub schema: Vec<Column>,
+    /// S3 event notifications of the source's bucket, read from an SQS queue (optional): a
+    /// partition a notification names is listed and launched within `settleSeconds` instead of at
+    /// the next listing. Not part of the data path: turning them on or off reprocesses nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<NotificationsSpec>,
 }
 
 impl Default for SourceSpec {
     fn default() -> Self {
-        Self { url: String::new(), layout: default_layout(), csv: CsvOptions::default(), schema: Vec::new() }
+        Self { url: String::new(), layout: default_layout(), csv: CsvOptions::default(), schema: Vec::new(), notifications: None }
     }
+}
+
+/// Where the source bucket's event notifications arrive: an SQS queue that the bucket sends
+/// `s3:ObjectCreated:*` and `s3:ObjectRemoved:*` to, directly or through EventBridge. They are
+/// at-least-once and occasionally lost: the whole window is still listed every
+/// `listIntervalSeconds`, which catches what they miss.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsSpec {
+    /// The queue's URL, e.g. `https://sqs.eu-west-1.amazonaws.com/123456789012/user-events`. It is
+    /// read with the pipeline's AWS identity and `s3.region`; a URL outside AWS must be one of
+    /// the namespace's allowed endpoints.
+    #[schemars(length(min = 1), regex(pattern = r"^https?://[^/]+/.+"))]
+    pub sqs_queue_url: String,
+    /// Seconds to wait after a notification for the rest of its burst before listing, so that a
+    /// burst of objects gives one Job.
+    #[serde(default = "default_settle_seconds")]
+    #[schemars(range(max = 300))]
+    pub settle_seconds: u32,
+    /// Seconds between two listings of the whole window while notifications are on; it replaces
+    /// `schedule.pollIntervalSeconds`.
+    #[serde(default = "default_list_interval_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub list_interval_seconds: u32,
+}
+
+fn default_settle_seconds() -> u32 {
+    5
+}
+
+fn default_list_interval_seconds() -> u32 {
+    900
 }
 
 /// The default partition layout: Hive-style daily partitions.

@@ -105,6 +105,17 @@ impl S3Allowances {
                 value("endpoints")
             ));
         }
+        if let Some(queue) = pipeline.spec.pipeline.source.notifications.as_ref().map(|notifications| notifications.sqs_queue_url.as_str())
+            && let Some(endpoint) = outside_aws(queue)
+            && !reach.endpoints.contains(&normalised(&endpoint))
+        {
+            return Err(format!(
+                "source.notifications.sqsQueueUrl {queue:?} is at {endpoint}, which is not allowed in namespace {namespace}: \
+                 pipelines here may use {:?}; ask for it to be added to the chart value {}",
+                reach.endpoints,
+                value("endpoints")
+            ));
+        }
         let locations = [
             ("source.url", "sources", &checked.source, &reach.sources),
             ("sink.url", "sinks", &checked.sink, &reach.sinks),
@@ -124,6 +135,13 @@ impl S3Allowances {
         }
         Ok(())
     }
+}
+
+/// The endpoint (`scheme://host[:port]`) of a queue URL that is not AWS's.
+fn outside_aws(queue_url: &str) -> Option<String> {
+    let url = url::Url::parse(queue_url).ok()?;
+    let aws = url.host_str().is_some_and(|host| host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"));
+    (!aws).then(|| url.origin().ascii_serialization())
 }
 
 /// The allowance of a namespace without an entry when there is no `*` entry either: any

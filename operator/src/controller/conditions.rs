@@ -1,9 +1,11 @@
 //! The pipeline's `Ready`, `Progressing` and `Degraded` conditions, derived from one summary of
-//! its health. A condition keeps its `lastTransitionTime` while its status stays the same, so a
+//! its health, and with S3 event notifications, the `Notifications` condition of its queue. A condition keeps its `lastTransitionTime` while its status stays the same, so a
 //! reconcile that finds nothing new produces identical conditions and writes nothing.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+
+use super::notifications::QueueHealth;
 
 /// The pipeline's health, as the conditions report it.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +50,31 @@ pub fn conditions(previous: &[Condition], health: &Health<'_>, generation: Optio
             }
         })
         .collect()
+}
+
+/// Adds the `Notifications` condition: `True`/`Receiving` with the last message's time while
+/// the queue answers, `False`/`QueueUnavailable` with the error while it does not.
+pub fn set_notifications(conditions: &mut Vec<Condition>, previous: &[Condition], health: &QueueHealth, generation: Option<i64>, now: Timestamp) {
+    let (status, reason, message) = match &health.error {
+        Some(error) => ("False", "QueueUnavailable", format!("receiving from the queue failed: {error}")),
+        None => {
+            let last = health.last_message.map_or_else(|| "no message yet".to_string(), |at| format!("last message at {at}"));
+            ("True", "Receiving", format!("the queue answers; {last}"))
+        }
+    };
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == "Notifications" && c.status == status)
+        .map_or_else(|| Time(now), |c| c.last_transition_time.clone());
+    conditions.retain(|c| c.type_ != "Notifications");
+    conditions.push(Condition {
+        type_: "Notifications".to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    });
 }
 
 type Described = (bool, &'static str, String);

@@ -94,13 +94,26 @@ impl Listings {
         failed.get(uid).filter(|failed| failed.generation == generation && Instant::now() < failed.until).map(|failed| failed.blocked.clone())
     }
 
-    /// The prefixes whose kept listing is too old, or missing.
-    fn due<'a>(&self, uid: &str, generation: Option<i64>, prefixes: &'a [Prefix], today: Date, poll: Duration, closed_relist: Duration) -> Vec<&'a Prefix> {
+    /// The prefixes whose kept listing is too old, or missing, and those holding a key that
+    /// notifications announced.
+    fn due<'a>(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+        prefixes: &'a [Prefix],
+        today: Date,
+        poll: Duration,
+        closed_relist: Duration,
+        announced: &BTreeSet<String>,
+    ) -> Vec<&'a Prefix> {
         let kept = self.kept.lock().expect("not poisoned");
         let listing = kept.get(uid).filter(|listing| listing.generation == generation);
         prefixes
             .iter()
             .filter(|prefix| {
+                if announced.iter().any(|key| prefix.paths.iter().any(|path| key.starts_with(path.as_str()))) {
+                    return true;
+                }
                 let Some(kept) = listing.and_then(|listing| listing.prefixes.get(prefix.name())) else { return true };
                 let every = if kept.settled && prefix.closed(today) { closed_relist } else { poll };
                 // A requeue after exactly one interval must list: allow for timer jitter.
@@ -127,9 +140,17 @@ impl Listings {
     }
 }
 
-/// Lists the prefixes of the schedule's window that are due (see the module doc) and returns every
-/// partition of the window. A failed listing is not tried again before its backoff ends.
-pub async fn partitions(client: &Client, caches: &Caches, pipeline: &EventPipeline, checked: &CheckedPipeline, now: Timestamp) -> Result<Listed, Blocked> {
+/// Lists the prefixes of the schedule's window that are due (see the module doc), and at once
+/// those holding keys that notifications `announced`; returns every partition of the window. A
+/// failed listing is not tried again before its backoff ends.
+pub async fn partitions(
+    client: &Client,
+    caches: &Caches,
+    pipeline: &EventPipeline,
+    checked: &CheckedPipeline,
+    now: Timestamp,
+    announced: &BTreeSet<String>,
+) -> Result<Listed, Blocked> {
     let uid = pipeline.uid().unwrap_or_default();
     let generation = pipeline.metadata.generation;
     let listings = &caches.listings;
@@ -139,9 +160,9 @@ pub async fn partitions(client: &Client, caches: &Caches, pipeline: &EventPipeli
     let schedule = &pipeline.spec.schedule;
     let window = Window::of(schedule, now).map_err(Blocked::InvalidSpec)?;
     let prefixes = window.listing_prefixes(&checked.layout);
-    let poll = Duration::from_secs(schedule.poll_interval_seconds.into());
+    let poll = pipeline.spec.listing_interval();
     let closed_relist = Duration::from_secs(schedule.closed_relist_seconds.into());
-    let due = listings.due(&uid, generation, &prefixes, window.last, poll, closed_relist);
+    let due = listings.due(&uid, generation, &prefixes, window.last, poll, closed_relist, announced);
     let listed = if due.is_empty() {
         Vec::new()
     } else {
@@ -234,12 +255,16 @@ mod tests {
         let listed = listings.keep("uid", Some(1), &prefixes, vec![(october.name().to_string(), vec![third.clone()]), (yesterday.name().to_string(), Vec::new())]);
         assert_eq!(listed, std::slice::from_ref(&third));
         let (poll, relist) = (Duration::ZERO, Duration::from_secs(3600));
-        let due = |generation| listings.due("uid", generation, &prefixes, today, poll, relist).into_iter().map(|p| p.name().to_string()).collect::<Vec<_>>();
+        let due = |generation| listings.due("uid", generation, &prefixes, today, poll, relist, &BTreeSet::new()).into_iter().map(|p| p.name().to_string()).collect::<Vec<_>>();
         assert_eq!(due(Some(1)).len(), 2, "not known to be committed yet");
         listings.note_unfinished("uid", &BTreeSet::new());
         assert_eq!(due(Some(1)), [yesterday.name()], "yesterday may still take late files: listed every poll");
         listings.note_unfinished("uid", &BTreeSet::from([third.key.to_string()]));
         assert_eq!(due(Some(1)).len(), 2, "work left in October");
         assert_eq!(due(Some(2)).len(), 2, "a new generation lists everything");
+        listings.note_unfinished("uid", &BTreeSet::new());
+        let announced = BTreeSet::from(["year=2026/month=10/day=03/late.csv".to_string()]);
+        let due_now = listings.due("uid", Some(1), &prefixes, today, Duration::from_secs(3600), relist, &announced);
+        assert_eq!(due_now.iter().map(|p| p.name()).collect::<Vec<_>>(), [october.name()], "an announced object's prefix is listed at once");
     }
 }

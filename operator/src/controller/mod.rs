@@ -9,6 +9,7 @@ pub mod decode;
 pub mod identity;
 pub mod job;
 pub mod listing;
+pub mod notifications;
 pub mod observe;
 pub mod plan;
 pub mod policy;
@@ -100,14 +101,17 @@ pub struct Context {
     /// The EventPipeline resource, for reading pipelines as JSON.
     pipeline_resource: ApiResource,
     caches: Caches,
+    /// The pipelines' S3 event notification pollers.
+    notifications: notifications::Notifications,
     /// Consecutive failed reconciles, by pipeline UID.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    fn new(settings: Settings, stores: Stores) -> Self {
+    fn new(settings: Settings, stores: Stores, trigger: notifications::Trigger) -> Self {
         let reporter = Reporter { controller: "eventpipe-operator".into(), instance: settings.instance };
         Self {
+            notifications: notifications::Notifications::new(trigger, Arc::clone(&settings.metrics)),
             recorder: Recorder::new(settings.client.clone(), reporter),
             client: settings.client,
             caches: Caches::new(s3::Clients::new(identity::Exchanges::new(settings.identity), settings.job_policy.clone())),
@@ -141,6 +145,7 @@ impl Context {
     fn forget(&self, uid: Option<&str>, namespace: &str, name: &str) {
         if let Some(uid) = uid {
             self.caches.forget(uid);
+            self.notifications.forget(uid);
             self.forget_retries(uid);
         }
         self.metrics.forget(&PipelineLabels { namespace: namespace.to_string(), pipeline: name.to_string() });
@@ -174,11 +179,14 @@ pub async fn run(settings: Settings, watched: Watched, concurrency: u16, shutdow
     let job_events = watcher(watched.jobs, watch::managed()).default_backoff().modify(watch::trim_job).reflect(job_writer).touched_objects();
     let (pods, pod_writer) = reflector::store();
     let pod_events = watcher(watched.pods, watch::managed()).default_backoff().modify(watch::trim_pod).reflect(pod_writer).touched_objects();
-    let ctx = Arc::new(Context::new(settings, Stores { jobs, pods }));
+    let (trigger, triggered) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = Arc::new(Context::new(settings, Stores { jobs, pods }, trigger));
     let forgetting = Arc::clone(&ctx);
     let controller = Controller::for_stream(pipelines, pipeline_store)
         .with_config(runtime_controller::Config::default().concurrency(concurrency))
         .owns_stream(job_events)
+        // Notifications name pipelines whose source has new objects.
+        .reconcile_on(futures::stream::unfold(triggered, |mut triggered| async move { triggered.recv().await.map(|pipeline| (pipeline, triggered)) }))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| {

@@ -13,13 +13,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{EventPipeline, PartitionState};
+use crate::crd::{EventPipeline, EventPipelineStatus, PartitionState};
 use crate::metrics::{ReconcileResult, ResultLabels};
 
 use super::observe::{self, Blocked};
 use super::plan::{self, Observation, Requests, Unavailable};
 use super::act::About;
-use super::{Context, Error, REPROCESS_ANNOTATION, RETRY_ANNOTATION, act, decode, labels_of, listing};
+use super::{Context, Error, REPROCESS_ANNOTATION, RETRY_ANNOTATION, act, conditions, decode, labels_of, listing};
 
 /// Reconciles the pipeline a watch event or a requeue names.
 pub(super) async fn reconcile(watched: Arc<PartialObjectMeta<EventPipeline>>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -79,8 +79,15 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     let annotation = |key: &str| pipeline.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str);
     let (jobs, vacuums) = observe::jobs(&ctx.client, &ctx.stores, pipeline, &previous).await?;
     let checked = observe::check_spec(&ctx.caches, &ctx.job_policy, &ctx.s3_allowances, pipeline).await;
+    let announced = match &checked {
+        Ok((checked, _)) => {
+            ctx.notifications.ensure(&ctx.client, &ctx.caches, pipeline, checked).await;
+            ctx.notifications.take(&uid)
+        }
+        Err(_) => Default::default(),
+    };
     let listed = match &checked {
-        Ok((checked, _)) => listing::partitions(&ctx.client, &ctx.caches, pipeline, checked, now).await,
+        Ok((checked, _)) => listing::partitions(&ctx.client, &ctx.caches, pipeline, checked, now, &announced.keys).await,
         Err(blocked) => Err(blocked.clone()),
     };
     let unavailable = listed.as_ref().err().map(|blocked| match blocked {
@@ -126,6 +133,7 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     // The status records each launch before its Job exists: a Job is never running while the
     // status still claims the output it may replace. A restart in between finds the launch's
     // Job missing, and the partition's manifest decides.
+    notification_condition(ctx, &mut plan.status, &previous, pipeline, now);
     let written = plan::before_launches(&plan, &previous);
     act::write_status(ctx, pipeline, &written).await?;
     let refused = act::launch(ctx, pipeline, &plan.launches).await;
@@ -137,7 +145,11 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     {
         plan::vacuum_refused(&mut plan, &refusal);
     }
+    // Again: a refused launch summarized the status anew.
+    notification_condition(ctx, &mut plan.status, &previous, pipeline, now);
     act::write_status_over(ctx, pipeline, &written, &plan.status).await?;
+    // The partitions they announced are recorded: the messages can go.
+    ctx.notifications.acknowledge(&uid, announced);
     act::stop(ctx, pipeline, &plan.stops).await?;
     act::report(ctx, pipeline, &plan.happenings).await;
     if let Some(unavailable) = unavailable {
@@ -162,7 +174,14 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     Ok((Action::requeue(plan.requeue_after), true))
 }
 
+/// Puts the `Notifications` condition on the status, for a pipeline with notifications.
+fn notification_condition(ctx: &Context, status: &mut EventPipelineStatus, previous: &EventPipelineStatus, pipeline: &EventPipeline, now: Timestamp) {
+    if let Some(health) = ctx.notifications.health(&pipeline.uid().unwrap_or_default()) {
+        conditions::set_notifications(&mut status.conditions, &previous.conditions, &health, pipeline.metadata.generation, now);
+    }
+}
+
 /// The reason and message of a status's `Degraded` condition.
-fn degraded_reason(status: &crate::crd::EventPipelineStatus) -> Option<(&String, &String)> {
+fn degraded_reason(status: &EventPipelineStatus) -> Option<(&String, &String)> {
     status.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| (&c.reason, &c.message))
 }

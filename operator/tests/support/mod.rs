@@ -67,6 +67,18 @@ impl World {
         self.start_replica("test-operator", false)
     }
 
+    /// Starts the operator with pipelines allowed to use these endpoints besides the S3 server's.
+    pub fn start_operator_allowing(&self, endpoints: &[&str]) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<ExitCode>, u16) {
+        let mut allowed = vec![S3Server::get().expect("the test S3 server").endpoint()];
+        allowed.extend_from_slice(endpoints);
+        let s3_allowances = S3Allowances::parse(&json!({"*": {"endpoints": allowed}}).to_string()).expect("allowances parse");
+        let args = OperatorArgs { s3_allowances, ..operator_args(&[&self.namespace], &self.namespace) };
+        let port = args.listen.port();
+        let (stop, task) = spawn_operator(self.operator.clone(), args);
+        let task = tokio::spawn(async move { task.await.expect("the operator task").expect("the operator runs") });
+        (stop, task, port)
+    }
+
     /// Starts one operator replica, optionally taking part in leader election; the task ends with
     /// the process's exit code.
     pub fn start_replica(&self, identity: &str, leader_election: bool) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<ExitCode>, u16) {

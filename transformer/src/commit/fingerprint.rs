@@ -31,9 +31,11 @@ pub const DATA_PATH_SEMANTICS: u32 = 2;
 /// program's [`DATA_PATH_SEMANTICS`]. S3 settings (endpoint, region, credentials) and the commit
 /// mode only decide how the same bytes are reached or committed, so they are left out.
 pub fn spec_hash(spec: &PipelineSpec) -> String {
+    // How partitions are discovered is not how they are read.
+    let source = crate::spec::SourceSpec { notifications: None, ..spec.source.clone() };
     let data_path = serde_json::json!({
         "semantics": DATA_PATH_SEMANTICS,
-        "source": spec.source,
+        "source": source,
         "transform": spec.transform,
         "sink": {"url": spec.sink.url, "compression": spec.sink.compression},
         "badRecords": spec.bad_records,
@@ -179,5 +181,17 @@ mod semantics {
             "the data path reads its corpus differently now:\n{reading}\nIf that is meant, raise DATA_PATH_SEMANTICS \
              (committed partitions are then processed again) and pin it with this digest."
         );
+    }
+
+    #[test]
+    fn notifications_are_not_part_of_the_data_path() {
+        let mut spec = PipelineSpec::default();
+        let without = spec_hash(&spec);
+        spec.source.notifications = Some(crate::spec::NotificationsSpec {
+            sqs_queue_url: "https://sqs.eu-west-1.amazonaws.com/123456789012/events".into(),
+            settle_seconds: 5,
+            list_interval_seconds: 900,
+        });
+        assert_eq!(spec_hash(&spec), without);
     }
 }

@@ -136,7 +136,7 @@ fn listed(entries: &[PartitionStatus]) -> Vec<PartitionStatus> {
 /// The next poll, or earlier when a retry, the end of a grace period or a partition's close is
 /// due before it; in append mode also when the next object settles.
 pub(super) fn requeue_after(entries: &[PartitionStatus], observation: &Observation<'_>) -> Duration {
-    let poll = Duration::from_secs(observation.spec.schedule.poll_interval_seconds.into());
+    let poll = observation.spec.listing_interval();
     let grace = SignedDuration::from_secs(observation.spec.schedule.grace_period_seconds.into());
     let settles = observation.partitions.iter().filter(|_| observation.mode.is_append()).filter_map(|partition| {
         partition.oldest_after(partition.settled.as_ref().map(|settled| settled.before)).map(|oldest| oldest + grace)
