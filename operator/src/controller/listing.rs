@@ -32,6 +32,14 @@ pub struct Listed {
     pub looked_in: String,
 }
 
+/// How often a prefix is listed: while it has work left or covers recent days, and once its days
+/// are closed and its partitions committed.
+#[derive(Clone, Copy)]
+struct Intervals {
+    poll: Duration,
+    closed_relist: Duration,
+}
+
 /// What was listed of each pipeline's source, by pipeline UID.
 #[derive(Default)]
 pub struct Listings {
@@ -96,16 +104,7 @@ impl Listings {
 
     /// The prefixes whose kept listing is too old, or missing, and those holding a key that
     /// notifications announced.
-    fn due<'a>(
-        &self,
-        uid: &str,
-        generation: Option<i64>,
-        prefixes: &'a [Prefix],
-        today: Date,
-        poll: Duration,
-        closed_relist: Duration,
-        announced: &BTreeSet<String>,
-    ) -> Vec<&'a Prefix> {
+    fn due<'a>(&self, uid: &str, generation: Option<i64>, prefixes: &'a [Prefix], today: Date, every: Intervals, announced: &BTreeSet<String>) -> Vec<&'a Prefix> {
         let kept = self.kept.lock().expect("not poisoned");
         let listing = kept.get(uid).filter(|listing| listing.generation == generation);
         prefixes
@@ -115,7 +114,7 @@ impl Listings {
                     return true;
                 }
                 let Some(kept) = listing.and_then(|listing| listing.prefixes.get(prefix.name())) else { return true };
-                let every = if kept.settled && prefix.closed(today) { closed_relist } else { poll };
+                let every = if kept.settled && prefix.closed(today) { every.closed_relist } else { every.poll };
                 // A requeue after exactly one interval must list: allow for timer jitter.
                 kept.at.elapsed() >= every.mul_f64(0.9)
             })
@@ -160,9 +159,8 @@ pub async fn partitions(
     let schedule = &pipeline.spec.schedule;
     let window = Window::of(schedule, now).map_err(Blocked::InvalidSpec)?;
     let prefixes = window.listing_prefixes(&checked.layout);
-    let poll = pipeline.spec.listing_interval();
-    let closed_relist = Duration::from_secs(schedule.closed_relist_seconds.into());
-    let due = listings.due(&uid, generation, &prefixes, window.last, poll, closed_relist, announced);
+    let every = Intervals { poll: pipeline.spec.listing_interval(), closed_relist: Duration::from_secs(schedule.closed_relist_seconds.into()) };
+    let due = listings.due(&uid, generation, &prefixes, window.last, every, announced);
     let listed = if due.is_empty() {
         Vec::new()
     } else {
@@ -254,8 +252,8 @@ mod tests {
         };
         let listed = listings.keep("uid", Some(1), &prefixes, vec![(october.name().to_string(), vec![third.clone()]), (yesterday.name().to_string(), Vec::new())]);
         assert_eq!(listed, std::slice::from_ref(&third));
-        let (poll, relist) = (Duration::ZERO, Duration::from_secs(3600));
-        let due = |generation| listings.due("uid", generation, &prefixes, today, poll, relist, &BTreeSet::new()).into_iter().map(|p| p.name().to_string()).collect::<Vec<_>>();
+        let every = Intervals { poll: Duration::ZERO, closed_relist: Duration::from_secs(3600) };
+        let due = |generation| listings.due("uid", generation, &prefixes, today, every, &BTreeSet::new()).into_iter().map(|p| p.name().to_string()).collect::<Vec<_>>();
         assert_eq!(due(Some(1)).len(), 2, "not known to be committed yet");
         listings.note_unfinished("uid", &BTreeSet::new());
         assert_eq!(due(Some(1)), [yesterday.name()], "yesterday may still take late files: listed every poll");
@@ -264,7 +262,8 @@ mod tests {
         assert_eq!(due(Some(2)).len(), 2, "a new generation lists everything");
         listings.note_unfinished("uid", &BTreeSet::new());
         let announced = BTreeSet::from(["year=2026/month=10/day=03/late.csv".to_string()]);
-        let due_now = listings.due("uid", Some(1), &prefixes, today, Duration::from_secs(3600), relist, &announced);
+        let hourly = Intervals { poll: Duration::from_secs(3600), ..every };
+        let due_now = listings.due("uid", Some(1), &prefixes, today, hourly, &announced);
         assert_eq!(due_now.iter().map(|p| p.name()).collect::<Vec<_>>(), [october.name()], "an announced object's prefix is listed at once");
     }
 }

@@ -185,7 +185,8 @@ mod semantics {
 
     #[test]
     fn notifications_are_not_part_of_the_data_path() {
-        let mut spec = PipelineSpec::default();
+        use crate::commit::fingerprint::spec_hash;
+        let mut spec = crate::spec::PipelineSpec::default();
         let without = spec_hash(&spec);
         spec.source.notifications = Some(crate::spec::NotificationsSpec {
             sqs_queue_url: "https://sqs.eu-west-1.amazonaws.com/123456789012/events".into(),
