@@ -180,7 +180,7 @@ pub async fn run(settings: Settings, watched: Watched, concurrency: u16, shutdow
     let (pods, pod_writer) = reflector::store();
     let pod_events = watcher(watched.pods, watch::managed()).default_backoff().modify(watch::trim_pod).reflect(pod_writer).touched_objects();
     let (trigger, triggered) = tokio::sync::mpsc::unbounded_channel();
-    let ctx = Arc::new(Context::new(settings, Stores { jobs, pods }, trigger));
+    let ctx = Arc::new(Context::new(settings, Stores::new(jobs, pods), trigger));
     let forgetting = Arc::clone(&ctx);
     let controller = Controller::for_stream(pipelines, pipeline_store)
         .with_config(runtime_controller::Config::default().concurrency(concurrency))

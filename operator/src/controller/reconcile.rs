@@ -30,6 +30,7 @@ pub(super) async fn reconcile(watched: Arc<PartialObjectMeta<EventPipeline>>, ct
         Ok((_, outcome)) => outcome.clone(),
         Err(_) => ReconcileResult::Error,
     };
+    tracing::debug!(namespace = watched.namespace(), pipeline = watched.name_any(), ?outcome, seconds = started.elapsed().as_secs_f64(), "reconciled");
     ctx.metrics.reconciles.get_or_create(&ResultLabels { result: outcome }).inc();
     result.map(|(action, _)| action)
 }

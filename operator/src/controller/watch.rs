@@ -31,13 +31,27 @@ pub struct Stores {
     pub jobs: Store<Job>,
     /// Their pods, trimmed by [`trim_pod`].
     pub pods: Store<Pod>,
+    /// Turns true once the Job watch has listed what exists.
+    jobs_listed: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Stores {
+    /// The stores the watches fill. A store's readiness wakes only the last of the tasks that
+    /// wait for it (kube-runtime keeps one waker), so one task waits and tells every reconcile.
+    pub fn new(jobs: Store<Job>, pods: Store<Pod>) -> Self {
+        let (listed, jobs_listed) = tokio::sync::watch::channel(false);
+        let waiting = jobs.clone();
+        tokio::spawn(async move {
+            // Its writer gone, the store never fills: reconciles go on with what it holds.
+            let _ = waiting.wait_until_ready().await;
+            listed.send_replace(true);
+        });
+        Self { jobs, pods, jobs_listed }
+    }
+
     /// Waits until the Job watch has listed what exists (at once when it has).
     pub async fn jobs_ready(&self) {
-        // The store's writer lives as long as the controller that reconciles.
-        let _ = self.jobs.wait_until_ready().await;
+        let _ = self.jobs_listed.clone().wait_for(|listed| *listed).await;
     }
 
     /// Whether the pod watch has listed what exists. Until it has (or when it cannot, for want of
@@ -100,3 +114,33 @@ pub fn trim_pipeline(pipeline: &mut PartialObjectMeta<EventPipeline>) {
 
 /// The prefix of the labels and annotations the operator sets.
 const OPERATOR_KEYS: &str = "eventpipe.dev/";
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use kube::runtime::reflector;
+
+    use super::*;
+
+    /// Reconciles that start before the Job watch has listed all wait, and all go on once it has.
+    #[tokio::test]
+    async fn every_reconcile_waiting_for_the_job_listing_goes_on() {
+        let (jobs, mut writer) = reflector::store::<Job>();
+        let (pods, _pod_writer) = reflector::store::<Pod>();
+        let stores = Stores::new(jobs, pods);
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let stores = stores.clone();
+                tokio::spawn(async move { stores.jobs_ready().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(waiting.iter().all(|task| !task.is_finished()), "nothing is listed yet");
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        for task in waiting {
+            tokio::time::timeout(Duration::from_secs(5), task).await.expect("every waiting reconcile goes on").unwrap();
+        }
+    }
+}

@@ -30,6 +30,13 @@ use serde_json::json;
 
 pub const CSV_HEADER: &str = "id,name,value,timestamp\n";
 
+/// Sends the operator's log (`RUST_LOG`, default `eventpipe=info`) to the test's captured
+/// output, which is shown when the test fails.
+fn log_to_test_output() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "eventpipe=info".into());
+    let _already_set = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
 /// One test's world: a namespace, a bucket, the operator's ServiceAccount and its client.
 pub struct World {
     pub namespace: String,
@@ -42,6 +49,7 @@ pub struct World {
 
 impl World {
     pub async fn new(name: &str) -> Result<Self> {
+        log_to_test_output();
         let env = KubeEnv::get().await?;
         let s3 = S3Server::get()?;
         let namespace = env.namespace(name).await?;
