@@ -174,6 +174,27 @@ async fn the_same_name_again_is_a_new_pipeline() -> Result<()> {
     Ok(())
 }
 
+/// A reconcile still writing the status of a pipeline that was deleted meanwhile must not write
+/// it onto a new pipeline of the same name: that one would take over its predecessor's Job.
+#[tokio::test]
+async fn a_status_planned_for_a_deleted_pipeline_never_lands_on_its_successor() -> Result<()> {
+    let world = World::new("successor").await?;
+    world.apply_pipeline("reborn", json!({"suspend": true})).await?;
+    let predecessor = world.pipelines().get("reborn").await?;
+    world.pipelines().delete("reborn", &DeleteParams::default()).await?;
+    wait_until("the pipeline to be gone", || async { Ok(world.pipelines().get_opt("reborn").await?.is_none()) }).await?;
+    world.apply_pipeline("reborn", json!({"suspend": true})).await?;
+    let planned = eventpipe::crd::EventPipelineStatus { mode_reason: Some("planned for the predecessor".into()), ..Default::default() };
+    let refused = eventpipe::controller::act::apply_status(&world.operator, &predecessor, &planned).await;
+    assert!(refused.is_err(), "the write for the deleted pipeline was accepted");
+    let successor = world.pipelines().get("reborn").await?;
+    assert_ne!(successor.metadata.uid, predecessor.metadata.uid);
+    assert_eq!(successor.status.and_then(|status| status.mode_reason), None, "the successor's status is its own");
+    let own = eventpipe::controller::act::apply_status(&world.operator, &world.pipelines().get("reborn").await?, &planned).await;
+    assert!(own.is_ok(), "{own:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn suspend_stops_launches() -> Result<()> {
     let world = World::new("suspend").await?;
@@ -244,11 +265,15 @@ async fn a_status_this_version_cannot_read_stops_no_pipeline() -> Result<()> {
     world.apply_pipeline("healthy", json!({})).await?;
     world.wait_for_jobs(1).await?;
     for name in ["newer", "garbled"] {
-        wait_until(&format!("{name}'s status to be rewritten"), || async {
+        let rewritten = wait_until(&format!("{name}'s status to be rewritten"), || async {
             let status = &statuses.get(name).await?.data["status"];
             Ok(status["partitions"][0]["state"] == "Pending" && status["partitions"][0]["attempts"] == 0)
         })
-        .await?;
+        .await;
+        if rewritten.is_err() {
+            let status = statuses.get(name).await?.data["status"].to_string();
+            rewritten.with_context(|| format!("{name}'s status: {status}"))?;
+        }
     }
     let events = world.events().await?;
     let unreadable = events.iter().find(|e| e.reason.as_deref() == Some("StatusUnreadable")).context("a StatusUnreadable Event")?;

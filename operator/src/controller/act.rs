@@ -91,11 +91,11 @@ pub async fn stop(ctx: &Context, pipeline: &EventPipeline, stops: &[Stop]) -> ku
     Ok(())
 }
 
-/// Writes the status by server-side apply when it differs from what the pipeline carries.
+/// Writes the status (see [`apply_status`]) when it differs from what the pipeline carries.
 pub async fn write_status(ctx: &Context, pipeline: &EventPipeline, status: &EventPipelineStatus) -> kube::Result<()> {
     match &pipeline.status {
         Some(carried) => write_status_over(ctx, pipeline, carried, status).await,
-        None => apply_status(ctx, pipeline, status).await,
+        None => apply_status(&ctx.client, pipeline, status).await,
     }
 }
 
@@ -104,19 +104,29 @@ pub async fn write_status_over(ctx: &Context, pipeline: &EventPipeline, written:
     if written == status {
         return Ok(());
     }
-    apply_status(ctx, pipeline, status).await
+    apply_status(&ctx.client, pipeline, status).await
 }
 
-async fn apply_status(ctx: &Context, pipeline: &EventPipeline, status: &EventPipelineStatus) -> kube::Result<()> {
-    let api: Api<EventPipeline> = Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": EventPipeline::api_version(&()),
-        "kind": EventPipeline::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&pipeline.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map(|_| ())
+/// Writes `status` onto `pipeline` — onto that very object: a JSON patch whose first step tests
+/// the pipeline's UID, so that a status planned for a pipeline deleted meanwhile is refused
+/// instead of landing on a new pipeline of the same name (server-side apply checks no UID).
+pub async fn apply_status(client: &kube::Client, pipeline: &EventPipeline, status: &EventPipelineStatus) -> kube::Result<()> {
+    let api: Api<EventPipeline> = Api::namespaced(client.clone(), &pipeline.namespace().unwrap_or_default());
+    let patch = set_on_object(pipeline.uid(), "/status", serde_json::to_value(status).map_err(kube::Error::SerdeError)?)?;
+    api.patch_status(&pipeline.name_any(), &status_params(), &patch).await.map(|_| ())
+}
+
+/// A JSON patch that sets `path` to `value` on the object with this UID, and on no other.
+fn set_on_object(uid: Option<String>, path: &str, value: serde_json::Value) -> kube::Result<Patch<()>> {
+    let steps = serde_json::json!([
+        {"op": "test", "path": "/metadata/uid", "value": uid},
+        {"op": "add", "path": path, "value": value},
+    ]);
+    Ok(Patch::Json(serde_json::from_value(steps).map_err(kube::Error::SerdeError)?))
+}
+
+fn status_params() -> PatchParams {
+    PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() }
 }
 
 /// Publishes an Event per happening and counts it; called once the status that records them is
@@ -199,8 +209,13 @@ pub async fn report_unreadable(ctx: &Context, object: &DynamicObject, problem: &
         return Ok(());
     }
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &object.namespace().unwrap_or_default(), &ctx.pipeline_resource);
-    let patch = serde_json::json!({"status": {"conditions": conditions}});
-    api.patch_status(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    // The rest of the status stays for the version that can read it.
+    let conditions = serde_json::to_value(conditions).map_err(kube::Error::SerdeError)?;
+    let patch = match object.data.get("status").filter(|status| status.is_object()) {
+        Some(_) => set_on_object(object.uid(), "/status/conditions", conditions)?,
+        None => set_on_object(object.uid(), "/status", serde_json::json!({"conditions": conditions}))?,
+    };
+    api.patch_status(&object.name_any(), &status_params(), &patch).await?;
     publish(ctx, &object.object_ref(&ctx.pipeline_resource), EventType::Warning, "Unreadable", About::Pipeline, message).await;
     Ok(())
 }
