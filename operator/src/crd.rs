@@ -544,28 +544,49 @@ mod tests {
         );
     }
 
-    #[test]
-    fn every_spec_field_is_documented() {
+    fn spec_schema() -> serde_json::Value {
         let crd = serde_json::to_value(<EventPipeline as kube::CustomResourceExt>::crd()).unwrap();
-        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
-        let mut undocumented = Vec::new();
-        find_undocumented("spec", spec, &mut undocumented);
-        assert!(undocumented.is_empty(), "fields without a description: {undocumented:?}");
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
     }
 
-    fn find_undocumented(path: &str, schema: &serde_json::Value, undocumented: &mut Vec<String>) {
-        if schema.get("description").is_none() {
-            undocumented.push(path.to_string());
-        }
-        let children = schema["properties"].as_object().into_iter().flatten();
-        for (name, child) in children {
-            find_undocumented(&format!("{path}.{name}"), child, undocumented);
+    /// Calls `visit` with the path and schema of `schema` and of every field below it.
+    fn walk(path: &str, schema: &serde_json::Value, visit: &mut impl FnMut(&str, &serde_json::Value)) {
+        visit(path, schema);
+        for (name, child) in schema["properties"].as_object().into_iter().flatten() {
+            walk(&format!("{path}.{name}"), child, visit);
         }
         if let Some(items) = schema.get("items") {
             for (name, child) in items["properties"].as_object().into_iter().flatten() {
-                find_undocumented(&format!("{path}[].{name}"), child, undocumented);
+                walk(&format!("{path}[].{name}"), child, visit);
             }
         }
+    }
+
+    #[test]
+    fn every_spec_field_is_documented() {
+        let mut undocumented = Vec::new();
+        walk("spec", &spec_schema(), &mut |path, schema| {
+            if schema.get("description").is_none() {
+                undocumented.push(path.to_string());
+            }
+        });
+        assert!(undocumented.is_empty(), "fields without a description: {undocumented:?}");
+    }
+
+    /// The API server knows no unsigned formats: a field without a maximum admits a number the
+    /// operator cannot read, which stops the pipeline instead of being refused at admission.
+    #[test]
+    fn every_unsigned_spec_field_has_a_maximum_the_operator_reads() {
+        let limits = [("uint8", f64::from(u8::MAX)), ("uint16", f64::from(u16::MAX)), ("uint32", f64::from(u32::MAX))];
+        let mut unbounded = Vec::new();
+        walk("spec", &spec_schema(), &mut |path, schema| {
+            if let Some((_, limit)) = limits.iter().find(|(format, _)| schema["format"] == *format)
+                && !schema["maximum"].as_f64().is_some_and(|maximum| maximum <= *limit)
+            {
+                unbounded.push(path.to_string());
+            }
+        });
+        assert!(unbounded.is_empty(), "unsigned fields without a maximum they fit: {unbounded:?}");
     }
 
     #[test]

@@ -73,6 +73,7 @@ async fn bad_specs_are_refused_naming_the_field() {
         (json!({"schedule": {"startDate": "2026-02-30"}}), "schedule.startDate must be a real day"),
         (json!({"source": {"schema": [column(json!({})), column(json!({"type": "int64"}))]}}), "spec.source.schema[1]: Duplicate value"),
         (json!({"execution": {"imagePullPolicy": "Sometimes"}}), "spec.execution.imagePullPolicy"),
+        (json!({"sink": {"format": "delta", "delta": {"retentionHours": 4_294_967_296u64}}}), "spec.sink.delta.retentionHours"),
     ];
     for (index, (change, expected)) in cases.into_iter().enumerate() {
         let mut object = example("user-events-parquet.yaml");

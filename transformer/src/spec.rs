@@ -287,7 +287,7 @@ pub struct DeltaSpec {
     /// Size in MiB of the files an append-mode partition's increments are rewritten into, in one
     /// commit, once the partition has closed.
     #[serde(default = "default_target_file_mib")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 4096))]
     pub target_file_mib: u32,
     /// Hours a file taken out of the table stays for readers of earlier versions (queries that
     /// started before a reprocess, time travel) before the daily vacuum deletes it. Must be
@@ -295,7 +295,7 @@ pub struct DeltaSpec {
     /// that no commit lists once they are this old, and a running Job's files are listed only
     /// when it commits.
     #[serde(default = "default_retention_hours")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 87600))]
     pub retention_hours: u32,
 }
 
