@@ -195,6 +195,45 @@ async fn a_status_planned_for_a_deleted_pipeline_never_lands_on_its_successor() 
     Ok(())
 }
 
+/// A pipeline this version cannot read gets its conditions written and keeps the rest of its
+/// status, for the version that can read it; the write lands on that pipeline only.
+#[tokio::test]
+async fn conditions_of_an_unreadable_pipeline_keep_its_status_and_land_on_it_only() -> Result<()> {
+    let world = World::new("conditions").await?;
+    let dynamic: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(world.admin.clone(), &world.namespace, &kube::discovery::ApiResource::erase::<eventpipe::crd::EventPipeline>(&()));
+    let unreadable = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: "Degraded".into(),
+        status: "True".into(),
+        reason: "Unreadable".into(),
+        message: "this version of the operator cannot read the pipeline".into(),
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+        observed_generation: None,
+    };
+    let later_status = json!({"status": {"partitions": [{"partition": partition(1), "fingerprint": "f", "specHash": "s", "state": "Quarantined"}]}});
+    for (name, status) in [("with-status", Some(later_status)), ("without-status", None)] {
+        world.apply_pipeline(name, json!({"suspend": true})).await?;
+        if let Some(status) = &status {
+            dynamic.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await?;
+        }
+        eventpipe::controller::act::set_conditions(&world.operator, &dynamic.get(name).await?, std::slice::from_ref(&unreadable)).await?;
+        let written = &dynamic.get(name).await?.data["status"];
+        assert_eq!(written["conditions"][0]["reason"], "Unreadable", "{name}: {written}");
+        if status.is_some() {
+            let kept = &written["partitions"][0];
+            assert_eq!((&kept["state"], &kept["fingerprint"]), (&json!("Quarantined"), &json!("f")), "{name}: the rest of the status stays");
+        }
+    }
+    let predecessor = dynamic.get("without-status").await?;
+    world.pipelines().delete("without-status", &DeleteParams::default()).await?;
+    wait_until("the pipeline to be gone", || async { Ok(world.pipelines().get_opt("without-status").await?.is_none()) }).await?;
+    world.apply_pipeline("without-status", json!({"suspend": true})).await?;
+    let refused = eventpipe::controller::act::set_conditions(&world.operator, &predecessor, std::slice::from_ref(&unreadable)).await;
+    assert!(refused.is_err(), "the conditions for the deleted pipeline were written");
+    assert!(dynamic.get("without-status").await?.data["status"]["conditions"].is_null(), "the successor's status is its own");
+    Ok(())
+}
+
 #[tokio::test]
 async fn suspend_stops_launches() -> Result<()> {
     let world = World::new("suspend").await?;

@@ -6,7 +6,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
@@ -208,16 +208,22 @@ pub async fn report_unreadable(ctx: &Context, object: &DynamicObject, problem: &
     if conditions == previous {
         return Ok(());
     }
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &object.namespace().unwrap_or_default(), &ctx.pipeline_resource);
-    // The rest of the status stays for the version that can read it.
+    set_conditions(&ctx.client, object, &conditions).await?;
+    publish(ctx, &object.object_ref(&ctx.pipeline_resource), EventType::Warning, "Unreadable", About::Pipeline, message).await;
+    Ok(())
+}
+
+/// Writes `conditions` onto the status of `object`, a pipeline this version may not be able to
+/// read, keeping the rest of its status for the version that can; onto that very object, as
+/// [`apply_status`] does.
+pub async fn set_conditions(client: &kube::Client, object: &DynamicObject, conditions: &[Condition]) -> kube::Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &object.namespace().unwrap_or_default(), &ApiResource::erase::<EventPipeline>(&()));
     let conditions = serde_json::to_value(conditions).map_err(kube::Error::SerdeError)?;
     let patch = match object.data.get("status").filter(|status| status.is_object()) {
         Some(_) => set_on_object(object.uid(), "/status/conditions", conditions)?,
         None => set_on_object(object.uid(), "/status", serde_json::json!({"conditions": conditions}))?,
     };
-    api.patch_status(&object.name_any(), &status_params(), &patch).await?;
-    publish(ctx, &object.object_ref(&ctx.pipeline_resource), EventType::Warning, "Unreadable", About::Pipeline, message).await;
-    Ok(())
+    api.patch_status(&object.name_any(), &status_params(), &patch).await.map(|_| ())
 }
 
 fn count(ctx: &Context, labels: &PipelineLabels, happening: &Happening) {
