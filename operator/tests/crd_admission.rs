@@ -74,6 +74,7 @@ async fn bad_specs_are_refused_naming_the_field() {
         (json!({"source": {"schema": [column(json!({})), column(json!({"type": "int64"}))]}}), "spec.source.schema[1]: Duplicate value"),
         (json!({"execution": {"imagePullPolicy": "Sometimes"}}), "spec.execution.imagePullPolicy"),
         (json!({"sink": {"format": "delta", "delta": {"retentionHours": 4_294_967_296u64}}}), "spec.sink.delta.retentionHours"),
+        (json!({"execution": {"ttlSecondsAfterFinished": 4_294_967_296u64}}), "spec.execution.ttlSecondsAfterFinished"),
     ];
     for (index, (change, expected)) in cases.into_iter().enumerate() {
         let mut object = example("user-events-parquet.yaml");
