@@ -288,17 +288,11 @@ cmd_run() { # DIR S3_CONFIG IAM_CONFIG
     log "retrying start-up"
   done
   log "ready in $(elapsed "$start") s: $S3_URL ($(cat "$dir/ports"); log: $dir/logs/weed.log)"
-  printf 'ready %s\n' "$S3_URL"
-  # Explicit redirect: a background job's stdin would otherwise be /dev/null.
-  cat <&0 >/dev/null &
-  local watcher=$!
-  wait -n "$watcher" "$WEED_PID" || true
-  if kill -0 "$watcher" 2>/dev/null; then
-    kill "$watcher" 2>/dev/null || true
+  serve_until_stdin_closes "$S3_URL" "$WEED_PID" || {
     log "weed exited; last lines of $dir/logs/weed.log:"
     tail -n 15 "$dir/logs/weed.log" >&2 || true
     exit 1
-  fi
+  }
 }
 
 main() {

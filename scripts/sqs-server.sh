@@ -34,15 +34,10 @@ cmd_run() {
     sleep 0.2
   done
   log "ready in $(elapsed "$start") s: $url"
-  printf 'ready %s\n' "$url"
-  cat <&0 >/dev/null &
-  local watcher=$!
-  wait -n "$watcher" "$pid" || true
-  if kill -0 "$watcher" 2>/dev/null; then
-    kill "$watcher" 2>/dev/null || true
+  serve_until_stdin_closes "$url" "$pid" || {
     tail -n 15 "$NEW_TMPDIR/moto.log" >&2
     die "moto exited"
-  fi
+  }
 }
 
 case "${1:-}" in

@@ -428,15 +428,9 @@ serve() { # DIR MODE(stdin|daemon) CLEANUP(0|1)
   touch "$dir/ready"
   log "control plane ready in $(elapsed "$start") s: $(grep -m1 'server:' "$SERVE_KUBECONFIG" | awk '{print $2}')"
   if [[ "$mode" == stdin ]]; then
-    printf 'ready %s\n' "$SERVE_KUBECONFIG"
-    # Explicit redirect: a background job's stdin would otherwise be /dev/null.
-    cat <&0 >/dev/null &
-    local watcher=$!
-    wait -n "$watcher" "${SUPERVISED_PIDS[@]}" || true
-    if ! kill -0 "$watcher" 2>/dev/null; then
+    if serve_until_stdin_closes "$SERVE_KUBECONFIG" "${SUPERVISED_PIDS[@]}"; then
       STOP_GRACE=0 # stdin closed: the test process is gone, nobody needs a graceful shutdown
     else
-      kill "$watcher" 2>/dev/null || true
       log "a component exited; shutting down"
     fi
   else

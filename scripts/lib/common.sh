@@ -1,4 +1,5 @@
-# Helpers shared by the scripts that install and run test servers (testenv.sh, seaweedfs.sh).
+# Helpers shared by the scripts that install and run test servers (testenv.sh, seaweedfs.sh,
+# sqs-server.sh).
 # Source it after setting LOG_NAME (the prefix of messages) and CACHE (the cache root).
 
 # The script's header comment (SELF: the script's path).
@@ -38,4 +39,18 @@ for _ in range(int(sys.argv[1])):
     socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
+}
+
+# Says `ready URL` on stdout, then serves until stdin closes (the test process that started the
+# server is gone: returns 0) or one of the PIDs exits (returns 1).
+serve_until_stdin_closes() { # URL PID...
+  printf 'ready %s\n' "$1"
+  shift
+  # Explicit redirect: a background job's stdin would otherwise be /dev/null.
+  cat <&0 >/dev/null &
+  local watcher=$!
+  wait -n "$watcher" "$@" || true
+  kill -0 "$watcher" 2>/dev/null || return 0
+  kill "$watcher" 2>/dev/null || true
+  return 1
 }
