@@ -11,6 +11,7 @@
 pub mod commit;
 pub mod csv;
 pub mod error;
+pub mod event_time;
 pub mod layout;
 pub mod query;
 pub mod run;

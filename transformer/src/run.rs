@@ -32,6 +32,16 @@ use crate::commit::delta::{Commit, DeltaSink, Joining};
 use crate::csv::decoder::BadRowHandling;
 use crate::query::engine::{Engine, is_gzip};
 use crate::error::{Error, Result};
+use crate::event_time::{EventTime, Fate};
+use crate::query::engine::{FATE_COLUMN, FateGroup};
+use crate::store::discovery::DiscoveredPartition;
+use datafusion::arrow::array::AsArray;
+use datafusion::error::DataFusionError;
+use datafusion::functions::core::expr_fn::named_struct;
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::logical_expr::Expr;
+use datafusion::prelude::{DataFrame, col, ident, lit};
+use futures::StreamExt;
 use crate::commit::fingerprint::{fingerprint, spec_hash};
 use crate::commit::manifest::{self, Manifest, ManifestColumn, ManifestFile};
 use crate::query::mode::Mode;
@@ -59,7 +69,8 @@ pub async fn run(task: &Task) -> Result<Summary> {
         });
     }
     let rejected = opener.open(&checked.rejected, Retrying::Patiently).await?;
-    let inputs = list_partition(&source, &checked, task).await?;
+    let listed = list_partition(&source, &checked, task).await?;
+    let inputs = listed.inputs.clone();
     let fingerprint = fingerprint(&inputs);
     if let Some(expected) = task.expected_fingerprint.as_deref().filter(|expected| **expected != fingerprint) {
         tracing::info!(partition = %task.partition, expected, listed = fingerprint, "the partition changed since it was planned; processing what is there now");
@@ -111,7 +122,7 @@ pub async fn run(task: &Task) -> Result<Summary> {
     let run_id = new_run_id();
     let to_convert = increment.as_deref().unwrap_or(&inputs);
     let marker = RunMarker::start(&sink, &directory, &run_id).await?;
-    let run = Run { task, mode: &mode, inputs: to_convert, run_id: &run_id, source: &source, partition: &partition };
+    let run = Run { task, checked: &checked, mode: &mode, inputs: to_convert, listed: &listed, run_id: &run_id, source: &source, partition: &partition };
     let committed = async {
         let mut converted = within_time_limit(task.engine.timeout_seconds, run.convert()).await?;
         if delta.is_some() && converted.output.files.is_empty() {
@@ -185,10 +196,14 @@ async fn within_time_limit<T>(seconds: Option<u64>, conversion: impl Future<Outp
 }
 
 /// The partition's input objects as the source holds them now — under every spelling of its
-/// directory the layout reads — those modified after the task's `settled_before` left out. A
-/// partition without objects is an error: there is nothing to commit.
-async fn list_partition(source: &Store, checked: &CheckedPipeline, task: &Task) -> Result<Vec<InputObject>> {
-    let directories = checked.layout.source_paths(&task.partition);
+/// directory the layout reads, and for an event-time partition those of every directory it reads
+/// that it takes (see [`crate::event_time`]) — those modified after the task's `settled_before`
+/// left out. A partition without objects is an error: there is nothing to commit.
+async fn list_partition(source: &Store, checked: &CheckedPipeline, task: &Task) -> Result<DiscoveredPartition> {
+    let directories: Vec<String> = match &checked.event_time {
+        Some(event_time) => event_time.reads(&task.partition).iter().flat_map(|key| checked.layout.source_paths(key)).collect(),
+        None => checked.layout.source_paths(&task.partition),
+    };
     let cutoff = match &task.settled_before {
         Some(text) => Some(
             chrono::DateTime::parse_from_rfc3339(text)
@@ -198,18 +213,17 @@ async fn list_partition(source: &Store, checked: &CheckedPipeline, task: &Task) 
         None => None,
     };
     let mut found = crate::store::discovery::discover_below(source, &checked.layout, &directories).await?;
+    if let Some(event_time) = &checked.event_time {
+        found = event_time.compose(&found);
+    }
     let partition = found.remove(&task.partition).and_then(|partition| match cutoff {
         Some(cutoff) => partition.settled(cutoff),
         None => Some(partition),
     });
-    match partition {
-        Some(partition) => Ok(partition.inputs),
-        None => Err(Error::Config(format!(
-            "partition {} has no input objects under {}",
-            task.partition,
-            source.url_of(&source.child(&directories[0]))
-        ))),
-    }
+    partition.ok_or_else(|| {
+        let own = checked.layout.source_paths(&task.partition);
+        Error::Config(format!("partition {} has no input objects under {}", task.partition, source.url_of(&source.child(&own[0]))))
+    })
 }
 
 /// Where a partition's output goes: its sink directory and its rejected-rows directory.
@@ -246,20 +260,38 @@ struct Converted {
     output: Output,
     rows_read: u64,
     rows_rejected: u64,
+    /// Rows of another event-time partition (see [`crate::event_time`]).
+    rows_routed: u64,
     /// The name of the file holding the quarantined rows, in the rejected-rows directory.
     quarantined: Option<String>,
 }
 
-/// The rows a read of the inputs saw: those the SQL saw, and the bad ones set apart.
+/// The rows a read of the inputs saw: those the SQL saw, and the bad ones set apart; for an
+/// event-time partition also those it routed and those it rejects for their event time.
 struct RowsRead {
     accepted: u64,
     bad: Option<Arc<BadRows>>,
+    /// Rows another event-time partition keeps or rejects: of other directories' objects, bad
+    /// ones included.
+    routed: u64,
+    /// Rows rejected for their event time, and those rows with their reasons.
+    rejected_by_time: u64,
+    rejected_rows: Option<DataFrame>,
+}
+
+impl RowsRead {
+    fn bad_count(&self) -> u64 {
+        self.bad.as_ref().map_or(0, |bad| bad.count())
+    }
 }
 
 struct Run<'a> {
     task: &'a Task,
+    checked: &'a CheckedPipeline,
     mode: &'a Mode,
     inputs: &'a [InputObject],
+    /// The partition as listed, with when each object was last modified.
+    listed: &'a DiscoveredPartition,
     run_id: &'a str,
     source: &'a Store,
     partition: &'a Partition<'a>,
@@ -268,15 +300,33 @@ struct Run<'a> {
 impl Run<'_> {
     /// The inputs, located in the source store.
     fn source_objects(&self) -> Vec<SourceObject> {
-        let compression = self.task.pipeline.source.csv.compression;
-        let located = |input: &InputObject| SourceObject {
+        self.inputs.iter().map(|input| self.located(input)).collect()
+    }
+
+    fn located(&self, input: &InputObject) -> SourceObject {
+        SourceObject {
             path: self.source.child(&input.path),
             size: input.size,
-            gzip: is_gzip(&input.path, compression),
+            gzip: is_gzip(&input.path, self.task.pipeline.source.csv.compression),
             etag: input.etag.clone(),
             modified: input.modified.as_deref().and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok()).map(|time| time.to_utc()),
-        };
-        self.inputs.iter().map(located).collect()
+        }
+    }
+
+    /// The inputs of an event-time partition grouped by what the run does with their rows.
+    fn fate_groups(&self, event_time: &EventTime) -> Result<Vec<FateGroup>> {
+        let mut groups: Vec<FateGroup> = Vec::new();
+        for input in self.inputs {
+            let unknown = || Error::Config(format!("{}: the object is not in a partition directory of the listing", input.path));
+            let directory = self.checked.layout.partition_of(&input.path).ok_or_else(unknown)?;
+            let position = self.listed.inputs.iter().position(|listed| listed == input).ok_or_else(unknown)?;
+            let bounds = event_time.fates(&self.task.partition, &directory, self.listed.modified[position]);
+            match groups.iter_mut().find(|group| group.bounds == bounds) {
+                Some(group) => group.objects.push(self.located(input)),
+                None => groups.push(FateGroup { bounds, column: event_time.column.clone(), objects: vec![self.located(input)] }),
+            }
+        }
+        Ok(groups)
     }
 
     fn engine(&self) -> Result<Engine> {
@@ -302,33 +352,45 @@ impl Run<'_> {
     }
 
     /// Reads the inputs strictly; when that fails on bad data, reads them again with the bad rows
-    /// set apart, and applies the policy.
+    /// set apart, and applies the policy. Rows rejected for their event time go to the
+    /// rejected-rows location whatever the policy: they are not bad.
     async fn convert(&self) -> Result<Converted> {
         let objects = self.source_objects();
         let columns = self.columns(&objects).await?;
         let error = match self.transform(&objects, &columns, None).await {
-            Ok((output, rows)) => return Ok(Converted { output, rows_read: rows.accepted, rows_rejected: 0, quarantined: None }),
+            Ok((output, rows)) => return self.converted(output, rows, None).await,
             Err(error) if is_data_error(&error) => error,
             Err(error) => return Err(header_error(error)),
         };
         self.discard_own_files().await?;
         let scratch = scratch_dir(self.task)?;
         let (output, rows) = self.transform(&objects, &columns, Some(scratch.path())).await?;
-        let Some(bad) = rows.bad.as_ref().filter(|bad| bad.count() > 0) else {
+        if rows.bad_count() == 0 && rows.routed == 0 {
             // Every row is well-formed: the failure was not about the input rows.
             return Err(error);
-        };
-        let rows_rejected = bad.count();
-        let quarantined = match self.task.pipeline.bad_records.policy {
-            BadRecordPolicy::Fail => {
+        }
+        let bad = rows.bad.clone().filter(|bad| bad.count() > 0);
+        match (self.task.pipeline.bad_records.policy, &bad) {
+            (BadRecordPolicy::Fail, Some(bad)) => {
                 let first = bad.first().expect("a bad row was kept");
                 self.discard_own_files().await?;
-                return Err(Error::BadRecord { object: first.object, line: first.line, reason: first.reason, total: rows_rejected });
+                Err(Error::BadRecord { object: first.object, line: first.line, reason: first.reason, total: bad.count() })
             }
-            BadRecordPolicy::Skip => None,
-            BadRecordPolicy::Quarantine => Some(self.quarantine(bad).await?),
+            (BadRecordPolicy::Quarantine, _) => self.converted(output, rows, bad.as_deref()).await,
+            _ => self.converted(output, rows, None).await,
+        }
+    }
+
+    /// The conversion's account of its rows; the rejected rows — `bad` ones to quarantine and
+    /// those rejected for their event time — uploaded.
+    async fn converted(&self, output: Output, rows: RowsRead, bad: Option<&BadRows>) -> Result<Converted> {
+        let rows_rejected = rows.bad_count() + rows.rejected_by_time;
+        let quarantined = match (bad, rows.rejected_rows.filter(|_| rows.rejected_by_time > 0)) {
+            (None, None) => None,
+            (bad, by_time) => Some(self.quarantine(bad, by_time).await?),
         };
-        Ok(Converted { output, rows_read: rows.accepted + rows_rejected, rows_rejected, quarantined })
+        let rows_read = rows.accepted + rows.routed + rows_rejected;
+        Ok(Converted { output, rows_read, rows_rejected, rows_routed: rows.routed, quarantined })
     }
 
     /// Runs the SQL over the objects and writes its output. Bad rows stop the read, or, with a
@@ -344,33 +406,97 @@ impl Run<'_> {
         };
         let handling = |bad: &Option<Arc<BadRows>>| bad.clone().map_or(BadRowHandling::Refuse, BadRowHandling::Separate);
         let csv = &pipeline.source.csv;
+        if let Some(event_time) = &self.checked.event_time {
+            return self.transform_by_event_time(event_time, &engine, columns, &collector).await;
+        }
         let bad = collector("bad-rows.jsonl")?;
         engine.register_csv_events(self.source, objects, csv, columns, &self.task.partition, handling(&bad))?;
         let frame = engine.transform(&pipeline.transform.sql, &self.task.partition).await?;
         let reads_once = crate::query::row_count::reads_events_once(frame.logical_plan())?;
         let output = writer::write(frame, self.partition.sink, self.partition.directory, self.run_id, pipeline.sink.compression, engine.writers()).await?;
-        let rows = match output.scanned_rows {
-            Some(accepted) if reads_once => RowsRead { accepted, bad },
+        let accepted = match output.scanned_rows {
+            Some(accepted) if reads_once => accepted,
             _ => {
                 let bad = collector("bad-rows-of-count.jsonl")?;
                 engine.register_csv_events(self.source, objects, csv, columns, &self.task.partition, handling(&bad))?;
                 let accepted = engine.context().table(crate::query::engine::EVENTS_TABLE).await?.count().await? as u64;
-                RowsRead { accepted, bad }
+                return Ok((output, RowsRead { accepted, bad, routed: 0, rejected_by_time: 0, rejected_rows: None }));
             }
         };
-        Ok((output, rows))
+        Ok((output, RowsRead { accepted, bad, routed: 0, rejected_by_time: 0, rejected_rows: None }))
     }
 
-    /// Uploads the bad rows as JSON lines below the rejected-rows location; returns the file's name.
-    async fn quarantine(&self, bad: &BadRows) -> Result<String> {
+    /// [`Self::transform`] for an event-time partition: `events` holds the rows it keeps. The rows
+    /// are counted by fate in a read of their own; bad rows of other directories' objects are
+    /// routed (their own directory's run rejects them).
+    async fn transform_by_event_time(
+        &self,
+        event_time: &EventTime,
+        engine: &Engine,
+        columns: &Arc<[ColumnRule]>,
+        collector: &dyn Fn(&str) -> Result<Option<Arc<BadRows>>>,
+    ) -> Result<(Output, RowsRead)> {
+        let pipeline = &self.task.pipeline;
+        let (csv, partition) = (&pipeline.source.csv, &self.task.partition);
+        let groups = self.fate_groups(event_time)?;
+        let register = |own: &Option<Arc<BadRows>>, others: &Option<Arc<BadRows>>| {
+            let handling = |group: &FateGroup| {
+                let bad = if group.bounds.routed.is_some() { own } else { others };
+                bad.clone().map_or(BadRowHandling::Refuse, BadRowHandling::Separate)
+            };
+            engine.register_event_time_events(self.source, &groups, csv, columns, partition, handling)
+        };
+        register(&collector("bad-rows.jsonl")?, &collector("routed-bad-rows.jsonl")?)?;
+        let frame = engine.transform(&pipeline.transform.sql, partition).await?;
+        let output = writer::write(frame, self.partition.sink, self.partition.directory, self.run_id, pipeline.sink.compression, engine.writers()).await?;
+        let (bad, routed_bad) = (collector("bad-rows-of-count.jsonl")?, collector("routed-bad-rows-of-count.jsonl")?);
+        let fates = register(&bad, &routed_bad)?;
+        let counts = fates.clone().aggregate(vec![col(FATE_COLUMN)], vec![count(lit(1)).alias("rows")])?.collect().await?;
+        let mut by_fate: Vec<(String, u64)> = Vec::new();
+        for batch in &counts {
+            let names = datafusion::arrow::compute::cast(batch.column(0), &datafusion::arrow::datatypes::DataType::Utf8).map_err(DataFusionError::from)?;
+            let names = names.as_string::<i32>();
+            let rows = batch.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            by_fate.extend((0..batch.num_rows()).map(|row| (names.value(row).to_string(), rows.value(row) as u64)));
+        }
+        let rows_of = |fate: Fate| by_fate.iter().filter(|(name, _)| name == fate.name()).map(|(_, rows)| rows).sum::<u64>();
+        let routed = rows_of(Fate::Routed) + routed_bad.as_ref().map_or(0, |bad| bad.count());
+        let rejected_by_time = Fate::REJECTED.into_iter().map(rows_of).sum();
+        let rejected_rows = (rejected_by_time > 0)
+            .then(|| {
+                let rejected: Vec<Expr> = Fate::REJECTED.into_iter().map(|fate| lit(fate.name())).collect();
+                let fields = columns.iter().flat_map(|column| [lit(column.name()), ident(column.name())]).collect();
+                let register_again = register(&collector("bad-rows-of-rejected.jsonl")?, &collector("routed-bad-rows-of-rejected.jsonl")?)?;
+                Ok::<_, Error>(register_again.filter(col(FATE_COLUMN).in_list(rejected, false))?.select(vec![col(FATE_COLUMN).alias("reason"), named_struct(fields).alias("row")])?)
+            })
+            .transpose()?;
+        Ok((output, RowsRead { accepted: rows_of(Fate::Kept), bad, routed, rejected_by_time, rejected_rows }))
+    }
+
+    /// Uploads the rejected rows as JSON lines below the rejected-rows location: the `bad` rows,
+    /// then the rows rejected for their event time (`{"reason": "late", "row": {...}}`); returns
+    /// the file's name.
+    async fn quarantine(&self, bad: Option<&BadRows>, by_time: Option<DataFrame>) -> Result<String> {
         let Partition { rejected: store, rejected_directory: directory, .. } = self.partition;
         let name = format!("rejected-{}.jsonl", self.run_id);
         let path = directory.clone().join(name.as_str());
-        let rows = bad.finish().map_err(|e| Error::io("writing bad rows", e))?;
-        let mut file = tokio::fs::File::open(rows).await.map_err(|e| Error::io("reading bad rows", e))?;
+        let failed = |e: std::io::Error| Error::io(format!("writing {}", store.url_of(&path)), e);
         let mut upload = BufWriter::new(Arc::clone(&store.store), path.clone());
-        tokio::io::copy(&mut file, &mut upload).await.map_err(|e| Error::io(format!("writing {}", store.url_of(&path)), e))?;
-        upload.shutdown().await.map_err(|e| Error::io(format!("writing {}", store.url_of(&path)), e))?;
+        if let Some(bad) = bad {
+            let rows = bad.finish().map_err(|e| Error::io("writing bad rows", e))?;
+            let mut file = tokio::fs::File::open(rows).await.map_err(|e| Error::io("reading bad rows", e))?;
+            tokio::io::copy(&mut file, &mut upload).await.map_err(failed)?;
+        }
+        if let Some(rows) = by_time {
+            let mut batches = rows.execute_stream().await?;
+            while let Some(batch) = batches.next().await.transpose()? {
+                let mut lines = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
+                lines.write(&batch).map_err(DataFusionError::from)?;
+                lines.finish().map_err(DataFusionError::from)?;
+                upload.write_all(&lines.into_inner()).await.map_err(failed)?;
+            }
+        }
+        upload.shutdown().await.map_err(failed)?;
         Ok(name)
     }
 
@@ -408,6 +534,7 @@ impl Run<'_> {
             files: output.files.iter().map(ManifestFile::from).collect(),
             rows_read: converted.rows_read,
             rows_rejected: converted.rows_rejected,
+            rows_routed: converted.rows_routed,
             rows_written: output.files.iter().map(|f| f.rows).sum(),
             bytes_written: output.files.iter().map(|f| f.bytes).sum(),
             rejected_rows_url: converted.quarantined.as_ref().map(|name| rejected.url_of(&rejected_directory.clone().join(name.as_str()))),
@@ -436,6 +563,7 @@ fn summary(manifest: &Manifest, sink: &Store, directory: &Path, converted: Optio
         by_run: converted.map_or_else(RunRows::default, |c| RunRows {
             read: c.rows_read,
             rejected: c.rows_rejected,
+            routed: c.rows_routed,
             written: c.output.files.iter().map(|f| f.rows).sum(),
         }),
         spilled_bytes: converted.map_or(0, |c| c.output.spilled_bytes),

@@ -53,11 +53,59 @@ pub struct SourceSpec {
     /// the next listing. Not part of the data path: turning them on or off reprocesses nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<NotificationsSpec>,
+    /// Output partitions by event time instead of by the source's directories (optional). A
+    /// source such as Kinesis Data Firehose files objects by arrival time, so the last events of
+    /// a day land in the next day's directory: with `eventTime`, output partition D holds exactly
+    /// the rows whose event time falls in D (in the schedule's time zone), wherever they were
+    /// filed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<EventTimeSpec>,
 }
 
 impl Default for SourceSpec {
     fn default() -> Self {
-        Self { url: String::new(), layout: default_layout(), csv: CsvOptions::default(), schema: Vec::new(), notifications: None }
+        Self { url: String::new(), layout: default_layout(), csv: CsvOptions::default(), schema: Vec::new(), notifications: None, event_time: None }
+    }
+}
+
+/// Event-time output partitions. Output partition D reads the objects of source directory D,
+/// those of D-1 (clocks ahead) and those of the directories after D up to `lateness` that arrived
+/// (were last modified) no later than `lateness` after D ended; it keeps the rows whose event
+/// time falls in D. Every row is accounted for once: kept by the partition of its event time,
+/// counted as routed by the others that read it, or — when its partition does not read its
+/// object (it arrived later than `lateness`), its event time is empty, or it lies more than one
+/// partition ahead of its directory — rejected by its own directory's run as `late`, `no event
+/// time` or `early`, and written to the rejected-rows location. Output D closes `lateness` (plus
+/// the grace period) after D ends.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EventTimeSpec {
+    /// The column holding the event time: a `timestamp` column of `schema`.
+    #[schemars(length(min = 1))]
+    pub column: String,
+    /// How long after a partition's end its rows may still arrive: a number and a unit, `m`
+    /// (minutes), `h` (hours) or `d` (days), at most 7 days; e.g. `2h`.
+    #[schemars(regex(pattern = r"^[0-9]{1,5}[mhd]$"))]
+    pub lateness: String,
+    /// The time zone the partitions' days and hours are in: the schedule's, filled in by the
+    /// operator; UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub time_zone: Option<String>,
+}
+
+impl EventTimeSpec {
+    /// The lateness as a duration, `None` when it is not a number and a unit.
+    pub fn lateness(&self) -> Option<chrono::Duration> {
+        let text = &self.lateness;
+        let unit = text.chars().last()?;
+        let number: i64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+        match unit {
+            'm' => chrono::Duration::try_minutes(number),
+            'h' => chrono::Duration::try_hours(number),
+            'd' => chrono::Duration::try_days(number),
+            _ => None,
+        }
     }
 }
 

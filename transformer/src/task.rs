@@ -88,8 +88,8 @@ pub struct EngineSettings {
     pub timeout_seconds: Option<u64>,
 }
 
-/// What a run did. Always: `rows_read = rows_accepted + rows_rejected`, where accepted rows are the
-/// rows the SQL saw.
+/// What a run did. Always: `rows_read = rows_accepted + rows_routed + rows_rejected`, where
+/// accepted rows are the rows the SQL saw.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
@@ -104,8 +104,12 @@ pub struct Summary {
     pub spec_hash: String,
     /// Input rows read.
     pub rows_read: u64,
-    /// Input rows left out as bad.
+    /// Input rows left out as bad, or rejected for their event time.
     pub rows_rejected: u64,
+    /// Input rows of other event-time partitions: read, and left to the partition that keeps or
+    /// rejects them.
+    #[serde(default)]
+    pub rows_routed: u64,
     /// Output rows written.
     pub rows_written: u64,
     /// Output bytes written.
@@ -133,8 +137,11 @@ pub struct Summary {
 pub struct RunRows {
     /// Input rows read.
     pub read: u64,
-    /// Input rows left out as bad.
+    /// Input rows left out as bad, or rejected for their event time.
     pub rejected: u64,
+    /// Input rows of other event-time partitions.
+    #[serde(default)]
+    pub routed: u64,
     /// Output rows written.
     pub written: u64,
 }

@@ -4,6 +4,7 @@
 //! the resource instead of failing in a pod.
 
 use crate::error::{Error, Result};
+use crate::event_time::EventTime;
 use crate::layout::Layout;
 use crate::query::mode::Mode;
 use crate::spec::{BadRecordPolicy, PipelineSpec};
@@ -20,6 +21,8 @@ pub struct CheckedPipeline {
     pub sink: Location,
     /// Where quarantined rows go.
     pub rejected: Location,
+    /// The event-time partitioning, with `source.eventTime`.
+    pub event_time: Option<EventTime>,
 }
 
 /// Checks everything that reads no data. Local paths are resolved on the filesystem, nothing else
@@ -44,12 +47,14 @@ pub fn check(spec: &PipelineSpec) -> Result<CheckedPipeline> {
     apart(("sink.url", &sink), ("source.url", &source))?;
     // The default location matters only where rows are written to it; a location given is
     // checked always, so a mistake shows before the policy changes.
-    if spec.bad_records.url.is_some() || spec.bad_records.policy == BadRecordPolicy::Quarantine {
+    let event_time = EventTime::of(&spec.source, &layout)?;
+    // Late rows of event-time partitions go to the rejected-rows location whatever the policy.
+    if spec.bad_records.url.is_some() || spec.bad_records.policy == BadRecordPolicy::Quarantine || event_time.is_some() {
         apart((rejected_field, &rejected), ("sink.url", &sink))?;
         apart((rejected_field, &rejected), ("source.url", &source))?;
     }
     crate::query::sandbox::check(&spec.transform.sql)?;
-    Ok(CheckedPipeline { layout, source, sink, rejected })
+    Ok(CheckedPipeline { layout, source, sink, rejected, event_time })
 }
 
 /// Refuses two locations of which one is the other or lies inside it: files written inside the

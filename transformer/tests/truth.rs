@@ -216,6 +216,7 @@ async fn a_commit_built_on_before_its_read_back_counts_as_landed() {
         files: vec![file("part-ours-000.parquet")],
         rows_read: 1,
         rows_rejected: 0,
+        rows_routed: 0,
         rows_written: 1,
         bytes_written: 1,
         rejected_rows_url: None,

@@ -36,8 +36,13 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
     /// Input rows read.
     pub rows_read: u64,
-    /// Input rows rejected as bad.
+    /// Input rows rejected: bad ones, and those of an event-time partition rejected for their
+    /// event time.
     pub rows_rejected: u64,
+    /// Input rows of other event-time partitions (see `crate::event_time`): read, and left to
+    /// the partition that keeps or rejects them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rows_routed: u64,
     /// Output rows written.
     pub rows_written: u64,
     /// Output bytes written.
@@ -115,6 +120,10 @@ pub async fn read(store: &Store, directory: &Path) -> Result<Option<Committed>> 
     Ok(Some(Committed { manifest, version }))
 }
 
+fn is_zero(rows: &u64) -> bool {
+    *rows == 0
+}
+
 fn one() -> u32 {
     1
 }
@@ -148,6 +157,7 @@ impl Manifest {
             files,
             rows_read: self.rows_read + increment.rows_read,
             rows_rejected: self.rows_rejected + increment.rows_rejected,
+            rows_routed: self.rows_routed + increment.rows_routed,
             rows_written: self.rows_written + increment.rows_written,
             bytes_written: self.bytes_written + increment.bytes_written,
             rejected_rows_url: increment.rejected_rows_url.or_else(|| self.rejected_rows_url.clone()),
@@ -192,6 +202,7 @@ impl Manifest {
             spec_hash: self.spec_hash.clone(),
             rows_read: self.rows_read,
             rows_rejected: self.rows_rejected,
+            rows_routed: self.rows_routed,
             rows_written: self.rows_written,
             bytes_written: self.bytes_written,
             files: self.files.iter().map(|f| f.name.clone()).collect(),
@@ -335,6 +346,7 @@ mod tests {
             files: Vec::new(),
             rows_read: 0,
             rows_rejected: 0,
+            rows_routed: 0,
             rows_written: 0,
             bytes_written: 0,
             rejected_rows_url: None,

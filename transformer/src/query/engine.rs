@@ -9,7 +9,9 @@ use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Expr, when};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext, col, ident, lit};
 use object_store::path::Path;
 use url::Url;
 
@@ -17,6 +19,7 @@ use crate::csv::decoder::BadRowHandling;
 use crate::csv::dialect::CsvDialect;
 use crate::csv::source::EventsCsvFormat;
 use crate::error::{Error, Result};
+use crate::event_time::{Fate, FateBounds};
 use crate::layout::PartitionKey;
 use crate::query::mode::Mode;
 use crate::query::schema;
@@ -40,6 +43,20 @@ const BYTES_PER_PARTITION: u64 = 16 * 1024 * 1024;
 /// [`SinglePhaseLatestMap`], 8 partitions took 1.12× the time of 16 at 30 M rows). A row-by-row
 /// conversion gains nothing from it (1.03× the time, the same 100 MiB more) and keeps one.
 const QUERY_PARTITIONS_PER_WRITER: usize = 8;
+
+/// The column of [`Engine::register_event_time_events`]' rows holding each row's fate.
+pub const FATE_COLUMN: &str = "__eventpipe_fate";
+
+/// The objects of an event-time run whose rows share their fates (see [`crate::event_time::EventTime::fates`]).
+#[derive(Clone, Debug)]
+pub struct FateGroup {
+    /// What becomes of their rows, by event time.
+    pub bounds: FateBounds,
+    /// The column holding the event time.
+    pub column: String,
+    /// The objects.
+    pub objects: Vec<SourceObject>,
+}
 
 /// The table name the transform SQL reads.
 pub const EVENTS_TABLE: &str = "events";
@@ -109,36 +126,57 @@ impl Engine {
         partition: &PartitionKey,
         handling: BadRowHandling,
     ) -> Result<()> {
-        let schema = values::schema(columns);
-        let raw: Arc<dyn TableProvider> = if objects.is_empty() {
-            Arc::new(MemTable::try_new(schema, vec![vec![]])?)
-        } else {
-            let named: Vec<(SourceObject, String)> = objects.iter().map(|object| (object.clone(), source.url_of(&object.path))).collect();
-            let urls: Vec<ListingTableUrl> =
-                named.iter().map(|(_, url)| Ok(ListingTableUrl::parse(encoded_url(url)?)?)).collect::<Result<_>>()?;
-            let format = EventsCsvFormat::new(CsvDialect::from(csv), Arc::clone(columns), named, handling);
-            let options = ListingOptions::new(Arc::new(format)).with_file_extension("");
-            let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
-            Arc::new(ListingTable::try_new(config)?)
-        };
-        self.register_events(raw, columns, partition)
+        let rows = self.typed_rows(csv_rows(source, objects, csv, columns, handling)?, columns, partition)?;
+        self.register_view(rows)
+    }
+
+    /// Registers the `events` table of an event-time partition: the rows of every group's objects
+    /// that the partition keeps. Returns all the rows read, each with its [`Fate`] (by name) in
+    /// the column [`FATE_COLUMN`]; `handling` tells how each group's bad rows are handled.
+    pub fn register_event_time_events(
+        &self,
+        source: &Store,
+        groups: &[FateGroup],
+        csv: &CsvOptions,
+        columns: &Arc<[ColumnRule]>,
+        partition: &PartitionKey,
+        handling: impl Fn(&FateGroup) -> BadRowHandling,
+    ) -> Result<DataFrame> {
+        let mut all: Option<DataFrame> = None;
+        for group in groups {
+            let rows = self.typed_rows(csv_rows(source, &group.objects, csv, columns, handling(group))?, columns, partition)?;
+            let rows = rows.with_column(FATE_COLUMN, fate_expr(&group.bounds, &group.column))?;
+            all = Some(match all {
+                Some(all) => all.union(rows)?,
+                None => rows,
+            });
+        }
+        let all = all.ok_or_else(|| Error::Config(format!("partition {partition} has no input objects")))?;
+        self.register_view(all.clone().filter(col(FATE_COLUMN).eq(lit(Fate::Kept.name())))?.drop_columns(&[FATE_COLUMN])?)?;
+        Ok(all)
     }
 
     /// Registers an empty `events` table with the declared columns: enough to plan a query and
     /// report unknown columns or type errors without reading data.
     pub fn register_empty_events(&self, columns: &Arc<[ColumnRule]>, partition: &PartitionKey) -> Result<()> {
         let raw = Arc::new(MemTable::try_new(values::schema(columns), vec![vec![]])?);
-        self.register_events(raw, columns, partition)
+        let rows = self.typed_rows(raw, columns, partition)?;
+        self.register_view(rows)
     }
 
-    fn register_events(&self, raw: Arc<dyn TableProvider>, columns: &[ColumnRule], partition: &PartitionKey) -> Result<()> {
+    /// The rows of `raw` as `events` has them: the declared columns, typed, and the partition
+    /// values.
+    fn typed_rows(&self, raw: Arc<dyn TableProvider>, columns: &[ColumnRule], partition: &PartitionKey) -> Result<DataFrame> {
         let declared = |name: &str| columns.iter().any(|column| column.name() == name);
         *self.shadowed.lock().expect("not poisoned") =
             partition.columns().into_iter().map(|(name, _)| name.to_string()).filter(|name| declared(name)).collect();
         let rows = self.ctx.read_table(Arc::new(SourceRows::new(raw)))?;
-        let typed = rows.select(schema::events_projection(columns, partition))?;
+        Ok(rows.select(schema::events_projection(columns, partition))?)
+    }
+
+    fn register_view(&self, rows: DataFrame) -> Result<()> {
         self.ctx.deregister_table(EVENTS_TABLE)?;
-        self.ctx.register_table(EVENTS_TABLE, typed.into_view())?;
+        self.ctx.register_table(EVENTS_TABLE, rows.into_view())?;
         Ok(())
     }
 
@@ -184,6 +222,37 @@ impl Engine {
     pub fn context(&self) -> &SessionContext {
         &self.ctx
     }
+}
+
+/// The objects of `source`, decoded with [`EventsCsvFormat`]; bad rows handled as `handling` says.
+fn csv_rows(source: &Store, objects: &[SourceObject], csv: &CsvOptions, columns: &Arc<[ColumnRule]>, handling: BadRowHandling) -> Result<Arc<dyn TableProvider>> {
+    let schema = values::schema(columns);
+    if objects.is_empty() {
+        return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
+    }
+    let named: Vec<(SourceObject, String)> = objects.iter().map(|object| (object.clone(), source.url_of(&object.path))).collect();
+    let urls: Vec<ListingTableUrl> = named.iter().map(|(_, url)| Ok(ListingTableUrl::parse(encoded_url(url)?)?)).collect::<Result<_>>()?;
+    let format = EventsCsvFormat::new(CsvDialect::from(csv), Arc::clone(columns), named, handling);
+    let options = ListingOptions::new(Arc::new(format)).with_file_extension("");
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// The name of the [`Fate`] of each row, by its event time in `column`.
+fn fate_expr(bounds: &FateBounds, column: &str) -> Expr {
+    let at = |time: chrono::DateTime<chrono::Utc>| lit(ScalarValue::TimestampMicrosecond(Some(time.timestamp_micros()), Some("UTC".into())));
+    let event_time = || ident(column);
+    let within = |(start, end)| event_time().gt_eq(at(start)).and(event_time().lt(at(end)));
+    let name = |fate: Fate| lit(fate.name());
+    let fates = match bounds.routed {
+        None => when(within(bounds.kept), name(Fate::Kept)).otherwise(name(Fate::Routed)),
+        Some(routed) => when(event_time().is_null(), name(Fate::NoEventTime))
+            .when(within(bounds.kept), name(Fate::Kept))
+            .when(within(routed), name(Fate::Routed))
+            .when(event_time().gt_eq(at(bounds.early_from)), name(Fate::Early))
+            .otherwise(name(Fate::Late)),
+    };
+    fates.expect("a CASE with WHEN clauses")
 }
 
 /// The Arrow schema a transform produces, without running it on data.

@@ -1,0 +1,284 @@
+//! Event-time partitions run end to end on local files whose modification times are set to when
+//! each object "arrived", checked against a model of the rule written from its statement alone:
+//! a row is kept by the day of its event time when that day reads its object (the object's own
+//! day; the day after it; or a day before it whose end plus the lateness has not passed when the
+//! object's directory starts and when the object arrived), and otherwise rejected by its own
+//! directory's run as `late`, `early` (more than a day ahead) or `no event time`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::SystemTime;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use eventpipe_transformer::layout::PartitionKey;
+use eventpipe_transformer::spec::{BadRecordPolicy, Column, ColumnType, EventTimeSpec, TimestampUnit};
+use eventpipe_transformer::task::{Summary, Task};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
+use tempfile::TempDir;
+
+/// The first day of the generated directories.
+const FIRST_DAY: (i32, u32, u32) = (2026, 11, 23);
+
+fn date(offset: i64) -> NaiveDate {
+    NaiveDate::from_ymd_opt(FIRST_DAY.0, FIRST_DAY.1, FIRST_DAY.2).unwrap() + Duration::days(offset)
+}
+
+fn key(date: NaiveDate) -> PartitionKey {
+    use chrono::Datelike;
+    PartitionKey { year: date.year() as u16, month: date.month() as u8, day: date.day() as u8, hour: None }
+}
+
+fn start(date: NaiveDate) -> DateTime<Utc> {
+    date.and_hms_opt(0, 0, 0).unwrap().and_utc()
+}
+
+/// The user-event columns with a nullable event time.
+fn columns() -> Vec<Column> {
+    let mut columns = support::event_columns();
+    columns[3] = Column { name: "timestamp".into(), data_type: ColumnType::Timestamp, nullable: true, unit: Some(TimestampUnit::Seconds), format: None };
+    columns
+}
+
+/// One object: its directory (days after [`FIRST_DAY`]), when it arrived (minutes after its
+/// directory's start) and its rows: an event time in minutes after [`FIRST_DAY`] (or none), or a
+/// bad row.
+#[derive(Clone, Debug)]
+struct Object {
+    directory: i64,
+    arrival_minutes: i64,
+    rows: Vec<Row>,
+}
+
+#[derive(Clone, Debug)]
+enum Row {
+    At(Option<i64>),
+    Bad,
+}
+
+fn object() -> impl Strategy<Value = Object> {
+    let row = prop_oneof![18 => proptest::option::weighted(0.95, -1500..6000i64).prop_map(Row::At), 1 => Just(Row::Bad)];
+    (0..3i64, -30..2000i64, proptest::collection::vec(row, 0..8)).prop_map(|(directory, arrival_minutes, rows)| Object { directory, arrival_minutes, rows })
+}
+
+/// What the model says of every row, by id: kept by a day, or rejected by its directory's run
+/// with a reason.
+#[derive(Debug, Default, PartialEq)]
+struct Expected {
+    kept: BTreeMap<NaiveDate, BTreeSet<i64>>,
+    rejected: BTreeMap<i64, String>,
+}
+
+fn model(objects: &[Object], lateness: Duration) -> Expected {
+    let reads = |output: NaiveDate, directory: NaiveDate, arrived: DateTime<Utc>| {
+        let reach = start(output) + Duration::days(1) + lateness;
+        output == directory
+            || (output == directory + Duration::days(1) && arrived <= reach)
+            || (output < directory && start(directory) <= reach && arrived <= reach)
+    };
+    let mut expected = Expected::default();
+    for (object_index, object) in objects.iter().enumerate() {
+        let directory = date(object.directory);
+        let arrived = start(directory) + Duration::minutes(object.arrival_minutes);
+        for (row_index, row) in object.rows.iter().enumerate() {
+            let id = id(object_index, row_index);
+            let event = match row {
+                Row::Bad => {
+                    expected.rejected.insert(id, "bad".into());
+                    continue;
+                }
+                Row::At(None) => {
+                    expected.rejected.insert(id, "no event time".into());
+                    continue;
+                }
+                Row::At(Some(minutes)) => start(date(0)) + Duration::minutes(*minutes),
+            };
+            let owner = event.date_naive();
+            if reads(owner, directory, arrived) {
+                expected.kept.entry(owner).or_default().insert(id);
+            } else if owner > directory + Duration::days(1) {
+                expected.rejected.insert(id, "early".into());
+            } else {
+                expected.rejected.insert(id, "late".into());
+            }
+        }
+    }
+    expected
+}
+
+fn id(object: usize, row: usize) -> i64 {
+    (object * 100 + row) as i64
+}
+
+/// Writes the objects below `source`, each modified when it arrived.
+fn write(source: &Path, objects: &[Object]) {
+    for (object_index, object) in objects.iter().enumerate() {
+        let directory = date(object.directory);
+        let dir = source.join(key(directory).sink_path());
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut text = String::from(support::HEADER);
+        for (row_index, row) in object.rows.iter().enumerate() {
+            let id = id(object_index, row_index);
+            text.push_str(&match row {
+                Row::At(Some(minutes)) => format!("{id},n,v,{}\n", (start(date(0)) + Duration::minutes(*minutes)).timestamp()),
+                Row::At(None) => format!("{id},n,v,\n"),
+                Row::Bad => format!("bad{id},n,v,1\n"),
+            });
+        }
+        let path = dir.join(format!("object-{object_index}.csv"));
+        std::fs::write(&path, text).unwrap();
+        let arrived = start(directory) + Duration::minutes(object.arrival_minutes);
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::from(arrived)).unwrap();
+    }
+}
+
+/// Local directories and the task of one output day.
+struct Pipeline {
+    source: TempDir,
+    sink: TempDir,
+    rejected: TempDir,
+    lateness: String,
+}
+
+impl Pipeline {
+    fn new(lateness: &str) -> Self {
+        Self { source: TempDir::new().unwrap(), sink: TempDir::new().unwrap(), rejected: TempDir::new().unwrap(), lateness: lateness.into() }
+    }
+
+    fn task(&self, day: NaiveDate) -> Task {
+        let mut task = support::TaskBuilder::new(self.source.path().to_str().unwrap(), self.sink.path().to_str().unwrap())
+            .columns(columns())
+            .policy(BadRecordPolicy::Quarantine)
+            .rejected_url(self.rejected.path().to_str().unwrap())
+            .build();
+        task.partition = key(day);
+        task.pipeline.source.event_time = Some(EventTimeSpec { column: "timestamp".into(), lateness: self.lateness.clone(), time_zone: None });
+        task
+    }
+
+    async fn run(&self, day: NaiveDate) -> eventpipe_transformer::Result<Summary> {
+        eventpipe_transformer::run::run(&self.task(day)).await
+    }
+
+    /// The ids committed for a day.
+    async fn kept(&self, day: NaiveDate) -> BTreeSet<i64> {
+        let dir = self.sink.path().join(key(day).sink_path());
+        let holds_data = |dir: &Path| std::fs::read_dir(dir).is_ok_and(|mut entries| entries.any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".parquet")));
+        if !holds_data(&dir) {
+            return BTreeSet::new();
+        }
+        let ctx = datafusion::prelude::SessionContext::new();
+        let batches = support::query_parquet(&ctx, &format!("{}/", dir.display()), "SELECT id FROM out").await;
+        batches
+            .iter()
+            .flat_map(|batch| {
+                let ids = batch.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap();
+                ids.values().to_vec()
+            })
+            .collect()
+    }
+
+    /// Every rejected row, by id, with its reason (`bad` for rows that are not rows).
+    fn rejected_rows(&self) -> BTreeMap<i64, String> {
+        let mut rejected = BTreeMap::new();
+        for entry in walk(self.rejected.path()) {
+            for line in std::fs::read_to_string(entry).unwrap().lines() {
+                let json: serde_json::Value = serde_json::from_str(line).unwrap();
+                let (id, reason) = match json.get("row") {
+                    Some(row) => (row["id"].as_i64().unwrap(), json["reason"].as_str().unwrap().to_string()),
+                    None => (json["text"].as_str().unwrap().trim_start_matches("bad").split(',').next().unwrap().parse().unwrap(), "bad".into()),
+                };
+                assert!(rejected.insert(id, reason).is_none(), "row {id} rejected twice");
+            }
+        }
+        rejected
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: 120,
+        rng_seed: RngSeed::Fixed(0x0e7e_2025),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..Config::default()
+    })]
+
+    /// Each output day holds exactly the rows the model keeps for it, every other row is in the
+    /// rejected-rows location once with the model's reason, and each run's counts add up: read =
+    /// kept + routed + rejected.
+    #[test]
+    fn each_day_holds_exactly_its_events(objects in proptest::collection::vec(object(), 1..6), lateness_minutes in prop_oneof![Just(0i64), 1..180i64, Just(1440)]) {
+        let pipeline = Pipeline::new(&format!("{lateness_minutes}m"));
+        write(pipeline.source.path(), &objects);
+        let expected = model(&objects, Duration::minutes(lateness_minutes));
+        let runtime = runtime();
+        let mut read = 0;
+        for offset in -2..=3 {
+            let day = date(offset);
+            let kept = match runtime.block_on(pipeline.run(day)) {
+                Ok(summary) => {
+                    prop_assert_eq!(summary.rows_read, summary.rows_written + summary.rows_routed + summary.rows_rejected, "{}", day);
+                    read += summary.rows_written + summary.rows_rejected;
+                    runtime.block_on(pipeline.kept(day))
+                }
+                Err(error) => {
+                    prop_assert!(error.to_string().contains("no input objects"), "{}: {}", day, error);
+                    BTreeSet::new()
+                }
+            };
+            prop_assert_eq!(kept, expected.kept.get(&day).cloned().unwrap_or_default(), "{}", day);
+        }
+        prop_assert_eq!(pipeline.rejected_rows(), expected.rejected);
+        let rows: usize = objects.iter().map(|object| object.rows.len()).sum();
+        prop_assert_eq!(read, rows as u64, "across the days, every row kept or rejected once");
+    }
+}
+
+/// Firehose files the last minutes of the 24th under the 25th. With a lateness of 2 hours the
+/// 24th reads them and holds them; an object that arrives under the 25th after 02:00 is late:
+/// the 24th does not change, and the 25th's run rejects its row of the 24th as `late`. A late
+/// object within the lateness makes the 24th's inputs change, so it is processed again.
+#[tokio::test]
+async fn rows_filed_under_the_next_day_belong_to_their_own() {
+    let pipeline = Pipeline::new("2h");
+    let (day, next) = (date(1), date(2));
+    let object = |directory, arrival_minutes, event_minutes: &[i64]| Object { directory, arrival_minutes, rows: event_minutes.iter().map(|m| Row::At(Some(*m))).collect() };
+    let minutes = |date: NaiveDate, minute: i64| (start(date) - start(self::date(0))).num_minutes() + minute;
+    write(pipeline.source.path(), &[object(1, 600, &[minutes(day, 600)]), object(2, 5, &[minutes(day, 1438), minutes(next, 1)])]);
+    let first = pipeline.run(day).await.unwrap();
+    assert_eq!((first.rows_read, first.rows_written, first.rows_routed, first.rows_rejected), (3, 2, 1, 0));
+    assert_eq!(pipeline.kept(day).await, BTreeSet::from([0, 100]), "the 24th holds its row filed under the 25th");
+    let second = pipeline.run(next).await.unwrap();
+    assert_eq!((second.rows_written, second.rows_routed), (1, 2), "the 24th's rows in both directories are routed");
+
+    // Within the lateness: the 24th's inputs change and it is processed again.
+    write(pipeline.source.path(), &[object(1, 600, &[minutes(day, 600)]), object(2, 5, &[minutes(day, 1438), minutes(next, 1)]), object(2, 90, &[minutes(day, 1439)])]);
+    let again = pipeline.run(day).await.unwrap();
+    assert!(!again.skipped && again.rows_written == 3, "{again:?}");
+    // After it: the 24th is unchanged, the 25th rejects the row as late.
+    write(pipeline.source.path(), &[object(1, 600, &[minutes(day, 600)]), object(2, 5, &[minutes(day, 1438), minutes(next, 1)]), object(2, 90, &[minutes(day, 1439)]), object(2, 150, &[minutes(day, 1439)])]);
+    assert!(pipeline.run(day).await.unwrap().skipped, "an object after the lateness is not the 24th's");
+    let late = pipeline.run(next).await.unwrap();
+    assert_eq!((late.rows_read, late.rows_written, late.rows_routed, late.rows_rejected), (5, 1, 3, 1));
+    assert_eq!(pipeline.rejected_rows(), BTreeMap::from([(300, "late".to_string())]));
+}
