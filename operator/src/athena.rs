@@ -33,7 +33,7 @@ pub async fn print(args: AthenaDdlArgs) -> anyhow::Result<ExitCode> {
     let pipeline = crate::manifest_file::load(&args.manifest)?;
     let name = pipeline.metadata.name.clone().unwrap_or_default();
     let table = args.table.unwrap_or_else(|| name.replace('-', "_"));
-    let spec = pipeline.spec.pipeline;
+    let spec = pipeline.spec.data_path();
     let checked = validate::check(&spec)?;
     let Location::S3 { .. } = &checked.sink else {
         bail!("Athena reads S3; sink.url is {}", spec.sink.url);
@@ -56,6 +56,14 @@ pub async fn print(args: AthenaDdlArgs) -> anyhow::Result<ExitCode> {
         "a partition's rows appear when it has closed (or at each schedule.openRefreshSeconds)"
     };
     println!("-- Processing mode {mode};\n-- {visible}.");
+    if let (Some(event_time), Some(spec)) = (&checked.event_time, &spec.source.event_time) {
+        let zone = pipeline.spec.schedule.timezone.as_deref().unwrap_or("UTC");
+        println!(
+            "-- Partitioned by event time: year, month and day are the day of `{}` in {zone}, not the directory an event\n\
+             -- arrived in; a day is complete {} after it ends (plus the grace period), events later than that are rejected.",
+            event_time.column, spec.lateness
+        );
+    }
     if spec.sink.format == SinkFormat::Delta {
         // Athena (engine v3) reads a Delta table's columns and partitions from its log.
         println!("-- A Delta Lake table: Athena reads its columns and partitions from the Delta log.");

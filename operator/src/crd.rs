@@ -420,9 +420,13 @@ pub struct PartitionStatus {
     /// Input rows read by the successful Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_read: Option<u64>,
-    /// Input rows rejected as bad.
+    /// Input rows rejected: bad ones, and with event time those late, early or without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_rejected: Option<u64>,
+    /// With event time: input rows read that belong to another partition, which keeps them
+    /// (or, when they are late, the partition of their directory rejects them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_routed: Option<u64>,
     /// Output rows written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_written: Option<u64>,
@@ -506,6 +510,22 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 }
 
 impl EventPipelineSpec {
+    /// The data path as runs read it: event-time partitions are days (or hours) of the
+    /// schedule's time zone.
+    pub fn data_path(&self) -> PipelineSpec {
+        let mut pipeline = self.pipeline.clone();
+        if let Some(event_time) = &mut pipeline.source.event_time {
+            event_time.time_zone.clone_from(&self.schedule.timezone);
+        }
+        pipeline
+    }
+
+    /// How long after a partition's end its rows may still arrive: event time's lateness, zero
+    /// for partitions by directory.
+    pub fn lateness(&self) -> chrono::Duration {
+        self.pipeline.source.event_time.as_ref().and_then(|event_time| event_time.lateness()).unwrap_or_default()
+    }
+
     /// The time between two listings of the source's window: `schedule.pollIntervalSeconds`, or
     /// with S3 event notifications their `listIntervalSeconds`.
     pub fn listing_interval(&self) -> std::time::Duration {

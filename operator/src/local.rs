@@ -86,7 +86,8 @@ struct PartitionOutcome {
 /// Runs the manifest; the exit code is non-zero when any partition failed.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = crate::manifest_file::load(&args.manifest)?.spec;
-    let (mut pipeline, schedule) = (spec.pipeline, spec.schedule);
+    let lateness = spec.lateness();
+    let (mut pipeline, schedule) = (spec.data_path(), spec.schedule);
     if let Some(source) = args.source {
         pipeline.source.url = source;
     }
@@ -102,9 +103,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let now = args.now.unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
     crate::period::time_zone(&schedule).map_err(anyhow::Error::msg)?;
     let source = checked.source.open(pipeline.s3.as_ref(), Retrying::Patiently).await?;
-    let partitions = discovery::discover(&source, &checked.layout)
+    let mut partitions = discovery::discover(&source, &checked.layout)
         .await
         .with_context(|| format!("listing {}", checked.source.url()))?;
+    if let Some(event_time) = &checked.event_time {
+        partitions = event_time.compose(&partitions);
+    }
     if partitions.is_empty() {
         eprintln!(
             "no partitions under {} match the layout {:?}",
@@ -120,7 +124,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut outcomes = Vec::new();
     for (partition, discovered) in partitions {
-        let closes_at = crate::period::closes_at(&partition, &schedule).map_err(anyhow::Error::msg)?;
+        let closes_at = crate::period::closes_at(&partition, &schedule, lateness).map_err(anyhow::Error::msg)?;
         if !mode.is_append() && !args.full && !args.force && now < closes_at {
             let waiting = format!("open until {closes_at}; the transform needs the whole partition ({mode})");
             outcomes.push(PartitionOutcome { partition: partition.to_string(), summary: None, error: None, waiting: Some(waiting), compacted: None });

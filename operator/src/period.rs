@@ -19,8 +19,8 @@ pub fn time_zone(schedule: &ScheduleSpec) -> Result<Tz, String> {
 }
 
 /// When the partition closes: the end of its day (or hour) in the schedule's time zone, plus the
-/// grace period.
-pub fn closes_at(key: &PartitionKey, schedule: &ScheduleSpec) -> Result<Timestamp, String> {
+/// lateness of event-time partitions (zero otherwise), plus the grace period.
+pub fn closes_at(key: &PartitionKey, schedule: &ScheduleSpec, lateness: Duration) -> Result<Timestamp, String> {
     let zone = time_zone(schedule)?;
     let invalid = || format!("partition {key} names no real day");
     let date = NaiveDate::from_ymd_opt(key.year.into(), key.month.into(), key.day.into()).ok_or_else(invalid)?;
@@ -32,7 +32,7 @@ pub fn closes_at(key: &PartitionKey, schedule: &ScheduleSpec) -> Result<Timestam
         .earliest()
         .or_else(|| zone.from_local_datetime(&(end + Duration::hours(1))).earliest())
         .ok_or_else(invalid)?;
-    let closes = end.timestamp_millis() + i64::from(schedule.grace_period_seconds) * 1000;
+    let closes = end.timestamp_millis() + lateness.num_milliseconds() + i64::from(schedule.grace_period_seconds) * 1000;
     Timestamp::from_millisecond(closes).map_err(|e| format!("partition {key}: {e}"))
 }
 
@@ -57,19 +57,21 @@ mod tests {
 
     #[test]
     fn a_day_closes_at_its_end_plus_the_grace_period() {
-        assert_eq!(closes_at(&day(24), &schedule(None, 120)).unwrap().to_string(), "2026-11-25T00:02:00Z");
+        assert_eq!(closes_at(&day(24), &schedule(None, 120), Duration::zero()).unwrap().to_string(), "2026-11-25T00:02:00Z");
         let hour = PartitionKey { hour: Some(23), ..day(24) };
-        assert_eq!(closes_at(&hour, &schedule(None, 0)).unwrap().to_string(), "2026-11-25T00:00:00Z");
+        assert_eq!(closes_at(&hour, &schedule(None, 0), Duration::zero()).unwrap().to_string(), "2026-11-25T00:00:00Z");
     }
 
     #[test]
     fn a_days_end_is_local_to_the_schedules_time_zone() {
-        assert_eq!(closes_at(&day(24), &schedule(Some("Europe/Berlin"), 0)).unwrap().to_string(), "2026-11-24T23:00:00Z");
-        assert_eq!(closes_at(&day(24), &schedule(Some("America/Los_Angeles"), 0)).unwrap().to_string(), "2026-11-25T08:00:00Z");
+        assert_eq!(closes_at(&day(24), &schedule(Some("Europe/Berlin"), 0), Duration::zero()).unwrap().to_string(), "2026-11-24T23:00:00Z");
+        assert_eq!(closes_at(&day(24), &schedule(Some("America/Los_Angeles"), 0), Duration::zero()).unwrap().to_string(), "2026-11-25T08:00:00Z");
         // The day before Berlin's clocks go forward has 24 hours; the change day itself 23.
         let spring = PartitionKey { year: 2026, month: 3, day: 29, hour: None };
-        assert_eq!(closes_at(&spring, &schedule(Some("Europe/Berlin"), 0)).unwrap().to_string(), "2026-03-29T22:00:00Z");
-        assert!(closes_at(&day(24), &schedule(Some("Mars/Olympus"), 0)).unwrap_err().contains("IANA"));
+        assert_eq!(closes_at(&spring, &schedule(Some("Europe/Berlin"), 0), Duration::zero()).unwrap().to_string(), "2026-03-29T22:00:00Z");
+        assert!(closes_at(&day(24), &schedule(Some("Mars/Olympus"), 0), Duration::zero()).unwrap_err().contains("IANA"));
+        let two_hours_late = closes_at(&day(24), &schedule(Some("Europe/Berlin"), 60), Duration::hours(2)).unwrap();
+        assert_eq!(two_hours_late.to_string(), "2026-11-25T01:01:00Z", "an event-time day closes after its lateness");
     }
 
     #[test]

@@ -64,6 +64,19 @@ TBLPROPERTIES (
     assert_eq!(ddl, expected);
 }
 
+/// An event-time sink's partitions are event days: the statement says so, and is otherwise the
+/// same table.
+#[test]
+fn an_event_time_sink_is_partitioned_by_event_day() {
+    let (ok, ddl, stderr) = athena_ddl(&["-f", "examples/user-settings-event-time.yaml"]);
+    assert!(ok, "{stderr}");
+    assert!(ddl.contains("-- Partitioned by event time: year, month and day are the day of `timestamp` in UTC, not the directory"), "{ddl}");
+    assert!(ddl.contains("a day is complete 2h after it ends"), "{ddl}");
+    assert!(ddl.contains("PARTITIONED BY (`year` int, `month` int, `day` int)"), "{ddl}");
+    let (_, by_arrival, _) = athena_ddl(&["-f", "examples/user-settings.yaml"]);
+    assert!(!by_arrival.contains("event time"), "{by_arrival}");
+}
+
 #[test]
 fn the_conversion_example_keeps_its_typed_columns() {
     let (ok, ddl, stderr) = athena_ddl(&["-f", "examples/user-events-parquet.yaml", "--table", "events"]);

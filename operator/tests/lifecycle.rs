@@ -262,6 +262,36 @@ async fn late_file_reprocesses() -> Result<()> {
     Ok(())
 }
 
+/// Event time on the real Job lifecycle: yesterday's last event, filed under today's directory,
+/// is committed in yesterday's output (its object arrived within the lateness of a day) and
+/// counted as routed in today's; each day holds exactly its own events.
+#[tokio::test]
+async fn event_time_days_take_their_rows_from_the_directories_they_were_filed_in() -> Result<()> {
+    let (world, _runner) = world_with_runner("event-time").await?;
+    let (yesterday, today) = (partition(1), partition(0));
+    let midnight = chrono::Utc::now().date_naive().and_hms_opt(0, 0, 0).context("midnight")?.and_utc().timestamp();
+    let object = |rows: &[(i64, i64)]| {
+        let body: String = rows.iter().map(|(id, at)| format!("{id},theme,dark,{at}\n")).collect();
+        format!("id,name,value,timestamp\n{body}").into_bytes()
+    };
+    let s3 = S3Server::get()?;
+    s3.put(&world.bucket, &format!("events/{yesterday}/a.csv"), object(&[(1, midnight - 43_200), (2, midnight - 3_600)])).await?;
+    s3.put(&world.bucket, &format!("events/{today}/b.csv"), object(&[(3, midnight - 30), (4, midnight + 30)])).await?;
+    let (stop, operator, _) = world.start_operator();
+    world.apply_pipeline("by-event-day", json!({"source": {"eventTime": {"column": "timestamp", "lateness": "1d"}}})).await?;
+    let committed = wait_until_committed(&world, "by-event-day", &yesterday, 4).await?;
+    assert_eq!((committed.rows_written, committed.rows_routed, committed.rows_rejected, committed.period), (Some(3), Some(1), Some(0), Some(Period::Open)));
+    let committed = wait_until_committed(&world, "by-event-day", &today, 4).await?;
+    assert_eq!((committed.rows_written, committed.rows_routed), (Some(1), Some(3)), "today reads yesterday's directory for clocks ahead");
+    assert_eq!(query_output(&world, &yesterday, "SELECT id FROM out ORDER BY id").await?, ["1", "2", "3"]);
+    assert_eq!(query_output(&world, &today, "SELECT id FROM out").await?, ["4"]);
+    let manifest = manifest(&world, &yesterday).await?;
+    assert_eq!(manifest.inputs.iter().map(|input| input.path.as_str()).collect::<Vec<_>>(), [format!("{yesterday}/a.csv"), format!("{today}/b.csv")]);
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
 /// A Delta sink on the real Job lifecycle: the first run creates the table, a late file's run
 /// replaces the partition's files in one commit, and the status says what the table holds.
 #[tokio::test]

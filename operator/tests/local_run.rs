@@ -268,6 +268,62 @@ fn a_replayed_firehose_day_reads_each_row_once() {
     assert!(compacted["data"] == whole["data"], "the compacted partition holds other rows than a whole run");
 }
 
+/// Firehose files the 24th's last minute under the 25th. By arrival (the Spark job's way) the
+/// 24th's latest theme is the one of noon and the 25th holds a setting of the 24th; by event time
+/// (`examples/user-settings-event-time.yaml`) each day holds the latest setting of its own events,
+/// as DuckDB reads them back. The README's example.
+#[test]
+fn event_days_hold_their_own_latest_settings_where_arrival_days_do_not() {
+    let source = visible_tempdir();
+    let write = |directory: &str, name: &str, rows: &str, arrived: &str| {
+        let dir = source.path().join(directory);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, format!("id,name,value,timestamp\n{rows}")).unwrap();
+        let arrived: chrono::DateTime<chrono::Utc> = arrived.parse().unwrap();
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(arrived.into()).unwrap();
+    };
+    // 2026-11-24T12:00:00Z, 23:59:30 and 2026-11-25T00:00:30Z.
+    write("year=2026/month=11/day=24", "a.csv", "1,theme,dark,1795521600\n", "2026-11-24T12:05:00Z");
+    write("year=2026/month=11/day=25", "b.csv", "1,theme,light,1795564770\n1,locale,de,1795564830\n", "2026-11-25T00:01:00Z");
+    let theme = |example: &str| {
+        let sink = visible_tempdir();
+        let sink_arg = sink.path().to_str().unwrap();
+        let (ok, outcome) = json_run(&["-f", example, "--source", source.path().to_str().unwrap(), "--sink", sink_arg, "--now", "2026-12-01T00:00:00Z"]);
+        assert!(ok, "{outcome}");
+        duckdb(&format!(
+            r#"
+import duckdb
+for day in (24, 25):
+    print(day, duckdb.sql(f"SELECT settings['theme'], settings['locale'] FROM read_parquet('{sink_arg}/year=2026/month=11/day={{day}}/*.parquet')").fetchall())
+"#
+        ))
+    };
+    assert_eq!(theme("examples/user-settings.yaml"), "24 [('dark', None)]\n25 [('light', 'de')]\n", "by arrival");
+    assert_eq!(theme("examples/user-settings-event-time.yaml"), "24 [('light', None)]\n25 [(None, 'de')]\n", "by event time");
+}
+
+/// The hours around midnight replayed with delays to arrival: by arrival directory the 25th holds
+/// events of the 24th; by event time each day holds exactly its events that arrived within the
+/// lateness, and the others are rejected as late (the script checks it against its own model).
+#[test]
+fn a_replayed_firehose_midnight_splits_by_event_day() {
+    let output = Command::new(python())
+        .arg("scripts/bench/firehose_replay.py")
+        .arg(env!("CARGO_BIN_EXE_eventpipe"))
+        .args(["--midnight", "--events", "400"])
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("by event time (lateness 2h): 2026-11-24 holds ") && !stdout.contains("FAIL"), "{stdout}");
+    let by_arrival = stdout.lines().find(|line| line.starts_with("by arrival: 2026-11-25 holds")).unwrap_or_default();
+    assert!(!by_arrival.contains(" 0 of them of another day"), "Firehose files some of the 24th under the 25th: {stdout}");
+    let late = stdout.lines().find(|line| line.starts_with("by event time") && line.ends_with("rejected as late")).unwrap_or_default();
+    assert!(!late.contains(": 0 events"), "delays of up to 3 hours make some events later than 2 hours: {stdout}");
+}
+
 /// The Python `scripts/test.sh` sets up with `tests/requirements.txt`.
 fn python() -> String {
     std::env::var("EVENTPIPE_PYTHON").expect("EVENTPIPE_PYTHON must name a Python with tests/requirements.txt installed; scripts/test.sh sets it up")

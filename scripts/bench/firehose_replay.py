@@ -1,6 +1,7 @@
 """Replay a Kinesis Data Firehose day into one partition and run `eventpipe run` after each arrival.
 
     firehose_replay.py EVENTPIPE_BIN [--objects N] [--rows-per-object N] [--buffer-seconds S] [--full] [--work DIR]
+    firehose_replay.py EVENTPIPE_BIN --midnight [--events N] [--max-delay-seconds S] [--lateness L] [--work DIR]
 
 Firehose writes a new object into today's partition every buffer interval (default 300 s: 288
 objects a day). For both examples the replay writes the objects one by one, each at its arrival
@@ -16,10 +17,19 @@ day's close compacts; for it the files the closed partition holds are printed to
 Without `--full`, exits non-zero when a conversion (append mode) did not read each row exactly
 once, the aggregation (full mode) did not read the day exactly once, at its close, or the closed
 Delta partition holds more than 2 files.
+
+`--midnight` replays the hours around midnight instead: events from 22:00 on the 24th to 02:00
+on the 25th, each reaching Firehose a random delay after it happened (up to
+`--max-delay-seconds`, seeded), Firehose flushing its buffer every `--buffer-seconds` into the
+directory of the flush time, the object modified then. The conversion runs once by arrival
+directory and once with `source.eventTime` (`--lateness`), after both days closed; it prints
+what each output day holds, and exits non-zero unless, with event time, each day holds exactly
+the events of that day its lateness admits and every other event is rejected as late.
 """
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -85,6 +95,78 @@ def replay(binary, example, objects, rows, buffer_seconds, full, work):
     }
 
 
+def midnight(binary, events, max_delay, buffer_seconds, lateness, work):
+    import random
+    rng = random.Random(2026)
+    start = DAY + timedelta(hours=22)
+    late_by = {"m": 60, "h": 3600, "d": 86400}[lateness[-1]] * int(lateness[:-1])
+    flushes = {}
+    for n in range(events):
+        happened = start + timedelta(seconds=n * 4 * 3600 // events)
+        arrived = happened + timedelta(seconds=rng.randint(0, max_delay))
+        flushed = DAY + timedelta(seconds=-(-int((arrived - DAY).total_seconds()) // buffer_seconds) * buffer_seconds)
+        flushes.setdefault(flushed, []).append((n, happened))
+    source = work / "midnight" / "source"
+    expected = {}
+    for flushed, rows in sorted(flushes.items()):
+        directory = source / flushed.strftime("year=%Y/month=%m/day=%d")
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"firehose-{flushed:%H%M%S}.csv"
+        path.write_text("id,name,value,timestamp\n" + "".join(
+            f"{n},{NAMES[n % len(NAMES)]},v,{int(happened.timestamp())}\n" for n, happened in rows))
+        os.utime(path, (flushed.timestamp(), flushed.timestamp()))
+        for n, happened in rows:
+            own, filed = happened.date(), flushed.date()
+            in_time = own == filed or flushed <= datetime.combine(own + timedelta(days=1), datetime.min.time(), timezone.utc) + timedelta(seconds=late_by)
+            expected[n] = str(own) if in_time else "late"
+    by_event = work / "midnight" / "user-events-event-time.yaml"
+    example = EXAMPLES["conversion"].read_text()
+    assert "\n  sink:" in example
+    by_event.write_text(example.replace("\n  sink:", f"\n    eventTime: {{column: timestamp, lateness: {lateness}}}\n  sink:", 1))
+    closed = DAY + timedelta(days=3)
+    found = {}
+    for name, manifest in (("by arrival", EXAMPLES["conversion"]), (f"by event time (lateness {lateness})", by_event)):
+        sink, rejected = work / "midnight" / name.split(" (")[0].replace(" ", "-"), work / "midnight" / "rejected"
+        shutil.rmtree(rejected, ignore_errors=True)
+        command = [str(binary), "run", "-f", str(manifest), "--source", str(source), "--sink", str(sink),
+                   "--rejected", str(rejected), "--output", "json", "--now", closed.isoformat().replace("+00:00", "Z")]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            sys.exit(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+        held = {}
+        for partition in json.loads(result.stdout)["partitions"]:
+            day = "{}-{}-{}".format(*(part.split("=")[1] for part in partition["partition"].split("/")))
+            files = [str(sink / name) for name in partition.get("files", []) if name.endswith(".parquet")]
+            ids = duckdb_ids(files)
+            held[day] = ids
+            routed = partition.get("rowsRouted", 0)
+            others = sum(1 for n in ids if expected[n] != day)
+            print(f"{name}: {day} holds {len(ids)} events, {others} of them of another day; "
+                  f"{routed} read and routed to another day")
+        late = [json.loads(line)["row"]["id"] for path in rejected.rglob("rejected-*.jsonl")
+                for line in path.read_text().splitlines() if '"row"' in line]
+        print(f"{name}: {len(late)} events rejected as late")
+        found[name] = (held, sorted(late))
+    want = {}
+    for n, day in expected.items():
+        want.setdefault(day, set()).add(n)
+    held, late = found[f"by event time (lateness {lateness})"]
+    failures = [f"{day} holds other events than its own" for day, ids in held.items() if ids != want.get(day, set())]
+    failures += [f"{day}'s events are missing" for day in want if day != "late" and day not in held]
+    if late != sorted(want.get("late", set())):
+        failures.append("the late events rejected are not the events that arrived after the lateness")
+    for failure in failures:
+        print(f"FAIL: {failure}")
+    return not failures
+
+
+def duckdb_ids(files):
+    if not files:
+        return set()
+    import duckdb
+    return {row[0] for row in duckdb.sql(f"SELECT id FROM read_parquet({files!r})").fetchall()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("eventpipe", type=Path)
@@ -93,7 +175,19 @@ def main():
     parser.add_argument("--buffer-seconds", type=int, default=300)
     parser.add_argument("--full", action="store_true", help="process the whole partition after every arrival")
     parser.add_argument("--work", type=Path, help="kept; default: a temporary directory")
+    parser.add_argument("--midnight", action="store_true", help="replay the hours around midnight, by arrival and by event time")
+    parser.add_argument("--events", type=int, default=2000, help="with --midnight: events from 22:00 to 02:00")
+    parser.add_argument("--max-delay-seconds", type=int, default=10800, help="with --midnight: the longest delay to arrival")
+    parser.add_argument("--lateness", default="2h", help="with --midnight: source.eventTime.lateness")
     args = parser.parse_args()
+    if args.midnight:
+        work = args.work or Path(tempfile.mkdtemp(prefix="eventpipe-midnight-"))
+        try:
+            ok = midnight(args.eventpipe, args.events, args.max_delay_seconds, args.buffer_seconds, args.lateness, work)
+        finally:
+            if not args.work:
+                shutil.rmtree(work, ignore_errors=True)
+        sys.exit(0 if ok else 1)
     if args.objects * args.buffer_seconds > 86400:
         sys.exit("the objects must arrive within the day: objects x buffer-seconds <= 86400")
     work = args.work or Path(tempfile.mkdtemp(prefix="eventpipe-replay-"))

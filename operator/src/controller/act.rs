@@ -269,9 +269,10 @@ fn describe(happening: &Happening) -> (EventType, &'static str, About<'_>, Strin
             "Succeeded",
             About::Job { partition, name: job },
             format!(
-                "{partition} committed by Job {job}: {} rows read, {} rejected, {} written, {} bytes in {:.1} s{}",
+                "{partition} committed by Job {job}: {} rows read, {} rejected,{} {} written, {} bytes in {:.1} s{}",
                 s.rows_read,
                 s.rows_rejected,
+                if s.rows_routed > 0 { format!(" {} routed to other days,", s.rows_routed) } else { String::new() },
                 s.rows_written,
                 s.bytes_written,
                 s.seconds,

@@ -71,7 +71,7 @@ pub fn build(pipeline: &EventPipeline, launch: &Launch, policy: &JobPolicy, web_
     let task = Task {
         partition: launch.partition,
         expected_fingerprint: Some(launch.fingerprint.clone()),
-        pipeline: pipeline.spec.pipeline.clone(),
+        pipeline: pipeline.spec.data_path(),
         engine: EngineSettings {
             target_partitions: None,
             memory_limit_mib: memory_limit_mib(&resources),

@@ -5,14 +5,17 @@
 //! a long window costs what its recent days cost. Job events and the operator's own status writes
 //! never list: they reuse what was kept. A failed listing is kept too, for a backoff that doubles.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use eventpipe_transformer::store::discovery;
+use eventpipe_transformer::event_time::EventTime;
+use eventpipe_transformer::layout::PartitionKey;
+use eventpipe_transformer::store::discovery::{self, DiscoveredPartition};
 use eventpipe_transformer::commit::fingerprint::fingerprint;
 use eventpipe_transformer::validate::CheckedPipeline;
 use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::ToSpan;
 use k8s_openapi::jiff::civil::Date;
 use kube::{Client, ResourceExt};
 
@@ -57,8 +60,16 @@ struct Listing {
 /// the last plan.
 struct PrefixListing {
     at: Instant,
-    partitions: Vec<ObservedPartition>,
+    found: Found,
     settled: bool,
+}
+
+/// The source partitions one listing found, with the time its settled objects were modified
+/// at or before (the listing's time minus the grace period).
+#[derive(Clone)]
+struct Found {
+    partitions: discovery::Partitions,
+    settled_before: Timestamp,
 }
 
 /// A listing that failed: why, how many times in a row, and until when it is not tried again.
@@ -81,7 +92,7 @@ impl Listings {
     pub fn note_unfinished(&self, uid: &str, unfinished: &BTreeSet<String>) {
         if let Some(listing) = self.kept.lock().expect("not poisoned").get_mut(uid) {
             for prefix in listing.prefixes.values_mut() {
-                prefix.settled = prefix.partitions.iter().all(|partition| !unfinished.contains(&partition.key.to_string()));
+                prefix.settled = prefix.found.partitions.keys().all(|key| !unfinished.contains(&key.to_string()));
             }
         }
     }
@@ -121,21 +132,53 @@ impl Listings {
             .collect()
     }
 
-    /// Keeps what was just listed, drops prefixes that left the window, and returns the window's
-    /// partitions, oldest first.
-    fn keep(&self, uid: &str, generation: Option<i64>, prefixes: &[Prefix], listed: Vec<(String, Vec<ObservedPartition>)>) -> Vec<ObservedPartition> {
+    /// Keeps what was just listed, drops prefixes that left the window, and returns the
+    /// partitions of every prefix kept, oldest first: the source's, or with event time the
+    /// output partitions composed from them (see [`EventTime::compose`]).
+    fn keep(&self, uid: &str, generation: Option<i64>, prefixes: &[Prefix], listed: Vec<(String, Found)>, event_time: Option<&EventTime>) -> Vec<ObservedPartition> {
         let mut kept = self.kept.lock().expect("not poisoned");
         let listing = kept.entry(uid.to_string()).or_insert_with(|| Listing { generation, prefixes: HashMap::new() });
         if listing.generation != generation {
             *listing = Listing { generation, prefixes: HashMap::new() };
         }
-        for (path, partitions) in listed {
-            listing.prefixes.insert(path, PrefixListing { at: Instant::now(), partitions, settled: false });
+        for (path, found) in listed {
+            listing.prefixes.insert(path, PrefixListing { at: Instant::now(), found, settled: false });
         }
         listing.prefixes.retain(|name, _| prefixes.iter().any(|prefix| prefix.name() == name));
-        let mut partitions: Vec<ObservedPartition> = listing.prefixes.values().flat_map(|prefix| prefix.partitions.iter().cloned()).collect();
-        partitions.sort_by_key(|partition| partition.key);
+        let mut sources = discovery::Partitions::new();
+        let mut settled_before = BTreeMap::new();
+        for prefix in listing.prefixes.values() {
+            sources.extend(prefix.found.partitions.clone());
+            settled_before.extend(prefix.found.partitions.keys().map(|key| (*key, prefix.found.settled_before)));
+        }
+        let partitions = match event_time {
+            Some(event_time) => event_time.compose(&sources),
+            None => sources,
+        };
         partitions
+            .into_iter()
+            .map(|(key, found)| {
+                // Objects of several listings are settled before the oldest listing's cutoff.
+                let read = event_time.map_or_else(|| vec![key], |event_time| event_time.reads(&key));
+                let cutoff = read.iter().filter_map(|source| settled_before.get(source)).min().copied().unwrap_or_else(Timestamp::now);
+                observed(key, &found, cutoff)
+            })
+            .collect()
+    }
+}
+
+/// What the planner sees of a partition's objects, those modified at or before `settled_before`
+/// counting as settled.
+fn observed(key: PartitionKey, found: &DiscoveredPartition, settled_before: Timestamp) -> ObservedPartition {
+    let timestamp = |at: chrono::DateTime<chrono::Utc>| Timestamp::from_millisecond(at.timestamp_millis()).unwrap_or(settled_before);
+    let cutoff = chrono::DateTime::from_timestamp_millis(settled_before.as_millisecond()).unwrap_or_default();
+    let mut modified: Vec<Timestamp> = found.modified.iter().copied().map(timestamp).collect();
+    modified.sort();
+    ObservedPartition {
+        key,
+        fingerprint: fingerprint(&found.inputs),
+        modified,
+        settled: found.settled(cutoff).map(|settled| Settled { fingerprint: fingerprint(&settled.inputs), before: settled_before }),
     }
 }
 
@@ -158,9 +201,13 @@ pub async fn partitions(
     }
     let schedule = &pipeline.spec.schedule;
     let window = Window::of(schedule, now).map_err(Blocked::InvalidSpec)?;
-    let prefixes = window.listing_prefixes(&checked.layout);
+    let event_time = checked.event_time.as_ref();
+    // An event-time day reads the directory of the day before it, and is open for its lateness.
+    let lateness_days = event_time.map_or(0, |event_time| event_time.lateness().num_days() + 1);
+    let prefixes = window.reaching_back(i64::from(event_time.is_some())).listing_prefixes(&checked.layout);
+    let today = window.last.checked_sub(lateness_days.days()).unwrap_or(window.last);
     let every = Intervals { poll: pipeline.spec.listing_interval(), closed_relist: Duration::from_secs(schedule.closed_relist_seconds.into()) };
-    let due = listings.due(&uid, generation, &prefixes, window.last, every, announced);
+    let due = listings.due(&uid, generation, &prefixes, today, every, announced);
     let listed = if due.is_empty() {
         Vec::new()
     } else {
@@ -176,11 +223,11 @@ pub async fn partitions(
             }
         }
     };
-    let partitions = listings.keep(&uid, generation, &prefixes, listed).into_iter().filter(|partition| window.contains(&partition.key)).collect();
+    let partitions = listings.keep(&uid, generation, &prefixes, listed, event_time).into_iter().filter(|partition| window.contains(&partition.key)).collect();
     Ok(Listed { partitions, prefixes_listed: due.len(), looked_in: window.describe(&checked.source.url(), &checked.layout) })
 }
 
-/// Lists each of these prefixes and fingerprints the partitions below it.
+/// Lists each of these prefixes.
 async fn list(
     client: &Client,
     caches: &Caches,
@@ -188,32 +235,17 @@ async fn list(
     checked: &CheckedPipeline,
     prefixes: &[&Prefix],
     now: Timestamp,
-) -> Result<Vec<(String, Vec<ObservedPartition>)>, Blocked> {
+) -> Result<Vec<(String, Found)>, Blocked> {
     let source = caches.s3.open(client, pipeline, &checked.source).await?;
     let grace = i64::from(pipeline.spec.schedule.grace_period_seconds) * 1000;
     let settled_before = Timestamp::from_millisecond(now.as_millisecond() - grace).unwrap_or(now);
-    let cutoff = chrono::DateTime::from_timestamp_millis(settled_before.as_millisecond()).unwrap_or_default();
-    let timestamp = |at: chrono::DateTime<chrono::Utc>| Timestamp::from_millisecond(at.timestamp_millis()).unwrap_or(now);
     let mut listed = Vec::with_capacity(prefixes.len());
     for prefix in prefixes {
         // Every spelling of a directory at once: a partition written in both is one partition.
-        let found = discovery::discover_below(&source, &checked.layout, &prefix.paths)
+        let partitions = discovery::discover_below(&source, &checked.layout, &prefix.paths)
             .await
             .map_err(|e| Blocked::SourceUnavailable(format!("listing {}: {}", checked.source.url(), super::s3::describe(pipeline, e))))?;
-        let partitions = found
-            .into_iter()
-            .map(|(key, found)| {
-                let mut modified: Vec<Timestamp> = found.modified.iter().copied().map(timestamp).collect();
-                modified.sort();
-                ObservedPartition {
-                    key,
-                    fingerprint: fingerprint(&found.inputs),
-                    modified,
-                    settled: found.settled(cutoff).map(|settled| Settled { fingerprint: fingerprint(&settled.inputs), before: settled_before }),
-                }
-            })
-            .collect();
-        listed.push((prefix.name().to_string(), partitions));
+        listed.push((prefix.name().to_string(), Found { partitions, settled_before }));
     }
     Ok(listed)
 }
@@ -244,20 +276,18 @@ mod tests {
         let october = Prefix { paths: vec!["year=2026/month=10/".into()], last_day: "2026-10-31".parse().unwrap() };
         let yesterday = Prefix { paths: vec!["year=2026/month=11/day=23/".into()], last_day: "2026-11-23".parse().unwrap() };
         let prefixes = [october.clone(), yesterday.clone()];
-        let third = ObservedPartition {
-            key: PartitionKey { year: 2026, month: 10, day: 3, hour: None },
-            fingerprint: "f".into(),
-            modified: Vec::new(),
-            settled: None,
-        };
-        let listed = listings.keep("uid", Some(1), &prefixes, vec![(october.name().to_string(), vec![third.clone()]), (yesterday.name().to_string(), Vec::new())]);
-        assert_eq!(listed, std::slice::from_ref(&third));
+        let third = PartitionKey { year: 2026, month: 10, day: 3, hour: None };
+        let settled_before: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        let found = |partitions: Vec<(PartitionKey, DiscoveredPartition)>| Found { partitions: partitions.into_iter().collect(), settled_before };
+        let october_listing = found(vec![(third, object("year=2026/month=10/day=03/a.csv", "2026-10-03T10:00:00Z"))]);
+        let listed = listings.keep("uid", Some(1), &prefixes, vec![(october.name().to_string(), october_listing), (yesterday.name().to_string(), found(Vec::new()))], None);
+        assert_eq!(listed.iter().map(|partition| (partition.key, partition.settled.is_some())).collect::<Vec<_>>(), [(third, true)]);
         let every = Intervals { poll: Duration::ZERO, closed_relist: Duration::from_secs(3600) };
         let due = |generation| listings.due("uid", generation, &prefixes, today, every, &BTreeSet::new()).into_iter().map(|p| p.name().to_string()).collect::<Vec<_>>();
         assert_eq!(due(Some(1)).len(), 2, "not known to be committed yet");
         listings.note_unfinished("uid", &BTreeSet::new());
         assert_eq!(due(Some(1)), [yesterday.name()], "yesterday may still take late files: listed every poll");
-        listings.note_unfinished("uid", &BTreeSet::from([third.key.to_string()]));
+        listings.note_unfinished("uid", &BTreeSet::from([third.to_string()]));
         assert_eq!(due(Some(1)).len(), 2, "work left in October");
         assert_eq!(due(Some(2)).len(), 2, "a new generation lists everything");
         listings.note_unfinished("uid", &BTreeSet::new());
@@ -265,5 +295,47 @@ mod tests {
         let hourly = Intervals { poll: Duration::from_secs(3600), ..every };
         let due_now = listings.due("uid", Some(1), &prefixes, today, hourly, &announced);
         assert_eq!(due_now.iter().map(|p| p.name()).collect::<Vec<_>>(), [october.name()], "an announced object's prefix is listed at once");
+    }
+
+    fn object(path: &str, modified: &str) -> DiscoveredPartition {
+        let input = eventpipe_transformer::task::InputObject { path: path.into(), size: 1, etag: Some(path.into()), modified: None };
+        DiscoveredPartition { inputs: vec![input], modified: vec![modified.parse().unwrap()] }
+    }
+
+    /// With event time the planner sees output days, each with the objects it reads: the 24th
+    /// takes the 25th's object that arrived within the lateness, and its fingerprint is the one
+    /// the run commits for the same objects.
+    #[test]
+    fn event_time_days_are_composed_from_the_directories_they_read() {
+        let listings = Listings::default();
+        let day = |day: u8| PartitionKey { year: 2026, month: 11, day, hour: None };
+        let prefix = |day: u8| Prefix { paths: vec![format!("year=2026/month=11/day={day}/")], last_day: format!("2026-11-{day}").parse().unwrap() };
+        let prefixes = [prefix(24), prefix(25)];
+        let settled_before: Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
+        let found = |key: PartitionKey, object: DiscoveredPartition| Found { partitions: [(key, object)].into_iter().collect(), settled_before };
+        let in_time = object("year=2026/month=11/day=25/a.csv", "2026-11-25T01:00:00Z");
+        let listed = vec![
+            (prefixes[0].name().to_string(), found(day(24), object("year=2026/month=11/day=24/b.csv", "2026-11-24T10:00:00Z"))),
+            (prefixes[1].name().to_string(), found(day(25), in_time.clone())),
+        ];
+        let source = eventpipe_transformer::spec::SourceSpec {
+            schema: vec![eventpipe_transformer::spec::Column {
+                name: "ts".into(),
+                data_type: eventpipe_transformer::spec::ColumnType::Timestamp,
+                nullable: true,
+                unit: None,
+                format: None,
+            }],
+            event_time: Some(eventpipe_transformer::spec::EventTimeSpec { column: "ts".into(), lateness: "2h".into(), time_zone: None }),
+            ..Default::default()
+        };
+        let layout = eventpipe_transformer::layout::Layout::parse(&source.layout).unwrap();
+        let event_time = EventTime::of(&source, &layout).unwrap().unwrap();
+        let observed = listings.keep("uid", Some(1), &prefixes, listed, Some(&event_time));
+        assert_eq!(observed.iter().map(|partition| partition.key).collect::<Vec<_>>(), [day(24), day(25), day(26)], "the 26th reads the 25th's object for clocks ahead");
+        let composed = event_time.compose(&[(day(24), object("year=2026/month=11/day=24/b.csv", "2026-11-24T10:00:00Z")), (day(25), in_time)].into_iter().collect());
+        assert_eq!(observed[0].fingerprint, fingerprint(&composed[&day(24)].inputs));
+        assert_eq!(composed[&day(24)].inputs.len(), 2, "the 24th reads both objects");
+        assert_eq!(observed[0].modified.len(), 2);
     }
 }

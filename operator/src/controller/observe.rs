@@ -123,8 +123,9 @@ pub async fn check_spec(caches: &Caches, policy: &JobPolicy, reach: &S3Allowance
     }
     let spec = &pipeline.spec;
     let result = async {
-        let checked = validate::check(&spec.pipeline)?;
-        let mode = validate::check_sql(&spec.pipeline, &checked.layout).await?;
+        let data_path = spec.data_path();
+        let checked = validate::check(&data_path)?;
+        let mode = validate::check_sql(&data_path, &checked.layout).await?;
         Ok::<_, eventpipe_transformer::error::Error>((checked, mode))
     }
     .await

@@ -76,7 +76,7 @@ async fn reconcile_pipeline(pipeline: &EventPipeline, ctx: &Context) -> Result<(
     let previous = pipeline.status.clone().unwrap_or_default();
     let name = pipeline.name_any();
     let uid = pipeline.uid().unwrap_or_default();
-    let spec_hash = spec_hash(&pipeline.spec.pipeline);
+    let spec_hash = spec_hash(&pipeline.spec.data_path());
     let annotation = |key: &str| pipeline.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str);
     let (jobs, vacuums) = observe::jobs(&ctx.client, &ctx.stores, pipeline, &previous).await?;
     let checked = observe::check_spec(&ctx.caches, &ctx.job_policy, &ctx.s3_allowances, pipeline).await;

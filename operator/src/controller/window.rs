@@ -63,6 +63,12 @@ impl Window {
         Ok(Self { first, last })
     }
 
+    /// The window starting `days` earlier: what must be listed to see the directories its
+    /// first days read.
+    pub fn reaching_back(&self, days: i64) -> Self {
+        Self { first: self.first.checked_sub(days.days()).unwrap_or(self.first), last: self.last }
+    }
+
     /// What a listing of the window looks at, for messages: `s3://b/events/ from 2026-11-22 to
     /// 2026-11-28 (layout year={year}/month={month}/day={day}/)`.
     pub fn describe(&self, source_url: &str, layout: &Layout) -> String {

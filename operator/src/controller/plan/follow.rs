@@ -229,6 +229,7 @@ pub(super) fn take_counts(entry: &mut PartitionStatus, committed: &Summary) {
     }
     entry.rows_read = Some(committed.rows_read);
     entry.rows_rejected = Some(committed.rows_rejected);
+    entry.rows_routed = (committed.rows_routed > 0).then_some(committed.rows_routed);
     entry.rows_written = Some(committed.rows_written);
     entry.bytes_written = Some(committed.bytes_written);
 }

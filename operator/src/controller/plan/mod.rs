@@ -206,7 +206,7 @@ pub fn plan(observation: &Observation<'_>) -> Plan {
             retried += 1;
         }
         // A valid spec has a valid time zone; a partition whose close cannot be computed counts as closed.
-        let closes_at = period::closes_at(&partition.key, &spec.schedule).unwrap_or(now);
+        let closes_at = period::closes_at(&partition.key, &spec.schedule, spec.lateness()).unwrap_or(now);
         entry.period = Some(if now < closes_at { Period::Open } else { Period::Closed });
         compact_if_due(&mut entry, observation);
         if matches!(entry.state, PartitionState::Pending | PartitionState::Settling | PartitionState::Open) {
