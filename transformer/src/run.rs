@@ -274,12 +274,19 @@ struct RowsRead {
     /// Rows another event-time partition keeps or rejects: of other directories' objects, bad
     /// ones included.
     routed: u64,
+    /// The bad rows among them: their own directory's run rejects them.
+    routed_bad: u64,
     /// Rows rejected for their event time, and those rows with their reasons.
     rejected_by_time: u64,
     rejected_rows: Option<DataFrame>,
 }
 
 impl RowsRead {
+    /// The rows of a partition by directory: all of them its own.
+    fn of_partition(accepted: u64, bad: Option<Arc<BadRows>>) -> Self {
+        Self { accepted, bad, routed: 0, routed_bad: 0, rejected_by_time: 0, rejected_rows: None }
+    }
+
     fn bad_count(&self) -> u64 {
         self.bad.as_ref().map_or(0, |bad| bad.count())
     }
@@ -365,7 +372,7 @@ impl Run<'_> {
         self.discard_own_files().await?;
         let scratch = scratch_dir(self.task)?;
         let (output, rows) = self.transform(&objects, &columns, Some(scratch.path())).await?;
-        if rows.bad_count() == 0 && rows.routed == 0 {
+        if rows.bad_count() == 0 && rows.routed_bad == 0 {
             // Every row is well-formed: the failure was not about the input rows.
             return Err(error);
         }
@@ -414,16 +421,16 @@ impl Run<'_> {
         let frame = engine.transform(&pipeline.transform.sql, &self.task.partition).await?;
         let reads_once = crate::query::row_count::reads_events_once(frame.logical_plan())?;
         let output = writer::write(frame, self.partition.sink, self.partition.directory, self.run_id, pipeline.sink.compression, engine.writers()).await?;
-        let accepted = match output.scanned_rows {
-            Some(accepted) if reads_once => accepted,
+        let rows = match output.scanned_rows {
+            Some(accepted) if reads_once => RowsRead::of_partition(accepted, bad),
             _ => {
                 let bad = collector("bad-rows-of-count.jsonl")?;
                 engine.register_csv_events(self.source, objects, csv, columns, &self.task.partition, handling(&bad))?;
                 let accepted = engine.context().table(crate::query::engine::EVENTS_TABLE).await?.count().await? as u64;
-                return Ok((output, RowsRead { accepted, bad, routed: 0, rejected_by_time: 0, rejected_rows: None }));
+                RowsRead::of_partition(accepted, bad)
             }
         };
-        Ok((output, RowsRead { accepted, bad, routed: 0, rejected_by_time: 0, rejected_rows: None }))
+        Ok((output, rows))
     }
 
     /// [`Self::transform`] for an event-time partition: `events` holds the rows it keeps. The rows
@@ -460,7 +467,8 @@ impl Run<'_> {
             by_fate.extend((0..batch.num_rows()).map(|row| (names.value(row).to_string(), rows.value(row) as u64)));
         }
         let rows_of = |fate: Fate| by_fate.iter().filter(|(name, _)| name == fate.name()).map(|(_, rows)| rows).sum::<u64>();
-        let routed = rows_of(Fate::Routed) + routed_bad.as_ref().map_or(0, |bad| bad.count());
+        let routed_bad = routed_bad.as_ref().map_or(0, |bad| bad.count());
+        let routed = rows_of(Fate::Routed) + routed_bad;
         let rejected_by_time = Fate::REJECTED.into_iter().map(rows_of).sum();
         let rejected_rows = (rejected_by_time > 0)
             .then(|| {
@@ -470,7 +478,7 @@ impl Run<'_> {
                 Ok::<_, Error>(register_again.filter(col(FATE_COLUMN).in_list(rejected, false))?.select(vec![col(FATE_COLUMN).alias("reason"), named_struct(fields).alias("row")])?)
             })
             .transpose()?;
-        Ok((output, RowsRead { accepted: rows_of(Fate::Kept), bad, routed, rejected_by_time, rejected_rows }))
+        Ok((output, RowsRead { accepted: rows_of(Fate::Kept), bad, routed, routed_bad, rejected_by_time, rejected_rows }))
     }
 
     /// Uploads the rejected rows as JSON lines below the rejected-rows location: the `bad` rows,

@@ -282,3 +282,25 @@ async fn rows_filed_under_the_next_day_belong_to_their_own() {
     assert_eq!((late.rows_read, late.rows_written, late.rows_routed, late.rows_rejected), (5, 1, 3, 1));
     assert_eq!(pipeline.rejected_rows(), BTreeMap::from([(300, "late".to_string())]));
 }
+
+/// A bad row belongs to its directory: under `policy: fail` the run of its own day fails naming
+/// it; the day before, which reads the object for its in-time rows, counts it as routed.
+#[tokio::test]
+async fn a_bad_row_fails_only_the_run_of_its_own_directory() {
+    let pipeline = Pipeline::new("2h");
+    let (day, next) = (date(1), date(2));
+    let minute = (start(next) - start(date(0))).num_minutes() - 1;
+    write(pipeline.source.path(), &[
+        Object { directory: 1, arrival_minutes: 600, rows: vec![Row::At(Some(minute - 600))] },
+        Object { directory: 2, arrival_minutes: 5, rows: vec![Row::At(Some(minute)), Row::Bad] },
+    ]);
+    let fail = |day| {
+        let mut task = pipeline.task(day);
+        task.pipeline.bad_records.policy = BadRecordPolicy::Fail;
+        task
+    };
+    let summary = eventpipe_transformer::run::run(&fail(day)).await.unwrap();
+    assert_eq!((summary.rows_read, summary.rows_written, summary.rows_routed, summary.rows_rejected), (3, 2, 1, 0));
+    let error = eventpipe_transformer::run::run(&fail(next)).await.unwrap_err().to_string();
+    assert!(error.contains("object-1.csv") && error.contains("line 3"), "{error}");
+}
