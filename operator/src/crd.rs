@@ -42,6 +42,9 @@ use crate::pod_settings::PodSettings;
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.schedule) || !has(self.schedule.startDate) || timestamp(self.schedule.startDate + 'T00:00:00Z') >= timestamp('1970-01-01T00:00:00Z')"
 ).message("schedule.startDate must be a real day, YYYY-MM-DD, from 1970 on"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.source.eventTime) || int(self.source.eventTime.lateness.substring(0, size(self.source.eventTime.lateness) - 1)) * (self.source.eventTime.lateness.endsWith('d') ? 1440 : (self.source.eventTime.lateness.endsWith('h') ? 60 : 1)) <= 10080"
+).message("source.eventTime.lateness must be at most 7d (168h, 10080m)"))]
 #[serde(rename_all = "camelCase")]
 pub struct EventPipelineSpec {
     /// The data path: source, transform, sink, bad-record policy and S3 settings.

@@ -29,7 +29,7 @@ async fn the_examples_are_accepted_with_defaults_filled_in() {
     let cluster_example = example("cluster/user-settings-localstack.yaml");
     let cluster_namespace = env.namespace("cluster-example").await.unwrap();
     pipelines(env.client().unwrap(), &cluster_namespace).create(&PostParams::default(), &cluster_example).await.unwrap();
-    for name in ["user-settings.yaml", "user-events-parquet.yaml", "user-events-delta.yaml"] {
+    for name in ["user-settings.yaml", "user-events-parquet.yaml", "user-events-delta.yaml", "user-settings-event-time.yaml"] {
         let created = api.create(&PostParams::default(), &example(name)).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let spec = &created.data["spec"];
         assert_eq!(spec["source"]["layout"], "year={year}/month={month}/day={day}/", "{name}");
@@ -75,6 +75,9 @@ async fn bad_specs_are_refused_naming_the_field() {
         (json!({"execution": {"imagePullPolicy": "Sometimes"}}), "spec.execution.imagePullPolicy"),
         (json!({"sink": {"format": "delta", "delta": {"retentionHours": 4_294_967_296u64}}}), "spec.sink.delta.retentionHours"),
         (json!({"execution": {"ttlSecondsAfterFinished": 4_294_967_296u64}}), "spec.execution.ttlSecondsAfterFinished"),
+        (json!({"source": {"schema": [column(json!({"type": "timestamp"}))], "eventTime": {"column": "c", "lateness": "8d"}}}), "at most 7d"),
+        (json!({"source": {"schema": [column(json!({"type": "timestamp"}))], "eventTime": {"column": "c", "lateness": "169h"}}}), "at most 7d"),
+        (json!({"source": {"schema": [column(json!({"type": "timestamp"}))], "eventTime": {"column": "c", "lateness": "2 h"}}}), "spec.source.eventTime.lateness"),
     ];
     for (index, (change, expected)) in cases.into_iter().enumerate() {
         let mut object = example("user-events-parquet.yaml");

@@ -85,7 +85,7 @@ pub struct EventTimeSpec {
     pub column: String,
     /// How long after a partition's end its rows may still arrive: a number and a unit, `m`
     /// (minutes), `h` (hours) or `d` (days), at most 7 days; e.g. `2h`.
-    #[schemars(regex(pattern = r"^[0-9]{1,5}[mhd]$"))]
+    #[schemars(length(max = 6), regex(pattern = r"^[0-9]{1,5}[mhd]$"))]
     pub lateness: String,
     /// The time zone the partitions' days and hours are in: the schedule's, filled in by the
     /// operator; UTC when absent.
