@@ -8,8 +8,9 @@
 #   BENCH_ROWS     rows to generate (default 10000000; e.g. 200000 for a smoke run)
 #   BENCH_RUNS     runs per job and engine; the median wall time is reported (default 3)
 #   BENCH_ENGINES  comma list of eventpipe,polars,duckdb (default: all three)
-#   BENCH_JOBS     comma list of convert,convert-delta,aggregate (default: all three;
-#                  convert-delta is the conversion into a Delta table, eventpipe only)
+#   BENCH_JOBS     comma list of convert,convert-delta,convert-event-time,aggregate (default:
+#                  all four; convert-delta is the conversion into a Delta table,
+#                  convert-event-time the conversion by event day, both eventpipe only)
 #   BENCH_SEED     generator seed (default 42)
 #   EVENTPIPE_BIN  binary to time (default target/release/eventpipe, built if missing)
 #   EVENTPIPE_CACHE  cache root for the venv, the data and raw results
@@ -27,7 +28,7 @@ FILES=8
 SEED=${BENCH_SEED:-42}
 RUNS=${BENCH_RUNS:-3}
 ENGINES=${BENCH_ENGINES:-eventpipe,polars,duckdb}
-JOBS=${BENCH_JOBS:-convert,convert-delta,aggregate}
+JOBS=${BENCH_JOBS:-convert,convert-delta,convert-event-time,aggregate}
 DEFAULT_BIN=$REPO/target/release/eventpipe
 EVENTPIPE_BIN=$(realpath -m "${EVENTPIPE_BIN:-$DEFAULT_BIN}")
 THREADS=2
@@ -37,6 +38,7 @@ FAILED=0
 declare -A PIPELINE=(
   [convert]=examples/user-events-parquet.yaml
   [convert-delta]=examples/user-events-delta.yaml
+  [convert-event-time]=examples/user-events-event-time.yaml
   [aggregate]=examples/user-settings.yaml
 )
 
@@ -164,8 +166,9 @@ run_all() {
     warn_if_busy
     for job in "${JOB_LIST[@]}"; do
       for engine in "${ENGINE_LIST[@]}"; do
-        # Polars and DuckDB have no Delta writer here: the Delta job is eventpipe's against itself.
-        [[ $job == convert-delta && $engine != eventpipe ]] && continue
+        # Polars and DuckDB have no Delta writer here, nor event-time partitions: those jobs are
+        # eventpipe's against its own conversion.
+        [[ $job =~ ^convert-(delta|event-time)$ && $engine != eventpipe ]] && continue
         run_once "$engine" "$job" "$run"
       done
     done

@@ -46,6 +46,7 @@ EXAMPLES = {
     "conversion-delta": REPO / "examples" / "user-events-delta.yaml",
     "aggregation": REPO / "examples" / "user-settings.yaml",
 }
+BY_EVENT_DAY = REPO / "examples" / "user-events-event-time.yaml"
 NAMES = ["theme", "locale", "font_size", "notifications", "autoplay", "data_saver", "timezone"]
 
 
@@ -120,9 +121,7 @@ def midnight(binary, events, max_delay, buffer_seconds, lateness, work):
             in_time = own == filed or flushed <= datetime.combine(own + timedelta(days=1), datetime.min.time(), timezone.utc) + timedelta(seconds=late_by)
             expected[n] = str(own) if in_time else "late"
     by_event = work / "midnight" / "user-events-event-time.yaml"
-    example = EXAMPLES["conversion"].read_text()
-    assert "\n  sink:" in example
-    by_event.write_text(example.replace("\n  sink:", f"\n    eventTime: {{column: timestamp, lateness: {lateness}}}\n  sink:", 1))
+    by_event.write_text(BY_EVENT_DAY.read_text().replace("lateness: 2h", f"lateness: {lateness}"))
     closed = DAY + timedelta(days=3)
     found = {}
     for name, manifest in (("by arrival", EXAMPLES["conversion"]), (f"by event time (lateness {lateness})", by_event)):
