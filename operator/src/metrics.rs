@@ -41,10 +41,28 @@ pub struct PipelineLabels {
 pub enum RowKind {
     /// Input rows read.
     Read,
-    /// Input rows left out as bad.
+    /// Input rows left out as bad, or rejected for their event time.
     Rejected,
+    /// With event time: input rows read that another partition keeps (or rejects); each row is
+    /// read by up to three days, so `Read` counts it up to three times and `Routed` the others.
+    Routed,
     /// Output rows written.
     Written,
+}
+
+impl RowKind {
+    /// Every kind.
+    pub const ALL: [RowKind; 4] = [RowKind::Read, RowKind::Rejected, RowKind::Routed, RowKind::Written];
+
+    /// How many rows of this kind a run handled.
+    pub fn of(&self, run: &eventpipe_transformer::task::RunRows) -> u64 {
+        match self {
+            RowKind::Read => run.read,
+            RowKind::Rejected => run.rejected,
+            RowKind::Routed => run.routed,
+            RowKind::Written => run.written,
+        }
+    }
 }
 
 /// Labels of the row counter.
@@ -155,7 +173,7 @@ impl Metrics {
             family.remove(labels);
         }
         self.lag_seconds.remove(labels);
-        for kind in [RowKind::Read, RowKind::Rejected, RowKind::Written] {
+        for kind in RowKind::ALL {
             self.rows.remove(&RowLabels { namespace: labels.namespace.clone(), pipeline: labels.pipeline.clone(), kind });
         }
         for outcome in [NotificationOutcome::Partition, NotificationOutcome::Ignored, NotificationOutcome::Unreadable] {

@@ -277,7 +277,7 @@ async fn event_time_days_take_their_rows_from_the_directories_they_were_filed_in
     let s3 = S3Server::get()?;
     s3.put(&world.bucket, &format!("events/{yesterday}/a.csv"), object(&[(1, midnight - 43_200), (2, midnight - 3_600)])).await?;
     s3.put(&world.bucket, &format!("events/{today}/b.csv"), object(&[(3, midnight - 30), (4, midnight + 30)])).await?;
-    let (stop, operator, _) = world.start_operator();
+    let (stop, operator, port) = world.start_operator();
     world.apply_pipeline("by-event-day", json!({"source": {"eventTime": {"column": "timestamp", "lateness": "1d"}}})).await?;
     let committed = wait_until_committed(&world, "by-event-day", &yesterday, 4).await?;
     assert_eq!((committed.rows_written, committed.rows_routed, committed.rows_rejected, committed.period), (Some(3), Some(1), Some(0), Some(Period::Open)));
@@ -287,6 +287,9 @@ async fn event_time_days_take_their_rows_from_the_directories_they_were_filed_in
     assert_eq!(query_output(&world, &today, "SELECT id FROM out").await?, ["4"]);
     let manifest = manifest(&world, &yesterday).await?;
     assert_eq!(manifest.inputs.iter().map(|input| input.path.as_str()).collect::<Vec<_>>(), [format!("{yesterday}/a.csv"), format!("{today}/b.csv")]);
+    let metrics = support::http_get(port, "/metrics").await?;
+    let routed = metrics.lines().find(|line| line.starts_with("eventpipe_rows_total{") && line.contains("kind=\"Routed\""));
+    assert!(routed.is_some_and(|line| line.ends_with(" 4")), "1 row routed by yesterday's run, 3 by today's: {routed:?}");
     drop(stop);
     operator.await?;
     Ok(())

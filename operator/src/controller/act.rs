@@ -235,8 +235,8 @@ fn count(ctx: &Context, labels: &PipelineLabels, happening: &Happening) {
         Happening::Succeeded { summary, .. } => {
             metrics.partitions_processed.get_or_create(labels).inc();
             if let Some(summary) = summary {
-                let run = summary.by_run;
-                for (kind, rows) in [(RowKind::Read, run.read), (RowKind::Rejected, run.rejected), (RowKind::Written, run.written)] {
+                for kind in RowKind::ALL {
+                    let rows = kind.of(&summary.by_run);
                     let row_labels = RowLabels { namespace: labels.namespace.clone(), pipeline: labels.pipeline.clone(), kind };
                     metrics.rows.get_or_create(&row_labels).inc_by(rows);
                 }
