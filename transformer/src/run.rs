@@ -1,6 +1,9 @@
 //! One transformer run: one partition from CSV to committed Parquet.
 //!
-//! 1. The partition is listed; its input fingerprint and the spec hash identify the output.
+//! 1. The partition is listed; its input fingerprint and the spec hash identify the output. An
+//!    event-time partition's objects come from the directories it reads (see
+//!    [`crate::event_time`]); its `events` holds the rows whose event time falls in it, the others
+//!    are counted as routed or rejected.
 //! 2. If the committed manifest has both and every file it lists is there, nothing is converted.
 //!    In append mode (see [`crate::query::mode`]), when the committed output was made with this spec
 //!    from objects that are all still there unchanged, only the objects it lacks are converted:
@@ -20,6 +23,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use datafusion::error::DataFusionError;
+use datafusion::prelude::DataFrame;
+use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -33,15 +39,9 @@ use crate::csv::decoder::BadRowHandling;
 use crate::query::engine::{Engine, is_gzip};
 use crate::error::{Error, Result};
 use crate::event_time::{EventTime, Fate};
-use crate::query::engine::{FATE_COLUMN, FateGroup};
+use crate::query::engine::FateGroup;
+use crate::query::fates::{self, FateCounts};
 use crate::store::discovery::DiscoveredPartition;
-use datafusion::arrow::array::AsArray;
-use datafusion::error::DataFusionError;
-use datafusion::functions::core::expr_fn::named_struct;
-use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::logical_expr::Expr;
-use datafusion::prelude::{DataFrame, col, ident, lit};
-use futures::StreamExt;
 use crate::commit::fingerprint::{fingerprint, spec_hash};
 use crate::commit::manifest::{self, Manifest, ManifestColumn, ManifestFile};
 use crate::query::mode::Mode;
@@ -457,28 +457,21 @@ impl Run<'_> {
         let frame = engine.transform(&pipeline.transform.sql, partition).await?;
         let output = writer::write(frame, self.partition.sink, self.partition.directory, self.run_id, pipeline.sink.compression, engine.writers()).await?;
         let (bad, routed_bad) = (collector("bad-rows-of-count.jsonl")?, collector("routed-bad-rows-of-count.jsonl")?);
-        let fates = register(&bad, &routed_bad)?;
-        let counts = fates.clone().aggregate(vec![col(FATE_COLUMN)], vec![count(lit(1)).alias("rows")])?.collect().await?;
-        let mut by_fate: Vec<(String, u64)> = Vec::new();
-        for batch in &counts {
-            let names = datafusion::arrow::compute::cast(batch.column(0), &datafusion::arrow::datatypes::DataType::Utf8).map_err(DataFusionError::from)?;
-            let names = names.as_string::<i32>();
-            let rows = batch.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-            by_fate.extend((0..batch.num_rows()).map(|row| (names.value(row).to_string(), rows.value(row) as u64)));
-        }
-        let rows_of = |fate: Fate| by_fate.iter().filter(|(name, _)| name == fate.name()).map(|(_, rows)| rows).sum::<u64>();
+        let counts = FateCounts::of(register(&bad, &routed_bad)?).await?;
         let routed_bad = routed_bad.as_ref().map_or(0, |bad| bad.count());
-        let routed = rows_of(Fate::Routed) + routed_bad;
-        let rejected_by_time = Fate::REJECTED.into_iter().map(rows_of).sum();
-        let rejected_rows = (rejected_by_time > 0)
-            .then(|| {
-                let rejected: Vec<Expr> = Fate::REJECTED.into_iter().map(|fate| lit(fate.name())).collect();
-                let fields = columns.iter().flat_map(|column| [lit(column.name()), ident(column.name())]).collect();
-                let register_again = register(&collector("bad-rows-of-rejected.jsonl")?, &collector("routed-bad-rows-of-rejected.jsonl")?)?;
-                Ok::<_, Error>(register_again.filter(col(FATE_COLUMN).in_list(rejected, false))?.select(vec![col(FATE_COLUMN).alias("reason"), named_struct(fields).alias("row")])?)
-            })
-            .transpose()?;
-        Ok((output, RowsRead { accepted: rows_of(Fate::Kept), bad, routed, routed_bad, rejected_by_time, rejected_rows }))
+        let rejected_rows = match counts.rejected() {
+            0 => None,
+            _ => Some(fates::rejected_rows(register(&collector("bad-rows-of-rejected.jsonl")?, &collector("routed-bad-rows-of-rejected.jsonl")?)?, columns)?),
+        };
+        let rows = RowsRead {
+            accepted: counts.rows(Fate::Kept),
+            bad,
+            routed: counts.rows(Fate::Routed) + routed_bad,
+            routed_bad,
+            rejected_by_time: counts.rejected(),
+            rejected_rows,
+        };
+        Ok((output, rows))
     }
 
     /// Uploads the rejected rows as JSON lines below the rejected-rows location: the `bad` rows,
