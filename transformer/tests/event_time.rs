@@ -181,11 +181,14 @@ impl Pipeline {
             .collect()
     }
 
-    /// Every rejected row, by id, with its reason (`bad` for rows that are not rows).
+    /// Every rejected row of the days the tests run, by id, with its reason (`bad` for rows that
+    /// are not rows).
     fn rejected_rows(&self) -> BTreeMap<i64, String> {
         let mut rejected = BTreeMap::new();
-        for entry in walk(self.rejected.path()) {
-            for line in std::fs::read_to_string(entry).unwrap().lines() {
+        let directories = (-2..=3).map(|offset| self.rejected.path().join(key(date(offset)).sink_path()));
+        let files = directories.filter_map(|dir| std::fs::read_dir(dir).ok()).flatten().map(|entry| entry.unwrap().path());
+        for file in files {
+            for line in std::fs::read_to_string(file).unwrap().lines() {
                 let json: serde_json::Value = serde_json::from_str(line).unwrap();
                 let (id, reason) = match json.get("row") {
                     Some(row) => (row["id"].as_i64().unwrap(), json["reason"].as_str().unwrap().to_string()),
@@ -196,19 +199,6 @@ impl Pipeline {
         }
         rejected
     }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 fn runtime() -> tokio::runtime::Runtime {
