@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::SystemTime;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
 use eventpipe_transformer::layout::PartitionKey;
 use eventpipe_transformer::spec::{BadRecordPolicy, Column, ColumnType, EventTimeSpec, TimestampUnit};
 use eventpipe_transformer::task::{Summary, Task};
@@ -19,11 +20,42 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 use tempfile::TempDir;
 
-/// The first day of the generated directories.
-const FIRST_DAY: (i32, u32, u32) = (2026, 11, 23);
+/// The days of the generated directories: from `first`, local to `zone`.
+#[derive(Clone, Copy, Debug)]
+struct Calendar {
+    first: NaiveDate,
+    zone: Tz,
+}
+
+/// UTC from 2026-11-23; the calendars with a daylight-saving change in their first days.
+const UTC: Calendar = Calendar { first: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(), zone: Tz::UTC };
+const CALENDARS: [Calendar; 3] = [
+    UTC,
+    Calendar { first: NaiveDate::from_ymd_opt(2026, 3, 28).unwrap(), zone: Tz::Europe__Berlin },
+    Calendar { first: NaiveDate::from_ymd_opt(2026, 10, 31).unwrap(), zone: Tz::America__New_York },
+];
+
+impl Calendar {
+    fn date(&self, offset: i64) -> NaiveDate {
+        self.first + Duration::days(offset)
+    }
+
+    /// Local midnight.
+    fn start(&self, date: NaiveDate) -> DateTime<Utc> {
+        self.zone.from_local_datetime(&date.and_hms_opt(0, 0, 0).unwrap()).earliest().unwrap().to_utc()
+    }
+
+    fn end(&self, date: NaiveDate) -> DateTime<Utc> {
+        self.start(date + Duration::days(1))
+    }
+
+    fn day_of(&self, at: DateTime<Utc>) -> NaiveDate {
+        at.with_timezone(&self.zone).date_naive()
+    }
+}
 
 fn date(offset: i64) -> NaiveDate {
-    NaiveDate::from_ymd_opt(FIRST_DAY.0, FIRST_DAY.1, FIRST_DAY.2).unwrap() + Duration::days(offset)
+    UTC.date(offset)
 }
 
 fn key(date: NaiveDate) -> PartitionKey {
@@ -32,7 +64,7 @@ fn key(date: NaiveDate) -> PartitionKey {
 }
 
 fn start(date: NaiveDate) -> DateTime<Utc> {
-    date.and_hms_opt(0, 0, 0).unwrap().and_utc()
+    UTC.start(date)
 }
 
 /// The user-event columns with a nullable event time.
@@ -42,9 +74,9 @@ fn columns() -> Vec<Column> {
     columns
 }
 
-/// One object: its directory (days after [`FIRST_DAY`]), when it arrived (minutes after its
-/// directory's start) and its rows: an event time in minutes after [`FIRST_DAY`] (or none), or a
-/// bad row.
+/// One object: its directory (days after the calendar's first), when it arrived (minutes after its
+/// directory's start) and its rows: an event time in minutes after the first day's start (or
+/// none), or a bad row.
 #[derive(Clone, Debug)]
 struct Object {
     directory: i64,
@@ -71,17 +103,17 @@ struct Expected {
     rejected: BTreeMap<i64, String>,
 }
 
-fn model(objects: &[Object], lateness: Duration) -> Expected {
+fn model(calendar: Calendar, objects: &[Object], lateness: Duration) -> Expected {
     let reads = |output: NaiveDate, directory: NaiveDate, arrived: DateTime<Utc>| {
-        let reach = start(output) + Duration::days(1) + lateness;
+        let reach = calendar.end(output) + lateness;
         output == directory
             || (output == directory + Duration::days(1) && arrived <= reach)
-            || (output < directory && start(directory) <= reach && arrived <= reach)
+            || (output < directory && calendar.start(directory) <= reach && arrived <= reach)
     };
     let mut expected = Expected::default();
     for (object_index, object) in objects.iter().enumerate() {
-        let directory = date(object.directory);
-        let arrived = start(directory) + Duration::minutes(object.arrival_minutes);
+        let directory = calendar.date(object.directory);
+        let arrived = calendar.start(directory) + Duration::minutes(object.arrival_minutes);
         for (row_index, row) in object.rows.iter().enumerate() {
             let id = id(object_index, row_index);
             let event = match row {
@@ -93,9 +125,9 @@ fn model(objects: &[Object], lateness: Duration) -> Expected {
                     expected.rejected.insert(id, "no event time".into());
                     continue;
                 }
-                Row::At(Some(minutes)) => start(date(0)) + Duration::minutes(*minutes),
+                Row::At(Some(minutes)) => calendar.start(calendar.first) + Duration::minutes(*minutes),
             };
-            let owner = event.date_naive();
+            let owner = calendar.day_of(event);
             if reads(owner, directory, arrived) {
                 expected.kept.entry(owner).or_default().insert(id);
             } else if owner > directory + Duration::days(1) {
@@ -113,23 +145,23 @@ fn id(object: usize, row: usize) -> i64 {
 }
 
 /// Writes the objects below `source`, each modified when it arrived.
-fn write(source: &Path, objects: &[Object]) {
+fn write(calendar: Calendar, source: &Path, objects: &[Object]) {
     for (object_index, object) in objects.iter().enumerate() {
-        let directory = date(object.directory);
+        let directory = calendar.date(object.directory);
         let dir = source.join(key(directory).sink_path());
         std::fs::create_dir_all(&dir).unwrap();
         let mut text = String::from(support::HEADER);
         for (row_index, row) in object.rows.iter().enumerate() {
             let id = id(object_index, row_index);
             text.push_str(&match row {
-                Row::At(Some(minutes)) => format!("{id},n,v,{}\n", (start(date(0)) + Duration::minutes(*minutes)).timestamp()),
+                Row::At(Some(minutes)) => format!("{id},n,v,{}\n", (calendar.start(calendar.first) + Duration::minutes(*minutes)).timestamp()),
                 Row::At(None) => format!("{id},n,v,\n"),
                 Row::Bad => format!("bad{id},n,v,1\n"),
             });
         }
         let path = dir.join(format!("object-{object_index}.csv"));
         std::fs::write(&path, text).unwrap();
-        let arrived = start(directory) + Duration::minutes(object.arrival_minutes);
+        let arrived = calendar.start(directory) + Duration::minutes(object.arrival_minutes);
         let file = std::fs::File::options().write(true).open(&path).unwrap();
         file.set_modified(SystemTime::from(arrived)).unwrap();
     }
@@ -141,11 +173,17 @@ struct Pipeline {
     sink: TempDir,
     rejected: TempDir,
     lateness: String,
+    calendar: Calendar,
 }
 
 impl Pipeline {
     fn new(lateness: &str) -> Self {
-        Self { source: TempDir::new().unwrap(), sink: TempDir::new().unwrap(), rejected: TempDir::new().unwrap(), lateness: lateness.into() }
+        Self::in_calendar(lateness, UTC)
+    }
+
+    fn in_calendar(lateness: &str, calendar: Calendar) -> Self {
+        let dir = || TempDir::new().unwrap();
+        Self { source: dir(), sink: dir(), rejected: dir(), lateness: lateness.into(), calendar }
     }
 
     fn task(&self, day: NaiveDate) -> Task {
@@ -155,7 +193,7 @@ impl Pipeline {
             .rejected_url(self.rejected.path().to_str().unwrap())
             .build();
         task.partition = key(day);
-        task.pipeline.source.event_time = Some(EventTimeSpec { column: "timestamp".into(), lateness: self.lateness.clone(), time_zone: None });
+        task.pipeline.source.event_time = Some(EventTimeSpec { column: "timestamp".into(), lateness: self.lateness.clone(), time_zone: Some(self.calendar.zone.name().into()) });
         task
     }
 
@@ -185,7 +223,7 @@ impl Pipeline {
     /// are not rows).
     fn rejected_rows(&self) -> BTreeMap<i64, String> {
         let mut rejected = BTreeMap::new();
-        let directories = (-2..=3).map(|offset| self.rejected.path().join(key(date(offset)).sink_path()));
+        let directories = (-2..=3).map(|offset| self.rejected.path().join(key(self.calendar.date(offset)).sink_path()));
         let files = directories.filter_map(|dir| std::fs::read_dir(dir).ok()).flatten().map(|entry| entry.unwrap().path());
         for file in files {
             for line in std::fs::read_to_string(file).unwrap().lines() {
@@ -215,16 +253,21 @@ proptest! {
 
     /// Each output day holds exactly the rows the model keeps for it, every other row is in the
     /// rejected-rows location once with the model's reason, and each run's counts add up: read =
-    /// kept + routed + rejected.
+    /// kept + routed + rejected. In UTC, and in local days with a daylight-saving change (Berlin
+    /// springs forward on 2026-03-29, New York falls back on 2026-11-01).
     #[test]
-    fn each_day_holds_exactly_its_events(objects in proptest::collection::vec(object(), 1..6), lateness_minutes in prop_oneof![Just(0i64), 1..180i64, Just(1440)]) {
-        let pipeline = Pipeline::new(&format!("{lateness_minutes}m"));
-        write(pipeline.source.path(), &objects);
-        let expected = model(&objects, Duration::minutes(lateness_minutes));
+    fn each_day_holds_exactly_its_events(
+        objects in proptest::collection::vec(object(), 1..6),
+        lateness_minutes in prop_oneof![Just(0i64), 1..180i64, Just(1440)],
+        calendar in proptest::sample::select(CALENDARS.to_vec()),
+    ) {
+        let pipeline = Pipeline::in_calendar(&format!("{lateness_minutes}m"), calendar);
+        write(calendar, pipeline.source.path(), &objects);
+        let expected = model(calendar, &objects, Duration::minutes(lateness_minutes));
         let runtime = runtime();
         let mut read = 0;
         for offset in -2..=3 {
-            let day = date(offset);
+            let day = calendar.date(offset);
             let kept = match runtime.block_on(pipeline.run(day)) {
                 Ok(summary) => {
                     prop_assert_eq!(summary.rows_read, summary.rows_written + summary.rows_routed + summary.rows_rejected, "{}", day);
@@ -254,7 +297,7 @@ async fn rows_filed_under_the_next_day_belong_to_their_own() {
     let (day, next) = (date(1), date(2));
     let object = |directory, arrival_minutes, event_minutes: &[i64]| Object { directory, arrival_minutes, rows: event_minutes.iter().map(|m| Row::At(Some(*m))).collect() };
     let minutes = |date: NaiveDate, minute: i64| (start(date) - start(self::date(0))).num_minutes() + minute;
-    write(pipeline.source.path(), &[object(1, 600, &[minutes(day, 600)]), object(2, 5, &[minutes(day, 1438), minutes(next, 1)])]);
+    write(UTC, pipeline.source.path(), &[object(1, 600, &[minutes(day, 600)]), object(2, 5, &[minutes(day, 1438), minutes(next, 1)])]);
     let first = pipeline.run(day).await.unwrap();
     assert_eq!((first.rows_read, first.rows_written, first.rows_routed, first.rows_rejected), (3, 2, 1, 0));
     assert_eq!(pipeline.kept(day).await, BTreeSet::from([0, 100]), "the 24th holds its row filed under the 25th");
@@ -262,11 +305,11 @@ async fn rows_filed_under_the_next_day_belong_to_their_own() {
     assert_eq!((second.rows_written, second.rows_routed), (1, 2), "the 24th's rows in both directories are routed");
 
     // Within the lateness: the 24th's inputs change and it is processed again.
-    write(pipeline.source.path(), &[object(1, 600, &[minutes(day, 600)]), object(2, 5, &[minutes(day, 1438), minutes(next, 1)]), object(2, 90, &[minutes(day, 1439)])]);
+    write(UTC, pipeline.source.path(), &[object(1, 600, &[minutes(day, 600)]), object(2, 5, &[minutes(day, 1438), minutes(next, 1)]), object(2, 90, &[minutes(day, 1439)])]);
     let again = pipeline.run(day).await.unwrap();
     assert!(!again.skipped && again.rows_written == 3, "{again:?}");
     // After it: the 24th is unchanged, the 25th rejects the row as late.
-    write(pipeline.source.path(), &[object(1, 600, &[minutes(day, 600)]), object(2, 5, &[minutes(day, 1438), minutes(next, 1)]), object(2, 90, &[minutes(day, 1439)]), object(2, 150, &[minutes(day, 1439)])]);
+    write(UTC, pipeline.source.path(), &[object(1, 600, &[minutes(day, 600)]), object(2, 5, &[minutes(day, 1438), minutes(next, 1)]), object(2, 90, &[minutes(day, 1439)]), object(2, 150, &[minutes(day, 1439)])]);
     assert!(pipeline.run(day).await.unwrap().skipped, "an object after the lateness is not the 24th's");
     let late = pipeline.run(next).await.unwrap();
     assert_eq!((late.rows_read, late.rows_written, late.rows_routed, late.rows_rejected), (5, 1, 3, 1));
@@ -280,7 +323,7 @@ async fn a_bad_row_fails_only_the_run_of_its_own_directory() {
     let pipeline = Pipeline::new("2h");
     let (day, next) = (date(1), date(2));
     let minute = (start(next) - start(date(0))).num_minutes() - 1;
-    write(pipeline.source.path(), &[
+    write(UTC, pipeline.source.path(), &[
         Object { directory: 1, arrival_minutes: 600, rows: vec![Row::At(Some(minute - 600))] },
         Object { directory: 2, arrival_minutes: 5, rows: vec![Row::At(Some(minute)), Row::Bad] },
     ]);
