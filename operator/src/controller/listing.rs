@@ -50,10 +50,18 @@ pub struct Listings {
     failed: Mutex<HashMap<String, FailedListing>>,
 }
 
-/// What was listed of one pipeline's source, by prefix.
+/// What was listed of one pipeline's source, by prefix; for an event-time pipeline also the
+/// output partitions composed from them, until a prefix is listed again or leaves the window.
 struct Listing {
     generation: Option<i64>,
     prefixes: HashMap<String, PrefixListing>,
+    composed: Option<Vec<ObservedPartition>>,
+}
+
+impl Listing {
+    fn new(generation: Option<i64>) -> Self {
+        Self { generation, prefixes: HashMap::new(), composed: None }
+    }
 }
 
 /// One prefix's listing: when, what it held, and whether those partitions were all committed at
@@ -64,12 +72,21 @@ struct PrefixListing {
     settled: bool,
 }
 
-/// The source partitions one listing found, with the time its settled objects were modified
-/// at or before (the listing's time minus the grace period).
-#[derive(Clone)]
-struct Found {
-    partitions: discovery::Partitions,
-    settled_before: Timestamp,
+/// What one listing of a prefix found: its partitions as the planner sees them or, for an
+/// event-time pipeline, its objects, which the output partitions are composed from, with the time
+/// its settled objects were modified at or before (the listing's time minus the grace period).
+enum Found {
+    Partitions(Vec<ObservedPartition>),
+    Objects { partitions: discovery::Partitions, settled_before: Timestamp },
+}
+
+impl Found {
+    fn keys(&self) -> Vec<PartitionKey> {
+        match self {
+            Found::Partitions(partitions) => partitions.iter().map(|partition| partition.key).collect(),
+            Found::Objects { partitions, .. } => partitions.keys().copied().collect(),
+        }
+    }
 }
 
 /// A listing that failed: why, how many times in a row, and until when it is not tried again.
@@ -92,7 +109,7 @@ impl Listings {
     pub fn note_unfinished(&self, uid: &str, unfinished: &BTreeSet<String>) {
         if let Some(listing) = self.kept.lock().expect("not poisoned").get_mut(uid) {
             for prefix in listing.prefixes.values_mut() {
-                prefix.settled = prefix.found.partitions.keys().all(|key| !unfinished.contains(&key.to_string()));
+                prefix.settled = prefix.found.keys().iter().all(|key| !unfinished.contains(&key.to_string()));
             }
         }
     }
@@ -137,34 +154,55 @@ impl Listings {
     /// output partitions composed from them (see [`EventTime::compose`]).
     fn keep(&self, uid: &str, generation: Option<i64>, prefixes: &[Prefix], listed: Vec<(String, Found)>, event_time: Option<&EventTime>) -> Vec<ObservedPartition> {
         let mut kept = self.kept.lock().expect("not poisoned");
-        let listing = kept.entry(uid.to_string()).or_insert_with(|| Listing { generation, prefixes: HashMap::new() });
+        let listing = kept.entry(uid.to_string()).or_insert_with(|| Listing::new(generation));
         if listing.generation != generation {
-            *listing = Listing { generation, prefixes: HashMap::new() };
+            *listing = Listing::new(generation);
         }
+        let count = listing.prefixes.len();
+        let changed = !listed.is_empty();
         for (path, found) in listed {
             listing.prefixes.insert(path, PrefixListing { at: Instant::now(), found, settled: false });
         }
         listing.prefixes.retain(|name, _| prefixes.iter().any(|prefix| prefix.name() == name));
-        let mut sources = discovery::Partitions::new();
-        let mut settled_before = BTreeMap::new();
-        for prefix in listing.prefixes.values() {
-            sources.extend(prefix.found.partitions.clone());
-            settled_before.extend(prefix.found.partitions.keys().map(|key| (*key, prefix.found.settled_before)));
+        if changed || listing.prefixes.len() != count {
+            listing.composed = None;
         }
-        let partitions = match event_time {
-            Some(event_time) => event_time.compose(&sources),
-            None => sources,
+        let mut partitions: Vec<ObservedPartition> = match event_time {
+            Some(event_time) => listing.composed.get_or_insert_with(|| compose(event_time, listing.prefixes.values())).clone(),
+            None => listing
+                .prefixes
+                .values()
+                .flat_map(|prefix| match &prefix.found {
+                    Found::Partitions(partitions) => partitions.clone(),
+                    Found::Objects { .. } => Vec::new(),
+                })
+                .collect(),
         };
+        partitions.sort_by_key(|partition| partition.key);
         partitions
-            .into_iter()
-            .map(|(key, found)| {
-                // Objects of several listings are settled before the oldest listing's cutoff.
-                let read = event_time.map_or_else(|| vec![key], |event_time| event_time.reads(&key));
-                let cutoff = read.iter().filter_map(|source| settled_before.get(source)).min().copied().unwrap_or_else(Timestamp::now);
-                observed(key, &found, cutoff)
-            })
-            .collect()
     }
+}
+
+/// The output partitions of an event-time pipeline, composed from the objects of its listed
+/// prefixes. An output's objects count as settled before the oldest cutoff of the listings of
+/// the directories it reads.
+fn compose<'a>(event_time: &EventTime, prefixes: impl Iterator<Item = &'a PrefixListing>) -> Vec<ObservedPartition> {
+    let mut sources = discovery::Partitions::new();
+    let mut settled_before = BTreeMap::new();
+    for prefix in prefixes {
+        if let Found::Objects { partitions, settled_before: cutoff } = &prefix.found {
+            sources.extend(partitions.clone());
+            settled_before.extend(partitions.keys().map(|key| (*key, *cutoff)));
+        }
+    }
+    event_time
+        .compose(&sources)
+        .into_iter()
+        .map(|(key, found)| {
+            let cutoff = event_time.reads(&key).iter().filter_map(|source| settled_before.get(source)).min().copied().unwrap_or_else(Timestamp::now);
+            observed(key, &found, cutoff)
+        })
+        .collect()
 }
 
 /// What the planner sees of a partition's objects, those modified at or before `settled_before`
@@ -245,7 +283,11 @@ async fn list(
         let partitions = discovery::discover_below(&source, &checked.layout, &prefix.paths)
             .await
             .map_err(|e| Blocked::SourceUnavailable(format!("listing {}: {}", checked.source.url(), super::s3::describe(pipeline, e))))?;
-        listed.push((prefix.name().to_string(), Found { partitions, settled_before }));
+        let found = match checked.event_time {
+            Some(_) => Found::Objects { partitions, settled_before },
+            None => Found::Partitions(partitions.into_iter().map(|(key, found)| observed(key, &found, settled_before)).collect()),
+        };
+        listed.push((prefix.name().to_string(), found));
     }
     Ok(listed)
 }
@@ -278,7 +320,9 @@ mod tests {
         let prefixes = [october.clone(), yesterday.clone()];
         let third = PartitionKey { year: 2026, month: 10, day: 3, hour: None };
         let settled_before: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
-        let found = |partitions: Vec<(PartitionKey, DiscoveredPartition)>| Found { partitions: partitions.into_iter().collect(), settled_before };
+        let found = |partitions: Vec<(PartitionKey, DiscoveredPartition)>| {
+            Found::Partitions(partitions.into_iter().map(|(key, found)| observed(key, &found, settled_before)).collect())
+        };
         let october_listing = found(vec![(third, object("year=2026/month=10/day=03/a.csv", "2026-10-03T10:00:00Z"))]);
         let listed = listings.keep("uid", Some(1), &prefixes, vec![(october.name().to_string(), october_listing), (yesterday.name().to_string(), found(Vec::new()))], None);
         assert_eq!(listed.iter().map(|partition| (partition.key, partition.settled.is_some())).collect::<Vec<_>>(), [(third, true)]);
@@ -312,7 +356,7 @@ mod tests {
         let prefix = |day: u8| Prefix { paths: vec![format!("year=2026/month=11/day={day}/")], last_day: format!("2026-11-{day}").parse().unwrap() };
         let prefixes = [prefix(24), prefix(25)];
         let settled_before: Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
-        let found = |key: PartitionKey, object: DiscoveredPartition| Found { partitions: [(key, object)].into_iter().collect(), settled_before };
+        let found = |key: PartitionKey, object: DiscoveredPartition| Found::Objects { partitions: [(key, object)].into_iter().collect(), settled_before };
         let in_time = object("year=2026/month=11/day=25/a.csv", "2026-11-25T01:00:00Z");
         let listed = vec![
             (prefixes[0].name().to_string(), found(day(24), object("year=2026/month=11/day=24/b.csv", "2026-11-24T10:00:00Z"))),
@@ -333,9 +377,18 @@ mod tests {
         let event_time = EventTime::of(&source, &layout).unwrap().unwrap();
         let observed = listings.keep("uid", Some(1), &prefixes, listed, Some(&event_time));
         assert_eq!(observed.iter().map(|partition| partition.key).collect::<Vec<_>>(), [day(24), day(25), day(26)], "the 26th reads the 25th's object for clocks ahead");
-        let composed = event_time.compose(&[(day(24), object("year=2026/month=11/day=24/b.csv", "2026-11-24T10:00:00Z")), (day(25), in_time)].into_iter().collect());
+        let composed = event_time.compose(&[(day(24), object("year=2026/month=11/day=24/b.csv", "2026-11-24T10:00:00Z")), (day(25), in_time.clone())].into_iter().collect());
         assert_eq!(observed[0].fingerprint, fingerprint(&composed[&day(24)].inputs));
         assert_eq!(composed[&day(24)].inputs.len(), 2, "the 24th reads both objects");
         assert_eq!(observed[0].modified.len(), 2);
+        let again = listings.keep("uid", Some(1), &prefixes, Vec::new(), Some(&event_time));
+        assert_eq!(again, observed, "a reconcile that lists nothing sees the same days");
+        let late = object("year=2026/month=11/day=25/c.csv", "2026-11-25T01:30:00Z");
+        let mut both = in_time.clone();
+        both.inputs.extend(late.inputs);
+        both.modified.extend(late.modified);
+        let relisted = listings.keep("uid", Some(1), &prefixes, vec![(prefixes[1].name().to_string(), found(day(25), both))], Some(&event_time));
+        assert_eq!(relisted[0].modified.len(), 3, "an object that arrived within the lateness is the 24th's too");
+        assert_ne!(relisted[0].fingerprint, observed[0].fingerprint);
     }
 }
