@@ -337,3 +337,40 @@ async fn a_bad_row_fails_only_the_run_of_its_own_directory() {
     let error = eventpipe_transformer::run::run(&fail(next)).await.unwrap_err().to_string();
     assert!(error.contains("object-1.csv") && error.contains("line 3"), "{error}");
 }
+
+/// Hourly partitions: the 23:00 hour reads the next hour's objects that arrived within its
+/// 30 minutes of lateness; a later object's row of 23:00 is rejected as late by 00:00's run.
+#[tokio::test]
+async fn hours_read_the_next_hours_objects_within_the_lateness() {
+    let pipeline = Pipeline::new("30m");
+    let hour = |day: NaiveDate, hour: u8| PartitionKey { hour: Some(hour), ..key(day) };
+    let (eleven, midnight) = (hour(date(1), 23), hour(date(2), 0));
+    let at = |key: &PartitionKey, minutes: i64| key.start().unwrap() + Duration::minutes(minutes);
+    let put = |key: &PartitionKey, name: &str, rows: &[(i64, DateTime<Utc>)], arrived: DateTime<Utc>| {
+        let dir = pipeline.source.path().join(key.sink_path());
+        std::fs::create_dir_all(&dir).unwrap();
+        let body: String = rows.iter().map(|(id, at)| format!("{id},n,v,{}\n", at.timestamp())).collect();
+        std::fs::write(dir.join(name), format!("{}{body}", support::HEADER)).unwrap();
+        std::fs::File::options().write(true).open(dir.join(name)).unwrap().set_modified(arrived.into()).unwrap();
+    };
+    put(&eleven, "a.csv", &[(1, at(&eleven, 10))], at(&eleven, 15));
+    put(&midnight, "b.csv", &[(2, at(&eleven, 59)), (3, at(&midnight, 1))], at(&midnight, 20));
+    put(&midnight, "c.csv", &[(4, at(&eleven, 59))], at(&midnight, 40));
+    let run = |key: PartitionKey| {
+        let mut task = pipeline.task(date(0));
+        task.partition = key;
+        task.pipeline.source.layout = "year={year}/month={month}/day={day}/hour={hour}/".into();
+        async move { eventpipe_transformer::run::run(&task).await.unwrap() }
+    };
+    let first = run(eleven).await;
+    assert_eq!((first.rows_read, first.rows_written, first.rows_routed, first.rows_rejected), (3, 2, 1, 0), "{first:?}");
+    let second = run(midnight).await;
+    assert_eq!((second.rows_read, second.rows_written, second.rows_routed, second.rows_rejected), (4, 1, 2, 1), "{second:?}");
+    let late: Vec<String> = std::fs::read_to_string(pipeline.rejected.path().join(midnight.sink_path()).join(format!("rejected-{}.jsonl", second.run_id)))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(late.len(), 1);
+    assert!(late[0].contains("\"reason\":\"late\"") && late[0].contains("\"id\":4"), "{late:?}");
+}
