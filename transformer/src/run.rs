@@ -20,9 +20,11 @@
 //! A compaction task (see [`crate::commit::compaction`]) reads no input: it rewrites what a Delta
 //! sink holds for the partition.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use datafusion::error::DataFusionError;
 use datafusion::prelude::DataFrame;
 use futures::StreamExt;
@@ -322,12 +324,13 @@ impl Run<'_> {
 
     /// The inputs of an event-time partition grouped by what the run does with their rows.
     fn fate_groups(&self, event_time: &EventTime) -> Result<Vec<FateGroup>> {
+        let arrived: BTreeMap<&InputObject, DateTime<Utc>> = self.listed.inputs.iter().zip(self.listed.modified.iter().copied()).collect();
         let mut groups: Vec<FateGroup> = Vec::new();
         for input in self.inputs {
             let unknown = || Error::Config(format!("{}: the object is not in a partition directory of the listing", input.path));
             let directory = self.checked.layout.partition_of(&input.path).ok_or_else(unknown)?;
-            let position = self.listed.inputs.iter().position(|listed| listed == input).ok_or_else(unknown)?;
-            let bounds = event_time.fates(&self.task.partition, &directory, self.listed.modified[position]);
+            let modified = *arrived.get(input).ok_or_else(unknown)?;
+            let bounds = event_time.fates(&self.task.partition, &directory, modified);
             match groups.iter_mut().find(|group| group.bounds == bounds) {
                 Some(group) => group.objects.push(self.located(input)),
                 None => groups.push(FateGroup { bounds, column: event_time.column.clone(), objects: vec![self.located(input)] }),
