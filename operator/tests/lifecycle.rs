@@ -110,6 +110,12 @@ async fn wait_until_committed(world: &World, pipeline: &str, partition: &str, ro
         .await
 }
 
+/// The operator's `eventpipe_rows_total` line for rows of `kind`.
+async fn rows_counted(port: u16, kind: &str) -> Result<Option<String>> {
+    let metrics = support::http_get(port, "/metrics").await?;
+    Ok(metrics.lines().find(|line| line.starts_with("eventpipe_rows_total{") && line.contains(&format!("kind=\"{kind}\""))).map(str::to_string))
+}
+
 /// The pods of the namespace, newest first.
 async fn pods(world: &World) -> Result<Vec<Pod>> {
     let mut pods = Api::<Pod>::namespaced(world.admin.clone(), &world.namespace).list(&ListParams::default()).await?.items;
@@ -287,9 +293,8 @@ async fn event_time_days_take_their_rows_from_the_directories_they_were_filed_in
     assert_eq!(query_output(&world, &today, "SELECT id FROM out").await?, ["4"]);
     let manifest = manifest(&world, &yesterday).await?;
     assert_eq!(manifest.inputs.iter().map(|input| input.path.as_str()).collect::<Vec<_>>(), [format!("{yesterday}/a.csv"), format!("{today}/b.csv")]);
-    let metrics = support::http_get(port, "/metrics").await?;
-    let routed = metrics.lines().find(|line| line.starts_with("eventpipe_rows_total{") && line.contains("kind=\"Routed\""));
-    assert!(routed.is_some_and(|line| line.ends_with(" 4")), "1 row routed by yesterday's run, 3 by today's: {routed:?}");
+    let routed = rows_counted(port, "Routed").await?;
+    assert!(routed.as_deref().is_some_and(|line| line.ends_with(" 4")), "1 row routed by yesterday's run, 3 by today's: {routed:?}");
     drop(stop);
     operator.await?;
     Ok(())
@@ -404,9 +409,8 @@ async fn two_increments_commit_into_an_open_partition() -> Result<()> {
     assert_eq!(files.len(), 3, "both increments' files and the manifest: {files:?}");
     assert_eq!(world.job_names().await?.len(), 2, "one Job per increment");
     assert!(!world.event_reasons().await?.iter().any(|r| r == "InputsChanged"), "growing is not a change");
-    let metrics = support::http_get(port, "/metrics").await?;
-    let rows_read = metrics.lines().find(|line| line.starts_with("eventpipe_rows_total{") && line.contains("kind=\"Read\""));
-    assert!(rows_read.is_some_and(|line| line.ends_with(" 5")), "each row was read once: {rows_read:?}");
+    let rows_read = rows_counted(port, "Read").await?;
+    assert!(rows_read.as_deref().is_some_and(|line| line.ends_with(" 5")), "each row was read once: {rows_read:?}");
     drop(stop);
     operator.await?;
     Ok(())
@@ -563,6 +567,40 @@ async fn firehose_sized_partition() -> Result<()> {
     let done = wait_for_state(&world, "firehose", &day, PartitionState::Succeeded, Duration::from_secs(400)).await?;
     assert_eq!((done.rows_read, done.rows_written), (Some(6000), Some(6000)));
     assert_eq!(manifest(&world, &day).await?.inputs.len(), 3000);
+    drop(stop);
+    operator.await?;
+    Ok(())
+}
+
+/// A Firehose day by event time on the real Job controller: 1,440 objects under yesterday's
+/// directory and 60 under today's, each of those with a row of yesterday's last minute. The
+/// operator composes both days from 1,500 objects with the run's own function: one Job per day,
+/// no inputs changed between plan and run, every row kept once.
+#[tokio::test]
+async fn a_firehose_day_by_event_time_takes_its_last_minute_from_the_next_directory() -> Result<()> {
+    let (world, _runner) = world_with_runner("firehose-event-time").await?;
+    let (yesterday, today) = (partition(1), partition(0));
+    let midnight = chrono::Utc::now().date_naive().and_hms_opt(0, 0, 0).context("midnight")?.and_utc().timestamp();
+    let s3 = S3Server::get()?;
+    let objects = (0..1500i64).map(|i| match i {
+        0..1440 => (format!("events/{yesterday}/delivery-{i:04}.csv"), format!("{i},theme,dark,{}\n", midnight - 86_400 + i * 60)),
+        _ => (format!("events/{today}/delivery-{i:04}.csv"), format!("{i},theme,dark,{}\n{},theme,light,{}\n", midnight - 1, i + 10_000, midnight + i)),
+    });
+    let uploads = futures::stream::iter(objects).map(|(key, rows)| {
+        let bucket = world.bucket.clone();
+        async move { s3.put(&bucket, &key, format!("{}{rows}", support::CSV_HEADER).into_bytes()).await }
+    });
+    uploads.buffer_unordered(16).try_collect::<Vec<()>>().await?;
+    let (stop, operator, _) = world.start_operator();
+    let spec = json!({"source": {"eventTime": {"column": "timestamp", "lateness": "1d"}}, "execution": {"activeDeadlineSeconds": 600}});
+    world.apply_pipeline("firehose-by-event-day", spec).await?;
+    let day = wait_until_committed(&world, "firehose-by-event-day", &yesterday, 1560).await?;
+    assert_eq!((day.rows_written, day.rows_routed, day.rows_rejected), (Some(1500), Some(60), Some(0)));
+    let next = wait_until_committed(&world, "firehose-by-event-day", &today, 1560).await?;
+    assert_eq!((next.rows_written, next.rows_routed), (Some(60), Some(1500)));
+    assert_eq!(manifest(&world, &yesterday).await?.inputs.len(), 1500);
+    assert_eq!(world.job_names().await?.len(), 2, "one Job per day");
+    assert!(!world.event_reasons().await?.iter().any(|reason| reason == "InputsChanged"), "the operator planned what the run read");
     drop(stop);
     operator.await?;
     Ok(())
